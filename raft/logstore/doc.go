@@ -1,0 +1,18 @@
+// Package logstore is the durable half of the control plane: a
+// hashicorp/raft LogStore and StableStore on one pebble/v2 database.
+//
+// raft-boltdb/v2 does not build against raft v1.8.0 (it imports the
+// go-metrics compat package that go-metrics v0.7.0 dropped), and the design
+// already keeps every other piece of node-local state in pebble, so the log
+// lives there too.
+//
+// Layout: log entries under "l"+big-endian index (so index order is key
+// order and DeleteRange is one range tombstone), stable keys under
+// "s"+key. Every write batch is committed with pebble.Sync: an entry that
+// StoreLogs acknowledged survives a crash of the process or the machine.
+// First and last index are cached in memory and recomputed after a
+// DeleteRange; the store is safe for concurrent use.
+//
+// Missing entries are raft.ErrLogNotFound; a missing stable key reads as
+// empty / zero, as raft's contract asks.
+package logstore
