@@ -1,0 +1,81 @@
+package raft
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/zosproject/zos/raft/fsm"
+)
+
+// Control is what the data plane (blockd, the hub, the store's garbage
+// collector) needs from the control plane. *Server implements it over
+// Raft; Local implements it in-process for unit tests and tools.
+type Control interface {
+	// Apply proposes one fsm command and returns its JSON-encoded result.
+	// Refusals are *fsm.Error values (test with errors.Is against the fsm
+	// sentinels).
+	Apply(ctx context.Context, op string, args any) (json.RawMessage, error)
+	// Read runs fn on a linearizable view of the state. fn must neither
+	// modify nor retain the state.
+	Read(ctx context.Context, fn func(*fsm.State) error) error
+}
+
+// Local is a Control over an in-process state machine without Raft. It is
+// real logic (the same fsm.Apply), only not replicated.
+type Local struct {
+	mu    sync.RWMutex
+	state *fsm.State
+	// Now is the clock stamped into commands; time.Now by default.
+	Now func() time.Time
+}
+
+// NewLocal returns a Local over an initialized empty cluster whose nodes
+// are the given IDs (addresses are made up).
+func NewLocal(nodes ...string) *Local {
+	l := &Local{state: fsm.NewState(), Now: time.Now}
+	ctx := context.Background()
+	must := func(op string, args any) {
+		if _, err := l.Apply(ctx, op, args); err != nil {
+			panic(err)
+		}
+	}
+	must(fsm.OpInit, fsm.InitArgs{ClusterID: "local", Secret: "local-secret-0123456789",
+		Admin: fsm.Token{ID: "admin", Hash: "0000000000000000000000000000000000000000000000000000000000000000"}})
+	for i, id := range nodes {
+		addr := fmt.Sprintf("127.0.0.%d", i+1)
+		must(fsm.OpNodeAdd, fsm.NodeAddArgs{Node: fsm.Node{ID: id, Addr: addr, RaftAddr: addr + ":9901", APIAddr: addr + ":5000"}})
+	}
+	return l
+}
+
+// Apply implements Control.
+func (l *Local) Apply(ctx context.Context, op string, args any) (json.RawMessage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c, err := fsm.NewCommand(op, l.Now().UnixNano(), args)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	v, err := l.state.Apply(&c)
+	l.state.Index++
+	l.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}
+
+// Read implements Control.
+func (l *Local) Read(ctx context.Context, fn func(*fsm.State) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return fn(l.state)
+}
