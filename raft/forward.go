@@ -1,0 +1,93 @@
+package raft
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/zosproject/zos/raft/fsm"
+)
+
+// Leader identifies the node a request is forwarded to.
+type Leader struct {
+	ID   string
+	Addr string // Raft address
+}
+
+// Forwarder sends leader-only work from a follower to the leader. The node
+// daemon implements it over the leader's internal HTTP endpoint, which calls
+// HandleForward there.
+type Forwarder interface {
+	Forward(ctx context.Context, to Leader, req *ForwardRequest) (*ForwardResponse, error)
+}
+
+// Kinds of forwarded requests.
+const (
+	ForwardApply     = "apply"
+	ForwardReadIndex = "readindex"
+)
+
+// ForwardRequest is a request for the leader.
+type ForwardRequest struct {
+	Kind string          `json:"kind"`
+	Op   string          `json:"op,omitempty"`
+	Args json.RawMessage `json:"args,omitempty"`
+}
+
+// ForwardResponse is the leader's answer.
+type ForwardResponse struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Index  uint64          `json:"index,omitempty"`
+	Err    *WireError      `json:"error,omitempty"`
+}
+
+// WireError carries an error across a forward.
+type WireError struct {
+	Code       string `json:"code"`
+	Msg        string `json:"message"`
+	LeaderID   string `json:"leader_id,omitempty"`
+	LeaderAddr string `json:"leader_addr,omitempty"`
+}
+
+const (
+	codeNotLeader = "not_leader"
+	codeNoLeader  = "no_leader"
+	codeClosed    = "closed"
+	codeInternal  = "internal"
+)
+
+func errResponse(err error) *ForwardResponse {
+	return &ForwardResponse{Err: toWire(err)}
+}
+
+func toWire(err error) *WireError {
+	var fe *fsm.Error
+	var nl *NotLeaderError
+	switch {
+	case errors.As(err, &fe):
+		return &WireError{Code: fe.Code, Msg: fe.Msg}
+	case errors.As(err, &nl):
+		return &WireError{Code: codeNotLeader, Msg: nl.Error(), LeaderID: nl.LeaderID, LeaderAddr: nl.LeaderAddr}
+	case errors.Is(err, ErrNoLeader):
+		return &WireError{Code: codeNoLeader, Msg: err.Error()}
+	case errors.Is(err, ErrClosed):
+		return &WireError{Code: codeClosed, Msg: err.Error()}
+	}
+	return &WireError{Code: codeInternal, Msg: err.Error()}
+}
+
+func (w *WireError) err() error {
+	switch w.Code {
+	case codeNotLeader:
+		return &NotLeaderError{LeaderID: w.LeaderID, LeaderAddr: w.LeaderAddr}
+	case codeNoLeader:
+		return ErrNoLeader
+	case codeClosed:
+		// The leader is shutting down: as good as no leader.
+		return fmt.Errorf("%w: leader is shutting down", ErrNoLeader)
+	case codeInternal:
+		return errors.New(w.Msg)
+	}
+	return &fsm.Error{Code: w.Code, Msg: w.Msg}
+}
