@@ -1,0 +1,62 @@
+// Package nbd is an NBD (Network Block Device) server: it serves any number
+// of Exports to clients such as qemu, nbdinfo, nbdcopy, nbdfuse and fio
+// over the fixed newstyle protocol (NetworkBlockDevice/nbd doc/proto.md).
+//
+// What it speaks:
+//
+//   - Handshake: fixed newstyle with and without NBD_FLAG_C_NO_ZEROES;
+//     options EXPORT_NAME, ABORT, LIST, INFO, GO (NBD_INFO_EXPORT, _NAME,
+//     _DESCRIPTION, _BLOCK_SIZE), STARTTLS, STRUCTURED_REPLY,
+//     LIST_META_CONTEXT and SET_META_CONTEXT (base:allocation); every other
+//     option is answered NBD_REP_ERR_UNSUP. With Config.TLS clients may
+//     upgrade; with Config.RequireTLS every option but STARTTLS and ABORT
+//     is refused with NBD_REP_ERR_TLS_REQD until they do.
+//   - Transmission: READ (simple replies, or structured replies with
+//     OFFSET_DATA and OFFSET_HOLE chunks for aligned zero runs, and DF),
+//     WRITE, FLUSH, FUA, TRIM, WRITE_ZEROES (NO_HOLE, FAST_ZERO), CACHE
+//     (the optional Cacher capability, else a no-op), BLOCK_STATUS
+//     (base:allocation, REQ_ONE) and DISC.
+//
+// Guarantees:
+//
+//   - Requests of one connection are read by one goroutine and served
+//     concurrently by up to Config.MaxInFlightRequests worker goroutines;
+//     replies go out in completion order, each written whole. Buffers held
+//     per connection are bounded by Config.MaxInFlightBytes: past it the
+//     server stops reading the socket.
+//   - Requests are validated before the Export sees them: the Export is
+//     never asked for a range past its end, for zero bytes, for a write to a
+//     read-only export, or for more than Config.MaxRequestSize bytes. Bad
+//     requests get the error the spec prescribes (EINVAL; ENOSPC for writes
+//     past the end; EPERM on read-only exports); Export errors are mapped
+//     once (ErrNoSpace → ENOSPC, ErrNotFast → ENOTSUP, ErrReadOnly → EPERM,
+//     anything else EIO). A panic in an Export fails that request with EIO
+//     and is logged; the server and other clients go on.
+//   - A client that sends garbage, a bad magic, or hangs up mid-request is
+//     disconnected; nothing else is affected.
+//   - NBD_CMD_DISC finishes the requests in flight, flushes the export and
+//     closes. Shutdown does the same for every connection; Close is
+//     immediate. Neither leaks goroutines: every Export call has returned
+//     and every release func has run when they return.
+//
+// Usage:
+//
+//	exports := nbd.NewStaticExports()
+//	exports.Add(memexport.New(1<<30), nbd.ExportInfo{Name: "disk", MultiConn: true})
+//	srv, err := nbd.New(nbd.Config{Exports: exports, Registerer: reg})
+//	ln, err := net.Listen("tcp", ":10809")
+//	go srv.Serve(ctx, ln) // nbd://host:10809/disk
+//	...
+//	srv.Shutdown(ctx)
+//
+// Design notes. Replies are coalesced: a worker copies a small reply into a
+// per-connection buffer which is written when no other reply is waiting, so
+// replies completing together share one write while a lone reply is never
+// delayed; large read data is written in place with writev. Holes in READ
+// replies are found by comparing aligned blocks of the data read with zero
+// (memequal stops at the first nonzero word, so data costs almost nothing)
+// rather than by asking the Export, which keeps the Export contract small
+// and also turns zeroes an Export did not know about into holes. The
+// advertised block sizes are minimum 1, preferred ExportInfo.BlockSize
+// (default 4096) and maximum Config.MaxRequestSize.
+package nbd
