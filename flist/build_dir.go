@@ -192,4 +192,3 @@ func readXattrs(path string) ([]Xattr, error) {
 	sortXattrs(out)
 	return out, nil
 }
-

@@ -27,7 +27,9 @@ type Chunking struct {
 var DefaultChunking = Chunking{Kind: "fastcdc", Min: 256 << 10, Avg: 1 << 20, Max: 4 << 20}
 
 // FixedChunking returns fixed-size chunking with the given size.
-func FixedChunking(size int) Chunking { return Chunking{Kind: "fixed", Min: size, Avg: size, Max: size} }
+func FixedChunking(size int) Chunking {
+	return Chunking{Kind: "fixed", Min: size, Avg: size, Max: size}
+}
 
 // Name is a short description recorded in Meta.Chunking.
 func (c Chunking) Name() string {

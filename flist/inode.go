@@ -32,13 +32,13 @@ const (
 
 // Limits a valid flist respects; the decoder rejects files beyond them.
 const (
-	MaxNameLen    = 255              // bytes in one path component (NAME_MAX)
-	MaxPathLen    = 4096             // bytes in a path (PATH_MAX)
-	MaxTargetLen  = 4095             // bytes in a symlink target
-	MaxXattrName  = 255              // bytes in an xattr name (XATTR_NAME_MAX)
-	MaxXattrValue = 64 << 10         // bytes in an xattr value (XATTR_SIZE_MAX)
-	MaxFileSize   = int64(1) << 50   // 1 PiB: sane upper bound on one file
-	MaxXattrs     = 1024             // xattrs per inode
+	MaxNameLen    = 255             // bytes in one path component (NAME_MAX)
+	MaxPathLen    = 4096            // bytes in a path (PATH_MAX)
+	MaxTargetLen  = 4095            // bytes in a symlink target
+	MaxXattrName  = 255             // bytes in an xattr name (XATTR_NAME_MAX)
+	MaxXattrValue = 64 << 10        // bytes in an xattr value (XATTR_SIZE_MAX)
+	MaxFileSize   = int64(1) << 50  // 1 PiB: sane upper bound on one file
+	MaxXattrs     = 1024            // xattrs per inode
 	maxInodes     = uint64(1) << 32 // inodes per flist
 )
 

@@ -45,7 +45,7 @@ type Stats struct {
 	Files        uint64 `json:"files"`
 	Symlinks     uint64 `json:"symlinks"`
 	Devices      uint64 `json:"devices"`
-	Others       uint64 `json:"others"` // fifos and sockets
+	Others       uint64 `json:"others"`     // fifos and sockets
 	HardLinks    uint64 `json:"hard_links"` // extra names of multiply linked files
 	Bytes        int64  `json:"bytes"`
 	Chunks       uint64 `json:"chunks"`

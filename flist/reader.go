@@ -64,12 +64,12 @@ func (r *readable) Stat() (vfs.FileInfo, error) { return sizeInfo(r.size), nil }
 
 type sizeInfo int64
 
-func (s sizeInfo) Name() string            { return "flist" }
-func (s sizeInfo) Size() int64             { return int64(s) }
-func (s sizeInfo) Mode() fs.FileMode       { return 0o444 }
-func (s sizeInfo) ModTime() time.Time      { return time.Time{} }
-func (s sizeInfo) IsDir() bool             { return false }
-func (s sizeInfo) Sys() any                { return nil }
+func (s sizeInfo) Name() string           { return "flist" }
+func (s sizeInfo) Size() int64            { return int64(s) }
+func (s sizeInfo) Mode() fs.FileMode      { return 0o444 }
+func (s sizeInfo) ModTime() time.Time     { return time.Time{} }
+func (s sizeInfo) IsDir() bool            { return false }
+func (s sizeInfo) Sys() any               { return nil }
 func (s sizeInfo) DeviceID() vfs.DeviceID { return vfs.DeviceID{} }
 
 // Open opens the flist file of the given size readable through r, checks
