@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -450,7 +451,7 @@ func (s *Server) leaderReadIndex() (uint64, error) {
 func (s *Server) WaitApplied(ctx context.Context, idx uint64) error {
 	for {
 		ch := s.m.changed()
-		if s.m.applied() >= idx {
+		if s.appliedThrough(idx) {
 			return nil
 		}
 		select {
@@ -462,6 +463,40 @@ func (s *Server) WaitApplied(ctx context.Context, idx uint64) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// appliedThrough reports whether the local state reflects every command
+// with an index up to idx. The state machine only sees commands, while the
+// commit index also counts configuration changes, barriers and the no-op a
+// new leader appends; so once Raft has handed everything up to idx to the
+// state machine, the entries after the last applied command are checked:
+// if none of them is a command, the state is current.
+func (s *Server) appliedThrough(idx uint64) bool {
+	a := s.m.applied()
+	if a >= idx {
+		return true
+	}
+	if s.raft.AppliedIndex() < idx {
+		return false
+	}
+	snapIdx := uint64(0)
+	for i := a + 1; i <= idx; i++ {
+		var l hraft.Log
+		if err := s.store.GetLog(i, &l); err != nil {
+			// Compacted: covered by a snapshot the state already holds.
+			if snapIdx == 0 {
+				snapIdx, _ = strconv.ParseUint(s.raft.Stats()["last_snapshot_index"], 10, 64)
+			}
+			if i <= snapIdx {
+				continue
+			}
+			return false
+		}
+		if l.Type == hraft.LogCommand {
+			return false
+		}
+	}
+	return true
 }
 
 // Changed returns a channel closed at the next applied command. Watchers

@@ -331,6 +331,18 @@ func TestMembership(t *testing.T) {
 	if len(ms) != 3 {
 		t.Fatalf("members after remove: %+v", ms)
 	}
+	// The commit index now points at a configuration entry the state
+	// machine never sees; linearizable reads must still return.
+	for _, s := range c.servers {
+		if s.ID() == "n4" {
+			continue // removed: it no longer hears from the leader
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := s.Read(rctx, func(*fsm.State) error { return nil }); err != nil {
+			t.Fatalf("read on %s after a configuration change: %v", s.ID(), err)
+		}
+		cancel()
+	}
 	// Followers refuse membership changes with the leader's identity.
 	for _, s := range c.servers {
 		if s != lead && s.ID() != "n4" {

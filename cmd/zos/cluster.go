@@ -1,0 +1,163 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zosproject/zos/orchestrator"
+	"github.com/zosproject/zos/orchestrator/client"
+	"github.com/zosproject/zos/raft/fsm"
+)
+
+func newClusterCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Cluster status and membership (uses ZOS_ADDR, ZOS_TOKEN)"}
+
+	status := &cobra.Command{Use: "status", Short: "Show the cluster: leader, term, commit index, epoch, nodes", Args: cobra.NoArgs}
+	sOut := addOutputFlag(status)
+	status.RunE = func(cmd *cobra.Command, args []string) error {
+		var cs orchestrator.ClusterStatus
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, "/api/v1/cluster", nil, &cs); err != nil {
+			return err
+		}
+		return output(*sOut, cmd.OutOrStdout(), cs, func() {
+			w := cmd.OutOrStdout()
+			up := 0
+			for _, n := range cs.Nodes {
+				if n.State == fsm.NodeUp {
+					up++
+				}
+			}
+			fmt.Fprintf(w, "cluster:       %s\n", cs.ClusterID)
+			fmt.Fprintf(w, "leader:        %s (%s)\n", cs.LeaderID, cs.LeaderAddr)
+			fmt.Fprintf(w, "term:          %d\n", cs.Term)
+			fmt.Fprintf(w, "commit index:  %d (applied %d on %s)\n", cs.CommitIndex, cs.AppliedIndex, cs.AnsweredBy)
+			fmt.Fprintf(w, "map epoch:     %d\n", cs.Epoch)
+			fmt.Fprintf(w, "nodes:         %d up of %d\n\n", up, len(cs.Nodes))
+			printNodes(cmd, cs.Nodes)
+		})
+	}
+
+	nodes := &cobra.Command{Use: "nodes", Short: "List the nodes of the cluster map", Args: cobra.NoArgs}
+	nOut := addOutputFlag(nodes)
+	nodes.RunE = func(cmd *cobra.Command, args []string) error {
+		var ns []orchestrator.NodeStatus
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, "/api/v1/nodes", nil, &ns); err != nil {
+			return err
+		}
+		return output(*nOut, cmd.OutOrStdout(), ns, func() { printNodes(cmd, ns) })
+	}
+
+	remove := &cobra.Command{Use: "remove NODE", Short: "Remove a node (dead or alive) from the cluster for good; its data is rebuilt elsewhere", Args: cobra.ExactArgs(1)}
+	remove.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodDelete, "/api/v1/nodes/"+args[0], nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
+		return nil
+	}
+	voter := func(use, verb string) *cobra.Command {
+		c := &cobra.Command{Use: use + " NODE", Short: verb + " a node as a Raft voter", Args: cobra.ExactArgs(1)}
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, "/api/v1/nodes/"+args[0]+"/"+use, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%sd %s\n", use, args[0])
+			return nil
+		}
+		return c
+	}
+	cmd.AddCommand(status, nodes, remove, voter("promote", "Promote"), voter("demote", "Demote"))
+	return cmd
+}
+
+func printNodes(cmd *cobra.Command, ns []orchestrator.NodeStatus) {
+	var rows [][]string
+	for _, n := range ns {
+		role := n.Raft
+		if role == "" {
+			role = "-"
+		}
+		if n.Leader {
+			role += "*"
+		}
+		rows = append(rows, []string{n.ID, n.Addr, string(n.State), role, n.Domain, humanBytes(n.Used) + " / " + humanBytes(n.Capacity), n.Version})
+	}
+	table(cmd.OutOrStdout(), []string{"ID", "ADDR", "STATE", "RAFT", "DOMAIN", "USED / CAPACITY", "VERSION"}, rows)
+}
+
+func newTokenCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "API tokens (admin)"}
+	create := &cobra.Command{Use: "create NAME", Short: "Create a token; it is printed once", Args: cobra.ExactArgs(1)}
+	role := create.Flags().String("role", fsm.RoleUser, "admin or user")
+	create.RunE = func(cmd *cobra.Command, args []string) error {
+		var resp orchestrator.CreateTokenResponse
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, "/api/v1/tokens", orchestrator.CreateTokenRequest{Name: args[0], Role: *role}, &resp); err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
+		return nil
+	}
+	list := &cobra.Command{Use: "list", Short: "List tokens (without secrets)", Args: cobra.NoArgs}
+	out := addOutputFlag(list)
+	list.RunE = func(cmd *cobra.Command, args []string) error {
+		var ts []orchestrator.TokenInfo
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, "/api/v1/tokens", nil, &ts); err != nil {
+			return err
+		}
+		return output(*out, cmd.OutOrStdout(), ts, func() {
+			var rows [][]string
+			for _, t := range ts {
+				rows = append(rows, []string{t.ID, t.Name, t.Role, time.Unix(0, t.Created).UTC().Format(time.RFC3339)})
+			}
+			table(cmd.OutOrStdout(), []string{"ID", "NAME", "ROLE", "CREATED"}, rows)
+		})
+	}
+	del := &cobra.Command{Use: "delete ID", Short: "Delete a token", Args: cobra.ExactArgs(1)}
+	del.RunE = func(cmd *cobra.Command, args []string) error {
+		return client.FromEnv().Do(cmd.Context(), http.MethodDelete, "/api/v1/tokens/"+args[0], nil, nil)
+	}
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+func newPoolCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "pool", Short: "Storage pools and their erasure-coding profile"}
+	list := &cobra.Command{Use: "list", Short: "List pools", Args: cobra.NoArgs}
+	out := addOutputFlag(list)
+	list.RunE = func(cmd *cobra.Command, args []string) error {
+		var ps []fsm.Pool
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, "/api/v1/pools", nil, &ps); err != nil {
+			return err
+		}
+		return output(*out, cmd.OutOrStdout(), ps, func() {
+			var rows [][]string
+			for _, p := range ps {
+				prof := "auto"
+				if p.K > 0 {
+					prof = strconv.Itoa(p.K) + "+" + strconv.Itoa(p.M)
+				}
+				rows = append(rows, []string{p.Name, prof})
+			}
+			table(cmd.OutOrStdout(), []string{"NAME", "PROFILE (k+m)"}, rows)
+		})
+	}
+	create := &cobra.Command{Use: "create NAME K M", Short: "Create a pool with k data + m parity shards", Args: cobra.ExactArgs(3)}
+	create.RunE = func(cmd *cobra.Command, args []string) error {
+		k, err1 := strconv.Atoi(args[1])
+		m, err2 := strconv.Atoi(args[2])
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("K and M must be numbers")
+		}
+		return client.FromEnv().Do(cmd.Context(), http.MethodPost, "/api/v1/pools", fsm.PoolArgs{Name: args[0], K: k, M: m}, nil)
+	}
+	del := &cobra.Command{Use: "delete NAME", Short: "Delete an empty pool", Args: cobra.ExactArgs(1)}
+	del.RunE = func(cmd *cobra.Command, args []string) error {
+		return client.FromEnv().Do(cmd.Context(), http.MethodDelete, "/api/v1/pools/"+args[0], nil, nil)
+	}
+	cmd.AddCommand(list, create, del)
+	return cmd
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/zosproject/zos/node"
+)
+
+func newNodeCmd() *cobra.Command {
+	var cfg node.Config
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run a zos node (control plane member, API, shard server, NBD, RESP)",
+		Long: `Run one zos node. Every listener binds to --bind with the default ports
+(Raft 9901, HTTP API 5000, shard server 9900, NBD 10809, RESP 6379).
+
+  zos node --bind 127.0.0.1 --dir /var/lib/zos/n1 --bootstrap --token T
+  zos node --bind 127.0.0.2 --dir /var/lib/zos/n2 --join 127.0.0.1 --token T
+
+A node restarted on its --dir rejoins with its state.`,
+		Args: cobra.NoArgs,
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "", "node id (default: stored in --dir, else generated)")
+	f.StringVar(&cfg.Dir, "dir", "", "data directory (required)")
+	f.StringVar(&cfg.Bind, "bind", "127.0.0.1", "IP address every listener binds")
+	f.StringVar(&cfg.Advertise, "advertise", "", "address other nodes use to reach this one (default --bind)")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "start a new cluster with this node")
+	f.StringVar(&cfg.Join, "join", "", "join the cluster through this member (IP, host:port or URL)")
+	f.StringVar(&cfg.Token, "token", "", "admin token: set at --bootstrap (generated if empty), authenticates --join")
+	f.StringVar(&cfg.Domain, "domain", "", "failure domain (default: the node id)")
+	f.Int64Var(&cfg.Capacity, "capacity", 0, "storage offered in bytes (default: size of the --dir file system)")
+	f.IntVar(&cfg.RaftPort, "raft-port", node.DefaultRaftPort, "Raft port")
+	f.IntVar(&cfg.APIPort, "api-port", node.DefaultAPIPort, "HTTP API port")
+	f.IntVar(&cfg.ShardPort, "shard-port", node.DefaultShardPort, "shard server port")
+	f.IntVar(&cfg.NBDPort, "nbd-port", node.DefaultNBDPort, "NBD port")
+	f.IntVar(&cfg.RESPPort, "resp-port", node.DefaultRESPPort, "RESP (0-core protocol) port")
+	f.DurationVar(&cfg.DeadAfter, "dead-after", 0, "mark a silent member down after this long (default 30s)")
+	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat", 0, "Raft heartbeat timeout (default 1s)")
+	f.DurationVar(&cfg.ElectionTimeout, "raft-election", 0, "Raft election timeout (default 1s)")
+	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", 0, "log entries between Raft snapshots (default 8192)")
+	level, format := addLogFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		log, err := newLogger(*level, *format)
+		if err != nil {
+			return err
+		}
+		cfg.Logger = log
+		cfg.Version = version
+		return node.Run(cmd.Context(), cfg)
+	}
+	return cmd
+}

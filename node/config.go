@@ -1,0 +1,133 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+)
+
+// Default ports (DESIGN.md).
+const (
+	DefaultRaftPort  = 9901
+	DefaultAPIPort   = 5000
+	DefaultShardPort = 9900
+	DefaultNBDPort   = 10809
+	DefaultRESPPort  = 6379
+)
+
+// Config configures one node.
+type Config struct {
+	// ID is the node's identity; default: the one stored in Dir, else
+	// generated ("n-" + random).
+	ID string
+	// Dir holds all the node's state.
+	Dir string
+	// Bind is the IP address every listener binds.
+	Bind string
+	// Advertise is the address other nodes use to reach this one
+	// (default Bind).
+	Advertise string
+
+	RaftPort, APIPort, ShardPort, NBDPort, RESPPort int
+
+	// Bootstrap starts a new cluster (when Dir holds no state).
+	Bootstrap bool
+	// Join is the address of any member (IP, host:port or URL) to join
+	// through (when Dir holds no state).
+	Join string
+	// Token is the admin token set at bootstrap, or the token that
+	// authenticates a join. Generated at bootstrap when empty.
+	Token string
+
+	// Domain is the failure domain (default: the node ID, i.e. every node
+	// its own domain).
+	Domain string
+	// Capacity is the storage offered, in bytes (default: the size of the
+	// file system holding Dir).
+	Capacity int64
+
+	// DeadAfter: a member that fails health probes this long is marked
+	// down. Default 30s.
+	DeadAfter time.Duration
+	// ProbeInterval between health probes by the leader. Default 1s.
+	ProbeInterval time.Duration
+	// ReportInterval between usage reports. Default 30s.
+	ReportInterval time.Duration
+
+	// Raft timing (0 = package defaults).
+	HeartbeatTimeout, ElectionTimeout time.Duration
+	SnapshotThreshold                 uint64
+
+	// JoinTimeout bounds how long a joining node keeps trying. Default 60s.
+	JoinTimeout time.Duration
+
+	Logger  *slog.Logger
+	Version string
+}
+
+func (c *Config) setDefaults() {
+	if c.Bind == "" {
+		c.Bind = "127.0.0.1"
+	}
+	if c.Advertise == "" {
+		c.Advertise = c.Bind
+	}
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&c.RaftPort, DefaultRaftPort)
+	def(&c.APIPort, DefaultAPIPort)
+	def(&c.ShardPort, DefaultShardPort)
+	def(&c.NBDPort, DefaultNBDPort)
+	def(&c.RESPPort, DefaultRESPPort)
+	if c.DeadAfter == 0 {
+		c.DeadAfter = 30 * time.Second
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = time.Second
+	}
+	if c.ReportInterval == 0 {
+		c.ReportInterval = 30 * time.Second
+	}
+	if c.JoinTimeout == 0 {
+		c.JoinTimeout = 60 * time.Second
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("node: --dir is required")
+	}
+	if ip := net.ParseIP(c.Bind); ip == nil {
+		return fmt.Errorf("node: --bind %q is not an IP address", c.Bind)
+	}
+	if ip := net.ParseIP(c.Advertise); ip == nil {
+		return fmt.Errorf("node: --advertise %q is not an IP address", c.Advertise)
+	}
+	for _, p := range []int{c.RaftPort, c.APIPort, c.ShardPort, c.NBDPort, c.RESPPort} {
+		if p <= 0 || p > 65535 {
+			return fmt.Errorf("node: port %d out of range", p)
+		}
+	}
+	if c.Bootstrap && c.Join != "" {
+		return errors.New("node: --bootstrap and --join exclude each other")
+	}
+	if c.DeadAfter < 2*c.ProbeInterval {
+		return errors.New("node: DeadAfter must be at least two probe intervals")
+	}
+	return nil
+}
+
+func (c *Config) hostPort(port int) string { return net.JoinHostPort(c.Bind, strconv.Itoa(port)) }
+func (c *Config) advertisePort(port int) string {
+	return net.JoinHostPort(c.Advertise, strconv.Itoa(port))
+}

@@ -1,0 +1,349 @@
+package orchestrator
+
+import (
+	"context"
+	"net/http"
+	"sort"
+
+	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/raft"
+	"github.com/zosproject/zos/raft/fsm"
+)
+
+// NodeStatus is a node of the cluster map with its Raft role.
+type NodeStatus struct {
+	fsm.Node
+	// Raft is "voter", "nonvoter" or "" (not in the Raft configuration).
+	Raft   string `json:"raft"`
+	Leader bool   `json:"leader"`
+}
+
+// ClusterStatus answers GET /api/v1/cluster.
+type ClusterStatus struct {
+	ClusterID    string       `json:"cluster_id"`
+	LeaderID     string       `json:"leader_id"`
+	LeaderAddr   string       `json:"leader_addr"`
+	Term         uint64       `json:"term"`
+	CommitIndex  uint64       `json:"commit_index"`
+	AppliedIndex uint64       `json:"applied_index"`
+	Epoch        uint64       `json:"epoch"`
+	AnsweredBy   string       `json:"answered_by"`
+	Nodes        []NodeStatus `json:"nodes"`
+}
+
+func (s *Server) nodeStatuses(st *fsm.State, members []raft.Member, leader string) []NodeStatus {
+	role := map[string]string{}
+	for _, m := range members {
+		if m.Voter {
+			role[m.ID] = "voter"
+		} else {
+			role[m.ID] = "nonvoter"
+		}
+	}
+	var out []NodeStatus
+	for _, n := range st.SortedNodes() {
+		out = append(out, NodeStatus{Node: *n, Raft: role[n.ID], Leader: n.ID == leader})
+	}
+	return out
+}
+
+func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) error {
+	rs := s.cfg.Raft.Status()
+	var cs ClusterStatus
+	err := s.read(r.Context(), func(st *fsm.State) error {
+		cs = ClusterStatus{ClusterID: st.ClusterID, LeaderID: rs.LeaderID, LeaderAddr: rs.LeaderAddr,
+			Term: rs.Term, CommitIndex: rs.CommitIndex, AppliedIndex: rs.AppliedIndex, Epoch: st.Epoch,
+			AnsweredBy: s.cfg.NodeID, Nodes: s.nodeStatuses(st, rs.Members, rs.LeaderID)}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, cs)
+	return nil
+}
+
+func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) error {
+	rs := s.cfg.Raft.Status()
+	var out []NodeStatus
+	if err := s.read(r.Context(), func(st *fsm.State) error {
+		out = s.nodeStatuses(st, rs.Members, rs.LeaderID)
+		return nil
+	}); err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
+	rs := s.cfg.Raft.Status()
+	id := r.PathValue("id")
+	var out *NodeStatus
+	if err := s.read(r.Context(), func(st *fsm.State) error {
+		for _, n := range s.nodeStatuses(st, rs.Members, rs.LeaderID) {
+			if n.ID == id {
+				out = &n
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if out == nil {
+		return pathErr("no node %q", id)
+	}
+	httpx.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// JoinRequest is what a joining node sends: its cluster-map entry.
+type JoinRequest struct {
+	Node fsm.Node `json:"node"`
+}
+
+// JoinResponse tells the new node what it joined.
+type JoinResponse struct {
+	ClusterID string `json:"cluster_id"`
+	Secret    string `json:"secret"`
+	Voter     bool   `json:"voter"`
+	LeaderID  string `json:"leader_id"`
+}
+
+func (s *Server) joinHandler(w http.ResponseWriter, r *http.Request) error {
+	var req JoinRequest
+	if err := httpx.DecodeJSON(r, &req); err != nil {
+		return err
+	}
+	resp, err := s.Join(r.Context(), req.Node)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// Join admits a node (leader only): the cluster map entry first (which
+// refuses duplicate ids and addresses), then Raft membership. A node that
+// is already a member with the same addresses gets the same answer again,
+// so a join can be retried.
+func (s *Server) Join(ctx context.Context, n fsm.Node) (*JoinResponse, error) {
+	var existing *fsm.Node
+	var voters int
+	var secret, cluster string
+	members, err := s.cfg.Raft.Members()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range members {
+		if m.Voter {
+			voters++
+		}
+	}
+	if err := s.read(ctx, func(st *fsm.State) error {
+		if e := st.Nodes[n.ID]; e != nil && e.State != fsm.NodeRemoved {
+			c := *e
+			existing = &c
+		}
+		secret, cluster = st.Secret, st.ClusterID
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	inRaft := false
+	for _, m := range members {
+		if m.ID == n.ID {
+			inRaft = true
+		}
+	}
+	voter := voters < s.cfg.MaxVoters
+	if existing != nil {
+		if existing.Addr != n.Addr || existing.RaftAddr != n.RaftAddr {
+			return nil, httpx.Errorf(http.StatusConflict, "exists", "node id %s is already a member at %s; give the new node another --id", n.ID, existing.Addr)
+		}
+		voter = existing.Voter
+	} else {
+		n.Voter = voter
+		if err := s.apply(ctx, fsm.OpNodeAdd, fsm.NodeAddArgs{Node: n}); err != nil {
+			return nil, err
+		}
+	}
+	if !inRaft {
+		if err := s.cfg.Raft.AddMember(ctx, n.ID, n.RaftAddr, voter); err != nil {
+			if existing == nil {
+				// Undo the map entry so the join can be retried cleanly.
+				_ = s.apply(context.WithoutCancel(ctx), fsm.OpNodeRemove, fsm.NodeIDArgs{ID: n.ID})
+			}
+			return nil, err
+		}
+	}
+	s.log.Info("node joined", "id", n.ID, "addr", n.Addr, "voter", voter)
+	leader, _ := s.cfg.Raft.Leader()
+	return &JoinResponse{ClusterID: cluster, Secret: secret, Voter: voter, LeaderID: leader}, nil
+}
+
+func (s *Server) removeHandler(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := s.Remove(r.Context(), id); err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"removed": id})
+	return nil
+}
+
+// Remove takes a node out of the cluster for good (leader only): out of
+// the Raft configuration, and marked removed in the cluster map so its
+// data is rebuilt elsewhere and its leases lapse.
+func (s *Server) Remove(ctx context.Context, id string) error {
+	var known bool
+	if err := s.read(ctx, func(st *fsm.State) error {
+		known = st.Nodes[id] != nil
+		return nil
+	}); err != nil {
+		return err
+	}
+	if !known {
+		return pathErr("no node %q", id)
+	}
+	if id == s.cfg.NodeID {
+		// The leader removes itself: hand over first so the cluster
+		// keeps a leader that can finish the job.
+		if err := s.cfg.Raft.TransferLeadership(); err != nil {
+			return httpx.Errorf(http.StatusConflict, "conflict", "cannot remove the leader %s: leadership transfer failed: %v", id, err)
+		}
+		return httpx.Errorf(http.StatusServiceUnavailable, "no_leader", "leadership moved away from %s; retry the removal", id)
+	}
+	members, err := s.cfg.Raft.Members()
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		if m.ID == id {
+			if err := s.cfg.Raft.RemoveMember(ctx, id); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.apply(ctx, fsm.OpNodeRemove, fsm.NodeIDArgs{ID: id}); err != nil {
+		return err
+	}
+	s.log.Info("node removed", "id", id)
+	return nil
+}
+
+func (s *Server) voterHandler(voter bool) httpx.Handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id := r.PathValue("id")
+		if err := s.cfg.Raft.SetVoter(r.Context(), id, voter); err != nil {
+			return httpx.Errorf(http.StatusBadRequest, "invalid", "%v", err)
+		}
+		if err := s.apply(r.Context(), fsm.OpNodeVoter, fsm.NodeVoterArgs{ID: id, Voter: voter}); err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "voter": voter})
+		return nil
+	}
+}
+
+// --- tokens ---
+
+// TokenInfo is a token without its secret.
+type TokenInfo struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Role    string `json:"role"`
+	Created int64  `json:"created"`
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
+	var out []TokenInfo
+	if err := s.read(r.Context(), func(st *fsm.State) error {
+		for _, t := range st.Tokens {
+			out = append(out, TokenInfo{ID: t.ID, Name: t.Name, Role: t.Role, Created: t.Created})
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	httpx.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// CreateTokenRequest asks for a new token.
+type CreateTokenRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"` // admin or user (default)
+}
+
+// CreateTokenResponse carries the token; it is shown once.
+type CreateTokenResponse struct {
+	TokenInfo
+	Token string `json:"token"`
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
+	var req CreateTokenRequest
+	if err := httpx.DecodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Role == "" {
+		req.Role = fsm.RoleUser
+	}
+	tok, id := NewToken()
+	t := fsm.Token{ID: id, Name: req.Name, Hash: HashToken(tok), Role: req.Role}
+	if req.Name == "" {
+		return httpx.BadRequest("a token needs a name (it is also the user's hub repository)")
+	}
+	if err := s.apply(r.Context(), fsm.OpTokenCreate, fsm.TokenCreateArgs{Token: t}); err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusCreated, CreateTokenResponse{TokenInfo: TokenInfo{ID: id, Name: req.Name, Role: req.Role}, Token: tok})
+	return nil
+}
+
+func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) error {
+	if err := s.apply(r.Context(), fsm.OpTokenDelete, fsm.TokenDeleteArgs{ID: r.PathValue("id")}); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// --- pools ---
+
+func (s *Server) listPools(w http.ResponseWriter, r *http.Request) error {
+	var out []fsm.Pool
+	if err := s.read(r.Context(), func(st *fsm.State) error {
+		for _, p := range st.Pools {
+			out = append(out, *p)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	httpx.WriteJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) createPool(w http.ResponseWriter, r *http.Request) error {
+	var req fsm.PoolArgs
+	if err := httpx.DecodeJSON(r, &req); err != nil {
+		return err
+	}
+	if err := s.apply(r.Context(), fsm.OpPoolCreate, req); err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusCreated, req)
+	return nil
+}
+
+func (s *Server) deletePool(w http.ResponseWriter, r *http.Request) error {
+	if err := s.apply(r.Context(), fsm.OpPoolDelete, fsm.PoolArgs{Name: r.PathValue("name")}); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+

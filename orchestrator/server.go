@@ -1,0 +1,251 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/internal/slogx"
+	"github.com/zosproject/zos/raft"
+	"github.com/zosproject/zos/raft/fsm"
+)
+
+// Config configures the API server of one node.
+type Config struct {
+	Raft   *raft.Server
+	NodeID string
+	// Version is reported in the cluster status.
+	Version string
+	// MaxVoters caps the Raft voters; nodes joining beyond it are
+	// non-voters. Default 5.
+	MaxVoters int
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	// Ready reports whether the node serves (for /readyz).
+	Ready  func() bool
+	Logger *slog.Logger
+	// Mount adds the routes of other packages: public routes go on the
+	// first mux as they are (they authenticate themselves, e.g. the
+	// hub), protected routes on the second, behind token authentication.
+	Mount []func(public, protected *http.ServeMux)
+}
+
+// Server is the HTTP API of one node.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	handler http.Handler
+}
+
+// New builds the API server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Raft == nil || cfg.NodeID == "" {
+		return nil, errors.New("orchestrator: config needs Raft and NodeID")
+	}
+	if cfg.MaxVoters == 0 {
+		cfg.MaxVoters = 5
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slogx.Discard
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() bool { return true }
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api", "node", cfg.NodeID)}
+	public := http.NewServeMux()
+	protected := http.NewServeMux()
+
+	public.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": cfg.NodeID})
+	})
+	public.HandleFunc("GET /readyz", s.readyz)
+	if cfg.Gatherer != nil {
+		public.Handle("GET /metrics", s.requireAuth(false, promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	}
+	public.Handle("POST /internal/v1/forward", s.requireNode(httpx.Handler(s.forward)))
+
+	protected.Handle("GET /api/v1/cluster", httpx.Handler(s.clusterStatus))
+	protected.Handle("GET /api/v1/nodes", httpx.Handler(s.listNodes))
+	protected.Handle("GET /api/v1/nodes/{id}", httpx.Handler(s.getNode))
+	protected.Handle("POST /api/v1/nodes/join", s.admin(s.leaderOnly(httpx.Handler(s.joinHandler))))
+	protected.Handle("DELETE /api/v1/nodes/{id}", s.admin(s.leaderOnly(httpx.Handler(s.removeHandler))))
+	protected.Handle("POST /api/v1/nodes/{id}/promote", s.admin(s.leaderOnly(httpx.Handler(s.voterHandler(true)))))
+	protected.Handle("POST /api/v1/nodes/{id}/demote", s.admin(s.leaderOnly(httpx.Handler(s.voterHandler(false)))))
+	protected.Handle("GET /api/v1/tokens", s.admin(httpx.Handler(s.listTokens)))
+	protected.Handle("POST /api/v1/tokens", s.admin(httpx.Handler(s.createToken)))
+	protected.Handle("DELETE /api/v1/tokens/{id}", s.admin(httpx.Handler(s.deleteToken)))
+	protected.Handle("GET /api/v1/pools", httpx.Handler(s.listPools))
+	protected.Handle("POST /api/v1/pools", s.admin(httpx.Handler(s.createPool)))
+	protected.Handle("DELETE /api/v1/pools/{name}", s.admin(httpx.Handler(s.deletePool)))
+
+	for _, m := range cfg.Mount {
+		m(public, protected)
+	}
+	// Everything not public goes through authentication first.
+	public.Handle("/api/", s.requireAuth(false, protected))
+	s.handler = s.logRequests(public)
+	return s, nil
+}
+
+// Handler returns the root handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) admin(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := IdentityFrom(r.Context()); !ok || !id.Admin {
+			httpx.WriteError(w, httpx.Errorf(http.StatusForbidden, "forbidden", "this needs an admin token"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) requireNode(h http.Handler) http.Handler {
+	return s.requireAuth(true, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, _ := IdentityFrom(r.Context()); !id.Node {
+			httpx.WriteError(w, httpx.Errorf(http.StatusForbidden, "forbidden", "internal API: nodes only"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
+
+// Flush keeps streaming handlers (export) streaming.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *Server) logRequests(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/internal/v1/forward" {
+			return
+		}
+		level := slog.LevelDebug
+		if sw.status >= 500 {
+			level = slog.LevelWarn
+		}
+		s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start))
+	})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	leader, _ := s.cfg.Raft.Leader()
+	if leader == "" || !s.cfg.Ready() {
+		httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "leader": leader})
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "leader": leader})
+}
+
+// forward serves raft requests forwarded by followers.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request) error {
+	var req raft.ForwardRequest
+	if err := httpx.DecodeJSON(r, &req); err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, s.cfg.Raft.HandleForward(r.Context(), &req))
+	return nil
+}
+
+// leaderOnly proxies the request to the leader's API unless this node leads.
+func (s *Server) leaderOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Raft.IsLeader() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if r.Header.Get("X-Zos-Forwarded") != "" {
+			httpx.WriteError(w, httpx.Errorf(http.StatusServiceUnavailable, "no_leader", "leadership is changing; retry"))
+			return
+		}
+		target, err := s.leaderAPI(r.Context())
+		if err != nil {
+			httpx.WriteError(w, err)
+			return
+		}
+		p := &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(target)
+				pr.Out.Header.Set("X-Zos-Forwarded", s.cfg.NodeID)
+			},
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				httpx.WriteError(w, httpx.Errorf(http.StatusBadGateway, "no_leader", "leader at %s unreachable: %v", target.Host, err))
+			},
+		}
+		p.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) leaderAPI(ctx context.Context) (*url.URL, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		id, _ := s.cfg.Raft.Leader()
+		var api string
+		if id != "" {
+			s.cfg.Raft.ReadStale(func(st *fsm.State) error {
+				if n := st.Nodes[id]; n != nil {
+					api = n.APIAddr
+				}
+				return nil
+			})
+		}
+		if api != "" {
+			return &url.URL{Scheme: "http", Host: api}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, httpx.Errorf(http.StatusServiceUnavailable, "no_leader", "no leader known; is a majority of voters up?")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// read runs fn on a linearizable view of the state.
+func (s *Server) read(ctx context.Context, fn func(*fsm.State) error) error {
+	if err := s.cfg.Raft.Read(ctx, fn); err != nil {
+		if errors.Is(err, raft.ErrNoLeader) || errors.Is(err, raft.ErrNotLeader) {
+			return httpx.Errorf(http.StatusServiceUnavailable, "no_leader", "%v", err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *Server) apply(ctx context.Context, op string, args any) error {
+	_, err := s.cfg.Raft.Apply(ctx, op, args)
+	if err != nil && (errors.Is(err, raft.ErrNoLeader) || errors.Is(err, raft.ErrNotLeader)) {
+		return httpx.Errorf(http.StatusServiceUnavailable, "no_leader", "%v", err)
+	}
+	return err
+}
+
+func pathErr(format string, args ...any) error {
+	return httpx.Errorf(http.StatusNotFound, "not_found", format, args...)
+}
+
