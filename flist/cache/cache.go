@@ -119,7 +119,8 @@ func (k Key) String() string { return string(k.kind) + "-" + k.sum.String() }
 type Cache struct {
 	cfg     Config
 	dir     string
-	lock    *os.File // flock'ed for accounting and eviction
+	lock    *os.File   // flock'ed for accounting and eviction across processes
+	lockMu  sync.Mutex // flock does not exclude goroutines sharing the descriptor
 	metrics *metrics
 
 	mu       sync.Mutex
@@ -197,6 +198,8 @@ func (c *Cache) path(k Key) string {
 // withLock runs fn under the cross-process lock with the recorded usage
 // and records the usage fn returns.
 func (c *Cache) withLock(fn func(usage int64) (int64, error)) error {
+	c.lockMu.Lock()
+	defer c.lockMu.Unlock()
 	if err := flock(c.lock); err != nil {
 		return err
 	}

@@ -224,3 +224,50 @@ func TestSharedAcrossProcesses(t *testing.T) {
 		t.Errorf("temporaries left: %v", ents)
 	}
 }
+
+func TestConcurrentPutsInProcess(t *testing.T) {
+	dir := t.TempDir()
+	const max = 2 << 20
+	c, err := Open(Config{Dir: dir, MaxBytes: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var over error
+	var mon sync.WaitGroup
+	mon.Add(1)
+	go func() {
+		defer mon.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			if u, err := DiskUsage(dir); err == nil && u > max && over == nil {
+				over = fmt.Errorf("usage %d over bound %d", u, max)
+			}
+		}
+	}()
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 30; i++ {
+				data, k := chunk(int64(g*1000+i), 150<<10)
+				if err := c.Put(k, data); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(stop)
+	mon.Wait()
+	if over != nil {
+		t.Fatal(over)
+	}
+}
