@@ -256,9 +256,9 @@ func (c *Cache) evictLocked(reserve int64, force bool) (int64, error) {
 	var objs []object
 	var total int64
 	now := time.Now()
-	// Temporaries first: each holds the reservation written in its name.
-	// (A rename from tmp/ to its home between the two walks is then
-	// counted twice, which errs on the safe side, never missed.)
+	// Temporaries count for the reservation written in their name. Objects
+	// move from tmp/ to their home under the lock, so this walk sees each
+	// once.
 	if ents, err := os.ReadDir(filepath.Join(c.dir, "tmp")); err == nil {
 		for _, e := range ents {
 			info, err := e.Info()
@@ -418,7 +418,9 @@ func (c *Cache) put(k Key, size int64, write func(*os.File) error) error {
 		err = os.Chmod(tmp.Name(), 0o444)
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), p)
+		// Rename under the lock too, so a scan never sees an object in
+		// both tmp/ and its home.
+		err = c.withLock(func(usage int64) (int64, error) { return usage, os.Rename(tmp.Name(), p) })
 	}
 	if err != nil {
 		c.abandon(tmp.Name(), size)
@@ -614,25 +616,47 @@ func (c *Cache) Remove(k Key) {
 	c.mu.Unlock()
 }
 
-// DiskUsage walks the directory and returns the bytes of stored objects
-// and temporaries (what the bound covers), for tests and monitoring.
+// DiskUsage returns the bytes of stored objects and temporaries in a cache
+// directory (what the bound covers), for tests and monitoring. It holds the
+// cache lock (shared) while it walks, so evictions, reservations and the
+// renames that publish objects do not run mid-walk: the result is exact.
 func DiskUsage(dir string) (int64, error) {
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer lock.Close()
+	for {
+		err = unix.Flock(int(lock.Fd()), unix.LOCK_SH)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
 	var total int64
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() || strings.HasSuffix(p, string(filepath.Separator)+"lock") {
+	for _, sub := range []string{"tmp", "c", "f"} {
+		err := filepath.WalkDir(filepath.Join(dir, sub), func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				return err
+			}
+			if d.IsDir() {
+				return nil
+			}
+			if info, err := d.Info(); err == nil {
+				total += info.Size()
+			}
 			return nil
-		}
-		info, err := d.Info()
+		})
 		if err != nil {
-			return nil
+			return 0, err
 		}
-		total += info.Size()
-		return nil
-	})
-	return total, err
+	}
+	return total, nil
 }
 
 func leUint64(b []byte) uint64 {
