@@ -59,6 +59,7 @@ type Config struct {
 
 	// Raft timing (0 = package defaults).
 	HeartbeatTimeout, ElectionTimeout time.Duration
+	SnapshotInterval                  time.Duration
 	SnapshotThreshold                 uint64
 
 	// JoinTimeout bounds how long a joining node keeps trying. Default 60s.

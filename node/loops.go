@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zosproject/zos/orchestrator/client"
 	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
@@ -137,8 +138,44 @@ func (n *Node) watchRemoval() {
 		case <-n.ctx.Done():
 			return
 		case <-ch:
+		case <-time.After(5 * time.Second):
+			// Cut off from the leader (a removed node no longer
+			// receives the log): ask the other members.
+			if leader, _ := n.raft.Leader(); leader == "" && n.askRemoved() {
+				n.log.Warn("the cluster says this node was removed; stopping")
+				n.stopSelf(ErrRemoved)
+				return
+			}
 		}
 	}
+}
+
+// askRemoved asks the other members whether this node was removed.
+func (n *Node) askRemoved() bool {
+	var peers []string
+	var secret string
+	n.raft.ReadStale(func(st *fsm.State) error {
+		secret = st.Secret
+		for _, nd := range st.Nodes {
+			if nd.ID != n.id && nd.State != fsm.NodeRemoved {
+				peers = append(peers, nd.APIAddr)
+			}
+		}
+		return nil
+	})
+	for _, p := range peers {
+		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+		var me fsm.Node
+		err := client.New(p, secret).Do(ctx, http.MethodGet, "/api/v1/nodes/"+n.id+"?stale=true", nil, &me)
+		cancel()
+		if err == nil {
+			return me.State == fsm.NodeRemoved
+		}
+		if client.IsCode(err, "not_found") {
+			return false
+		}
+	}
+	return false
 }
 
 // httpForwarder sends raft requests to the leader's internal endpoint.

@@ -161,7 +161,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Bootstrap: cfg.Bootstrap && ident.ClusterID == "", Forwarder: &httpForwarder{n: n},
 		Logger: cfg.Logger, Registerer: n.reg,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
-		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.SnapshotThreshold,
+		SnapshotThreshold: cfg.SnapshotThreshold, TrailingLogs: cfg.SnapshotThreshold, SnapshotInterval: cfg.SnapshotInterval,
 	})
 	if err != nil {
 		return nil, err

@@ -26,6 +26,9 @@ type ClusterStatus struct {
 	Term         uint64       `json:"term"`
 	CommitIndex  uint64       `json:"commit_index"`
 	AppliedIndex uint64       `json:"applied_index"`
+	// FirstIndex and SnapshotIndex are the answering node's log bounds.
+	FirstIndex    uint64 `json:"first_index"`
+	SnapshotIndex uint64 `json:"snapshot_index"`
 	Epoch        uint64       `json:"epoch"`
 	AnsweredBy   string       `json:"answered_by"`
 	Nodes        []NodeStatus `json:"nodes"`
@@ -52,7 +55,7 @@ func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) error {
 	var cs ClusterStatus
 	err := s.read(r.Context(), func(st *fsm.State) error {
 		cs = ClusterStatus{ClusterID: st.ClusterID, LeaderID: rs.LeaderID, LeaderAddr: rs.LeaderAddr,
-			Term: rs.Term, CommitIndex: rs.CommitIndex, AppliedIndex: rs.AppliedIndex, Epoch: st.Epoch,
+			Term: rs.Term, CommitIndex: rs.CommitIndex, AppliedIndex: rs.AppliedIndex, FirstIndex: rs.FirstIndex, SnapshotIndex: rs.SnapshotIndex, Epoch: st.Epoch,
 			AnsweredBy: s.cfg.NodeID, Nodes: s.nodeStatuses(st, rs.Members, rs.LeaderID)}
 		return nil
 	})
@@ -80,7 +83,7 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
 	rs := s.cfg.Raft.Status()
 	id := r.PathValue("id")
 	var out *NodeStatus
-	if err := s.read(r.Context(), func(st *fsm.State) error {
+	if err := s.readMode(r, func(st *fsm.State) error {
 		for _, n := range s.nodeStatuses(st, rs.Members, rs.LeaderID) {
 			if n.ID == id {
 				out = &n
@@ -213,6 +216,11 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 		}
 		return httpx.Errorf(http.StatusServiceUnavailable, "no_leader", "leadership moved away from %s; retry the removal", id)
 	}
+	// Map first, while the node still receives the log: a live node
+	// learns it was removed and stops. Then out of Raft.
+	if err := s.apply(ctx, fsm.OpNodeRemove, fsm.NodeIDArgs{ID: id}); err != nil {
+		return err
+	}
 	members, err := s.cfg.Raft.Members()
 	if err != nil {
 		return err
@@ -223,9 +231,6 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 				return err
 			}
 		}
-	}
-	if err := s.apply(ctx, fsm.OpNodeRemove, fsm.NodeIDArgs{ID: id}); err != nil {
-		return err
 	}
 	s.log.Info("node removed", "id", id)
 	return nil

@@ -86,6 +86,7 @@ func New(cfg Config) (*Server, error) {
 	protected.Handle("POST /api/v1/pools", s.admin(httpx.Handler(s.createPool)))
 	protected.Handle("DELETE /api/v1/pools/{name}", s.admin(httpx.Handler(s.deletePool)))
 
+	s.mountKV(protected)
 	for _, m := range cfg.Mount {
 		m(public, protected)
 	}
@@ -239,8 +240,16 @@ func (s *Server) read(ctx context.Context, fn func(*fsm.State) error) error {
 
 func (s *Server) apply(ctx context.Context, op string, args any) error {
 	_, err := s.cfg.Raft.Apply(ctx, op, args)
+	return s.applyErr(err)
+}
+
+// applyErr turns "no leader" conditions into 503s the client may retry.
+func (s *Server) applyErr(err error) error {
 	if err != nil && (errors.Is(err, raft.ErrNoLeader) || errors.Is(err, raft.ErrNotLeader)) {
 		return httpx.Errorf(http.StatusServiceUnavailable, "no_leader", "%v", err)
+	}
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		return httpx.Errorf(http.StatusServiceUnavailable, "no_quorum", "no commit before the deadline (is a majority of voters reachable?): %v", err)
 	}
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	hraft "github.com/hashicorp/raft"
@@ -107,6 +108,10 @@ type Status struct {
 	CommitIndex  uint64    `json:"commit_index"`
 	AppliedIndex uint64    `json:"applied_index"`
 	LastIndex    uint64    `json:"last_index"`
+	// FirstIndex is the oldest entry still in the local log; entries
+	// before it live only in snapshots.
+	FirstIndex    uint64 `json:"first_index"`
+	SnapshotIndex uint64 `json:"snapshot_index"`
 	LeaderID     string    `json:"leader_id"`
 	LeaderAddr   string    `json:"leader_addr"`
 	LastContact  time.Time `json:"last_contact,omitzero"`
@@ -122,6 +127,8 @@ func (s *Server) Status() Status {
 	if !s.IsLeader() {
 		st.LastContact = s.raft.LastContact()
 	}
+	st.FirstIndex, _ = s.store.FirstIndex()
+	st.SnapshotIndex, _ = strconv.ParseUint(s.raft.Stats()["last_snapshot_index"], 10, 64)
 	st.Members, _ = s.Members()
 	return st
 }

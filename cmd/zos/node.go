@@ -38,6 +38,7 @@ A node restarted on its --dir rejoins with its state.`,
 	f.DurationVar(&cfg.DeadAfter, "dead-after", 0, "mark a silent member down after this long (default 30s)")
 	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat", 0, "Raft heartbeat timeout (default 1s)")
 	f.DurationVar(&cfg.ElectionTimeout, "raft-election", 0, "Raft election timeout (default 1s)")
+	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often to check whether a Raft snapshot is due (default 60s)")
 	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", 0, "log entries between Raft snapshots (default 8192)")
 	level, format := addLogFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {

@@ -1,0 +1,269 @@
+// Package testcluster runs real multi-process zos clusters for tests: it
+// builds the zos binary once per test binary, starts `zos node` processes
+// on their own loopback addresses (a random 127.X.Y.0/24 per cluster, so
+// test packages running in parallel do not collide on the default ports),
+// and kills every process it started when the test ends.
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zosproject/zos/orchestrator/client"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// Binary builds cmd/zos once and returns the path of the binary.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("go env GOMOD: %w", err)
+			return
+		}
+		root := filepath.Dir(strings.TrimSpace(string(out)))
+		dir, err := os.MkdirTemp("", "zos-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "zos")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/zos")
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/zos: %v\n%s", err, b)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Options tune a cluster.
+type Options struct {
+	// Args are extra flags for every `zos node`.
+	Args []string
+	// NodeArgs returns extra flags for node i (0-based).
+	NodeArgs func(i int) []string
+	// Wrap, when set, returns the command prefix a node runs under (for
+	// example ip netns exec NS) and the IP it binds.
+	Wrap func(i int) (prefix []string, ip string)
+}
+
+// Cluster is a set of node processes.
+type Cluster struct {
+	t     testing.TB
+	Bin   string
+	Token string
+	Base  string // "127.X.Y."
+	Nodes []*Proc
+	opts  Options
+	dir   string
+}
+
+// Proc is one `zos node` process.
+type Proc struct {
+	ID   string
+	IP   string
+	Dir  string
+	Log  string
+	args []string
+	wrap []string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start starts n nodes: node 0 bootstraps, the others join it.
+func Start(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Bin: Binary(t), Token: "zos_test_" + fmt.Sprint(rand.Int64()), opts: opts,
+		Base: fmt.Sprintf("127.%d.%d.", 20+rand.IntN(200), rand.IntN(250))}
+	c.dir = t.TempDir() // before KillAll, so logs outlive the nodes
+	t.Cleanup(c.KillAll)
+	for i := 0; i < n; i++ {
+		c.Add(t)
+		if i == 0 {
+			c.WaitReady(0, 60*time.Second)
+		}
+	}
+	for i := range c.Nodes {
+		c.WaitReady(i, 90*time.Second)
+	}
+	return c
+}
+
+// Add starts one more node that joins the cluster through node 0.
+func (c *Cluster) Add(t testing.TB) *Proc {
+	i := len(c.Nodes)
+	ip := c.Base + fmt.Sprint(i+1)
+	var wrap []string
+	if c.opts.Wrap != nil {
+		wrap, ip = c.opts.Wrap(i)
+	}
+	p := &Proc{ID: fmt.Sprintf("n%d", i+1), IP: ip, Dir: filepath.Join(c.dir, fmt.Sprintf("n%d", i+1)), wrap: wrap}
+	p.Log = p.Dir + ".log"
+	p.args = []string{"node", "--id", p.ID, "--dir", p.Dir, "--bind", ip, "--token", c.Token, "--log-level", "debug"}
+	if i == 0 {
+		p.args = append(p.args, "--bootstrap")
+	} else {
+		p.args = append(p.args, "--join", c.Nodes[0].IP)
+	}
+	p.args = append(p.args, c.opts.Args...)
+	if c.opts.NodeArgs != nil {
+		p.args = append(p.args, c.opts.NodeArgs(i)...)
+	}
+	c.Nodes = append(c.Nodes, p)
+	c.start(p)
+	return p
+}
+
+func (c *Cluster) start(p *Proc) {
+	c.t.Helper()
+	f, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	argv := append(append([]string{}, p.wrap...), c.Bin)
+	argv = append(argv, p.args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); f.Close(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+}
+
+// Kill sends SIGKILL to node i and waits for it to die.
+func (c *Cluster) Kill(i int) { c.signal(i, syscall.SIGKILL) }
+
+// Stop sends SIGTERM to node i and waits for a graceful exit.
+func (c *Cluster) Stop(i int) { c.signal(i, syscall.SIGTERM) }
+
+func (c *Cluster) signal(i int, sig syscall.Signal) {
+	p := c.Nodes[i]
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	syscall.Kill(-cmd.Process.Pid, sig)
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	p.mu.Lock()
+	p.cmd = nil
+	p.mu.Unlock()
+}
+
+// Alive reports whether node i's process runs.
+func (c *Cluster) Alive(i int) bool {
+	p := c.Nodes[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Restart starts node i again on its data dir.
+func (c *Cluster) Restart(i int) {
+	c.start(c.Nodes[i])
+}
+
+// KillAll kills every node (test cleanup).
+func (c *Cluster) KillAll() {
+	for i := range c.Nodes {
+		c.Kill(i)
+	}
+	if c.t.Failed() {
+		for _, p := range c.Nodes {
+			b, _ := os.ReadFile(p.Log)
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			c.t.Logf("---- log tail of %s (%s) ----\n%s", p.ID, p.Log, b)
+		}
+	}
+}
+
+// APIAddr returns node i's API URL.
+func (c *Cluster) APIAddr(i int) string { return "http://" + c.Nodes[i].IP + ":5000" }
+
+// Client returns an admin API client for node i.
+func (c *Cluster) Client(i int) *client.Client { return client.New(c.APIAddr(i), c.Token) }
+
+// WaitReady waits until node i answers /readyz.
+func (c *Cluster) WaitReady(i int, d time.Duration) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := c.Client(i).WaitReady(ctx); err != nil {
+		c.t.Fatalf("node %s not ready: %v", c.Nodes[i].ID, err)
+	}
+}
+
+// CLI runs the zos binary with ZOS_ADDR pointing at node i and returns
+// its combined output.
+func (c *Cluster) CLI(i int, args ...string) (string, error) {
+	argv := append(append([]string{}, c.Nodes[i].wrap...), c.Bin)
+	argv = append(argv, args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "ZOS_ADDR="+c.APIAddr(i), "ZOS_TOKEN="+c.Token)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// Eventually polls cond until it returns nil or d passes.
+func Eventually(t testing.TB, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("condition not met within %v: %v", d, err)
+}
+
+// Get is a tiny helper for tests: GET path on node i into out.
+func (c *Cluster) Get(ctx context.Context, i int, path string, out any) error {
+	return c.Client(i).Do(ctx, http.MethodGet, path, nil, out)
+}
