@@ -20,18 +20,18 @@ type NodeStatus struct {
 
 // ClusterStatus answers GET /api/v1/cluster.
 type ClusterStatus struct {
-	ClusterID    string       `json:"cluster_id"`
-	LeaderID     string       `json:"leader_id"`
-	LeaderAddr   string       `json:"leader_addr"`
-	Term         uint64       `json:"term"`
-	CommitIndex  uint64       `json:"commit_index"`
-	AppliedIndex uint64       `json:"applied_index"`
+	ClusterID    string `json:"cluster_id"`
+	LeaderID     string `json:"leader_id"`
+	LeaderAddr   string `json:"leader_addr"`
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
 	// FirstIndex and SnapshotIndex are the answering node's log bounds.
-	FirstIndex    uint64 `json:"first_index"`
-	SnapshotIndex uint64 `json:"snapshot_index"`
-	Epoch        uint64       `json:"epoch"`
-	AnsweredBy   string       `json:"answered_by"`
-	Nodes        []NodeStatus `json:"nodes"`
+	FirstIndex    uint64       `json:"first_index"`
+	SnapshotIndex uint64       `json:"snapshot_index"`
+	Epoch         uint64       `json:"epoch"`
+	AnsweredBy    string       `json:"answered_by"`
+	Nodes         []NodeStatus `json:"nodes"`
 }
 
 func (s *Server) nodeStatuses(st *fsm.State, members []raft.Member, leader string) []NodeStatus {
@@ -351,4 +351,3 @@ func (s *Server) deletePool(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
-

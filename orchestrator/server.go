@@ -257,4 +257,3 @@ func (s *Server) applyErr(err error) error {
 func pathErr(format string, args ...any) error {
 	return httpx.Errorf(http.StatusNotFound, "not_found", format, args...)
 }
-

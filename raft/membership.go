@@ -102,20 +102,20 @@ func (s *Server) TransferLeadership() error {
 
 // Status is a point-in-time view of this server.
 type Status struct {
-	ID           string    `json:"id"`
-	State        string    `json:"state"`
-	Term         uint64    `json:"term"`
-	CommitIndex  uint64    `json:"commit_index"`
-	AppliedIndex uint64    `json:"applied_index"`
-	LastIndex    uint64    `json:"last_index"`
+	ID           string `json:"id"`
+	State        string `json:"state"`
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	LastIndex    uint64 `json:"last_index"`
 	// FirstIndex is the oldest entry still in the local log; entries
 	// before it live only in snapshots.
-	FirstIndex    uint64 `json:"first_index"`
-	SnapshotIndex uint64 `json:"snapshot_index"`
-	LeaderID     string    `json:"leader_id"`
-	LeaderAddr   string    `json:"leader_addr"`
-	LastContact  time.Time `json:"last_contact,omitzero"`
-	Members      []Member  `json:"members"`
+	FirstIndex    uint64    `json:"first_index"`
+	SnapshotIndex uint64    `json:"snapshot_index"`
+	LeaderID      string    `json:"leader_id"`
+	LeaderAddr    string    `json:"leader_addr"`
+	LastContact   time.Time `json:"last_contact,omitzero"`
+	Members       []Member  `json:"members"`
 }
 
 // Status returns the server's view of the group.
