@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"sync"
 
+	"github.com/zosproject/zos/blockd/internal/par"
 	"github.com/zosproject/zos/blockd/internal/refcache"
 	"github.com/zosproject/zos/chunkstore"
 )
@@ -223,53 +223,9 @@ func (t *Tree) Lookup(ctx context.Context, root chunkstore.Ref, idx uint64) (chu
 	}
 }
 
-// parallel runs fn(0..n-1) with at most par at once and returns the first
-// error (the others still finish).
-func parallel(ctx context.Context, n, par int, fn func(ctx context.Context, i int) error) error {
-	if n == 0 {
-		return nil
-	}
-	if n == 1 || par <= 1 {
-		for i := 0; i < n; i++ {
-			if err := fn(ctx, i); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-		next  = make(chan int)
-	)
-	for w := 0; w < min(par, n); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := fn(ctx, i); err != nil {
-					once.Do(func() { first = err; cancel() })
-				}
-			}
-		}()
-	}
-feed:
-	for i := 0; i < n; i++ {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if first == nil && ctx.Err() != nil {
-		first = ctx.Err()
-	}
-	return first
+// parallel runs fn for 0..n-1, at most par at once.
+func parallel(ctx context.Context, n, limit int, fn func(ctx context.Context, i int) error) error {
+	return par.Do(ctx, n, limit, fn)
 }
 
 // prefetch loads refs (non-zero, levels as given) in parallel into m.
@@ -525,41 +481,73 @@ func (t *Tree) update(ctx context.Context, w *writer, ref chunkstore.Ref, realLe
 
 // Truncate removes every index >= n and returns the new root.
 func (t *Tree) Truncate(ctx context.Context, root chunkstore.Ref, n uint64) (chunkstore.Ref, error) {
-	rl, err := t.Level(ctx, root)
+	return t.punch(ctx, root, n, ^uint64(0))
+}
+
+// Punch removes every index in [from, to) and returns the new root. Whole
+// subtrees inside the range are dropped without being read, so punching a
+// huge range costs O(height) node writes.
+func (t *Tree) Punch(ctx context.Context, root chunkstore.Ref, from, to uint64) (chunkstore.Ref, error) {
+	if to <= from {
+		return root, nil
+	}
+	return t.punch(ctx, root, from, to-1)
+}
+
+func (t *Tree) punch(ctx context.Context, root chunkstore.Ref, lo, hi uint64) (chunkstore.Ref, error) {
+	w := t.newWriter()
+	rl, err := t.rootLevel(ctx, root, w.old)
 	if err != nil || rl < 0 {
 		return root, err
 	}
-	w := t.newWriter()
-	nr, err := t.truncate(ctx, w, root, rl, 0, n)
+	nr, err := t.punchNode(ctx, w, root, rl, 0, lo, hi)
 	if err != nil {
 		return chunkstore.Ref{}, err
 	}
 	return w.finish(ctx, nr)
 }
 
-func (t *Tree) truncate(ctx context.Context, w *writer, ref chunkstore.Ref, level int, base, n uint64) (chunkstore.Ref, error) {
-	if ref.IsZero() || base >= n {
+// last is the last index a node of level at base covers.
+func (t *Tree) last(level int, base uint64) uint64 {
+	sb := t.spanBits(level)
+	if sb >= 64 {
+		return ^uint64(0)
+	}
+	return base + (1<<sb - 1)
+}
+
+// punchNode removes [lo, hi] (inclusive) from the subtree ref of level at base.
+func (t *Tree) punchNode(ctx context.Context, w *writer, ref chunkstore.Ref, level int, base, lo, hi uint64) (chunkstore.Ref, error) {
+	end := t.last(level, base)
+	switch {
+	case ref.IsZero() || hi < base || lo > end:
+		return ref, nil
+	case lo <= base && end <= hi:
 		return chunkstore.Ref{}, nil
 	}
-	if !t.covers(level, base, n) { // the whole node is below n
-		return ref, nil
-	}
-	nd, err := t.loadLevel(ctx, ref, level)
-	if err != nil {
-		return chunkstore.Ref{}, err
+	nd, ok := w.old[ref]
+	if !ok {
+		var err error
+		if nd, err = t.loadLevel(ctx, ref, level); err != nil {
+			return chunkstore.Ref{}, err
+		}
 	}
 	slots := make([]chunkstore.Ref, t.fanout)
 	nd.expand(t.fanout, slots)
 	for s := range slots {
+		if slots[s].IsZero() {
+			continue
+		}
 		cb := t.childBase(level, base, s)
-		switch {
-		case slots[s].IsZero():
-		case cb >= n:
-			slots[s] = chunkstore.Ref{}
-		case level > 0 && t.covers(level-1, cb, n):
-			if slots[s], err = t.truncate(ctx, w, slots[s], level-1, cb, n); err != nil {
-				return chunkstore.Ref{}, err
+		if level == 0 {
+			if cb >= lo && cb <= hi {
+				slots[s] = chunkstore.Ref{}
 			}
+			continue
+		}
+		var err error
+		if slots[s], err = t.punchNode(ctx, w, slots[s], level-1, cb, lo, hi); err != nil {
+			return chunkstore.Ref{}, err
 		}
 	}
 	return w.add(level, slots), nil

@@ -164,6 +164,27 @@ func TestTreeModel(t *testing.T) {
 					checkModel(t, tr, root, model, probes)
 					roots = append(roots, root)
 					models = append(models, maps(model))
+					if step%7 == 3 { // punch a range
+						var from uint64
+						if len(model) > 0 {
+							c := sortedChanges(model)
+							from = c[rng.IntN(len(c))].Index
+						}
+						to := from + uint64(rng.IntN(1<<uint(rng.IntN(30))))
+						nr, err := tr.Punch(ctx, root, from, to)
+						if err != nil {
+							t.Fatal(err)
+						}
+						old := maps(model)
+						for i := range model {
+							if i >= from && i < to {
+								delete(model, i)
+							}
+						}
+						checkDiff(t, tr, root, nr, old, model)
+						root = nr
+						checkModel(t, tr, root, model, []uint64{from - 1, from, to - 1, to})
+					}
 					if step%10 == 9 { // truncate
 						var cut uint64
 						if len(model) > 0 {
@@ -432,6 +453,18 @@ func FuzzOps(f *testing.F) {
 				nr, err := tr.Update(ctx, root, []Change{{idx, r}})
 				if err != nil {
 					t.Fatal(err)
+				}
+				root = nr
+			case op < 230:
+				to := idx + uint64(op-190)*uint64(op-190)
+				nr, err := tr.Punch(ctx, root, idx, to)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range model {
+					if i >= idx && i < to {
+						delete(model, i)
+					}
 				}
 				root = nr
 			default:

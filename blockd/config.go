@@ -1,0 +1,150 @@
+package blockd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zosproject/zos/blockd/tree"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/raft"
+)
+
+// Defaults for Config; doc.go explains how the block size and fanout were
+// chosen.
+const (
+	DefaultBlockSize         = 64 << 10
+	DefaultFanout            = tree.DefaultFanout
+	DefaultLeaseTTL          = 15 * time.Second
+	DefaultMaxDirtyBytes     = 128 << 20
+	DefaultWritebackInterval = 5 * time.Second
+	DefaultBlockCacheBytes   = 256 << 20
+	DefaultNodeCacheBytes    = 64 << 20
+	DefaultParallelism       = 32
+	DefaultFlushTimeout      = 2 * time.Minute
+)
+
+// StoreFor returns the chunk store holding the data of vdisks of a pool and
+// type: cache vdisks use the pool's non-redundant (k+0) profile, the others
+// its redundant profile.
+type StoreFor func(pool, typ string) chunkstore.Store
+
+// Config configures a Service. Zero fields take the defaults above.
+type Config struct {
+	// Node is this node's ID in the cluster map; read-write leases are
+	// taken in its name. Required.
+	Node string
+	// Control is the control plane (raft.Server, or raft.Local in tests).
+	// Required.
+	Control raft.Control
+	// StoreFor selects the chunk store of a vdisk. Required.
+	StoreFor StoreFor
+	// Logger gets the service's logs (component=blockd); nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the Prometheus metrics; nil registers none.
+	Registerer prometheus.Registerer
+
+	// DefaultBlockSize is used by Create when none is given.
+	DefaultBlockSize int64
+	// Fanout is the number of slots per tree node. Trees written with one
+	// fanout can only be read with the same one: do not change it on a
+	// cluster with data.
+	Fanout int
+	// LeaseTTL is how long a read-write lease lives without renewal; a
+	// node that dies releases its vdisks after at most this long (at once
+	// when the node is marked down). LeaseRenew is the renewal period,
+	// LeaseTTL/3 by default.
+	LeaseTTL, LeaseRenew time.Duration
+	// MaxDirtyBytes bounds the write-back cache of one vdisk (dirty plus
+	// being-flushed data); writers wait when it is full. Write-back starts
+	// early when WritebackBytes (MaxDirtyBytes/2 by default) are dirty.
+	MaxDirtyBytes, WritebackBytes int64
+	// WritebackInterval flushes dirty data that waited this long even
+	// without a FLUSH from the client; negative disables.
+	WritebackInterval time.Duration
+	// BlockCacheBytes and NodeCacheBytes bound the node-wide caches of
+	// clean blocks and of tree nodes (shared by all vdisks: clones share
+	// their origin's cached blocks). Negative disables a cache.
+	BlockCacheBytes, NodeCacheBytes int64
+	// Parallelism bounds the concurrent chunk puts and fetches of one
+	// flush, read, import or export.
+	Parallelism int
+	// FlushTimeout bounds one flush (store writes and the head commit,
+	// retried while the control plane is unreachable).
+	FlushTimeout time.Duration
+}
+
+// ErrConfig is wrapped by every Validate error.
+var ErrConfig = errors.New("blockd: invalid config")
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.DefaultBlockSize == 0 {
+		c.DefaultBlockSize = DefaultBlockSize
+	}
+	if c.Fanout == 0 {
+		c.Fanout = DefaultFanout
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.LeaseRenew == 0 {
+		c.LeaseRenew = c.LeaseTTL / 3
+	}
+	if c.MaxDirtyBytes == 0 {
+		c.MaxDirtyBytes = DefaultMaxDirtyBytes
+	}
+	if c.WritebackBytes == 0 {
+		c.WritebackBytes = c.MaxDirtyBytes / 2
+	}
+	if c.WritebackInterval == 0 {
+		c.WritebackInterval = DefaultWritebackInterval
+	}
+	if c.BlockCacheBytes == 0 {
+		c.BlockCacheBytes = DefaultBlockCacheBytes
+	}
+	if c.NodeCacheBytes == 0 {
+		c.NodeCacheBytes = DefaultNodeCacheBytes
+	}
+	if c.Parallelism == 0 {
+		c.Parallelism = DefaultParallelism
+	}
+	if c.FlushTimeout == 0 {
+		c.FlushTimeout = DefaultFlushTimeout
+	}
+	return c
+}
+
+// Validate reports whether c (after defaults) is usable.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	bs := c.DefaultBlockSize
+	switch {
+	case c.Node == "":
+		return fmt.Errorf("%w: Node is required", ErrConfig)
+	case c.Control == nil:
+		return fmt.Errorf("%w: Control is required", ErrConfig)
+	case c.StoreFor == nil:
+		return fmt.Errorf("%w: StoreFor is required", ErrConfig)
+	case bs < MinBlockSize || bs > MaxBlockSize || bs&(bs-1) != 0:
+		return fmt.Errorf("%w: DefaultBlockSize %d is not a power of two in [%d, %d]", ErrConfig, bs, MinBlockSize, MaxBlockSize)
+	case c.LeaseTTL < time.Second:
+		return fmt.Errorf("%w: LeaseTTL %v is shorter than 1s", ErrConfig, c.LeaseTTL)
+	case c.LeaseRenew <= 0 || c.LeaseRenew >= c.LeaseTTL:
+		return fmt.Errorf("%w: LeaseRenew %v must be positive and shorter than LeaseTTL %v", ErrConfig, c.LeaseRenew, c.LeaseTTL)
+	case c.MaxDirtyBytes < MaxBlockSize:
+		return fmt.Errorf("%w: MaxDirtyBytes %d is below one block (%d)", ErrConfig, c.MaxDirtyBytes, MaxBlockSize)
+	case c.WritebackBytes <= 0 || c.WritebackBytes > c.MaxDirtyBytes:
+		return fmt.Errorf("%w: WritebackBytes %d must be in (0, MaxDirtyBytes]", ErrConfig, c.WritebackBytes)
+	case c.Parallelism < 1:
+		return fmt.Errorf("%w: Parallelism %d < 1", ErrConfig, c.Parallelism)
+	case c.FlushTimeout < 0:
+		return fmt.Errorf("%w: negative FlushTimeout", ErrConfig)
+	}
+	return tree.Config{Fanout: c.Fanout}.Validate()
+}

@@ -1,0 +1,547 @@
+package blockd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zosproject/zos/blockd/nbd"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/mem"
+	"github.com/zosproject/zos/internal/slogx"
+	"github.com/zosproject/zos/raft"
+	"github.com/zosproject/zos/raft/fsm"
+)
+
+// flakyStore fails on demand.
+type flakyStore struct {
+	chunkstore.Store
+	failPut, failFetch atomic.Bool
+	puts               atomic.Int64
+}
+
+var errInjected = fmt.Errorf("%w: injected failure", chunkstore.ErrUnavailable)
+
+func (f *flakyStore) Put(ctx context.Context, b []byte) (chunkstore.Ref, error) {
+	if f.failPut.Load() {
+		return chunkstore.Ref{}, errInjected
+	}
+	f.puts.Add(1)
+	return f.Store.Put(ctx, b)
+}
+
+func (f *flakyStore) Fetch(ctx context.Context, r chunkstore.Ref) ([]byte, error) {
+	if f.failFetch.Load() {
+		return nil, errInjected
+	}
+	return f.Store.Fetch(ctx, r)
+}
+
+type env struct {
+	ctl   *raft.Local
+	store *flakyStore
+}
+
+func newEnv() *env {
+	return &env{ctl: raft.NewLocal("n1", "n2"), store: &flakyStore{Store: mem.New()}}
+}
+
+func (e *env) service(t testing.TB, node string, mod func(*Config)) *Service {
+	t.Helper()
+	cfg := Config{
+		Node: node, Control: e.ctl, Logger: slogx.Discard, Registerer: prometheus.NewRegistry(),
+		StoreFor:          func(pool, typ string) chunkstore.Store { return e.store },
+		WritebackInterval: -1,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mustCreate(t testing.TB, s *Service, name string, size, bs int64, typ string) {
+	t.Helper()
+	if _, err := s.Create(context.Background(), CreateOptions{Name: name, Size: size, BlockSize: bs, Type: typ}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustOpen(t testing.TB, s *Service, export string) (*Disk, func()) {
+	t.Helper()
+	d, rel, err := s.Open(context.Background(), export)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rel)
+	return d, rel
+}
+
+func readAll(t testing.TB, d *Disk) []byte {
+	t.Helper()
+	b := make([]byte, d.Size())
+	if err := d.ReadAt(context.Background(), b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestModel drives random reads, writes, trims, zeroes and flushes against
+// a byte-slice model, then reopens the vdisk on another Service and checks
+// what was flushed.
+func TestModel(t *testing.T) {
+	for _, bs := range []int64{4096, 65536} {
+		t.Run(fmt.Sprint(bs), func(t *testing.T) {
+			seed := rand.Uint64()
+			t.Logf("seed %d", seed)
+			rng := rand.New(rand.NewPCG(seed, 7))
+			e := newEnv()
+			s := e.service(t, "n1", func(c *Config) { c.MaxDirtyBytes = 1 << 20; c.WritebackBytes = 256 << 10 })
+			const size = 8<<20 + 3*512 // not a multiple of the block size
+			mustCreate(t, s, "m", size, bs, "db")
+			d, release := mustOpen(t, s, "m")
+			ctx := context.Background()
+			model := make([]byte, size)
+			durable := make([]byte, size)
+			for step := 0; step < 600; step++ {
+				off := rng.Int64N(size)
+				n := min(rng.Int64N(3*bs)+1, size-off)
+				if rng.IntN(3) == 0 { // aligned
+					off = off &^ 511
+					n = min(max(n&^511, 512), size-off)
+				}
+				switch op := rng.IntN(10); {
+				case op < 4:
+					p := make([]byte, n)
+					for i := range p {
+						p[i] = byte(rng.IntN(4)) // often zero
+					}
+					if rng.IntN(5) == 0 {
+						clear(p)
+					}
+					if err := d.WriteAt(ctx, p, off, rng.IntN(10) == 0); err != nil {
+						t.Fatal(err)
+					}
+					copy(model[off:], p)
+				case op < 6:
+					got := make([]byte, n)
+					if err := d.ReadAt(ctx, got, off); err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, model[off:off+n]) {
+						t.Fatalf("step %d: read [%d,+%d) differs from the model", step, off, n)
+					}
+				case op == 6:
+					if rng.IntN(4) == 0 {
+						off, n = 0, size // whole disk: a span
+					}
+					if err := d.WriteZeroes(ctx, off, n, nbd.ZeroFlags(rng.IntN(2))*nbd.ZeroNoHole); err != nil {
+						t.Fatal(err)
+					}
+					clear(model[off : off+n])
+				case op == 7:
+					// Trim is advisory on partial blocks: apply it to the
+					// model only for whole blocks.
+					if err := d.Trim(ctx, off, n, false); err != nil {
+						t.Fatal(err)
+					}
+					from := (off + bs - 1) / bs * bs
+					to := (off + n) / bs * bs
+					if off+n == size {
+						to = size
+					}
+					if to > from {
+						clear(model[from:to])
+					}
+				default:
+					if err := d.Flush(ctx); err != nil {
+						t.Fatal(err)
+					}
+					copy(durable, model)
+				}
+			}
+			if got := readAll(t, d); !bytes.Equal(got, model) {
+				t.Fatal("final read differs from the model")
+			}
+			// Block status agrees with the content: nothing reported as a
+			// zero extent holds data.
+			var pos int64
+			for pos < size {
+				ext, err := d.BlockStatus(ctx, pos, size-pos)
+				if err != nil || len(ext) == 0 {
+					t.Fatal(ext, err)
+				}
+				for _, x := range ext {
+					if x.Flags&nbd.ExtentZero != 0 && !isZero(model[pos:pos+x.Length]) {
+						t.Fatalf("extent [%d,+%d) flagged zero holds data", pos, x.Length)
+					}
+					pos += x.Length
+				}
+			}
+			if err := d.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			release()
+			// Another node sees exactly the flushed state.
+			s2 := e.service(t, "n2", nil)
+			d2, _ := mustOpen(t, s2, "m")
+			if got := readAll(t, d2); !bytes.Equal(got, model) {
+				t.Fatal("reopened vdisk differs from the model")
+			}
+		})
+	}
+}
+
+// Concurrent writers to different parts of the same blocks, with flushes
+// running meanwhile, lose nothing.
+func TestConcurrentPartialWrites(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", func(c *Config) { c.MaxDirtyBytes = 1 << 20; c.WritebackBytes = 128 << 10 })
+	const bs = 65536
+	const size = 64 * bs
+	mustCreate(t, s, "c", size, bs, "db")
+	d, _ := mustOpen(t, s, "c")
+	ctx := context.Background()
+	// Pre-fill and flush so partial writes read-modify-write from the store.
+	fill := bytes.Repeat([]byte{0xee}, size)
+	if err := d.WriteAt(ctx, fill, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	s.blocks = nil // force store reads
+	const writers = 16
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for k := 0; k < 200; k++ {
+				blk := rng.Int64N(size / bs)
+				// Writer w owns the 4 KiB piece w of every block.
+				p := bytes.Repeat([]byte{byte(w + 1)}, 4096)
+				if err := d.WriteAt(ctx, p, blk*bs+int64(w)*4096, false); err != nil {
+					t.Error(err)
+					return
+				}
+				if k%50 == 0 {
+					if err := d.Flush(ctx); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, d)
+	// Every piece is either untouched (0xee) or its writer's byte.
+	for blk := 0; blk < size/bs; blk++ {
+		for w := 0; w < writers; w++ {
+			piece := got[blk*bs+w*4096 : blk*bs+(w+1)*4096]
+			if !bytes.Equal(piece, bytes.Repeat([]byte{0xee}, 4096)) && !bytes.Equal(piece, bytes.Repeat([]byte{byte(w + 1)}, 4096)) {
+				t.Fatalf("block %d piece %d is torn or lost", blk, w)
+			}
+		}
+	}
+	// Replay the writes' final state deterministically to compare.
+	want := bytes.Repeat([]byte{0xee}, size)
+	for w := 0; w < writers; w++ {
+		rng := rand.New(rand.NewPCG(uint64(w), 1))
+		for k := 0; k < 200; k++ {
+			blk := rng.Int64N(size / bs)
+			copy(want[blk*bs+int64(w)*4096:], bytes.Repeat([]byte{byte(w + 1)}, 4096))
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("a partial write was lost")
+	}
+}
+
+func TestLeases(t *testing.T) {
+	e := newEnv()
+	s1 := e.service(t, "n1", func(c *Config) { c.LeaseTTL = 2 * time.Second; c.LeaseRenew = 500 * time.Millisecond })
+	s2 := e.service(t, "n2", nil)
+	ctx := context.Background()
+	mustCreate(t, s1, "l", 1<<20, 4096, "db")
+	d1, _ := mustOpen(t, s1, "l")
+	if err := d1.WriteAt(ctx, bytes.Repeat([]byte{1}, 4096), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	// A second read-write attach on another node is refused, clearly.
+	_, _, err := s2.Open(ctx, "l")
+	var ae *AttachedError
+	if !errors.As(err, &ae) || !errors.Is(err, nbd.ErrAttached) {
+		t.Fatalf("second rw attach: %v", err)
+	}
+	if want := "vdisk l is attached read-write on node n1"; !strings.Contains(err.Error(), want) {
+		t.Fatalf("message %q lacks %q", err, want)
+	}
+	// Read-only attaches are fine and see flushed data.
+	ro, _ := mustOpen(t, s2, "l:ro")
+	b := make([]byte, 4096)
+	if err := ro.ReadAt(ctx, b, 0); err != nil || b[0] != 1 {
+		t.Fatalf("ro read %v %v", b[0], err)
+	}
+	if err := ro.WriteAt(ctx, b, 0, false); !errors.Is(err, nbd.ErrReadOnly) {
+		t.Fatalf("ro write: %v", err)
+	}
+	// The lease is renewed in the background: it outlives its TTL.
+	time.Sleep(3 * time.Second)
+	if _, _, err := s2.Open(ctx, "l"); !errors.As(err, &ae) {
+		t.Fatalf("attach after TTL with renewals running: %v", err)
+	}
+	// n1 dies (marked down): its lease lapses and n2 takes over.
+	if _, err := e.ctl.Apply(ctx, fsm.OpNodeState, fsm.NodeStateArgs{ID: "n1", State: fsm.NodeDown}); err != nil {
+		t.Fatal(err)
+	}
+	d2, _ := mustOpen(t, s2, "l")
+	if d2.Epoch() <= d1.Epoch() {
+		t.Fatalf("takeover epoch %d not above %d", d2.Epoch(), d1.Epoch())
+	}
+	if err := d2.WriteAt(ctx, bytes.Repeat([]byte{2}, 4096), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	// The old holder is fenced: its flush fails with a stale epoch and
+	// does not move the head.
+	if err := d1.WriteAt(ctx, bytes.Repeat([]byte{3}, 4096), 4096, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Flush(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("fenced flush: %v", err)
+	}
+	if err := d1.WriteAt(ctx, b, 0, false); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("write after fencing: %v", err)
+	}
+	check, _ := mustOpen(t, s2, "l:ro")
+	got := make([]byte, 8192)
+	if err := check.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != 2 || got[4096] != 0 {
+		t.Fatalf("after takeover: %d %d, want 2 0", got[0], got[4096])
+	}
+}
+
+func TestStoreFailures(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", func(c *Config) { c.FlushTimeout = 5 * time.Second; c.BlockCacheBytes = -1 })
+	ctx := context.Background()
+	mustCreate(t, s, "f", 1<<20, 4096, "db")
+	d, _ := mustOpen(t, s, "f")
+	p := bytes.Repeat([]byte{7}, 8192)
+	if err := d.WriteAt(ctx, p, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	e.store.failPut.Store(true)
+	if err := d.Flush(ctx); err == nil {
+		t.Fatal("flush succeeded with a failing store")
+	}
+	// The data is still served from memory and flushes once the store is back.
+	got := make([]byte, 8192)
+	if err := d.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("read after failed flush: %v", err)
+	}
+	e.store.failPut.Store(false)
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Reads of blocks not in memory fail with an error, not a crash.
+	e.store.failFetch.Store(true)
+	s2 := e.service(t, "n2", func(c *Config) { c.BlockCacheBytes = -1; c.NodeCacheBytes = -1 })
+	ro, _ := mustOpen(t, s2, "f:ro")
+	if err := ro.ReadAt(ctx, got, 0); !errors.Is(err, chunkstore.ErrUnavailable) {
+		t.Fatalf("read with failing store: %v", err)
+	}
+	e.store.failFetch.Store(false)
+	if err := ro.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("read after recovery: %v", err)
+	}
+}
+
+// Dirty memory stays bounded: writes far past the bound are written back
+// early, and writers wait rather than grow the cache.
+func TestWritebackBound(t *testing.T) {
+	e := newEnv()
+	const max = 2 << 20
+	s := e.service(t, "n1", func(c *Config) { c.MaxDirtyBytes = max })
+	ctx := context.Background()
+	mustCreate(t, s, "w", 64<<20, 65536, "db")
+	d, _ := mustOpen(t, s, "w")
+	p := make([]byte, 256<<10)
+	peak := int64(0)
+	for off := int64(0); off < 64<<20; off += int64(len(p)) {
+		p[0] = byte(off >> 18)
+		p[1] = 1
+		if err := d.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		peak = max64(peak, d.Stats().DirtyBytes)
+	}
+	if peak > max+int64(len(p))+64<<10 {
+		t.Fatalf("dirty peaked at %d, bound %d", peak, max)
+	}
+	if e.store.puts.Load() == 0 {
+		t.Fatal("nothing was written back before FLUSH")
+	}
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2)
+	for off := int64(0); off < 64<<20; off += int64(len(p)) {
+		if err := d.ReadAt(ctx, got, off); err != nil || got[0] != byte(off>>18) || got[1] != 1 {
+			t.Fatalf("at %d: %v %v", off, got, err)
+		}
+	}
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// A failing store with a full cache fails writes with an error instead of
+// blocking them forever.
+func TestWriteStallFailsWithStoreDown(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", func(c *Config) { c.MaxDirtyBytes = 1 << 20; c.FlushTimeout = 2 * time.Second })
+	ctx := context.Background()
+	mustCreate(t, s, "s", 16<<20, 65536, "db")
+	d, _ := mustOpen(t, s, "s")
+	e.store.failPut.Store(true)
+	p := bytes.Repeat([]byte{1}, 256<<10)
+	var err error
+	for off := int64(0); off < 16<<20 && err == nil; off += int64(len(p)) {
+		err = d.WriteAt(ctx, p, off, false)
+	}
+	if err == nil || !errors.Is(err, chunkstore.ErrUnavailable) {
+		t.Fatalf("writes past a full cache with a failing store: %v", err)
+	}
+	e.store.failPut.Store(false)
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBlockStatusAndFastZero(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", func(c *Config) { c.BlockCacheBytes = -1 })
+	ctx := context.Background()
+	const bs = 65536
+	mustCreate(t, s, "b", 16*bs, bs, "db")
+	d, _ := mustOpen(t, s, "b")
+	ext := func() []nbd.Extent {
+		t.Helper()
+		x, err := d.BlockStatus(ctx, 0, 16*bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	if x := ext(); len(x) != 1 || x[0].Flags != nbd.ExtentHole|nbd.ExtentZero || x[0].Length != 16*bs {
+		t.Fatalf("empty disk: %+v", x)
+	}
+	d.WriteAt(ctx, bytes.Repeat([]byte{1}, 2*bs), 2*bs, false)
+	d.WriteZeroes(ctx, 8*bs, bs, nbd.ZeroNoHole)
+	want := []nbd.Extent{{2 * bs, 3}, {2 * bs, 0}, {4 * bs, 3}, {bs, nbd.ExtentZero}, {7 * bs, 3}}
+	for round := 0; round < 2; round++ { // in memory, then from the tree
+		if x := ext(); fmt.Sprint(x) != fmt.Sprint(want) {
+			t.Fatalf("round %d: %+v, want %+v", round, x, want)
+		}
+		if err := d.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An unaligned query is clipped to its range.
+	x, _ := d.BlockStatus(ctx, bs+100, bs)
+	if fmt.Sprint(x) != fmt.Sprint([]nbd.Extent{{bs - 100, 3}, {100, 0}}) {
+		t.Fatalf("unaligned: %+v", x)
+	}
+	// Fast zero: whole blocks are fine, a partial block whose data is only
+	// in the store is not.
+	if err := d.WriteZeroes(ctx, 2*bs, bs, nbd.ZeroFast); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WriteZeroes(ctx, 3*bs+512, 512, nbd.ZeroFast); !errors.Is(err, nbd.ErrNotFast) {
+		t.Fatalf("partial fast zero: %v", err)
+	}
+	if err := d.WriteZeroes(ctx, 10*bs+512, 512, nbd.ZeroFast); err != nil { // absent block
+		t.Fatal(err)
+	}
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want = []nbd.Extent{{3 * bs, 3}, {bs, 0}, {4 * bs, 3}, {bs, nbd.ExtentZero}, {7 * bs, 3}}
+	if x := ext(); fmt.Sprint(x) != fmt.Sprint(want) {
+		t.Fatalf("after zeroing: %+v, want %+v", x, want)
+	}
+}
+
+func TestTmpDeletedOnDetach(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", nil)
+	ctx := context.Background()
+	mustCreate(t, s, "t", 1<<20, 4096, "tmp")
+	d1, rel1, err := s.Open(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, rel2, err := s.Open(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d1 != d2 {
+		t.Fatal("two opens of one vdisk got two engines")
+	}
+	d1.WriteAt(ctx, []byte("x"), 0, true)
+	rel1()
+	rel1() // idempotent
+	if _, err := s.Get(ctx, "t", false); err != nil {
+		t.Fatalf("tmp vdisk gone while still attached: %v", err)
+	}
+	rel2()
+	if _, err := s.Get(ctx, "t", false); !errors.Is(err, fsm.ErrNotFound) {
+		t.Fatalf("tmp vdisk after last detach: %v", err)
+	}
+}
+
+func TestServiceCloseFlushes(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", nil)
+	ctx := context.Background()
+	mustCreate(t, s, "c", 1<<20, 4096, "db")
+	d, _, err := s.Open(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.WriteAt(ctx, []byte("hello"), 100, false)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WriteAt(ctx, []byte("x"), 0, false); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+	s2 := e.service(t, "n2", nil)
+	d2, _ := mustOpen(t, s2, "c") // the lease was released: no wait
+	got := make([]byte, 5)
+	d2.ReadAt(ctx, got, 100)
+	if string(got) != "hello" {
+		t.Fatalf("got %q", got)
+	}
+}

@@ -1,0 +1,62 @@
+package blockd
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the service's Prometheus metrics, shared by all its vdisks.
+type metrics struct {
+	dirtyBytes    prometheus.Gauge
+	openDisks     *prometheus.GaugeVec
+	flushSeconds  prometheus.Histogram
+	flushBlocks   prometheus.Counter
+	flushErrors   prometheus.Counter
+	cacheHits     *prometheus.CounterVec
+	cacheMisses   *prometheus.CounterVec
+	readBytes     prometheus.Counter
+	writtenBytes  prometheus.Counter
+	storedBytes   prometheus.Counter
+	leaseRenewals prometheus.Counter
+	leaseFailures prometheus.Counter
+	leaseLost     prometheus.Counter
+	writeStalls   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		dirtyBytes: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "dirty_bytes", Help: "Bytes in the write-back caches of open vdisks (dirty and being flushed)."}),
+		openDisks: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "open_vdisks", Help: "vdisk engines open on this node, by mode."}, []string{"mode"}),
+		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "flush_seconds", Help: "Latency of flushes (store writes, tree update and head commit).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		flushBlocks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "flush_blocks_total", Help: "Blocks written back by flushes."}),
+		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "flush_errors_total", Help: "Flushes that failed."}),
+		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "cache_hits_total", Help: "Cache hits by cache (block, node)."}, []string{"cache"}),
+		cacheMisses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "cache_misses_total", Help: "Cache misses (fetches from the chunk store) by cache (block, node)."}, []string{"cache"}),
+		readBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "read_bytes_total", Help: "Bytes read by clients."}),
+		writtenBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "written_bytes_total", Help: "Bytes written by clients."}),
+		storedBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "stored_bytes_total", Help: "Block bytes sent to the chunk store by flushes and imports."}),
+		leaseRenewals: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "lease_renewals_total", Help: "Successful read-write lease renewals."}),
+		leaseFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "lease_renewal_failures_total", Help: "Failed lease renewals (the control plane was unreachable or refused)."}),
+		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "leases_lost_total", Help: "Read-write leases lost to another node or a deletion (the vdisk went read-only)."}),
+		writeStalls: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "write_stalls_total", Help: "Writes that waited for the write-back cache to drain."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.dirtyBytes, m.openDisks, m.flushSeconds, m.flushBlocks, m.flushErrors, m.cacheHits,
+			m.cacheMisses, m.readBytes, m.writtenBytes, m.storedBytes, m.leaseRenewals, m.leaseFailures, m.leaseLost, m.writeStalls)
+	}
+	return m
+}

@@ -1,0 +1,507 @@
+package blockd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/zosproject/zos/blockd/internal/refcache"
+	"github.com/zosproject/zos/blockd/nbd"
+	"github.com/zosproject/zos/blockd/tree"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/raft/fsm"
+)
+
+// Service is blockd on one node: it opens vdisks as Disks (one shared,
+// refcounted engine per vdisk and mode, whatever the number of NBD
+// connections), resolves NBD export names (it is an nbd.Exports), and runs
+// the vdisk operations (create, snapshot, clone, export, import, diff, …).
+// It is safe for concurrent use.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+
+	blocks *refcache.Cache // clean blocks, node-wide
+	nodes  *refcache.Cache // tree nodes, node-wide
+
+	ctx    context.Context // parent of every Disk; cancelled by Close
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	open   map[string]*openEntry // by key (see diskKey)
+	busy   map[string]string     // vdisk name -> exclusive operation
+	trees  map[string]*tree.Tree // by pool and type
+}
+
+type openEntry struct {
+	d       *Disk
+	refs    int
+	err     error
+	ready   chan struct{} // closed once d or err is set
+	closing bool
+	done    chan struct{} // closed once a closing entry is gone
+}
+
+// New returns a Service for cfg (defaults applied, then validated).
+func New(cfg Config) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		cfg: cfg, log: cfg.Logger.With("component", "blockd"), m: newMetrics(cfg.Registerer),
+		blocks: refcache.New(cfg.BlockCacheBytes), nodes: refcache.New(cfg.NodeCacheBytes),
+		ctx: ctx, cancel: cancel,
+		open: map[string]*openEntry{}, busy: map[string]string{}, trees: map[string]*tree.Tree{},
+	}
+	bh, bm := s.m.cacheHits.WithLabelValues("block"), s.m.cacheMisses.WithLabelValues("block")
+	nh, nm := s.m.cacheHits.WithLabelValues("node"), s.m.cacheMisses.WithLabelValues("node")
+	s.blocks.OnHit, s.blocks.OnMiss = bh.Inc, bm.Inc
+	s.nodes.OnHit, s.nodes.OnMiss = nh.Inc, nm.Inc
+	return s, nil
+}
+
+// Close detaches every open vdisk (flushing and releasing leases) and
+// stops the service. Disks still in use by connections are closed too;
+// their later calls fail with ErrClosed.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var entries []*openEntry
+	for _, e := range s.open {
+		entries = append(entries, e)
+	}
+	s.mu.Unlock()
+	var first error
+	for _, e := range entries {
+		<-e.ready
+		if e.d == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FlushTimeout)
+		if err := e.d.close(ctx); err != nil && first == nil {
+			first = err
+		}
+		cancel()
+	}
+	s.cancel()
+	return first
+}
+
+// storeFor returns the store and tree of a vdisk of pool and type.
+func (s *Service) storeFor(pool, typ string) (chunkstore.Store, *tree.Tree, error) {
+	st := s.cfg.StoreFor(pool, typ)
+	if st == nil {
+		return nil, nil, fmt.Errorf("blockd: no chunk store for pool %q type %q", pool, typ)
+	}
+	key := pool + "\x00" + typ
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.trees[key]
+	if t == nil {
+		var err error
+		t, err = tree.New(st, tree.Config{Fanout: s.cfg.Fanout, Cache: s.nodes, Parallelism: s.cfg.Parallelism})
+		if err != nil {
+			return nil, nil, err
+		}
+		s.trees[key] = t
+	}
+	return st, t, nil
+}
+
+// vdisk returns a copy of the vdisk's record.
+func (s *Service) vdisk(ctx context.Context, name string) (*fsm.VDisk, error) {
+	var out *fsm.VDisk
+	err := s.cfg.Control.Read(ctx, func(st *fsm.State) error {
+		v, ok := st.VDisks[name]
+		if !ok {
+			return &fsm.Error{Code: fsm.ErrNotFound.Code, Msg: fmt.Sprintf("no vdisk %q", name)}
+		}
+		out = copyVDisk(v)
+		return nil
+	})
+	return out, err
+}
+
+func copyVDisk(v *fsm.VDisk) *fsm.VDisk {
+	c := *v
+	c.Snapshots = make([]*fsm.Snapshot, len(v.Snapshots))
+	for i, sn := range v.Snapshots {
+		x := *sn
+		c.Snapshots[i] = &x
+	}
+	if v.Lease != nil {
+		l := *v.Lease
+		c.Lease = &l
+	}
+	return &c
+}
+
+// Mode is how an export name opens a vdisk.
+type Mode int
+
+const (
+	ReadWrite Mode = iota // NAME: the head, read-write, under the lease
+	ReadOnly              // NAME:ro: the head at open time, read-only
+	Snapshot              // NAME@SNAP: a snapshot, read-only
+)
+
+// ParseExportName splits an NBD export name: NAME, NAME:ro or NAME@SNAP.
+func ParseExportName(export string) (name, snap string, mode Mode, err error) {
+	switch {
+	case strings.HasSuffix(export, ":ro"):
+		name, mode = strings.TrimSuffix(export, ":ro"), ReadOnly
+	case strings.Contains(export, "@"):
+		name, snap, _ = strings.Cut(export, "@")
+		mode = Snapshot
+		if snap == "" {
+			return "", "", 0, invalidf("export %q names no snapshot after '@'", export)
+		}
+	default:
+		name = export
+	}
+	if name == "" || strings.ContainsAny(name, "@:/") || strings.ContainsAny(snap, "@:/") {
+		return "", "", 0, invalidf("export name %q: want NAME, NAME:ro or NAME@SNAP", export)
+	}
+	return name, snap, mode, nil
+}
+
+// attachRefused is an attach refused for a reason the client should read;
+// it matches nbd.ErrAttached.
+type attachRefused struct{ msg string }
+
+func (e *attachRefused) Error() string        { return e.msg }
+func (e *attachRefused) Is(target error) bool { return target == nbd.ErrAttached || target == ErrBusy }
+
+// Open opens the export name (NAME, NAME:ro or NAME@SNAP) and returns its
+// Disk and the function to call when done with it. Opens of one vdisk in
+// one mode share one Disk; the last release flushes it and gives its lease
+// back (a tmp vdisk is deleted instead). A read-write open of a vdisk
+// attached read-write on another node fails with an *AttachedError.
+func (s *Service) Open(ctx context.Context, export string) (*Disk, func(), error) {
+	name, snap, mode, err := ParseExportName(export)
+	if err != nil {
+		return nil, nil, err
+	}
+	var key string
+	var v *fsm.VDisk
+	switch mode {
+	case ReadWrite:
+		key = "rw/" + name
+	default:
+		if v, err = s.vdisk(ctx, name); err != nil {
+			return nil, nil, err
+		}
+		head := v.Head
+		if mode == Snapshot {
+			sn := v.Snapshot(snap)
+			if sn == nil {
+				return nil, nil, &fsm.Error{Code: fsm.ErrNotFound.Code, Msg: fmt.Sprintf("vdisk %s has no snapshot %q", name, snap)}
+			}
+			head = sn.Head
+		}
+		key = "ro/" + export + "/" + head.String()
+	}
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, nil, ErrClosed
+		}
+		if mode == ReadWrite {
+			if reason, ok := s.busy[name]; ok {
+				s.mu.Unlock()
+				return nil, nil, &attachRefused{fmt.Sprintf("vdisk %s is busy on this node (%s); retry when it is done", name, reason)}
+			}
+		}
+		e := s.open[key]
+		if e == nil {
+			e = &openEntry{ready: make(chan struct{}), done: make(chan struct{}), refs: 1}
+			s.open[key] = e
+			s.mu.Unlock()
+			d, err := s.openDisk(ctx, export, name, snap, mode, v)
+			s.mu.Lock()
+			e.d, e.err = d, err
+			if err != nil {
+				delete(s.open, key)
+			}
+			close(e.ready)
+			s.mu.Unlock()
+			if err != nil {
+				return nil, nil, err
+			}
+			s.m.openDisks.WithLabelValues(modeLabel(mode)).Inc()
+			return d, s.releaser(key, e), nil
+		}
+		if e.closing {
+			s.mu.Unlock()
+			select {
+			case <-e.done:
+				continue
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			}
+		}
+		e.refs++
+		s.mu.Unlock()
+		select {
+		case <-e.ready:
+		case <-ctx.Done():
+			s.releaser(key, e)()
+			return nil, nil, ctx.Err()
+		}
+		if e.err != nil {
+			s.mu.Lock()
+			e.refs--
+			s.mu.Unlock()
+			return nil, nil, e.err
+		}
+		if mode == ReadWrite { // pick up a resize done meanwhile
+			if v, err := s.vdisk(ctx, name); err == nil {
+				e.d.setSize(v.Size)
+			}
+		}
+		return e.d, s.releaser(key, e), nil
+	}
+}
+
+func modeLabel(m Mode) string {
+	if m == ReadWrite {
+		return "rw"
+	}
+	return "ro"
+}
+
+// releaser returns the idempotent release function of one open.
+func (s *Service) releaser(key string, e *openEntry) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			e.refs--
+			if e.refs > 0 || e.d == nil || e.closing {
+				s.mu.Unlock()
+				return
+			}
+			e.closing = true
+			s.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FlushTimeout)
+			e.d.close(ctx)
+			cancel()
+			mode := "rw"
+			if e.d.ro {
+				mode = "ro"
+			}
+			s.m.openDisks.WithLabelValues(mode).Dec()
+			s.mu.Lock()
+			if s.open[key] == e {
+				delete(s.open, key)
+			}
+			close(e.done)
+			s.mu.Unlock()
+		})
+	}
+}
+
+// openDisk builds a new Disk.
+func (s *Service) openDisk(ctx context.Context, export, name, snap string, mode Mode, v *fsm.VDisk) (*Disk, error) {
+	if mode != ReadWrite {
+		st, tr, err := s.storeFor(v.Pool, v.Type)
+		if err != nil {
+			return nil, err
+		}
+		p := diskParams{name: name, label: export, typ: v.Type, bs: v.BlockSize, size: v.Size, head: v.Head,
+			readOnly: true, store: st, tree: tr}
+		if mode == Snapshot {
+			sn := v.Snapshot(snap)
+			if sn == nil {
+				return nil, &fsm.Error{Code: fsm.ErrNotFound.Code, Msg: fmt.Sprintf("vdisk %s has no snapshot %q", name, snap)}
+			}
+			p.head, p.size = sn.Head, sn.Size
+		}
+		s.log.Debug("vdisk opened read-only", "export", export, "head", p.head.Short())
+		return newDisk(s, p), nil
+	}
+	v, err := s.vdisk(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	st, tr, err := s.storeFor(v.Pool, v.Type)
+	if err != nil {
+		return nil, err
+	}
+	lease, err := s.acquire(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	// The head can only move under our epoch now: read it after the lease.
+	if v, err = s.vdisk(ctx, name); err != nil {
+		s.releaseLease(name, lease.Epoch)
+		return nil, err
+	}
+	s.log.Info("vdisk attached read-write", "vdisk", name, "epoch", lease.Epoch, "head", v.Head.Short(), "type", v.Type)
+	return newDisk(s, diskParams{name: name, label: name, typ: v.Type, bs: v.BlockSize, size: v.Size, head: v.Head,
+		epoch: lease.Epoch, leaseUntil: time.Unix(0, lease.Expires), store: st, tree: tr}), nil
+}
+
+// acquire takes the vdisk's read-write lease for this node.
+func (s *Service) acquire(ctx context.Context, name string) (*fsm.Lease, error) {
+	raw, err := s.cfg.Control.Apply(ctx, fsm.OpLeaseAcquire, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, TTL: int64(s.cfg.LeaseTTL)})
+	if err != nil {
+		if errors.Is(err, fsm.ErrLeased) {
+			holder := "?"
+			if v, rerr := s.vdisk(ctx, name); rerr == nil && v.Lease != nil {
+				holder = v.Lease.Node
+			}
+			return nil, &AttachedError{VDisk: name, Node: holder}
+		}
+		return nil, err
+	}
+	var l fsm.Lease
+	if err := json.Unmarshal(raw, &l); err != nil || l.Epoch == 0 {
+		return nil, fmt.Errorf("blockd: lease on %s: bad answer %q: %v", name, raw, err)
+	}
+	return &l, nil
+}
+
+func (s *Service) releaseLease(name string, epoch uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.cfg.Control.Apply(ctx, fsm.OpLeaseRelease, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, Epoch: epoch}); err != nil &&
+		!errors.Is(err, fsm.ErrStaleEpoch) && !errors.Is(err, fsm.ErrNotFound) {
+		s.log.Warn("lease release failed; it lapses after its TTL", "vdisk", name, "err", err)
+	}
+}
+
+// localRW returns the read-write Disk of name open on this node, if any.
+func (s *Service) localRW(name string) *Disk {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.open["rw/"+name]; e != nil && !e.closing {
+		select {
+		case <-e.ready:
+			return e.d
+		default:
+		}
+	}
+	return nil
+}
+
+// exclusive marks name busy with an operation that needs the vdisk not to
+// be attached read-write on this node; it fails if it is.
+func (s *Service) exclusive(name, what string) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if e := s.open["rw/"+name]; e != nil {
+		return nil, fmt.Errorf("%w: vdisk %s is attached read-write on this node (%s); detach it first", ErrBusy, name, s.cfg.Node)
+	}
+	if other, ok := s.busy[name]; ok {
+		return nil, fmt.Errorf("%w: vdisk %s: %s in progress", ErrBusy, name, other)
+	}
+	s.busy[name] = what
+	return func() {
+		s.mu.Lock()
+		delete(s.busy, name)
+		s.mu.Unlock()
+	}, nil
+}
+
+// --- nbd.Exports ---
+
+func exportInfo(name string, v *fsm.VDisk, size int64, ro bool) nbd.ExportInfo {
+	return nbd.ExportInfo{
+		Name:        name,
+		Description: fmt.Sprintf("zos vdisk %s (%s)", v.Name, v.Type),
+		Size:        size,
+		ReadOnly:    ro,
+		BlockSize:   uint32(v.BlockSize),
+		MultiConn:   true,
+	}
+}
+
+// List implements nbd.Exports: every vdisk, by name.
+func (s *Service) List(ctx context.Context) ([]nbd.ExportInfo, error) {
+	var out []nbd.ExportInfo
+	err := s.cfg.Control.Read(ctx, func(st *fsm.State) error {
+		for _, v := range st.SortedVDisks() {
+			out = append(out, exportInfo(v.Name, v, v.Size, false))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Info implements nbd.Exports.
+func (s *Service) Info(ctx context.Context, export string) (nbd.ExportInfo, error) {
+	name, snap, mode, err := ParseExportName(export)
+	if err != nil {
+		return nbd.ExportInfo{}, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
+	}
+	v, err := s.vdisk(ctx, name)
+	if err != nil {
+		return nbd.ExportInfo{}, exportErr(err)
+	}
+	switch mode {
+	case Snapshot:
+		sn := v.Snapshot(snap)
+		if sn == nil {
+			return nbd.ExportInfo{}, fmt.Errorf("%w: vdisk %s has no snapshot %q", nbd.ErrUnknownExport, name, snap)
+		}
+		return exportInfo(export, v, sn.Size, true), nil
+	case ReadOnly:
+		return exportInfo(export, v, v.Size, true), nil
+	}
+	return exportInfo(export, v, v.Size, false), nil
+}
+
+// exportErr maps a not-found refusal to nbd.ErrUnknownExport.
+func exportErr(err error) error {
+	if errors.Is(err, fsm.ErrNotFound) {
+		return fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
+	}
+	return err
+}
+
+// openExport is nbd.Exports.Open (see Service.Open).
+func (s *Service) openExport(ctx context.Context, export string) (nbd.Export, nbd.ExportInfo, func(), error) {
+	d, release, err := s.Open(ctx, export)
+	if err != nil {
+		if errors.Is(err, ErrInvalid) {
+			return nil, nbd.ExportInfo{}, nil, fmt.Errorf("%w: %v", nbd.ErrUnknownExport, err)
+		}
+		return nil, nbd.ExportInfo{}, nil, exportErr(err)
+	}
+	info := nbd.ExportInfo{
+		Name: export, Description: fmt.Sprintf("zos vdisk %s (%s)", d.name, d.typ),
+		Size: d.Size(), ReadOnly: d.ro, BlockSize: uint32(d.bs), MultiConn: true,
+	}
+	return d, info, release, nil
+}
+
+// Exports returns the nbd.Exports view of the service, for nbd.Config.
+func (s *Service) Exports() nbd.Exports { return exportsView{s} }
+
+type exportsView struct{ s *Service }
+
+func (e exportsView) List(ctx context.Context) ([]nbd.ExportInfo, error) { return e.s.List(ctx) }
+func (e exportsView) Info(ctx context.Context, name string) (nbd.ExportInfo, error) {
+	return e.s.Info(ctx, name)
+}
+func (e exportsView) Open(ctx context.Context, name string) (nbd.Export, nbd.ExportInfo, func(), error) {
+	return e.s.openExport(ctx, name)
+}
