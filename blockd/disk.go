@@ -135,8 +135,8 @@ func newDisk(svc *Service, p diskParams) *Disk {
 		svc: svc, name: p.name, label: p.label, typ: p.typ, bs: p.bs,
 		shift: uint(bits.TrailingZeros64(uint64(p.bs))), ro: p.readOnly, epoch: p.epoch,
 		store: p.store, tree: p.tree, ctx: ctx, cancel: cancel,
-		log:   svc.log.With("vdisk", p.label),
-		head:  p.head, dirty: map[uint64]*dblock{}, space: make(chan struct{}),
+		log:  svc.log.With("vdisk", p.label),
+		head: p.head, dirty: map[uint64]*dblock{}, space: make(chan struct{}),
 		leaseUntil: p.leaseUntil,
 	}
 	d.size.Store(p.size)

@@ -106,7 +106,7 @@ func validate(b []byte, shift uint, maxLevel int) (node, error) {
 	}
 	for i := 0; i < n; i++ {
 		off := headerSize + f/8 + i*chunkstore.RefSize
-		if chunkstore.Ref(b[off:off+chunkstore.RefSize]).IsZero() {
+		if chunkstore.Ref(b[off : off+chunkstore.RefSize]).IsZero() {
 			return nil, fmt.Errorf("%w: zero ref in a present slot", ErrBadNode)
 		}
 	}
