@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newNodeCmd(), newDevCmd(), newClusterCmd(), newTokenCmd(), newPoolCmd(), newVersionCmd())
+	root.AddCommand(newNodeCmd(), newDevCmd(), newClusterCmd(), newTokenCmd(), newPoolCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 
