@@ -437,4 +437,3 @@ func (c *Client) Push(ctx context.Context, fr *flist.Reader, src chunkstore.Fetc
 	}
 	return sent, bytes, ctx.Err()
 }
-
