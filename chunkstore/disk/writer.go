@@ -22,13 +22,13 @@ const (
 // op is one unit of work for the writer goroutine.
 type op struct {
 	kind   opKind
-	shards []chunkstore.Shard     // opPut
-	bytes  int64                  // opPut: data bytes
-	keys   []chunkstore.ShardKey  // opDelete, opQuarantine
-	before int64                  // opDelete: only shards written before
-	qloc   loc                    // opQuarantine: only if the index still says this
-	relocs []reloc                // opRelocate
-	done   chan struct{}          // closed when applied (or failed)
+	shards []chunkstore.Shard    // opPut
+	bytes  int64                 // opPut: data bytes
+	keys   []chunkstore.ShardKey // opDelete, opQuarantine
+	before int64                 // opDelete: only shards written before
+	qloc   loc                   // opQuarantine: only if the index still says this
+	relocs []reloc               // opRelocate
+	done   chan struct{}         // closed when applied (or failed)
 	err    error
 	// results
 	deleted int

@@ -3,9 +3,9 @@ package placement
 import (
 	"cmp"
 	"encoding/binary"
-	"slices"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/zosproject/zos/chunkstore"
