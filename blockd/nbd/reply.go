@@ -4,38 +4,51 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 )
 
 const (
-	replyBufSize   = 256 << 10 // coalescing buffer for small replies
-	replyCopyMax   = 32 << 10  // parts up to this size are copied, larger ones written in place
-	replyFlushSize = replyBufSize / 2
+	replyBufSize = 256 << 10 // pending small replies
+	replyCopyMax = 32 << 10  // parts up to this size are copied, larger ones written in place
 )
 
-// replyWriter serializes the replies of one connection. Every reply is
-// written whole (its parts never interleave with another reply's).
+// replyWriter serializes the replies of one connection; every reply is
+// written whole, never interleaved with another.
 //
-// Small parts are copied into a buffer that is written when no other reply
-// is waiting for the lock, so replies finishing together share one write
-// call while a lone reply is never delayed. A reply with a large part is
-// written before send returns (with writev where the connection has it),
-// so callers may reuse their buffers as soon as send returns.
+// It batches by combining: a worker appends its small reply to a pending
+// buffer; if no write is in progress it becomes the writer and writes the
+// buffer at once (a lone reply is never delayed). Workers whose replies
+// arrive while a write is in progress only append and return; the writer,
+// back from its write, writes everything that accumulated in one call, and
+// so on until the buffer is empty. Under load one write carries many
+// replies and no worker ever waits for another's system call.
+//
+// A reply with a large part (READ data) is not copied: its worker waits to
+// become the writer and writes the pending buffer and its parts with one
+// writev, so the caller may reuse its buffers as soon as send returns.
 type replyWriter struct {
-	pending atomic.Int32 // replies between send's start and its lock release
-
-	mu  sync.Mutex
-	w   io.Writer
-	buf []byte
-	vec net.Buffers
-	err error
+	mu         sync.Mutex
+	cond       sync.Cond // writer role released or buffer space freed
+	w          io.Writer
+	buf        []byte // pending replies
+	spare      []byte // the other buffer, swapped in while buf is written
+	writing    bool   // a goroutine holds the writer role
+	bigWaiting int    // senders of large replies waiting for the role
+	vec        net.Buffers
+	err        error
 }
 
 func newReplyWriter(w io.Writer) *replyWriter {
-	return &replyWriter{w: w, buf: make([]byte, 0, replyBufSize)}
+	rw := &replyWriter{
+		w:     w,
+		buf:   make([]byte, 0, replyBufSize),
+		spare: make([]byte, 0, replyBufSize),
+	}
+	rw.cond.L = &rw.mu
+	return rw
 }
 
-// reset points the writer at a new stream (after STARTTLS).
+// reset points the writer at a new stream (after STARTTLS; nothing is in
+// flight then).
 func (rw *replyWriter) reset(w io.Writer) {
 	rw.mu.Lock()
 	rw.w = w
@@ -44,53 +57,109 @@ func (rw *replyWriter) reset(w io.Writer) {
 	rw.mu.Unlock()
 }
 
-// send writes one reply made of parts. It returns the first write error of
-// the connection; after an error every send fails at once.
+// send writes one reply made of parts. It returns the connection's first
+// write error; after an error every send fails at once. A small reply may
+// still be in the pending buffer when send returns; it is written by the
+// current writer before that writer gives up its role.
 func (rw *replyWriter) send(parts ...[]byte) error {
-	rw.pending.Add(1)
+	total, big := 0, false
+	for _, p := range parts {
+		total += len(p)
+		if len(p) > replyCopyMax {
+			big = true
+		}
+	}
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	last := rw.pending.Add(-1) == 0
+	if !big && total <= cap(rw.buf) {
+		// Wait for room (the writer is busy and the buffer full).
+		for rw.err == nil && len(rw.buf)+total > cap(rw.buf) {
+			rw.cond.Wait()
+		}
+		if rw.err != nil {
+			return rw.err
+		}
+		for _, p := range parts {
+			rw.buf = append(rw.buf, p...)
+		}
+		if rw.writing {
+			return nil // the writer will take it
+		}
+		rw.writing = true
+		rw.writeLoop()
+		rw.release()
+		return rw.err
+	}
+
+	rw.bigWaiting++
+	for rw.writing && rw.err == nil {
+		rw.cond.Wait()
+	}
+	rw.bigWaiting--
 	if rw.err != nil {
 		return rw.err
 	}
-	queued := 0 // rw.buf[:queued] is already referenced by vec
+	rw.writing = true
 	vec := rw.vec[:0]
-	for _, p := range parts {
-		if len(p) <= replyCopyMax && len(rw.buf)+len(p) <= cap(rw.buf) {
-			rw.buf = append(rw.buf, p...)
-			continue
-		}
-		if len(rw.buf) > queued {
-			vec = append(vec, rw.buf[queued:])
-			queued = len(rw.buf)
-		}
-		vec = append(vec, p)
+	pending := rw.buf
+	if len(pending) > 0 {
+		vec = append(vec, pending)
+		rw.buf = rw.spare[:0]
 	}
-	switch {
-	case len(vec) > 0:
-		if len(rw.buf) > queued {
-			vec = append(vec, rw.buf[queued:])
-		}
-		nb := vec
-		_, rw.err = nb.WriteTo(rw.w)
-		clear(vec)
-		rw.vec = vec[:0]
-		rw.buf = rw.buf[:0]
-	case last || len(rw.buf) >= replyFlushSize:
-		_, rw.err = rw.w.Write(rw.buf)
-		rw.buf = rw.buf[:0]
+	vec = append(vec, parts...)
+	rw.mu.Unlock()
+	nb := vec
+	_, err := nb.WriteTo(rw.w)
+	rw.mu.Lock()
+	clear(vec)
+	rw.vec = vec[:0]
+	if len(pending) > 0 {
+		rw.spare = pending[:0]
 	}
+	if err != nil && rw.err == nil {
+		rw.err = err
+	}
+	rw.writeLoop()
+	rw.release()
 	return rw.err
 }
 
-// flush writes anything buffered.
+// writeLoop writes the pending buffer until it stays empty (or a large
+// reply waits for the role). Called with mu held and the writer role; mu is
+// released during each write.
+func (rw *replyWriter) writeLoop() {
+	for len(rw.buf) > 0 && rw.err == nil && rw.bigWaiting == 0 {
+		out := rw.buf
+		rw.buf = rw.spare[:0]
+		rw.cond.Broadcast() // room for senders waiting on a full buffer
+		rw.mu.Unlock()
+		_, err := rw.w.Write(out)
+		rw.mu.Lock()
+		rw.spare = out[:0]
+		if err != nil && rw.err == nil {
+			rw.err = err
+		}
+	}
+}
+
+// release gives up the writer role. If the buffer is not empty (a large
+// reply is waiting), that waiter becomes the writer and writes it.
+func (rw *replyWriter) release() {
+	rw.writing = false
+	rw.cond.Broadcast()
+}
+
+// flush writes anything pending and waits for the writer to finish.
 func (rw *replyWriter) flush() error {
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
+	for rw.writing && rw.err == nil {
+		rw.cond.Wait()
+	}
 	if rw.err == nil && len(rw.buf) > 0 {
-		_, rw.err = rw.w.Write(rw.buf)
-		rw.buf = rw.buf[:0]
+		rw.writing = true
+		rw.writeLoop()
+		rw.release()
 	}
 	return rw.err
 }
