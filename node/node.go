@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/zosproject/zos/internal/slogx"
+	"github.com/zosproject/zos/node/resp"
 	"github.com/zosproject/zos/orchestrator"
 	"github.com/zosproject/zos/orchestrator/client"
 	"github.com/zosproject/zos/raft"
@@ -39,6 +40,7 @@ type Node struct {
 	raft *raft.Server
 	api  *orchestrator.Server
 	http *http.Server
+	resp *resp.Server
 
 	adminToken string
 	ready      atomic.Bool
@@ -189,6 +191,21 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		defer cancel()
 		return n.http.Shutdown(sctx)
 	})
+
+	respLn, err := net.Listen("tcp", cfg.hostPort(cfg.RESPPort))
+	if err != nil {
+		return nil, fmt.Errorf("node: RESP: %w", err)
+	}
+	n.resp = resp.New(resp.Config{Logger: cfg.Logger, Registerer: n.reg, IdleTimeout: 10 * time.Minute,
+		Auth: func(tok string) bool { _, err := api.Authenticate(tok); return err == nil }})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.resp.Serve(n.ctx, respLn); err != nil {
+			n.log.Error("RESP server stopped", "err", err)
+		}
+	}()
+	n.closers = append(n.closers, n.resp.Close)
 
 	switch {
 	case ident.ClusterID != "":

@@ -65,6 +65,11 @@ func (s *Server) Identify(r *http.Request) (Identity, error) {
 	if tok == "" {
 		return Identity{}, httpx.Errorf(http.StatusUnauthorized, "unauthorized", "missing bearer token (set ZOS_TOKEN)")
 	}
+	return s.Authenticate(tok)
+}
+
+// Authenticate checks a token (an API token or the cluster secret).
+func (s *Server) Authenticate(tok string) (Identity, error) {
 	hash := HashToken(tok)
 	var id Identity
 	found := false
