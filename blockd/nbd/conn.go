@@ -18,7 +18,9 @@ import (
 )
 
 const (
-	readBufSize = 128 << 10
+	// Read buffers: small while negotiating, larger in transmission.
+	negotiationBufSize = 4 << 10
+	readBufSize        = 64 << 10
 	// maxOptionLength bounds the option data the server reads into memory;
 	// larger options up to maxOptionSkip are discarded and answered
 	// NBD_REP_ERR_TOO_BIG, beyond that the connection is closed.
@@ -87,7 +89,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	s.m.connsActive.Inc()
 	defer s.m.connsActive.Dec()
 
-	c.br = bufio.NewReaderSize(nc, readBufSize)
+	c.br = bufio.NewReaderSize(nc, negotiationBufSize)
 	c.rw = newReplyWriter(nc)
 	if err := c.negotiate(); err != nil {
 		if errors.Is(err, errAbort) {
@@ -307,7 +309,7 @@ func (c *conn) optStartTLS(data []byte) error {
 		return fmt.Errorf("%w: TLS handshake: %v", errClose, err)
 	}
 	c.nc = tc
-	c.br.Reset(tc)
+	c.br = bufio.NewReaderSize(tc, negotiationBufSize)
 	c.rw.reset(tc)
 	c.tls = true
 	// The spec: no negotiation state survives STARTTLS.

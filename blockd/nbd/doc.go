@@ -49,14 +49,21 @@
 //	...
 //	srv.Shutdown(ctx)
 //
-// Design notes. Replies are coalesced: a worker copies a small reply into a
-// per-connection buffer which is written when no other reply is waiting, so
-// replies completing together share one write while a lone reply is never
-// delayed; large read data is written in place with writev. Holes in READ
-// replies are found by comparing aligned blocks of the data read with zero
-// (memequal stops at the first nonzero word, so data costs almost nothing)
-// rather than by asking the Export, which keeps the Export contract small
-// and also turns zeroes an Export did not know about into holes. The
-// advertised block sizes are minimum 1, preferred ExportInfo.BlockSize
-// (default 4096) and maximum Config.MaxRequestSize.
+// Design notes. Replies are batched by combining: a worker appends its
+// small reply to a per-connection buffer and, if no write is in progress,
+// writes it at once; replies finishing during that write are written
+// together by the same writer when it comes back, so under load one system
+// call carries many replies, no worker waits for another's write, and a
+// lone reply is never delayed. Large READ data is not copied: it goes out
+// with writev. Holes in READ replies are found by comparing aligned blocks
+// of the data read with zero (memequal stops at the first nonzero word, so
+// data costs almost nothing) rather than by asking the Export, which keeps
+// the Export contract small and also turns zeroes an Export did not know
+// about into holes. The advertised block sizes are minimum 1, preferred
+// ExportInfo.BlockSize (default 4096) and maximum Config.MaxRequestSize.
+//
+// Metrics (namespace zos_nbd): requests_total{command},
+// request_errors_total{command,error}, request_duration_seconds{command},
+// read_bytes_total, written_bytes_total, requests_in_flight, connections,
+// connections_total, handshakes_total{result}, export_panics_total.
 package nbd

@@ -7,7 +7,7 @@ import (
 )
 
 const (
-	replyBufSize = 256 << 10 // pending small replies
+	replyBufSize = 128 << 10 // bound of the pending buffer (allocated as it fills)
 	replyCopyMax = 32 << 10  // parts up to this size are copied, larger ones written in place
 )
 
@@ -38,11 +38,7 @@ type replyWriter struct {
 }
 
 func newReplyWriter(w io.Writer) *replyWriter {
-	rw := &replyWriter{
-		w:     w,
-		buf:   make([]byte, 0, replyBufSize),
-		spare: make([]byte, 0, replyBufSize),
-	}
+	rw := &replyWriter{w: w}
 	rw.cond.L = &rw.mu
 	return rw
 }
@@ -71,9 +67,9 @@ func (rw *replyWriter) send(parts ...[]byte) error {
 	}
 	rw.mu.Lock()
 	defer rw.mu.Unlock()
-	if !big && total <= cap(rw.buf) {
+	if !big && total <= replyBufSize {
 		// Wait for room (the writer is busy and the buffer full).
-		for rw.err == nil && len(rw.buf)+total > cap(rw.buf) {
+		for rw.err == nil && len(rw.buf)+total > replyBufSize {
 			rw.cond.Wait()
 		}
 		if rw.err != nil {

@@ -696,3 +696,38 @@ func TestServeContext(t *testing.T) {
 	c.Close()
 	checkGoroutines(t, base)
 }
+
+func TestMetrics(t *testing.T) {
+	ts := startServer(t, nbd.Config{})
+	ts.addMem(t, "d", mib, nbd.ExportInfo{})
+	c := ts.dial(t, client.Options{Export: "d", Structured: true})
+	for i := 0; i < 10; i++ {
+		c.Write(uint64(i)*512, pattern(512, 1), 0)
+		c.Read(uint64(i)*512, 512)
+	}
+	c.Cmd(wire.CmdFlush, 0, 0, 0)
+	c.Read(mib, 1) // EINVAL
+	checks := []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"zos_nbd_requests_total", []string{"command", "read"}, 11},
+		{"zos_nbd_requests_total", []string{"command", "write"}, 10},
+		{"zos_nbd_requests_total", []string{"command", "flush"}, 1},
+		{"zos_nbd_request_duration_seconds", []string{"command", "write"}, 10},
+		{"zos_nbd_request_errors_total", []string{"command", "read", "error", "EINVAL"}, 1},
+		{"zos_nbd_read_bytes_total", nil, 5120},
+		{"zos_nbd_written_bytes_total", nil, 5120},
+		{"zos_nbd_requests_in_flight", nil, 0},
+		{"zos_nbd_connections", nil, 1},
+		{"zos_nbd_handshakes_total", []string{"result", "ok"}, 1},
+	}
+	for _, ck := range checks {
+		if got := ts.metric(t, ck.name, ck.labels...); got != ck.want {
+			t.Errorf("%s%v = %v, want %v", ck.name, ck.labels, got, ck.want)
+		}
+	}
+	c.Disconnect()
+	waitFor(t, "connection gauge to drop", func() bool { return ts.metric(t, "zos_nbd_connections") == 0 })
+}

@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -102,6 +103,9 @@ const (
 // shutdown), closes the connection and releases the export.
 func (c *conn) transmit() {
 	c.setDeadline(time.Time{})
+	if c.br.Buffered() == 0 {
+		c.br = bufio.NewReaderSize(c.nc, readBufSize)
+	}
 	t := &transmission{work: make(chan *request), wake: make(chan struct{}, 1)}
 	c.log.Debug("transmission", "size", c.size, "flags", fmt.Sprintf("%#x", c.tflags), "structured", c.structured)
 
