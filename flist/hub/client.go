@@ -96,6 +96,7 @@ func apiError(resp *http.Response) error {
 	default:
 		kind = errors.New("hub: request refused")
 	}
+	msg = strings.TrimPrefix(msg, kind.Error()+": ")
 	return fmt.Errorf("%w: %s (HTTP %d)", kind, msg, resp.StatusCode)
 }
 
