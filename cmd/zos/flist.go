@@ -725,4 +725,3 @@ or until the mountpoint is unmounted.`,
 	cmd.Flags().BoolVar(&debug, "debug", false, "log every FUSE request")
 	return cmd
 }
-
