@@ -459,7 +459,7 @@ func TestBlockStatusAndFastZero(t *testing.T) {
 	}
 	d.WriteAt(ctx, bytes.Repeat([]byte{1}, 2*bs), 2*bs, false)
 	d.WriteZeroes(ctx, 8*bs, bs, nbd.ZeroNoHole)
-	want := []nbd.Extent{{2 * bs, 3}, {2 * bs, 0}, {4 * bs, 3}, {bs, nbd.ExtentZero}, {7 * bs, 3}}
+	want := []nbd.Extent{xt(2*bs, 3), xt(2*bs, 0), xt(4*bs, 3), xt(bs, nbd.ExtentZero), xt(7*bs, 3)}
 	for round := 0; round < 2; round++ { // in memory, then from the tree
 		if x := ext(); fmt.Sprint(x) != fmt.Sprint(want) {
 			t.Fatalf("round %d: %+v, want %+v", round, x, want)
@@ -470,7 +470,7 @@ func TestBlockStatusAndFastZero(t *testing.T) {
 	}
 	// An unaligned query is clipped to its range.
 	x, _ := d.BlockStatus(ctx, bs+100, bs)
-	if fmt.Sprint(x) != fmt.Sprint([]nbd.Extent{{bs - 100, 3}, {100, 0}}) {
+	if fmt.Sprint(x) != fmt.Sprint([]nbd.Extent{xt(bs-100, 3), xt(100, 0)}) {
 		t.Fatalf("unaligned: %+v", x)
 	}
 	// Fast zero: whole blocks are fine, a partial block whose data is only
@@ -487,7 +487,7 @@ func TestBlockStatusAndFastZero(t *testing.T) {
 	if err := d.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want = []nbd.Extent{{3 * bs, 3}, {bs, 0}, {4 * bs, 3}, {bs, nbd.ExtentZero}, {7 * bs, 3}}
+	want = []nbd.Extent{xt(3*bs, 3), xt(bs, 0), xt(4*bs, 3), xt(bs, nbd.ExtentZero), xt(7*bs, 3)}
 	if x := ext(); fmt.Sprint(x) != fmt.Sprint(want) {
 		t.Fatalf("after zeroing: %+v, want %+v", x, want)
 	}
@@ -545,3 +545,5 @@ func TestServiceCloseFlushes(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func xt(n int64, f nbd.ExtentFlags) nbd.Extent { return nbd.Extent{Length: n, Flags: f} }
