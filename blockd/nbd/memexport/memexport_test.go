@@ -161,7 +161,7 @@ func TestConcurrent(t *testing.T) {
 func BenchmarkReadWrite4k(b *testing.B) {
 	e := MustNew(1<<30, Options{})
 	p := make([]byte, 4096)
-	rand.Read(p)
+	rand.New(rand.NewSource(1)).Read(p)
 	b.SetBytes(4096)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
