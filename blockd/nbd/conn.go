@@ -91,7 +91,7 @@ func (s *Server) serveConn(nc net.Conn) {
 
 	c.br = bufio.NewReaderSize(nc, negotiationBufSize)
 	c.rw = newReplyWriter(nc)
-	if err := c.negotiate(); err != nil {
+	if err := c.guardedNegotiate(); err != nil {
 		if errors.Is(err, errAbort) {
 			s.m.handshakes.WithLabelValues("abort").Inc()
 			c.log.Debug("client aborted negotiation")
@@ -155,6 +155,17 @@ func (c *conn) closeConn() {
 
 // errAbort is returned by negotiate when the client sent NBD_OPT_ABORT.
 var errAbort = errors.New("nbd: client aborted negotiation")
+
+// guardedNegotiate is negotiate with a last line of defence against a bug
+// in the server's own code: the connection closes, the process lives.
+func (c *conn) guardedNegotiate() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = c.internalError("negotiation", p)
+		}
+	}()
+	return c.negotiate()
+}
 
 // negotiate runs the fixed newstyle handshake until the client enters
 // transmission (nil) or the connection must close (error).
@@ -411,7 +422,10 @@ func (c *conn) optInfoGo(opt uint32, data []byte) (bool, error) {
 	if opt == wire.OptGo {
 		exp, info, release, err = c.s.cfg.Exports.Open(c.ctx, req.Name)
 		if err == nil {
-			size = exp.Size()
+			if size, err = c.exportSize(exp); err != nil {
+				release()
+				release = nil
+			}
 		}
 	} else {
 		info, err = c.s.cfg.Exports.Info(c.ctx, req.Name)
@@ -493,10 +507,10 @@ func (c *conn) optExportName(data []byte) (bool, error) {
 		// NBD_OPT_EXPORT_NAME cannot report errors: the spec says close.
 		return false, fmt.Errorf("%w: export %q: %v", errClose, name, err)
 	}
-	size := exp.Size()
-	if size < 0 {
+	size, err := c.exportSize(exp)
+	if err != nil || size < 0 {
 		release()
-		return false, fmt.Errorf("%w: export %q reports a negative size", errClose, name)
+		return false, fmt.Errorf("%w: export %q: size %d: %v", errClose, name, size, err)
 	}
 	if info.Name == "" {
 		info.Name = name
@@ -515,6 +529,12 @@ func (c *conn) optExportName(data []byte) (bool, error) {
 	}
 	c.enter(name, exp, info, release, uint64(size), flags)
 	return true, nil
+}
+
+// exportSize calls exp.Size, turning a panic into an error.
+func (c *conn) exportSize(exp Export) (size int64, err error) {
+	err = c.safe(func() error { size = exp.Size(); return nil })
+	return size, err
 }
 
 // enter records the export chosen for transmission.

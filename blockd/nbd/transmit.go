@@ -109,7 +109,7 @@ func (c *conn) transmit() {
 	t := &transmission{work: make(chan *request), wake: make(chan struct{}, 1)}
 	c.log.Debug("transmission", "size", c.size, "flags", fmt.Sprintf("%#x", c.tflags), "structured", c.structured)
 
-	reason, err := c.readLoop(t)
+	reason, err := c.guardedReadLoop(t)
 	switch reason {
 	case stopDisc:
 		c.log.Debug("client disconnected")
@@ -143,6 +143,24 @@ func (c *conn) transmit() {
 	if err := c.safe(func() error { c.release(); return nil }); err != nil {
 		c.log.Error("export release failed", "err", err)
 	}
+}
+
+// guardedReadLoop is readLoop with a last line of defence: a panic in the
+// server's own code (a bug, never an Export's: those are recovered per
+// request) closes this connection instead of the process.
+func (c *conn) guardedReadLoop(t *transmission) (reason stopReason, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			reason, err = stopError, c.internalError("read loop", p)
+		}
+	}()
+	return c.readLoop(t)
+}
+
+// internalError logs a recovered panic of the server itself.
+func (c *conn) internalError(where string, p any) error {
+	c.log.Error("internal error; closing connection", "where", where, "panic", p, "stack", string(debug.Stack()))
+	return fmt.Errorf("%w: internal error in %s: %v", errClose, where, p)
 }
 
 // readLoop reads requests and hands them to workers until the connection
@@ -227,7 +245,7 @@ func (c *conn) dispatch(t *transmission, req *request) {
 func (c *conn) worker(t *transmission, req *request) {
 	defer t.wg.Done()
 	for {
-		c.serve(req)
+		c.guardedServe(req)
 		t.release(req.cost)
 		req.free()
 		var ok bool
@@ -346,6 +364,20 @@ func (c *conn) exec(req *request) (err error) {
 		return err
 	}
 	return fmt.Errorf("nbd: unexpected command %d", req.Type)
+}
+
+// guardedServe is serve with a last line of defence against a bug in the
+// reply code: the connection is closed (its stream may hold half a reply)
+// and the server goes on.
+func (c *conn) guardedServe(req *request) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.internalError("request "+wire.CommandName(req.Type), p)
+			c.s.m.inFlight.Dec()
+			c.raw.Close()
+		}
+	}()
+	c.serve(req)
 }
 
 // serve executes one request and sends its reply.
