@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -377,5 +378,33 @@ func TestTLSClients(t *testing.T) {
 	run(t, "qemu-img", "convert", "--object", obj, "--image-opts", img, "-O", "raw", back)
 	if fileHash(t, src) != fileHash(t, back) {
 		t.Fatal("TLS copy in (nbdcopy) and out (qemu-img) differ")
+	}
+}
+
+// The server serves any net.Listener: a unix socket for local qemu.
+func TestUnixSocket(t *testing.T) {
+	requireBin(t, "nbdinfo")
+	exports := nbd.NewStaticExports()
+	exports.Add(mustMem(3*mib), nbd.ExportInfo{Name: "local"})
+	srv, err := nbd.New(nbd.Config{Exports: exports})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background(), ln) }()
+	out := run(t, "nbdinfo", "--size", "nbd+unix:///local?socket="+sock)
+	if strings.TrimSpace(out) != fmt.Sprint(3*mib) {
+		t.Fatalf("nbdinfo over unix socket: %q", out)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nbd.ErrServerClosed {
+		t.Fatalf("Serve: %v", err)
 	}
 }

@@ -335,6 +335,9 @@ func (c *conn) exec(req *request) (err error) {
 	fua := req.Flags&wire.CmdFlagFUA != 0
 	switch req.Type {
 	case wire.CmdRead:
+		// Buffers are recycled across connections and exports: never let
+		// an Export that fills less than asked leak another's data.
+		clear(*req.buf)
 		return c.exp.ReadAt(c.ctx, *req.buf, off)
 	case wire.CmdWrite:
 		return c.exp.WriteAt(c.ctx, *req.buf, off, fua)
