@@ -51,6 +51,7 @@ func BenchmarkPipelined(b *testing.B) {
 		bs    uint32
 		depth int
 	}{
+		{"read4k-qd1", wire.CmdRead, 4096, 1},
 		{"write4k-qd32", wire.CmdWrite, 4096, 32},
 		{"read4k-qd32", wire.CmdRead, 4096, 32},
 		{"read1m-qd8", wire.CmdRead, 1 << 20, 8},
