@@ -47,6 +47,11 @@ type Config struct {
 	Chunking flist.Chunking
 	// TempDir spools uploads (default os.TempDir()).
 	TempDir string
+	// Fallback serves GET requests of two or more path segments that are
+	// not "/REPO/NAME.flist" (the download route catches them because Go's
+	// ServeMux has no suffix patterns); default 404. Pass the handler of a
+	// "GET /" catch-all here if the mux has one.
+	Fallback http.Handler
 	// Metrics, if set, receives the hub's metrics.
 	Metrics prometheus.Registerer
 	// Logger defaults to slog.Default().
@@ -131,7 +136,10 @@ func (h *Hub) Register(mux *http.ServeMux) {
 	route("POST /api/flist/me/upload-flist", "upload-flist", h.uploadFlist)
 	route("POST /api/flist/me/merge/{name}", "merge", h.merge)
 	route("DELETE /api/flist/me/{name}", "delete", h.delete)
-	route("GET /{repo}/{file}", "download", h.download)
+	// "{file...}" rather than "{file}": any prefix pattern of the caller
+	// ("/ui/", "/static/") is then more specific and wins, instead of
+	// conflicting at registration.
+	route("GET /{repo}/{file...}", "download", h.download)
 	route("GET /api/v1/chunks/{ref}", "chunk-get", h.getChunk)
 	route("POST /api/v1/chunks", "chunk-put", h.putChunk)
 	route("POST /api/v1/chunks/missing", "chunk-missing", h.missing)
@@ -623,7 +631,11 @@ func (h *Hub) merge(w http.ResponseWriter, r *http.Request) {
 
 func (h *Hub) download(w http.ResponseWriter, r *http.Request) {
 	file := r.PathValue("file")
-	if !strings.HasSuffix(file, ".flist") {
+	if !strings.HasSuffix(file, ".flist") || strings.Contains(file, "/") {
+		if h.cfg.Fallback != nil {
+			h.cfg.Fallback.ServeHTTP(w, r)
+			return
+		}
 		http.NotFound(w, r)
 		return
 	}

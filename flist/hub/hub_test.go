@@ -375,3 +375,33 @@ func TestMountOverHTTP(t *testing.T) {
 		t.Fatal("no chunk fetched through the hub")
 	}
 }
+
+// TestCoexistsWithOtherRoutes: the node's other routes (prefix patterns, a
+// catch-all UI) register on the same mux without conflicts.
+func TestCoexistsWithOtherRoutes(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ui/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ui") })
+	mux.HandleFunc("GET /debug/pprof/", func(w http.ResponseWriter, r *http.Request) {})
+	ui := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "index") })
+	mux.Handle("GET /", ui)
+	mux.HandleFunc("GET /api/v1/vdisks/{name}", func(w http.ResponseWriter, r *http.Request) {})
+	New(Config{Store: memstore.New(), Registry: NewMemRegistry(), Fallback: ui}).Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for path, want := range map[string]string{"/ui/x/y": "ui", "/assets/app.js": "index", "/": "index", "/a/b/c": "index"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != want {
+			t.Errorf("%s: %q, want %q", path, body, want)
+		}
+	}
+	resp, _ := http.Get(srv.URL + "/nobody/none.flist")
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("missing flist: %s", resp.Status)
+	}
+	resp.Body.Close()
+}

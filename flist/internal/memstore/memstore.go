@@ -20,6 +20,7 @@ type Store struct {
 	chunks map[chunkstore.Ref][]byte
 
 	Puts, NewPuts, Fetches atomic.Int64
+	FetchBytes             atomic.Int64 // bytes returned by Fetch
 	NewBytes               atomic.Int64 // bytes of distinct chunks stored
 	// Down makes every call block until ctx is done (an unreachable store).
 	Down atomic.Bool
@@ -57,6 +58,7 @@ func (s *Store) Fetch(ctx context.Context, ref chunkstore.Ref) ([]byte, error) {
 	if !ok {
 		return nil, chunkstore.ErrNotFound
 	}
+	s.FetchBytes.Add(int64(len(b)))
 	return bytes.Clone(b), nil
 }
 
