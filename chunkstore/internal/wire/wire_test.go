@@ -1,0 +1,135 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"testing"
+
+	"github.com/zosproject/zos/chunkstore"
+)
+
+func sampleShards() []chunkstore.Shard {
+	p := chunkstore.Profile{K: 2, M: 1}
+	ref := chunkstore.Sum([]byte("chunk"))
+	var out []chunkstore.Shard
+	for i := range 3 {
+		sh := chunkstore.NewShard(chunkstore.ShardKey{Ref: ref, Profile: p, Index: uint8(i)}, 10, []byte{byte(i), 2, 3, 4, 5})
+		sh.Written = int64(1000 + i)
+		out = append(out, sh)
+	}
+	return out
+}
+
+func TestRoundTrips(t *testing.T) {
+	shards := sampleShards()
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	if err := WriteFrame(w, TypePut, 7, PutParts(shards)...); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	f, _, err := ReadFrame(&buf, nil)
+	if err != nil || f.Type != TypePut || f.ID != 7 {
+		t.Fatalf("frame %+v %v", f, err)
+	}
+	got, err := DecodePut(f.Payload)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("DecodePut: %v %d", err, len(got))
+	}
+	for i := range got {
+		if got[i].ShardInfo != shards[i].ShardInfo || !bytes.Equal(got[i].Data, shards[i].Data) {
+			t.Fatalf("put shard %d: %+v", i, got[i])
+		}
+	}
+	keys := []chunkstore.ShardKey{shards[0].Key, {Ref: shards[1].Key.Ref, Index: chunkstore.AnyIndex}}
+	k2, err := DecodeKeys(AppendKeys(nil, keys))
+	if err != nil || len(k2) != 2 || k2[0] != keys[0] || k2[1] != keys[1] {
+		t.Fatalf("keys: %v %v", k2, err)
+	}
+	k3, before, err := DecodeDelete(AppendDelete(nil, keys, 42))
+	if err != nil || before != 42 || len(k3) != 2 {
+		t.Fatalf("delete: %v %d %v", k3, before, err)
+	}
+	after, limit, err := DecodeEnum(AppendEnum(nil, keys[0], 500))
+	if err != nil || after != keys[0] || limit != 500 {
+		t.Fatalf("enum: %v %d %v", after, limit, err)
+	}
+	infos := []chunkstore.ShardInfo{shards[0].ShardInfo, shards[2].ShardInfo}
+	i2, err := DecodeInfos(AppendInfos(nil, infos))
+	if err != nil || len(i2) != 2 || i2[1] != infos[1] {
+		t.Fatalf("infos: %v %v", i2, err)
+	}
+	res := []chunkstore.ShardResult{{Shard: shards[0]}, {Err: chunkstore.ErrNotFound}, {Err: errors.New("disk on fire")}}
+	r2, err := DecodeStatResults(AppendStatResults(nil, res))
+	if err != nil || len(r2) != 3 || r2[0].Shard.ShardInfo != shards[0].ShardInfo ||
+		!errors.Is(r2[1].Err, chunkstore.ErrNotFound) || !errors.Is(r2[2].Err, ErrRemote) {
+		t.Fatalf("stat results: %+v %v", r2, err)
+	}
+	head := GetItemHeader(nil, 5, shards[1], nil)
+	idx, gr, err := DecodeGetItem(append(head, shards[1].Data...))
+	if err != nil || idx != 5 || gr.Err != nil || !bytes.Equal(gr.Shard.Data, shards[1].Data) {
+		t.Fatalf("get item: %d %+v %v", idx, gr, err)
+	}
+	idx, gr, err = DecodeGetItem(GetItemHeader(nil, 9, chunkstore.Shard{}, chunkstore.ErrCorrupt))
+	if err != nil || idx != 9 || !chunkstore.IsCorruption(gr.Err) {
+		t.Fatalf("get item error: %d %+v %v", idx, gr, err)
+	}
+	if err := DecodeError(AppendError(nil, chunkstore.ErrTooLarge)); !errors.Is(err, chunkstore.ErrTooLarge) {
+		t.Fatalf("error frame: %v", err)
+	}
+	st := chunkstore.ShardStoreStats{Shards: 1, Bytes: 2, DiskBytes: 3, DeadBytes: 4, Corrupt: 5, Segments: 6, Compacted: 7, WriteBytes: 8, ReadBytes: 9}
+	if s2, err := DecodeStats(AppendStats(nil, st)); err != nil || s2 != st {
+		t.Fatalf("stats %+v %v", s2, err)
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	// A frame length beyond the limit.
+	if _, _, err := ReadFrame(bytes.NewReader([]byte{0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0, 0}), nil); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("huge frame: %v", err)
+	}
+	// A count that cannot fit.
+	if _, err := DecodeKeys([]byte{0xff, 0xff, 0, 0, 1, 2, 3}); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("bad count: %v", err)
+	}
+	// Trailing bytes.
+	if _, err := DecodeU32([]byte{1, 0, 0, 0, 9}); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("trailing: %v", err)
+	}
+	// A put whose data is shorter than its header says.
+	p := bytes.Join(PutParts(sampleShards()), nil)
+	if _, err := DecodePut(p[:len(p)-1]); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("truncated put: %v", err)
+	}
+}
+
+func TestHandshake(t *testing.T) {
+	run := func(cs, ss []byte) (cerr, serr error) {
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		done := make(chan error, 1)
+		go func() { done <- ServerHandshake(b, ss) }()
+		cerr = ClientHandshake(a, cs)
+		if cerr != nil {
+			a.Close()
+		}
+		return cerr, <-done
+	}
+	if c, s := run([]byte("secret-secret-01"), []byte("secret-secret-01")); c != nil || s != nil {
+		t.Fatalf("same secret: %v %v", c, s)
+	}
+	if c, _ := run([]byte("secret-secret-01"), []byte("secret-secret-02")); !errors.Is(c, ErrAuth) {
+		t.Fatalf("different secret: client got %v", c)
+	}
+	// A client speaking garbage.
+	a, b := net.Pipe()
+	defer a.Close()
+	go a.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n and more bytes to fill"))
+	if err := ServerHandshake(b, []byte("s")); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("garbage hello: %v", err)
+	}
+	b.Close()
+}

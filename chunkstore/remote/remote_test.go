@@ -1,0 +1,379 @@
+package remote_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/disk"
+	"github.com/zosproject/zos/chunkstore/internal/wire"
+	"github.com/zosproject/zos/chunkstore/remote"
+	"github.com/zosproject/zos/chunkstore/shard"
+	"github.com/zosproject/zos/chunkstore/storetest"
+)
+
+var secret = []byte("test-cluster-secret-0123456789")
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+// server starts a disk store and a shard server on 127.0.0.<host>.
+func server(t *testing.T, host int, cfg shard.Config) (*shard.Server, *disk.Store) {
+	t.Helper()
+	st, err := disk.Open(disk.Config{Dir: "/s", FS: vfs.NewMem(), CompactInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Addr = fmt.Sprintf("127.0.0.%d:0", host)
+	cfg.Secret = secret
+	cfg.Store = st
+	srv, err := shard.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Close()
+		st.Close()
+	})
+	return srv, st
+}
+
+func client(t *testing.T, addr string, cfg remote.Config) *remote.Client {
+	t.Helper()
+	cfg.Addr = addr
+	if cfg.Secret == nil {
+		cfg.Secret = secret
+	}
+	c, err := remote.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) chunkstore.Store {
+		srv, _ := server(t, 2, shard.Config{Registry: prometheus.NewRegistry()})
+		return client(t, srv.Addr().String(), remote.Config{}).Chunks()
+	})
+}
+
+func shards(seed uint64, chunkSize int, p chunkstore.Profile) []chunkstore.Shard {
+	ref := chunkstore.Sum(storetest.Data(seed, 64))
+	size := chunkstore.ShardSize(chunkSize, int(p.K))
+	out := make([]chunkstore.Shard, p.N())
+	for i := range out {
+		out[i] = chunkstore.NewShard(chunkstore.ShardKey{Ref: ref, Profile: p, Index: uint8(i)}, chunkSize, storetest.Data(seed*100+uint64(i), size))
+	}
+	return out
+}
+
+func TestShardOps(t *testing.T) {
+	srv, st := server(t, 3, shard.Config{})
+	c := client(t, srv.Addr().String(), remote.Config{})
+	a := shards(1, 3<<20, chunkstore.Profile{K: 2, M: 1}) // 1.5 MiB shards
+	b := shards(2, 100, chunkstore.Profile{K: 4, M: 2})
+	if err := c.PutShards(ctx(t), append(a, b...)); err != nil {
+		t.Fatal(err)
+	}
+	keys := []chunkstore.ShardKey{a[0].Key, {Ref: b[0].Key.Ref, Index: 3}, {Ref: chunkstore.Sum(nil), Index: chunkstore.AnyIndex}, a[2].Key}
+	res, err := c.GetShards(ctx(t), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Err != nil || !bytes.Equal(res[0].Shard.Data, a[0].Data) ||
+		res[1].Err != nil || res[1].Shard.Key != b[3].Key || !bytes.Equal(res[1].Shard.Data, b[3].Data) ||
+		!errors.Is(res[2].Err, chunkstore.ErrNotFound) ||
+		res[3].Err != nil || !bytes.Equal(res[3].Shard.Data, a[2].Data) {
+		t.Fatalf("get results: %v %v %v %v", res[0].Err, res[1].Err, res[2].Err, res[3].Err)
+	}
+	sr, err := c.StatShards(ctx(t), keys)
+	if err != nil || sr[0].Shard.ShardInfo.Size != a[0].Size || sr[0].Shard.Written == 0 || !errors.Is(sr[2].Err, chunkstore.ErrNotFound) {
+		t.Fatalf("stat: %+v %v", sr, err)
+	}
+	var n int
+	if err := chunkstore.WalkShards(ctx(t), c, chunkstore.ShardKey{}, 2, func(chunkstore.ShardInfo) error { n++; return nil }); err != nil || n != 9 {
+		t.Fatalf("enumerate: %d, %v", n, err)
+	}
+	stats, err := c.ShardStats(ctx(t))
+	if err != nil || stats.Shards != 9 || stats != st.Stats() {
+		t.Fatalf("stats %+v vs %+v, %v", stats, st.Stats(), err)
+	}
+	d, err := c.DeleteShards(ctx(t), []chunkstore.ShardKey{{Ref: a[0].Key.Ref, Index: chunkstore.AnyIndex}}, 0)
+	if err != nil || d != 3 {
+		t.Fatalf("delete: %d %v", d, err)
+	}
+	if err := c.Ping(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	// A corrupt shard is refused by the server with a clear error.
+	bad := b[0]
+	bad.Data = bytes.Clone(bad.Data)
+	bad.Data[3] ^= 1
+	if err := c.PutShards(ctx(t), []chunkstore.Shard{bad}); !chunkstore.IsCorruption(err) {
+		t.Fatalf("put of a corrupt shard: %v", err)
+	}
+}
+
+// TestPipelining: many concurrent requests on one connection, and a Get
+// batch larger than one frame streams back.
+func TestPipelining(t *testing.T) {
+	srv, _ := server(t, 4, shard.Config{})
+	c := client(t, srv.Addr().String(), remote.Config{Conns: 1})
+	var all []chunkstore.Shard
+	for i := range 40 {
+		all = append(all, shards(uint64(i), 1<<20, chunkstore.Profile{K: 1, M: 1})...)
+	}
+	if err := c.PutShards(ctx(t), all); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 64 {
+		wg.Go(func() {
+			sh := all[w%len(all)]
+			res, err := c.GetShards(ctx(t), []chunkstore.ShardKey{sh.Key})
+			if err == nil && (res[0].Err != nil || !bytes.Equal(res[0].Shard.Data, sh.Data)) {
+				err = fmt.Errorf("worker %d: %v", w, res[0].Err)
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	keys := make([]chunkstore.ShardKey, len(all))
+	for i, sh := range all {
+		keys[i] = sh.Key
+	}
+	res, err := c.GetShards(ctx(t), keys) // 80 MiB in one request
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Err != nil || !bytes.Equal(r.Shard.Data, all[i].Data) {
+			t.Fatalf("item %d: %v", i, r.Err)
+		}
+	}
+}
+
+func TestWrongSecret(t *testing.T) {
+	srv, _ := server(t, 5, shard.Config{})
+	bad := client(t, srv.Addr().String(), remote.Config{Secret: []byte("not-the-cluster-secret!")})
+	if err := bad.Ping(ctx(t)); !errors.Is(err, remote.ErrAuth) {
+		t.Fatalf("wrong secret: %v, want ErrAuth", err)
+	}
+	good := client(t, srv.Addr().String(), remote.Config{})
+	if err := good.Ping(ctx(t)); err != nil {
+		t.Fatalf("server broken after a bad client: %v", err)
+	}
+}
+
+// expectClosed reads from c until the server closes it.
+func expectClosed(t *testing.T, c net.Conn, what string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("%s: server did not close the connection", what)
+	}
+}
+
+func TestGarbagePeers(t *testing.T) {
+	srv, _ := server(t, 6, shard.Config{FrameTimeout: 300 * time.Millisecond, HandshakeTimeout: 300 * time.Millisecond})
+	addr := srv.Addr().String()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// Not the protocol at all.
+	c := dial()
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: shard\r\n\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"))
+	expectClosed(t, c, "http request")
+	// Silent after connecting: the handshake times out.
+	expectClosed(t, dial(), "silent peer")
+	// Authenticated, then garbage frames.
+	for name, junk := range map[string][]byte{
+		"huge frame":      {0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0},
+		"response type":   {5, 0, 0, 0, wire.TypeOK, 1, 0, 0, 0},
+		"bad put payload": {9, 0, 0, 0, wire.TypePut, 1, 0, 0, 0, 9, 9, 9, 9},
+		"half a frame":    {200, 0, 0, 0, wire.TypeGet},
+	} {
+		c := dial()
+		if err := wire.ClientHandshake(c, secret); err != nil {
+			t.Fatal(err)
+		}
+		c.Write(junk)
+		expectClosed(t, c, name)
+	}
+	// The server still serves.
+	if err := client(t, addr, remote.Config{}).Ping(ctx(t)); err != nil {
+		t.Fatalf("server broken after garbage: %v", err)
+	}
+}
+
+// fakeServer accepts connections and runs fn on each after a correct
+// handshake.
+func fakeServer(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.7:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				if wire.ServerHandshake(c, secret) != nil {
+					return
+				}
+				fn(c, bufio.NewReader(c))
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestHungServer: a server that answers half a frame and then hangs; the
+// client errors after its timeout instead of hanging.
+func TestHungServer(t *testing.T) {
+	addr := fakeServer(t, func(c net.Conn, br *bufio.Reader) {
+		f, _, err := wire.ReadFrame(br, nil)
+		if err != nil {
+			return
+		}
+		// Start a GetItem frame that promises 1 MiB and send 10 bytes.
+		w := bufio.NewWriter(c)
+		w.Write([]byte{0, 0, 16, 0, wire.TypeGetItem, byte(f.ID), byte(f.ID >> 8), 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
+		w.Flush()
+		io.Copy(io.Discard, c) // hang until closed
+	})
+	c := client(t, addr, remote.Config{RequestTimeout: 500 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.GetShards(context.Background(), []chunkstore.ShardKey{{Ref: chunkstore.Sum(nil), Index: chunkstore.AnyIndex}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, chunkstore.ErrUnavailable) {
+			t.Fatalf("hung server: %v, want ErrUnavailable", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("client hung on a stalled server")
+	}
+	// A server that never finishes the handshake: the dial times out.
+	ln, err := net.Listen("tcp", "127.0.0.7:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	c2 := client(t, ln.Addr().String(), remote.Config{DialTimeout: 300 * time.Millisecond})
+	if err := c2.Ping(context.Background()); !errors.Is(err, chunkstore.ErrUnavailable) {
+		t.Fatalf("silent server: %v", err)
+	}
+	// A cancelled context returns promptly even with a hung server.
+	cctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	c3 := client(t, addr, remote.Config{RequestTimeout: time.Hour})
+	if _, err := c3.StatShards(cctx, []chunkstore.ShardKey{{Ref: chunkstore.Sum(nil)}}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("cancelled call on a hung server: %v", err)
+	}
+}
+
+// TestGarbageServer: a server that answers with garbage; the client gets a
+// clear error, not a crash.
+func TestGarbageServer(t *testing.T) {
+	addr := fakeServer(t, func(c net.Conn, br *bufio.Reader) {
+		if _, _, err := wire.ReadFrame(br, nil); err != nil {
+			return
+		}
+		c.Write([]byte{7, 0, 0, 0, 0x42, 1, 0, 0, 0, 0xde, 0xad})
+		io.Copy(io.Discard, c)
+	})
+	c := client(t, addr, remote.Config{RequestTimeout: 5 * time.Second})
+	if _, err := c.EnumerateShards(ctx(t), chunkstore.ShardKey{}, 10); err == nil {
+		t.Fatal("garbage answer accepted")
+	}
+}
+
+// TestReconnect: the client survives the server restarting on its address.
+func TestReconnect(t *testing.T) {
+	st, err := disk.Open(disk.Config{Dir: "/s", FS: vfs.NewMem(), CompactInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := shard.Start(shard.Config{Addr: "127.0.0.8:0", Secret: secret, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.Addr().String()
+	c := client(t, addr, remote.Config{})
+	if err := c.Ping(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	if err := c.Ping(ctx(t)); !errors.Is(err, chunkstore.ErrUnavailable) {
+		t.Fatalf("ping of a stopped server: %v", err)
+	}
+	srv, err = shard.Start(shard.Config{Addr: addr, Secret: secret, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := c.Ping(ctx(t)); err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+}

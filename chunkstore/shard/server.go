@@ -1,0 +1,498 @@
+// Package shard is the shard server every node runs (port 9900 in
+// production): it serves a chunkstore.ShardStore (the node's disk store) to
+// the other nodes over TCP with the binary protocol of
+// chunkstore/internal/wire. Clients are in chunkstore/remote.
+//
+// # Guarantees
+//
+//   - Every connection must prove knowledge of the cluster secret before
+//     anything else (HMAC challenge-response both ways); a failed handshake
+//     or a peer speaking anything but the protocol gets its connection
+//     closed, and the server carries on.
+//   - Many requests are served concurrently per connection (pipelining,
+//     Config.MaxInFlight), answered in completion order; Get answers stream
+//     one frame per shard as they are read, so memory per request is bounded
+//     by the shard size, not the batch.
+//   - Timeouts everywhere: the handshake, each frame once begun, idle
+//     connections, each response write and each request's work have
+//     deadlines, so a peer that stalls mid-stream costs a goroutine for at
+//     most a deadline, never forever.
+//   - Shards are verified by the store on put (checksum) and on get; the
+//     server never sends bytes that failed verification.
+//
+// # Usage
+//
+//	srv, err := shard.Start(shard.Config{Addr: ":9900", Secret: secret, Store: diskStore, Registry: reg})
+//	defer srv.Close()
+package shard
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/internal/wire"
+)
+
+// DefaultPort is the shard server's port (0-db's).
+const DefaultPort = 9900
+
+// Config configures a Server.
+type Config struct {
+	// Addr to listen on, e.g. ":9900" or "127.0.0.3:0". Default ":9900".
+	Addr string
+	// Secret is the cluster secret every peer must prove (at least 16
+	// bytes). Required.
+	Secret []byte
+	// Store serves the shards. Required.
+	Store chunkstore.ShardStore
+	// HandshakeTimeout bounds the handshake. Default 10s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a connection with no request for this long.
+	// Default 5m.
+	IdleTimeout time.Duration
+	// FrameTimeout bounds reading one frame once its first byte arrived,
+	// and writing one response frame. Default 30s.
+	FrameTimeout time.Duration
+	// RequestTimeout bounds the store work of one request. Default 60s.
+	RequestTimeout time.Duration
+	// MaxInFlight is the number of requests served concurrently per
+	// connection; more wait (TCP backpressure). Default 32.
+	MaxInFlight int
+	// MaxConns caps concurrent connections; more are closed at accept.
+	// Default 4096.
+	MaxConns int
+	// Logger (component "shard-server"). Default: discard.
+	Logger *slog.Logger
+	// Registry, if set, receives the server's metrics.
+	Registry *prometheus.Registry
+}
+
+// ErrConfig reports an invalid Config.
+var ErrConfig = errors.New("shard: bad config")
+
+func (c *Config) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = fmt.Sprintf(":%d", DefaultPort)
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.FrameTimeout == 0 {
+		c.FrameTimeout = 30 * time.Second
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = time.Minute
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 32
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports whether c (after defaults) is usable.
+func (c Config) Validate() error {
+	c.setDefaults()
+	switch {
+	case len(c.Secret) < 16:
+		return fmt.Errorf("%w: Secret must be at least 16 bytes", ErrConfig)
+	case c.Store == nil:
+		return fmt.Errorf("%w: Store is required", ErrConfig)
+	case c.MaxInFlight < 1 || c.MaxConns < 1:
+		return fmt.Errorf("%w: MaxInFlight and MaxConns must be positive", ErrConfig)
+	}
+	return nil
+}
+
+// Server is a running shard server.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	ln     net.Listener
+	m      *metrics
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// Start listens on cfg.Addr and serves in the background until Close.
+func Start(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("shard: listen %s: %w", cfg.Addr, err)
+	}
+	return Serve(ln, cfg)
+}
+
+// Serve serves on ln (which Close will close) in the background.
+func Serve(ln net.Listener, cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "shard-server", "addr", ln.Addr().String()),
+		ln:     ln,
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  map[net.Conn]struct{}{},
+	}
+	s.m = newMetrics(cfg.Registry)
+	s.wg.Go(s.acceptLoop)
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops accepting, closes every connection, and waits for every
+// handler to return.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	err := s.ln.Close()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	s.m.unregister()
+	return err
+}
+
+func (s *Server) acceptLoop() {
+	var backoff time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return
+			}
+			// Temporary trouble (out of file descriptors...): back off.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept", "err", err)
+			select {
+			case <-time.After(backoff):
+			case <-s.ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		s.mu.Lock()
+		if s.closed || len(s.conns) >= s.cfg.MaxConns {
+			s.mu.Unlock()
+			s.m.refused.Inc()
+			c.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.m.conns.Inc()
+		s.wg.Go(func() {
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				s.m.conns.Dec()
+				c.Close()
+			}()
+			s.serveConn(c)
+		})
+	}
+}
+
+// conn is one authenticated connection.
+type conn struct {
+	s    *Server
+	c    net.Conn
+	log  *slog.Logger
+	wmu  sync.Mutex
+	bw   *bufio.Writer
+	werr error
+}
+
+func (s *Server) serveConn(c net.Conn) {
+	log := s.log.With("peer", c.RemoteAddr().String())
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	if err := wire.ServerHandshake(c, s.cfg.Secret); err != nil {
+		s.m.badPeers.WithLabelValues("handshake").Inc()
+		log.Warn("handshake failed; closing", "err", err)
+		return
+	}
+	c.SetDeadline(time.Time{})
+	cn := &conn{s: s, c: c, log: log, bw: bufio.NewWriterSize(c, 256<<10)}
+	br := bufio.NewReaderSize(c, 256<<10)
+	sem := make(chan struct{}, s.cfg.MaxInFlight)
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+	for {
+		// Idle wait for the next frame, then a deadline for the rest of it.
+		c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if _, err := br.Peek(1); err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				log.Debug("connection ended", "err", err)
+			}
+			return
+		}
+		c.SetReadDeadline(time.Now().Add(s.cfg.FrameTimeout))
+		f, _, err := wire.ReadFrame(br, nil) // fresh buffer: handlers keep payloads
+		if err != nil {
+			s.m.badPeers.WithLabelValues("frame").Inc()
+			log.Warn("bad or stalled frame; closing", "err", err)
+			return
+		}
+		if !wire.IsRequest(f.Type) {
+			s.m.badPeers.WithLabelValues("type").Inc()
+			log.Warn("not a request; closing", "type", f.Type)
+			return
+		}
+		s.m.bytesIn.Add(float64(len(f.Payload) + 9))
+		select {
+		case sem <- struct{}{}:
+		case <-s.ctx.Done():
+			return
+		}
+		handlers.Go(func() {
+			defer func() { <-sem }()
+			if err := cn.handle(f); err != nil {
+				// A malformed request: the peer is not speaking the
+				// protocol; drop it.
+				s.m.badPeers.WithLabelValues("payload").Inc()
+				log.Warn("malformed request; closing", "type", f.Type, "err", err)
+				c.Close()
+			}
+		})
+	}
+}
+
+// write sends one response frame; a write error closes the connection.
+func (cn *conn) write(typ byte, id uint32, parts ...[]byte) {
+	cn.wmu.Lock()
+	defer cn.wmu.Unlock()
+	if cn.werr != nil {
+		return
+	}
+	cn.c.SetWriteDeadline(time.Now().Add(cn.s.cfg.FrameTimeout))
+	err := wire.WriteFrame(cn.bw, typ, id, parts...)
+	if err == nil {
+		err = cn.bw.Flush()
+	}
+	if err != nil {
+		cn.werr = err
+		cn.log.Debug("write failed; closing", "err", err)
+		cn.c.Close()
+		return
+	}
+	n := 9
+	for _, p := range parts {
+		n += len(p)
+	}
+	cn.s.m.bytesOut.Add(float64(n))
+}
+
+func (cn *conn) fail(id uint32, err error) {
+	cn.write(wire.TypeError, id, wire.AppendError(nil, err))
+}
+
+// handle serves one request. It returns an error only for a malformed
+// request (the connection is then closed); store errors are answered.
+func (cn *conn) handle(f wire.Frame) error {
+	s := cn.s
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	name := typeName(f.Type)
+	defer func() { s.m.latency.WithLabelValues(name).Observe(time.Since(start).Seconds()) }()
+	s.m.requests.WithLabelValues(name).Inc()
+	switch f.Type {
+	case wire.TypePing:
+		cn.write(wire.TypeOK, f.ID)
+	case wire.TypePut:
+		shards, err := wire.DecodePut(f.Payload)
+		if err != nil {
+			return err
+		}
+		if err := s.cfg.Store.PutShards(ctx, shards); err != nil {
+			s.m.errors.WithLabelValues(name).Inc()
+			cn.fail(f.ID, err)
+			return nil
+		}
+		cn.write(wire.TypeOK, f.ID)
+	case wire.TypeGet:
+		keys, err := wire.DecodeKeys(f.Payload)
+		if err != nil {
+			return err
+		}
+		// Stream: read a few shards at a time, send each as it is ready.
+		const step = 4
+		for i := 0; i < len(keys); i += step {
+			part := keys[i:min(i+step, len(keys))]
+			res, err := s.cfg.Store.GetShards(ctx, part)
+			if err == nil && len(res) != len(part) {
+				err = fmt.Errorf("store returned %d results for %d keys", len(res), len(part))
+			}
+			if err != nil {
+				s.m.errors.WithLabelValues(name).Inc()
+				cn.fail(f.ID, err)
+				return nil
+			}
+			for j, r := range res {
+				if r.Err != nil && !errors.Is(r.Err, chunkstore.ErrNotFound) {
+					s.m.errors.WithLabelValues(name).Inc()
+				}
+				cn.write(wire.TypeGetItem, f.ID, wire.GetItemHeader(nil, i+j, r.Shard, r.Err), r.Shard.Data)
+			}
+		}
+	case wire.TypeStat:
+		keys, err := wire.DecodeKeys(f.Payload)
+		if err != nil {
+			return err
+		}
+		res, err := s.cfg.Store.StatShards(ctx, keys)
+		if err != nil {
+			s.m.errors.WithLabelValues(name).Inc()
+			cn.fail(f.ID, err)
+			return nil
+		}
+		cn.write(wire.TypeStatRes, f.ID, wire.AppendStatResults(nil, res))
+	case wire.TypeDelete:
+		keys, before, err := wire.DecodeDelete(f.Payload)
+		if err != nil {
+			return err
+		}
+		n, err := s.cfg.Store.DeleteShards(ctx, keys, before)
+		if err != nil {
+			s.m.errors.WithLabelValues(name).Inc()
+			cn.fail(f.ID, err)
+			return nil
+		}
+		cn.write(wire.TypeDelRes, f.ID, wire.AppendU32(nil, n))
+	case wire.TypeEnum:
+		after, limit, err := wire.DecodeEnum(f.Payload)
+		if err != nil {
+			return err
+		}
+		infos, err := s.cfg.Store.EnumerateShards(ctx, after, limit)
+		if err != nil {
+			s.m.errors.WithLabelValues(name).Inc()
+			cn.fail(f.ID, err)
+			return nil
+		}
+		cn.write(wire.TypeEnumRes, f.ID, wire.AppendInfos(nil, infos))
+	case wire.TypeStats:
+		st, ok := s.cfg.Store.(chunkstore.ShardStatser)
+		if !ok {
+			cn.fail(f.ID, fmt.Errorf("%w: this store keeps no statistics", chunkstore.ErrNotFound))
+			return nil
+		}
+		stats, err := st.ShardStats(ctx)
+		if err != nil {
+			cn.fail(f.ID, err)
+			return nil
+		}
+		cn.write(wire.TypeStatsRs, f.ID, wire.AppendStats(nil, stats))
+	}
+	return nil
+}
+
+func typeName(t byte) string {
+	switch t {
+	case wire.TypePut:
+		return "put"
+	case wire.TypeGet:
+		return "get"
+	case wire.TypeStat:
+		return "stat"
+	case wire.TypeDelete:
+		return "delete"
+	case wire.TypeEnum:
+		return "enumerate"
+	case wire.TypePing:
+		return "ping"
+	case wire.TypeStats:
+		return "stats"
+	}
+	return "other"
+}
+
+type metrics struct {
+	reg        *prometheus.Registry
+	collectors []prometheus.Collector
+	conns      prometheus.Gauge
+	refused    prometheus.Counter
+	badPeers   *prometheus.CounterVec
+	requests   *prometheus.CounterVec
+	errors     *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	bytesIn    prometheus.Counter
+	bytesOut   prometheus.Counter
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	m := &metrics{
+		reg:      reg,
+		conns:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "zos_shard_server_connections", Help: "Open shard server connections."}),
+		refused:  prometheus.NewCounter(prometheus.CounterOpts{Name: "zos_shard_server_refused_total", Help: "Connections refused at accept (MaxConns)."}),
+		badPeers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zos_shard_server_bad_peers_total", Help: "Connections closed for failing the handshake or the protocol."}, []string{"reason"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zos_shard_server_requests_total", Help: "Requests served."}, []string{"op"}),
+		errors:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zos_shard_server_errors_total", Help: "Requests or items answered with an error."}, []string{"op"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "zos_shard_server_request_seconds", Help: "Request service time.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 3, 12)}, []string{"op"}),
+		bytesIn:  prometheus.NewCounter(prometheus.CounterOpts{Name: "zos_shard_server_received_bytes_total", Help: "Request bytes received."}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "zos_shard_server_sent_bytes_total", Help: "Response bytes sent."}),
+	}
+	m.collectors = []prometheus.Collector{m.conns, m.refused, m.badPeers, m.requests, m.errors, m.latency, m.bytesIn, m.bytesOut}
+	if reg != nil {
+		for _, c := range m.collectors {
+			reg.MustRegister(c)
+		}
+	}
+	return m
+}
+
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, c := range m.collectors {
+		m.reg.Unregister(c)
+	}
+}
