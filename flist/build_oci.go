@@ -94,7 +94,7 @@ func indexTar(f *os.File) (*tarImageFS, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v (truncated or corrupt?)", ErrBadArchive, err)
 		}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA {
+		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != '\x00' {
 			continue
 		}
 		name := strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")

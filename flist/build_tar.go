@@ -257,7 +257,7 @@ func (b *builder) tarNode(hdr *tar.Header, tr *tar.Reader) (*Node, error) {
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		n.Mode = TypeDir | perm
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+	case tar.TypeReg, '\x00', tar.TypeGNUSparse: // '\x00': pre-POSIX regular file
 		n.Mode = TypeReg | perm
 		if hdr.Size < 0 || hdr.Size > MaxFileSize {
 			return nil, fmt.Errorf("%w: %q has size %d", ErrBadArchive, hdr.Name, hdr.Size)

@@ -128,11 +128,11 @@ type uploader struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	err   error
-	pool  sync.Pool
+	free  chan []byte
 }
 
 func newUploader(store chunkstore.Receiver, concurrency int) *uploader {
-	return &uploader{store: store, sem: make(chan struct{}, concurrency)}
+	return &uploader{store: store, sem: make(chan struct{}, concurrency), free: make(chan []byte, concurrency)}
 }
 
 func (u *uploader) failed() error {
@@ -147,27 +147,32 @@ func (u *uploader) put(ctx context.Context, data []byte, dst *Chunk) error {
 		return err
 	}
 	dst.Size = uint32(len(data))
-	var buf []byte
-	if p, ok := u.pool.Get().(*[]byte); ok && cap(*p) >= len(data) {
-		buf = (*p)[:len(data)]
-	} else {
-		buf = make([]byte, len(data), max(len(data), 1<<20))
-	}
-	copy(buf, data)
 	select {
 	case u.sem <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// One MaxChunkSize buffer per upload slot, reused: no per-chunk
+	// allocation, memory bounded by the concurrency.
+	var buf []byte
+	select {
+	case buf = <-u.free:
+	default:
+		buf = make([]byte, 0, chunkstore.MaxChunkSize)
+	}
+	buf = append(buf[:0], data...)
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
-		defer func() { <-u.sem }()
 		ref, err := u.store.Put(ctx, buf)
 		if err == nil && ref != chunkstore.Sum(buf) {
 			err = fmt.Errorf("%w: store returned ref %s for a chunk whose ref is %s", chunkstore.ErrCorrupt, ref.Short(), chunkstore.Sum(buf).Short())
 		}
-		u.pool.Put(&buf)
+		select {
+		case u.free <- buf:
+		default:
+		}
+		<-u.sem
 		if err != nil {
 			u.mu.Lock()
 			if u.err == nil {

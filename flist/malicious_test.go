@@ -17,7 +17,6 @@ type tarEnt struct {
 	name, link string
 	typ        byte
 	body       string
-	dev        bool
 }
 
 func mkTar(t testing.TB, ents ...tarEnt) []byte {

@@ -172,7 +172,10 @@ func (t *Tree) Walk(fn func(path string, n *Node) error) error {
 	return walkNode("", t.Root, fn)
 }
 
-// SkipDir is returned by Walk callbacks to skip a directory's children.
+// SkipDir is returned by Walk callbacks to skip a directory's children
+// (named like filepath.SkipDir).
+//
+//lint:ignore ST1012 mirrors filepath.SkipDir
 var SkipDir = fmt.Errorf("flist: skip directory")
 
 func walkNode(path string, n *Node, fn func(string, *Node) error) error {

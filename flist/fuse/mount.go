@@ -123,7 +123,6 @@ type Mounted struct {
 	m       *metrics
 
 	once sync.Once
-	err  error
 	done chan struct{}
 }
 
