@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zosproject/zos/blockd/nbd"
-	"github.com/zosproject/zos/blockd/nbd/internal/client"
+	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 	"github.com/zosproject/zos/blockd/nbd/memexport"
 )
 

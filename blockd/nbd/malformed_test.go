@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/blockd/nbd"
-	"github.com/zosproject/zos/blockd/nbd/internal/client"
+	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 	"github.com/zosproject/zos/blockd/nbd/internal/wire"
 )
 

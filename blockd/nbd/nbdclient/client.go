@@ -1,10 +1,4 @@
-// Package client is a small NBD client for the server's tests and
-// benchmarks: it negotiates like libnbd (fixed newstyle, optional TLS,
-// structured replies, base:allocation, GO or EXPORT_NAME) and then either
-// runs one request at a time or pipelines requests with Send/Recv. It
-// checks every reply it receives against the protocol, so tests catch a
-// server that breaks the spec.
-package client
+package nbdclient
 
 import (
 	"bufio"
