@@ -320,7 +320,7 @@ func TestFioVerify(t *testing.T) {
 	ts.addMem(t, "disk", 256*mib, nbd.ExportInfo{MultiConn: true})
 	common := []string{"--name=verify", "--ioengine=nbd", "--uri=" + ts.uri("disk"),
 		"--rw=randwrite", "--bs=4k", "--size=128M", "--iodepth=32", "--verify=crc32c",
-		"--randseed=1234", "--output-format=json"}
+		"--randseed=1234", "--output-format=json", "--verify_state_save=0"}
 	// Write everything with checksummed blocks (no verify pass here)...
 	run(t, "fio", append(common, "--do_verify=0")...)
 	// ...then a separate process reads it all back and checks.
