@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/zosproject/zos/flist/internal/memstore"
@@ -70,6 +72,12 @@ func FuzzBuildImage(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(arch)
+	// An OCI archive (an OCI layout as a tar).
+	dir := f.TempDir()
+	if _, err := testimage.WriteOCILayout(dir, testCfg, testLayers(f), "t:1"); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(tarDir(f, dir))
 	f.Add(mkTar(f, tarEnt{name: "manifest.json", body: `[{"Config":"c.json","Layers":["l.tar"]}]`}, tarEnt{name: "c.json", body: `{}`}, tarEnt{name: "l.tar", body: ""}))
 	f.Add(mkTar(f, tarEnt{name: "oci-layout", body: `{}`}, tarEnt{name: "index.json", body: `{"manifests":[{"digest":"sha256:` + string(bytes.Repeat([]byte("a"), 64)) + `"}]}`}))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -92,4 +100,30 @@ func checkBuilt(t *testing.T, tr *Tree) {
 		t.Fatalf("built flist does not validate: %v", err)
 	}
 	r.Close()
+}
+
+// tarDir archives a directory's regular files (enough for an OCI layout).
+func tarDir(t testing.TB, dir string) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || !info.Mode().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		_, err = tw.Write(data)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw.Close()
+	return buf.Bytes()
 }

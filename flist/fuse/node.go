@@ -360,8 +360,15 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadR
 	}
 	n.mfs.m.readBytes.Add(float64(pos - off))
 	// Sequential readers get the next chunks fetched ahead.
-	if prev := h.lastEnd.Swap(pos); (prev == off || off == 0) && n.mfs.readahead > 0 && i < len(chunks) {
-		n.mfs.src.prefetchChunks(chunks[i:min(len(chunks), i+n.mfs.readahead)])
+	// (The window starts after the chunk holding the last byte read.)
+	if prev := h.lastEnd.Swap(pos); (prev == off || off == 0) && n.mfs.readahead > 0 && pos > off {
+		j := i
+		if j == len(chunks) || chunks[j].Offset >= pos {
+			j--
+		}
+		if j+1 < len(chunks) {
+			n.mfs.src.prefetchChunks(chunks[j+1 : min(len(chunks), j+1+n.mfs.readahead)])
+		}
 	}
 	return gofuse.ReadResultData(dest[:pos-off]), 0
 }

@@ -1,0 +1,50 @@
+package fuse
+
+import (
+	"math/rand"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestReadahead: reading the start of a large file fetches the next chunks
+// in the background, before anyone reads them.
+func TestReadahead(t *testing.T) {
+	src := t.TempDir()
+	data := make([]byte, 12<<20)
+	rand.New(rand.NewSource(5)).Read(data)
+	os.WriteFile(filepath.Join(src, "f"), data, 0o644)
+	fx := build(t, src)
+	chunks, err := fx.r.Chunks(2)
+	if err != nil || len(chunks) < 5 {
+		t.Fatalf("%d chunks, %v", len(chunks), err)
+	}
+	m := fx.mount(t, Config{Readahead: 3})
+	f, err := os.Open(filepath.Join(m.Dir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	// The first chunk plus 3 prefetched ones (the kernel's own readahead
+	// may add reads of chunk 0 only: we read 4 KiB).
+	deadline := time.Now().Add(30 * time.Second)
+	for fx.store.Fetches.Load() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d chunks fetched after reading the first 4 KiB", fx.store.Fetches.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 1; i <= 3; i++ {
+		if !m.mfs.src.cached(chunks[i]) {
+			t.Errorf("chunk %d not prefetched", i)
+		}
+	}
+	if m.mfs.src.cached(chunks[len(chunks)-1]) && len(chunks) > 6 {
+		t.Errorf("prefetched past the readahead window")
+	}
+}
