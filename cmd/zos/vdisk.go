@@ -1,0 +1,478 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/zosproject/zos/blockd"
+	"github.com/zosproject/zos/orchestrator/client"
+)
+
+// newVDiskCmd is `zos vdisk …`: the vdisk operations of the HTTP API.
+func newVDiskCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "vdisk", Short: "Virtual disks served over NBD (uses ZOS_ADDR, ZOS_TOKEN)",
+		Long: `Virtual disks live in the cluster's chunk store and are served by every node over NBD on
+port 10809: nbd://NODE:10809/NAME (read-write, one node at a time), NAME:ro (read-only view of
+the head) and NAME@SNAPSHOT (a snapshot, read-only). Sizes accept bytes or 512M, 10G, 1T.`}
+	cmd.AddCommand(vdiskCreateCmd(), vdiskListCmd(), vdiskInfoCmd(), vdiskDeleteCmd(), vdiskResizeCmd(),
+		vdiskSnapshotCmd(), vdiskSnapshotsCmd(), vdiskRollbackCmd(), vdiskCloneCmd(), vdiskExportCmd(),
+		vdiskImportCmd(), vdiskDiffCmd())
+	return cmd
+}
+
+func vdiskPath(name string, parts ...string) string {
+	p := "/api/v1/vdisks/" + url.PathEscape(name)
+	for _, s := range parts {
+		p += "/" + url.PathEscape(s)
+	}
+	return p
+}
+
+func vdiskCreateCmd() *cobra.Command {
+	c := &cobra.Command{Use: "create NAME --size SIZE [--block-size B] [--type boot|db|cache|tmp] [--from NAME@SNAP | --image FILE.raw]",
+		Short: "Create a vdisk: empty, a clone of a snapshot, or from a raw image", Args: cobra.ExactArgs(1)}
+	size := c.Flags().String("size", "", "size (bytes or 10G, 512M…); with --image defaults to the image size, with --from to the snapshot's")
+	bs := c.Flags().String("block-size", "", "block size, a power of two from 4K to 1M (default 64K)")
+	typ := c.Flags().String("type", "", "boot, db, cache or tmp (default db; boot with --from)")
+	pool := c.Flags().String("pool", "", "storage pool (default: default)")
+	from := c.Flags().String("from", "", "clone this snapshot (NAME@SNAP): copy-on-write, instant")
+	image := c.Flags().String("image", "", "fill the vdisk from this raw image file (zero blocks are not stored)")
+	out := addOutputFlag(c)
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		name := args[0]
+		var sz, bsz int64
+		var err error
+		if *size != "" {
+			if sz, err = blockd.ParseSize(*size); err != nil {
+				return err
+			}
+		}
+		if *bs != "" {
+			if bsz, err = blockd.ParseSize(*bs); err != nil {
+				return err
+			}
+		}
+		if *from != "" && *image != "" {
+			return errors.New("give --from or --image, not both")
+		}
+		cl := client.FromEnv()
+		var info blockd.VDiskInfo
+		if *image != "" {
+			f, err := os.Open(*image)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			if sz == 0 {
+				sz = (st.Size() + 511) &^ 511
+			}
+			q := url.Values{"name": {name}, "size": {strconv.FormatInt(sz, 10)}}
+			if bsz != 0 {
+				q.Set("block_size", strconv.FormatInt(bsz, 10))
+			}
+			if *typ != "" {
+				q.Set("type", *typ)
+			}
+			if *pool != "" {
+				q.Set("pool", *pool)
+			}
+			prog, done := vdiskProgress("import "+name, st.Size())
+			resp, err := cl.Stream(cmd.Context(), http.MethodPost, "/api/v1/vdisks?"+q.Encode(), &countingReader{r: f, fn: prog}, nil)
+			done()
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+				return fmt.Errorf("decode answer: %w", err)
+			}
+		} else {
+			req := map[string]any{"name": name, "size": sz, "block_size": bsz, "type": *typ, "pool": *pool, "from": *from}
+			if err := cl.Do(cmd.Context(), http.MethodPost, "/api/v1/vdisks", req, &info); err != nil {
+				return err
+			}
+		}
+		return output(*out, cmd.OutOrStdout(), info, func() { printVDisk(cmd, info) })
+	}
+	return c
+}
+
+func vdiskListCmd() *cobra.Command {
+	c := &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List vdisks", Args: cobra.NoArgs}
+	out := addOutputFlag(c)
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		var list []blockd.VDiskInfo
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, "/api/v1/vdisks", nil, &list); err != nil {
+			return err
+		}
+		return output(*out, cmd.OutOrStdout(), list, func() {
+			var rows [][]string
+			for _, v := range list {
+				att := v.AttachedTo
+				if att == "" {
+					att = "-"
+				}
+				rows = append(rows, []string{v.Name, v.Type, humanBytes(v.Size), humanBytes(v.BlockSize), strconv.Itoa(len(v.Snapshots)), att, orDash(v.Parent)})
+			}
+			table(cmd.OutOrStdout(), []string{"NAME", "TYPE", "SIZE", "BLOCK", "SNAPSHOTS", "ATTACHED", "PARENT"}, rows)
+		})
+	}
+	return c
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printVDisk(cmd *cobra.Command, v blockd.VDiskInfo) {
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "name:        %s\n", v.Name)
+	fmt.Fprintf(w, "type:        %s (pool %s)\n", v.Type, v.Pool)
+	fmt.Fprintf(w, "size:        %s (%d bytes)\n", humanBytes(v.Size), v.Size)
+	fmt.Fprintf(w, "block size:  %s\n", humanBytes(v.BlockSize))
+	if v.Allocated > 0 {
+		fmt.Fprintf(w, "allocated:   %s\n", humanBytes(v.Allocated))
+	}
+	fmt.Fprintf(w, "head:        %s (generation %d)\n", orDash(v.Head), v.Generation)
+	if v.Parent != "" {
+		fmt.Fprintf(w, "parent:      %s\n", v.Parent)
+	}
+	if v.AttachedTo != "" {
+		fmt.Fprintf(w, "attached:    read-write on %s (lease epoch %d)\n", v.AttachedTo, v.LeaseEpoch)
+	} else {
+		fmt.Fprintf(w, "attached:    no\n")
+	}
+	fmt.Fprintf(w, "created:     %s\n", v.Created.Format(time.RFC3339))
+	fmt.Fprintf(w, "snapshots:   %d\n", len(v.Snapshots))
+	for _, s := range v.Snapshots {
+		fmt.Fprintf(w, "  %s  %s  %s\n", s.Name, humanBytes(s.Size), s.Created.Format(time.RFC3339))
+	}
+}
+
+func vdiskInfoCmd() *cobra.Command {
+	c := &cobra.Command{Use: "info NAME", Short: "Show a vdisk", Args: cobra.ExactArgs(1)}
+	out := addOutputFlag(c)
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		var info blockd.VDiskInfo
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, vdiskPath(args[0]), nil, &info); err != nil {
+			return err
+		}
+		return output(*out, cmd.OutOrStdout(), info, func() { printVDisk(cmd, info) })
+	}
+	return c
+}
+
+func vdiskDeleteCmd() *cobra.Command {
+	c := &cobra.Command{Use: "delete NAME", Aliases: []string{"rm"}, Short: "Delete a vdisk and its snapshots", Args: cobra.ExactArgs(1)}
+	force := c.Flags().Bool("force", false, "delete even while attached read-write")
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		p := vdiskPath(args[0])
+		if *force {
+			p += "?force=true"
+		}
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodDelete, p, nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", args[0])
+		return nil
+	}
+	return c
+}
+
+func vdiskResizeCmd() *cobra.Command {
+	c := &cobra.Command{Use: "resize NAME SIZE", Short: "Grow a vdisk (shrinking needs --force and discards the end)", Args: cobra.ExactArgs(2)}
+	force := c.Flags().Bool("force", false, "allow shrinking (the data past the new end is lost)")
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		sz, err := blockd.ParseSize(args[1])
+		if err != nil {
+			return err
+		}
+		var info blockd.VDiskInfo
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, vdiskPath(args[0], "resize"), map[string]any{"size": sz, "force": *force}, &info); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s is now %s\n", info.Name, humanBytes(info.Size))
+		return nil
+	}
+	return c
+}
+
+func vdiskSnapshotCmd() *cobra.Command {
+	c := &cobra.Command{Use: "snapshot NAME SNAP", Short: "Take a snapshot (O(1)); `snapshot delete NAME SNAP` removes one", Args: cobra.ExactArgs(2)}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		var sn blockd.SnapshotInfo
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, vdiskPath(args[0], "snapshots"), map[string]string{"name": args[1]}, &sn); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s@%s taken\n", args[0], sn.Name)
+		return nil
+	}
+	del := &cobra.Command{Use: "delete NAME SNAP", Short: "Delete a snapshot", Args: cobra.ExactArgs(2)}
+	del.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodDelete, vdiskPath(args[0], "snapshots", args[1]), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s@%s deleted\n", args[0], args[1])
+		return nil
+	}
+	c.AddCommand(del)
+	return c
+}
+
+func vdiskSnapshotsCmd() *cobra.Command {
+	c := &cobra.Command{Use: "snapshots NAME", Short: "List a vdisk's snapshots", Args: cobra.ExactArgs(1)}
+	out := addOutputFlag(c)
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		var list []blockd.SnapshotInfo
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, vdiskPath(args[0], "snapshots"), nil, &list); err != nil {
+			return err
+		}
+		return output(*out, cmd.OutOrStdout(), list, func() {
+			var rows [][]string
+			for _, s := range list {
+				rows = append(rows, []string{s.Name, humanBytes(s.Size), s.Created.Format(time.RFC3339)})
+			}
+			table(cmd.OutOrStdout(), []string{"SNAPSHOT", "SIZE", "CREATED"}, rows)
+		})
+	}
+	return c
+}
+
+func vdiskRollbackCmd() *cobra.Command {
+	c := &cobra.Command{Use: "rollback NAME SNAP", Short: "Set a vdisk back to a snapshot (not while attached read-write)", Args: cobra.ExactArgs(2)}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, vdiskPath(args[0], "rollback"), map[string]string{"snapshot": args[1]}, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s rolled back to %s\n", args[0], args[1])
+		return nil
+	}
+	return c
+}
+
+func vdiskCloneCmd() *cobra.Command {
+	c := &cobra.Command{Use: "clone NAME@SNAP NEW", Short: "Clone a snapshot into a new vdisk (O(1), copy-on-write)", Args: cobra.ExactArgs(2)}
+	typ := c.Flags().String("type", "", "type of the clone (default: the origin's)")
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		src, snap, err := blockd.ParseSnapshotRef(args[0])
+		if err != nil {
+			return err
+		}
+		var info blockd.VDiskInfo
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, vdiskPath(src, "clone"), map[string]string{"snapshot": snap, "name": args[1], "type": *typ}, &info); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s cloned from %s\n", info.Name, info.Parent)
+		return nil
+	}
+	return c
+}
+
+func vdiskExportCmd() *cobra.Command {
+	c := &cobra.Command{Use: "export NAME[@SNAP] -o FILE.raw", Short: "Export a vdisk or snapshot as a raw image (holes stay sparse; - for stdout)", Args: cobra.ExactArgs(1)}
+	outFile := c.Flags().StringP("output", "o", "", "file to write (- for stdout)")
+	c.MarkFlagRequired("output")
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		name, snap, _ := strings.Cut(args[0], "@")
+		p := vdiskPath(name, "export")
+		if snap != "" {
+			p += "?snap=" + url.QueryEscape(snap)
+		}
+		resp, err := client.FromEnv().Stream(cmd.Context(), http.MethodGet, p, nil, nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var w io.Writer = cmd.OutOrStdout()
+		var f *os.File
+		if *outFile != "-" {
+			if f, err = os.Create(*outFile); err != nil {
+				return err
+			}
+			defer f.Close()
+			w = &sparseWriter{f: f}
+		}
+		prog, done := vdiskProgress("export "+args[0], resp.ContentLength)
+		n, err := io.CopyBuffer(w, &countingReader{r: resp.Body, fn: prog}, make([]byte, 1<<20))
+		done()
+		if err != nil {
+			return fmt.Errorf("export %s: %w (after %d bytes)", args[0], err, n)
+		}
+		if resp.ContentLength >= 0 && n != resp.ContentLength {
+			return fmt.Errorf("export %s: got %d of %d bytes", args[0], n, resp.ContentLength)
+		}
+		if f != nil {
+			if err := f.Truncate(n); err != nil { // the trailing holes
+				return err
+			}
+			if err := f.Sync(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "exported %s to %s (%s)\n", args[0], *outFile, humanBytes(n))
+		}
+		return nil
+	}
+	return c
+}
+
+func vdiskImportCmd() *cobra.Command {
+	c := &cobra.Command{Use: "import NAME FILE.raw", Short: "Replace a vdisk's content with a raw image (not while attached read-write)", Args: cobra.ExactArgs(2)}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		f, err := os.Open(args[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		prog, done := vdiskProgress("import "+args[0], st.Size())
+		var info blockd.VDiskInfo
+		err = client.FromEnv().Do(cmd.Context(), http.MethodPut, vdiskPath(args[0], "import"), &countingReader{r: f, fn: prog}, &info)
+		done()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "imported %s into %s (%s allocated)\n", humanBytes(st.Size()), info.Name, humanBytes(info.Allocated))
+		return nil
+	}
+	return c
+}
+
+func vdiskDiffCmd() *cobra.Command {
+	c := &cobra.Command{Use: "diff NAME@A NAME[@B]", Short: "Byte ranges that changed between two snapshots (NAME alone is the current head)", Args: cobra.ExactArgs(2)}
+	out := addOutputFlag(c)
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		na, a, _ := strings.Cut(args[0], "@")
+		nb, b, _ := strings.Cut(args[1], "@")
+		if na != nb {
+			return fmt.Errorf("diff compares two versions of one vdisk: %s and %s differ", na, nb)
+		}
+		q := url.Values{"from": {a}, "to": {b}}
+		var d blockd.DiffAnswer
+		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, vdiskPath(na, "diff")+"?"+q.Encode(), nil, &d); err != nil {
+			return err
+		}
+		return output(*out, cmd.OutOrStdout(), d, func() {
+			var rows [][]string
+			var total int64
+			for _, r := range d.Ranges {
+				kind := "data"
+				if r.Zero {
+					kind = "zero"
+				}
+				rows = append(rows, []string{strconv.FormatInt(r.Offset, 10), strconv.FormatInt(r.Length, 10), kind})
+				total += r.Length
+			}
+			table(cmd.OutOrStdout(), []string{"OFFSET", "LENGTH", "NEW"}, rows)
+			fmt.Fprintf(cmd.OutOrStdout(), "%d ranges, %s changed\n", len(d.Ranges), humanBytes(total))
+		})
+	}
+	return c
+}
+
+// countingReader reports the bytes read so far.
+type countingReader struct {
+	r  io.Reader
+	n  int64
+	fn func(int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	c.fn(c.n)
+	return n, err
+}
+
+// sparseWriter writes to a new file, skipping zero pieces so the holes of
+// an exported vdisk stay holes (the caller truncates the file to its size).
+type sparseWriter struct {
+	f   *os.File
+	off int64
+}
+
+var zero64K = make([]byte, 64<<10)
+
+func (s *sparseWriter) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		k := min(len(p), len(zero64K))
+		if bytes.Equal(p[:k], zero64K[:k]) {
+			s.off += int64(k)
+			p = p[k:]
+			continue
+		}
+		n, err := s.f.WriteAt(p[:k], s.off)
+		s.off += int64(n)
+		if err != nil {
+			return total - len(p) + n, err
+		}
+		p = p[k:]
+	}
+	return total, nil
+}
+
+// vdiskProgress returns a progress callback (bytes so far) and its finish
+// function: a bar when stderr is a terminal, a line every 5 s otherwise.
+func vdiskProgress(what string, total int64) (func(int64), func()) {
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		bar := progressbar.NewOptions64(total,
+			progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionSetDescription(what),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish())
+		return func(n int64) { _ = bar.Set64(n) }, func() { _ = bar.Finish() }
+	}
+	start := time.Now()
+	var last atomic.Int64
+	last.Store(start.UnixNano())
+	var cur atomic.Int64
+	report := func(final bool) {
+		n := cur.Load()
+		el := time.Since(start).Seconds()
+		rate := float64(n) / max(el, 1e-3)
+		pct := ""
+		if total > 0 {
+			pct = fmt.Sprintf(" (%.0f%%)", 100*float64(n)/float64(total))
+		}
+		state := ""
+		if final {
+			state = " done"
+		}
+		fmt.Fprintf(os.Stderr, "%s: %s of %s%s, %s/s%s\n", what, humanBytes(n), humanBytes(max(total, 0)), pct, humanBytes(int64(rate)), state)
+	}
+	return func(n int64) {
+			cur.Store(n)
+			if now := time.Now().UnixNano(); now-last.Load() >= int64(5*time.Second) {
+				last.Store(now)
+				report(false)
+			}
+		}, func() {
+			report(true)
+		}
+}
+
