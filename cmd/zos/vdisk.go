@@ -475,4 +475,3 @@ func vdiskProgress(what string, total int64) (func(int64), func()) {
 			report(true)
 		}
 }
-
