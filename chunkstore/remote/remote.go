@@ -102,15 +102,26 @@ type Client struct {
 	log  *slog.Logger
 	next atomic.Uint32
 
-	mu     sync.Mutex
-	slots  []*slot
-	closed bool
+	mu      sync.Mutex
+	slots   []*slot
+	closed  bool
+	dialErr error     // last dial failure
+	retryAt time.Time // no dial before this
+	backoff time.Duration
 }
 
 type slot struct {
 	mu sync.Mutex // serialises dialing
 	cn *conn
 }
+
+// Dial backoff: after a failed dial or handshake, calls fail fast with that
+// error until the backoff passes (doubling from minBackoff to maxBackoff),
+// so a dead or hung server costs one timeout, not one per call.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
 
 // New returns a client; connections are made on first use.
 func New(cfg Config) (*Client, error) {
@@ -161,10 +172,25 @@ func (c *Client) getConn(ctx context.Context) (*conn, error) {
 	if s.cn != nil && s.cn.alive() {
 		return s.cn, nil
 	}
-	cn, err := c.dial(ctx)
-	if err != nil {
+	c.mu.Lock()
+	if c.dialErr != nil && time.Now().Before(c.retryAt) {
+		err := c.dialErr
+		c.mu.Unlock()
 		return nil, err
 	}
+	c.mu.Unlock()
+	cn, err := c.dial(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if ctx.Err() == nil {
+			c.backoff = min(max(2*c.backoff, minBackoff), maxBackoff)
+			c.retryAt = time.Now().Add(c.backoff)
+			c.dialErr = err
+		}
+		return nil, err
+	}
+	c.dialErr, c.backoff = nil, 0
 	s.cn = cn
 	return cn, nil
 }

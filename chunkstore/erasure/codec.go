@@ -1,0 +1,108 @@
+package erasure
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/klauspost/reedsolomon"
+	"github.com/zosproject/zos/chunkstore"
+)
+
+// Codec splits chunks into shards and joins them back, with one cached
+// reedsolomon encoder per profile. It is safe for concurrent use.
+type Codec struct {
+	mu   sync.Mutex
+	encs map[chunkstore.Profile]reedsolomon.Encoder
+}
+
+// NewCodec returns an empty codec.
+func NewCodec() *Codec { return &Codec{encs: map[chunkstore.Profile]reedsolomon.Encoder{}} }
+
+func (c *Codec) encoder(p chunkstore.Profile) (reedsolomon.Encoder, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.encs[p]; e != nil {
+		return e, nil
+	}
+	e, err := reedsolomon.New(int(p.K), int(p.M))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", chunkstore.ErrBadProfile, p, err)
+	}
+	c.encs[p] = e
+	return e, nil
+}
+
+// Encode splits data into the p.N() shards of profile p (data shards, the
+// last zero padded, then parity). The shards share one new buffer; data is
+// not retained.
+func (c *Codec) Encode(p chunkstore.Profile, data []byte) ([][]byte, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	k, n := int(p.K), p.N()
+	size := chunkstore.ShardSize(len(data), k)
+	buf := make([]byte, size*n)
+	copy(buf, data)
+	shards := make([][]byte, n)
+	for i := range shards {
+		shards[i] = buf[i*size : (i+1)*size : (i+1)*size]
+	}
+	if p.M == 0 || size == 0 {
+		return shards, nil
+	}
+	enc, err := c.encoder(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := enc.Encode(shards); err != nil {
+		return nil, fmt.Errorf("erasure: encode %s: %w", p, err)
+	}
+	return shards, nil
+}
+
+// Decode rebuilds the chunk of chunkSize bytes from shards (indexed by
+// position, nil where missing). With every data shard present it only
+// copies; otherwise it reconstructs from any K shards. The caller verifies
+// the result against the Ref.
+func (c *Codec) Decode(p chunkstore.Profile, chunkSize int, shards [][]byte) ([]byte, error) {
+	k := int(p.K)
+	size := chunkstore.ShardSize(chunkSize, k)
+	have, dataOK := 0, true
+	for i, s := range shards {
+		if s != nil {
+			if len(s) != size {
+				return nil, fmt.Errorf("%w: shard %d is %d bytes, want %d", chunkstore.ErrCorrupt, i, len(s), size)
+			}
+			have++
+		} else if i < k {
+			dataOK = false
+		}
+	}
+	if chunkSize == 0 {
+		if have == 0 {
+			return nil, fmt.Errorf("%w: no shard of an empty chunk", chunkstore.ErrUnavailable)
+		}
+		return []byte{}, nil
+	}
+	if !dataOK {
+		if have < k {
+			return nil, fmt.Errorf("%w: %d of %d shards, need %d", chunkstore.ErrUnavailable, have, p.N(), k)
+		}
+		enc, err := c.encoder(p)
+		if err != nil {
+			return nil, err
+		}
+		work := make([][]byte, len(shards))
+		copy(work, shards)
+		if err := enc.ReconstructData(work); err != nil {
+			return nil, fmt.Errorf("%w: reconstruct %s: %v", chunkstore.ErrCorrupt, p, err)
+		}
+		shards = work
+	}
+	out := make([]byte, chunkSize)
+	off := 0
+	for i := 0; i < k && off < chunkSize; i++ {
+		off += copy(out[off:], shards[i])
+	}
+	return out, nil
+}

@@ -1,0 +1,319 @@
+package erasure_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/erasure"
+	"github.com/zosproject/zos/chunkstore/localcluster"
+	"github.com/zosproject/zos/chunkstore/placement"
+	"github.com/zosproject/zos/chunkstore/storetest"
+)
+
+func start(t *testing.T, cfg localcluster.Config) *localcluster.Cluster {
+	t.Helper()
+	c, err := localcluster.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+// TestConformance runs the suite over 6 real shard servers on TCP, 4+2.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) chunkstore.Store {
+		return start(t, localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}}).Store
+	})
+}
+
+// TestConformanceSmall runs it over 3 nodes (2+1) and over 1 node (1+0).
+func TestConformanceSmall(t *testing.T) {
+	for _, n := range []int{3, 1} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			storetest.Run(t, func(t *testing.T) chunkstore.Store {
+				return start(t, localcluster.Config{Nodes: n, FirstHost: 40}).Store
+			})
+		})
+	}
+}
+
+func TestCodec(t *testing.T) {
+	c := erasure.NewCodec()
+	for _, p := range []chunkstore.Profile{{K: 4, M: 2}, {K: 1, M: 2}, {K: 3, M: 0}, {K: 10, M: 4}} {
+		for _, size := range []int{0, 1, 5, 4096, 1<<20 + 7} {
+			data := storetest.Data(uint64(size), size)
+			shards, err := c.Encode(p, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Decode(p, size, shards)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%s %d: healthy decode: %v", p, size, err)
+			}
+			if p.M == 0 || size == 0 {
+				continue
+			}
+			// Lose m shards, data ones first.
+			lost := append([][]byte(nil), shards...)
+			for i := range int(p.M) {
+				lost[i] = nil
+			}
+			got, err = c.Decode(p, size, lost)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%s %d: degraded decode: %v", p, size, err)
+			}
+			lost[p.M] = nil
+			if _, err := c.Decode(p, size, lost); err == nil {
+				t.Fatalf("%s: decoded with m+1 shards lost", p)
+			}
+		}
+	}
+	if _, err := c.Encode(chunkstore.Profile{K: 0, M: 1}, nil); err == nil {
+		t.Fatal("0+1 accepted")
+	}
+}
+
+func TestDefaultProfileAndDurability(t *testing.T) {
+	if got := erasure.MinDurable(chunkstore.Profile{K: 4, M: 2}); got != 5 {
+		t.Fatalf("MinDurable(4+2) = %d", got)
+	}
+	if got := erasure.MinDurable(chunkstore.Profile{K: 3, M: 0}); got != 3 {
+		t.Fatalf("MinDurable(3+0) = %d", got)
+	}
+}
+
+func putMany(t *testing.T, s chunkstore.Store, n int, seed uint64) map[chunkstore.Ref][]byte {
+	t.Helper()
+	out := map[chunkstore.Ref][]byte{}
+	for i := range n {
+		d := storetest.Data(seed+uint64(i), 20000+int(seed+uint64(i))%300000)
+		ref, err := s.Put(ctx(t), d)
+		if err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+		out[ref] = d
+	}
+	return out
+}
+
+func readAll(t *testing.T, s chunkstore.Store, want map[chunkstore.Ref][]byte) {
+	t.Helper()
+	for ref, d := range want {
+		got, err := s.Fetch(ctx(t), ref)
+		if err != nil {
+			t.Fatalf("fetch %s: %v", ref.Short(), err)
+		}
+		if !bytes.Equal(got, d) {
+			t.Fatalf("fetch %s: wrong bytes", ref.Short())
+		}
+	}
+}
+
+// TestDegradedReads: with two of six servers stopped (and the map not yet
+// told), every chunk still reads; writes still succeed after the map marks
+// them down.
+func TestDegradedReads(t *testing.T) {
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 50, RequestTimeout: 5 * time.Second})
+	want := putMany(t, c.Store, 30, 1)
+	c.Stop(1)
+	c.Stop(4)
+	readAll(t, c.Store, want)
+	// Unknown to the map, a write needs k+1 = 5 shards and 6 nodes give
+	// every chunk 6 homes: with two of them dead, a 4+2 write must fail.
+	if _, err := c.Store.Put(ctx(t), storetest.Data(1234, 100000)); !chunkstore.IsTransient(err) {
+		t.Fatalf("4+2 put with 2 of 6 homes dead: %v, want ErrUnavailable", err)
+	}
+	c.SetState(c.Nodes[1].ID, placement.Down)
+	c.SetState(c.Nodes[4].ID, placement.Down)
+	more := putMany(t, c.Store, 10, 100)
+	readAll(t, c.Store, more)
+	readAll(t, c.Store, want)
+	// The new chunks are fully stored on the four up nodes.
+	for ref := range more {
+		st, err := c.Store.Inspect(ctx(t), ref)
+		if err != nil || st.Healthy != st.Profile.N() {
+			t.Fatalf("chunk written with 2 nodes down: %+v %v", st, err)
+		}
+	}
+}
+
+// TestReadRepair: a shard deleted from its home (or corrupted there) is
+// rewritten in the background after a read.
+func TestReadRepair(t *testing.T) {
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 60})
+	d := storetest.Data(5, 500000)
+	ref, err := c.Store.Put(ctx(t), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Store.ProfileFor(len(d))
+	homes := c.Store.Placer().Place(ref, p.N())
+	// Delete data shard 1 at its home; corrupt data shard 2 at its home.
+	n1 := c.Node(homes[1].ID)
+	if _, err := n1.Disk.DeleteShards(ctx(t), []chunkstore.ShardKey{{Ref: ref, Profile: p, Index: 1}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	n2 := c.Node(homes[2].ID)
+	corruptShard(t, n2, chunkstore.ShardKey{Ref: ref, Profile: p, Index: 2})
+	got, err := c.Store.Fetch(ctx(t), ref)
+	if err != nil || !bytes.Equal(got, d) {
+		t.Fatalf("degraded fetch: %v", err)
+	}
+	waitHealthy(t, c.Store, ref)
+}
+
+func waitHealthy(t *testing.T, s *erasure.Store, ref chunkstore.Ref) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := s.Inspect(ctx(t), ref)
+		if err == nil && st.Healthy == st.Profile.N() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("chunk %s not repaired: %+v %v", ref.Short(), st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// corruptShard flips a byte of a shard's data in the node's (in-memory)
+// segment file.
+func corruptShard(t *testing.T, n *localcluster.Node, k chunkstore.ShardKey) {
+	t.Helper()
+	loc, err := n.Disk.Where(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := n.FS.OpenReadWrite(loc.File, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	f.ReadAt(b, loc.DataOffset+loc.Size/2)
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, loc.DataOffset+loc.Size/2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTinyChunksReplicated: small chunks are stored as 1+m copies and read
+// from one node.
+func TestTinyChunksReplicated(t *testing.T) {
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 70})
+	d := []byte("a tiny chunk")
+	ref, err := c.Store.Put(ctx(t), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Store.Inspect(ctx(t), ref)
+	if err != nil || st.Coding != "1+2" || st.Healthy != 3 {
+		t.Fatalf("tiny chunk stored as %+v, %v", st, err)
+	}
+	got, err := c.Store.Fetch(ctx(t), ref)
+	if err != nil || !bytes.Equal(got, d) {
+		t.Fatal(err)
+	}
+}
+
+// TestMapChange: after nodes join, chunks are found at their old homes
+// (through the map history, and without it by asking every node).
+func TestMapChange(t *testing.T) {
+	c := start(t, localcluster.Config{Nodes: 4, FirstHost: 80})
+	want := putMany(t, c.Store, 20, 7)
+	if _, err := c.AddNode(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddNode(); err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, c.Store, want)
+	// A store that never saw the old map finds them by asking every node.
+	fresh, err := erasure.New(erasure.Config{Map: c.Map(), Dialer: erasure.PoolDialer(c.Pool, nil), Profile: c.Store.Profile()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	readAll(t, fresh, want)
+	for ref := range want {
+		if _, err := fresh.Stat(ctx(t), ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestUnavailable: with too many nodes gone, errors say so instead of
+// "not found", and writes fail cleanly.
+func TestUnavailable(t *testing.T) {
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 90, RequestTimeout: 3 * time.Second})
+	want := putMany(t, c.Store, 5, 3)
+	for i := range 3 {
+		c.Stop(i)
+	}
+	for ref := range want {
+		_, err := c.Store.Fetch(ctx(t), ref)
+		st, _ := c.Store.Inspect(ctx(t), ref)
+		if err == nil {
+			// Possible only if the chunk had k shards on the 3 live nodes.
+			if st.Profile.K > 3 {
+				t.Fatalf("read %s with 3 of 6 nodes", ref.Short())
+			}
+			continue
+		}
+		if !chunkstore.IsTransient(err) {
+			t.Fatalf("fetch with 3 nodes down: %v, want ErrUnavailable", err)
+		}
+	}
+	if _, err := c.Store.Put(ctx(t), storetest.Data(99, 100000)); !chunkstore.IsTransient(err) {
+		t.Fatalf("put with 3 of 6 nodes down: %v", err)
+	}
+	if _, err := c.Store.Fetch(ctx(t), chunkstore.Sum([]byte("nothing"))); err == nil {
+		t.Fatal("fetch of an unknown chunk succeeded")
+	}
+}
+
+// TestHungNode: a node that accepts and never answers costs a timeout, not
+// a hang, and reads and writes still succeed.
+func TestHungNode(t *testing.T) {
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 100, RequestTimeout: 500 * time.Millisecond})
+	want := putMany(t, c.Store, 10, 11)
+	// Node 2's address now leads to a listener that accepts and hangs.
+	addr := c.Nodes[2].Addr
+	c.Stop(2)
+	hang := hangingListener(t, addr)
+	defer hang()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		readAll(t, c.Store, want)
+		putMany(t, c.Store, 5, 200)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("store hung on a hanging node")
+	}
+}
+
+func TestRefErrors(t *testing.T) {
+	if _, err := chunkstore.ParseRef("abc"); !errors.Is(err, chunkstore.ErrBadRef) {
+		t.Fatalf("short ref: %v", err)
+	}
+	if _, err := chunkstore.ParseRef(string(bytes.Repeat([]byte("zz"), 32))); !errors.Is(err, chunkstore.ErrBadRef) {
+		t.Fatalf("non-hex ref: %v", err)
+	}
+}

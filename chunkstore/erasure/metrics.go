@@ -1,0 +1,58 @@
+package erasure
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	reg            *prometheus.Registry
+	collectors     []prometheus.Collector
+	puts           prometheus.Counter
+	putBytes       prometheus.Counter
+	putErrors      prometheus.Counter
+	partialPuts    prometheus.Counter
+	fetches        prometheus.Counter
+	fetchBytes     prometheus.Counter
+	fetchErrors    prometheus.Counter
+	degraded       prometheus.Counter
+	corruptShards  prometheus.Counter
+	repairsQueued  prometheus.Counter
+	repairsDropped prometheus.Counter
+	repairedShards prometheus.Counter
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	m := &metrics{
+		reg:            reg,
+		puts:           c("zos_chunk_puts_total", "Chunks put."),
+		putBytes:       c("zos_chunk_put_bytes_total", "Chunk bytes put."),
+		putErrors:      c("zos_chunk_put_errors_total", "Puts that stored fewer than the durable minimum of shards."),
+		partialPuts:    c("zos_chunk_partial_puts_total", "Puts acknowledged with some shards missing (queued for repair)."),
+		fetches:        c("zos_chunk_fetches_total", "Chunk fetches."),
+		fetchBytes:     c("zos_chunk_fetch_bytes_total", "Chunk bytes fetched."),
+		fetchErrors:    c("zos_chunk_fetch_errors_total", "Fetches that failed."),
+		degraded:       c("zos_chunk_degraded_reads_total", "Fetches that had to reconstruct from parity."),
+		corruptShards:  c("zos_chunk_corrupt_shards_total", "Shards reported corrupt by a node during reads."),
+		repairsQueued:  c("zos_chunk_read_repairs_total", "Background repairs queued by reads and partial writes."),
+		repairsDropped: c("zos_chunk_read_repairs_dropped_total", "Background repairs dropped because the queue was full."),
+		repairedShards: c("zos_chunk_repaired_shards_total", "Shards rewritten by repair."),
+	}
+	m.collectors = []prometheus.Collector{m.puts, m.putBytes, m.putErrors, m.partialPuts, m.fetches, m.fetchBytes,
+		m.fetchErrors, m.degraded, m.corruptShards, m.repairsQueued, m.repairsDropped, m.repairedShards}
+	if reg != nil {
+		for _, x := range m.collectors {
+			reg.MustRegister(x)
+		}
+	}
+	return m
+}
+
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, x := range m.collectors {
+		m.reg.Unregister(x)
+	}
+}

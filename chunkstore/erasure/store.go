@@ -1,0 +1,435 @@
+package erasure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/placement"
+	"github.com/zosproject/zos/chunkstore/remote"
+)
+
+// Dialer returns the shard store of a node (a remote client, or the local
+// disk store for the node itself).
+type Dialer interface {
+	Dial(node placement.Node) (chunkstore.ShardStore, error)
+}
+
+// DialFunc adapts a function to Dialer.
+type DialFunc func(node placement.Node) (chunkstore.ShardStore, error)
+
+// Dial calls f.
+func (f DialFunc) Dial(node placement.Node) (chunkstore.ShardStore, error) { return f(node) }
+
+// PoolDialer dials nodes through a remote.Pool by their Addr; nodes whose
+// ID is in local are served by that store directly (no TCP to oneself).
+func PoolDialer(pool *remote.Pool, local map[string]chunkstore.ShardStore) Dialer {
+	return DialFunc(func(n placement.Node) (chunkstore.ShardStore, error) {
+		if s := local[n.ID]; s != nil {
+			return s, nil
+		}
+		if n.Addr == "" {
+			return nil, fmt.Errorf("%w: node %s has no shard server address", chunkstore.ErrUnavailable, n.ID)
+		}
+		return pool.Get(n.Addr)
+	})
+}
+
+// DefaultReplicateBelow is the chunk size under which chunks are stored as
+// 1+m replicas instead of k+m shards (see doc.go for the benchmark).
+const DefaultReplicateBelow = 16 << 10
+
+// Config configures a Store.
+type Config struct {
+	// Map is the cluster map to place shards over. Update with SetMap.
+	Map placement.Map
+	// Dialer reaches each node's shard store. Required.
+	Dialer Dialer
+	// Profile is the profile new chunks are written with. Default
+	// chunkstore.DefaultProfile(number of up nodes).
+	Profile chunkstore.Profile
+	// ReplicateBelow: chunks shorter than this are stored as 1+m
+	// replicas. Default DefaultReplicateBelow; negative disables.
+	ReplicateBelow int
+	// History is how many previous maps a read consults when a shard is
+	// missing at its current home. Default 4.
+	History int
+	// RepairWorkers run read repair in the background. Default 2.
+	RepairWorkers int
+	// RepairQueue bounds queued repairs (more are dropped; heal and scrub
+	// catch them later). Default 64.
+	RepairQueue int
+	// Logger (component "erasure"). Default: discard.
+	Logger *slog.Logger
+	// Registry, if set, receives the store's metrics.
+	Registry *prometheus.Registry
+}
+
+// ErrConfig reports an invalid Config.
+var ErrConfig = errors.New("erasure: bad config")
+
+func (c *Config) setDefaults() {
+	if c.Profile.IsZero() {
+		c.Profile = chunkstore.DefaultProfile(len(c.Map.Up()))
+	}
+	if c.ReplicateBelow == 0 {
+		c.ReplicateBelow = DefaultReplicateBelow
+	}
+	if c.History == 0 {
+		c.History = 4
+	}
+	if c.RepairWorkers == 0 {
+		c.RepairWorkers = 2
+	}
+	if c.RepairQueue == 0 {
+		c.RepairQueue = 64
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports whether c (after defaults) is usable.
+func (c Config) Validate() error {
+	c.setDefaults()
+	if c.Dialer == nil {
+		return fmt.Errorf("%w: Dialer is required", ErrConfig)
+	}
+	if err := c.Profile.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if err := c.Map.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return nil
+}
+
+// Store is the cluster chunk store. It is safe for concurrent use.
+type Store struct {
+	cfg   Config
+	log   *slog.Logger
+	codec *Codec
+	m     *metrics
+
+	mu      sync.RWMutex
+	placers []*placement.Placer // [0] is current, then older maps
+	profile chunkstore.Profile
+
+	repairs chan repairJob
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// New returns a Store over cfg.Map.
+func New(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	p, err := placement.New(cfg.Map)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "erasure"),
+		codec:   NewCodec(),
+		placers: []*placement.Placer{p},
+		profile: cfg.Profile,
+		repairs: make(chan repairJob, cfg.RepairQueue),
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	s.m = newMetrics(cfg.Registry)
+	for range cfg.RepairWorkers {
+		s.wg.Go(s.repairLoop)
+	}
+	return s, nil
+}
+
+// Close stops background repair and waits for it. The dialer's clients are
+// the caller's to close.
+func (s *Store) Close() error {
+	s.once.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		s.m.unregister()
+	})
+	return nil
+}
+
+// SetMap installs a new cluster map. The previous maps are kept (up to
+// Config.History) so reads can find shards at their old homes until the
+// rebalancer has moved them.
+func (s *Store) SetMap(m placement.Map) error {
+	p, err := placement.New(m)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.placers[0].Map().Epoch == m.Epoch {
+		s.placers[0] = p
+		return nil
+	}
+	s.placers = append([]*placement.Placer{p}, s.placers...)
+	if len(s.placers) > 1+s.cfg.History {
+		s.placers = s.placers[:1+s.cfg.History]
+	}
+	return nil
+}
+
+// Map returns the current cluster map.
+func (s *Store) Map() placement.Map { return s.Placer().Map() }
+
+// Placer returns the current placement.
+func (s *Store) Placer() *placement.Placer {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.placers[0]
+}
+
+func (s *Store) allPlacers() []*placement.Placer {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append([]*placement.Placer(nil), s.placers...)
+}
+
+// Profile returns the profile new chunks are written with.
+func (s *Store) Profile() chunkstore.Profile {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.profile
+}
+
+// SetProfile changes the profile of new writes. Existing chunks keep theirs
+// (reads discover it from the shards).
+func (s *Store) SetProfile(p chunkstore.Profile) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.profile = p
+	s.mu.Unlock()
+	return nil
+}
+
+// Codec returns the store's codec.
+func (s *Store) Codec() *Codec { return s.codec }
+
+// Dial returns a node's shard store.
+func (s *Store) Dial(n placement.Node) (chunkstore.ShardStore, error) { return s.cfg.Dialer.Dial(n) }
+
+// ProfileFor returns the profile a chunk of size bytes is written with.
+func (s *Store) ProfileFor(size int) chunkstore.Profile {
+	p := s.Profile()
+	if p.M > 0 && p.K > 1 && size < s.cfg.ReplicateBelow {
+		return chunkstore.Profile{K: 1, M: p.M}
+	}
+	return p
+}
+
+// MinDurable is how many shards of profile p must be durable for a write
+// to succeed: all of them without parity, else k+1 (one more failure can
+// still be survived when the write is acknowledged), never more than k+m.
+func MinDurable(p chunkstore.Profile) int {
+	if p.M == 0 {
+		return p.N()
+	}
+	return int(p.K) + 1
+}
+
+// nodeReq is the work for one node: keys and the positions they stand for.
+type nodeReq struct {
+	node      placement.Node
+	positions []int
+	keys      []chunkstore.ShardKey
+	shards    []chunkstore.Shard
+}
+
+func groupByNode(homes []placement.Node, positions []int, key func(i int) chunkstore.ShardKey) []*nodeReq {
+	var out []*nodeReq
+	idx := map[string]*nodeReq{}
+	for _, i := range positions {
+		n := homes[i]
+		r := idx[n.ID]
+		if r == nil {
+			r = &nodeReq{node: n}
+			idx[n.ID] = r
+			out = append(out, r)
+		}
+		r.positions = append(r.positions, i)
+		if key != nil {
+			r.keys = append(r.keys, key(i))
+		}
+	}
+	return out
+}
+
+// Put stores data as a chunk: encoded into the shards of its profile, each
+// written to its home in parallel. It succeeds when MinDurable shards are
+// durable; missing ones are queued for repair.
+func (s *Store) Put(ctx context.Context, data []byte) (chunkstore.Ref, error) {
+	if len(data) > chunkstore.MaxChunkSize {
+		return chunkstore.Ref{}, fmt.Errorf("%w: %d bytes", chunkstore.ErrTooLarge, len(data))
+	}
+	if err := ctx.Err(); err != nil {
+		return chunkstore.Ref{}, err
+	}
+	ref := chunkstore.Sum(data)
+	p := s.ProfileFor(len(data))
+	shards, err := s.codec.Encode(p, data)
+	if err != nil {
+		return ref, err
+	}
+	written, errs := s.writeShards(ctx, ref, p, len(data), shards, nil)
+	s.m.puts.Inc()
+	s.m.putBytes.Add(float64(len(data)))
+	if err := ctx.Err(); err != nil {
+		return ref, err
+	}
+	if len(written) < MinDurable(p) {
+		s.m.putErrors.Inc()
+		return ref, fmt.Errorf("%w: chunk %s: %d of %d shards stored, need %d: %v", chunkstore.ErrUnavailable, ref.Short(), len(written), p.N(), MinDurable(p), errors.Join(errs...))
+	}
+	if len(written) < p.N() {
+		s.m.partialPuts.Inc()
+		s.queueRepair(repairJob{ref: ref, profile: p, chunkSize: len(data), shards: shards})
+	}
+	return ref, nil
+}
+
+// writeShards writes the given positions (all if nil) of ref's shards to
+// their current homes and returns the positions stored.
+func (s *Store) writeShards(ctx context.Context, ref chunkstore.Ref, p chunkstore.Profile, chunkSize int, shards [][]byte, positions []int) ([]int, []error) {
+	homes := s.Placer().Place(ref, p.N())
+	if homes == nil {
+		return nil, []error{fmt.Errorf("%w: no storage node is up", chunkstore.ErrUnavailable)}
+	}
+	if positions == nil {
+		positions = make([]int, p.N())
+		for i := range positions {
+			positions[i] = i
+		}
+	}
+	reqs := groupByNode(homes, positions, nil)
+	var mu sync.Mutex
+	var written []int
+	var errs []error
+	var wg sync.WaitGroup
+	for _, r := range reqs {
+		for _, i := range r.positions {
+			key := chunkstore.ShardKey{Ref: ref, Profile: p, Index: uint8(i)}
+			r.shards = append(r.shards, chunkstore.NewShard(key, chunkSize, shards[i]))
+		}
+		wg.Go(func() {
+			err := s.putNode(ctx, r.node, r.shards)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("node %s: %w", r.node.ID, err))
+				return
+			}
+			written = append(written, r.positions...)
+		})
+	}
+	wg.Wait()
+	return written, errs
+}
+
+func (s *Store) putNode(ctx context.Context, n placement.Node, shards []chunkstore.Shard) error {
+	st, err := s.cfg.Dialer.Dial(n)
+	if err != nil {
+		return err
+	}
+	return st.PutShards(ctx, shards)
+}
+
+// Fetch reads a chunk: the data shards from their homes when they are all
+// healthy (no decode), else any k shards, from the current homes, then
+// previous homes, then wherever the cluster has them. The chunk is verified
+// against ref. Shards found missing or corrupt at home are repaired in the
+// background.
+func (s *Store) Fetch(ctx context.Context, ref chunkstore.Ref) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.m.fetches.Inc()
+	g := s.newGathering(ref, true)
+	q, err := g.run(ctx)
+	if err != nil {
+		s.m.fetchErrors.Inc()
+		return nil, err
+	}
+	data, degraded, err := g.decode(q)
+	if err != nil {
+		s.m.fetchErrors.Inc()
+		return nil, err
+	}
+	if degraded {
+		s.m.degraded.Inc()
+	}
+	if miss := g.missingAtHome(q); len(miss) > 0 {
+		s.queueRepair(repairJob{ref: ref, profile: q, chunkSize: len(data), data: data, positions: miss})
+	}
+	s.m.fetchBytes.Add(float64(len(data)))
+	return data, nil
+}
+
+// Stat reports a chunk's size if enough of its shards exist to read it.
+func (s *Store) Stat(ctx context.Context, ref chunkstore.Ref) (chunkstore.Info, error) {
+	if err := ctx.Err(); err != nil {
+		return chunkstore.Info{}, err
+	}
+	g := s.newGathering(ref, false)
+	q, err := g.run(ctx)
+	if err != nil {
+		return chunkstore.Info{}, err
+	}
+	return chunkstore.Info{Ref: ref, Size: int64(g.chunkSize(q))}, nil
+}
+
+// Remove deletes every shard of the refs on every up node. Nodes that are
+// down keep theirs until garbage collection meets them.
+func (s *Store) Remove(ctx context.Context, refs ...chunkstore.Ref) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	keys := make([]chunkstore.ShardKey, len(refs))
+	for i, r := range refs {
+		keys[i] = chunkstore.ShardKey{Ref: r, Index: chunkstore.AnyIndex}
+	}
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, n := range s.Map().Up() {
+		wg.Go(func() {
+			st, err := s.cfg.Dialer.Dial(n)
+			if err == nil {
+				_, err = st.DeleteShards(ctx, keys, 0)
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("node %s: %w", n.ID, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+var _ chunkstore.Store = (*Store)(nil)
