@@ -155,15 +155,15 @@ type ShardState struct {
 
 // ChunkStatus is the answer to "zos store stat REF".
 type ChunkStatus struct {
-	Ref      chunkstore.Ref     `json:"ref"`
-	Profile  chunkstore.Profile `json:"-"`
-	Coding   string             `json:"profile"`
-	Size     int64              `json:"size"`
-	Shards   []ShardState       `json:"shards"`
-	Healthy  int                `json:"healthy"`   // shards healthy at home
-	Readable bool               `json:"readable"`  // at least k distinct shards exist
-	Degraded bool               `json:"degraded"`  // fewer than k+m healthy at home
-	Misplaced int               `json:"misplaced"` // copies away from their home
+	Ref       chunkstore.Ref     `json:"ref"`
+	Profile   chunkstore.Profile `json:"-"`
+	Coding    string             `json:"profile"`
+	Size      int64              `json:"size"`
+	Shards    []ShardState       `json:"shards"`
+	Healthy   int                `json:"healthy"`   // shards healthy at home
+	Readable  bool               `json:"readable"`  // at least k distinct shards exist
+	Degraded  bool               `json:"degraded"`  // fewer than k+m healthy at home
+	Misplaced int                `json:"misplaced"` // copies away from their home
 	// Unreachable lists up nodes that did not answer.
 	Unreachable []string `json:"unreachable,omitempty"`
 }
