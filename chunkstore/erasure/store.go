@@ -41,7 +41,7 @@ func PoolDialer(pool *remote.Pool, local map[string]chunkstore.ShardStore) Diale
 
 // DefaultReplicateBelow is the chunk size under which chunks are stored as
 // 1+m replicas instead of k+m shards (see doc.go for the benchmark).
-const DefaultReplicateBelow = 16 << 10
+const DefaultReplicateBelow = 4 << 10
 
 // Config configures a Store.
 type Config struct {
