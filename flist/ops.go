@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/zosproject/zos/chunkstore"
-	"github.com/zosproject/zos/flist/internal/blob"
+	"github.com/zosproject/zos/chunkstore/blob"
 )
 
 // Put writes the tree as an flist file into the chunk store (as a blob) and
@@ -21,17 +21,24 @@ func Put(ctx context.Context, store chunkstore.Receiver, t *Tree) (chunkstore.Re
 	if err != nil {
 		return chunkstore.Ref{}, 0, meta, err
 	}
-	ref, size, err := blob.Put(ctx, store, &buf)
+	ref, size, err := putBlob(ctx, store, &buf)
 	if err != nil {
 		return chunkstore.Ref{}, 0, meta, fmt.Errorf("flist: store flist file: %w", err)
 	}
 	return ref, size, meta, nil
 }
 
+// putBlob stores r as a chunkstore blob and returns its Ref and size.
+func putBlob(ctx context.Context, store chunkstore.Receiver, r io.Reader) (chunkstore.Ref, int64, error) {
+	var size int64
+	ref, err := blob.Write(ctx, store, r, func(n int64) { size = n })
+	return ref, size, err
+}
+
 // PutFile stores an existing flist file (already validated by the caller)
 // into the chunk store and returns its Ref and size.
 func PutFile(ctx context.Context, store chunkstore.Receiver, r io.Reader) (chunkstore.Ref, int64, error) {
-	ref, size, err := blob.Put(ctx, store, r)
+	ref, size, err := putBlob(ctx, store, r)
 	if err != nil {
 		return chunkstore.Ref{}, 0, fmt.Errorf("flist: store flist file: %w", err)
 	}
@@ -58,7 +65,7 @@ func ReadStored(ctx context.Context, f chunkstore.Fetcher, ref chunkstore.Ref) (
 	if err != nil {
 		return nil, fmt.Errorf("flist %s: %w", ref.Short(), err)
 	}
-	return br.ReadAll()
+	return io.ReadAll(io.NewSectionReader(br, 0, br.Size()))
 }
 
 // StoredReaderAt returns a ReaderAt over the flist file stored under ref
