@@ -196,6 +196,13 @@ func (s *Store) Placer() *placement.Placer {
 	return s.placers[0]
 }
 
+// History returns the placements of the previous maps, newest first.
+func (s *Store) History() []*placement.Placer {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append([]*placement.Placer(nil), s.placers[1:]...)
+}
+
 func (s *Store) allPlacers() []*placement.Placer {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

@@ -1,0 +1,606 @@
+// Package heal restores full redundancy after the cluster map changes.
+// Every node runs a Healer over its own shards: when a node is marked down
+// or removed, the survivors rebuild the shards they are now responsible
+// for; when a node joins (or comes back), shards move to their new homes and
+// the old copies are deleted only after the new home has them.
+//
+// # A pass
+//
+// Run walks the local shards in key order, chunk by chunk, in batches. For
+// each batch it computes every chunk's homes under the current map and asks
+// each home, in one batched stat per node, whether it has its shard. Then,
+// per chunk, in parallel:
+//
+//   - a local shard whose home is another node is pushed there if the home
+//     lacks it, and deleted here once the home has it (move);
+//   - positions missing at their home are rebuilt — read k shards from
+//     wherever they are, verify the chunk against its Ref, re-encode, write
+//     — by exactly one node: the home of the lowest position that is present
+//     at its home (every holder sees the same stats, so the work is split
+//     over all survivors and each missing shard is rebuilt once).
+//
+// Progress (shards and bytes examined of the local total, shards rebuilt and
+// moved, rate, ETA) is available from Progress and as Prometheus metrics.
+// Work is rate limited (Config.RateLimit, shard bytes read and written per
+// second). A pass checkpoints its position in the local store every batch;
+// a pass interrupted (process stop, ctx) resumes there if the map epoch is
+// unchanged, and starts over otherwise.
+//
+// # Usage
+//
+//	h, err := heal.New(heal.Config{NodeID: self, Local: diskStore, Store: erasureStore, RateLimit: 200 << 20, Registry: reg})
+//	res, err := h.Run(ctx) // after every map change, and periodically
+//	p := h.Progress()      // for zos store status
+package heal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/erasure"
+	"github.com/zosproject/zos/chunkstore/placement"
+	"golang.org/x/time/rate"
+)
+
+// LocalStore is the node's own shard store with a place for checkpoints
+// (disk.Store is one).
+type LocalStore interface {
+	chunkstore.ShardStore
+	SetMeta(name string, value []byte) error
+	GetMeta(name string) ([]byte, error)
+	DeleteMeta(name string) error
+}
+
+// Config configures a Healer.
+type Config struct {
+	// NodeID is this node's ID in the cluster map. Required.
+	NodeID string
+	// Local is this node's shard store. Required.
+	Local LocalStore
+	// Store is the cluster store (map, dialer, repair). Required.
+	Store *erasure.Store
+	// RateLimit caps shard bytes read and written per second for rebuilds
+	// and moves; 0 means unlimited.
+	RateLimit float64
+	// Workers is the number of chunks healed in parallel. Default 8.
+	Workers int
+	// BatchSize is the number of chunks per batch (stat round and
+	// checkpoint). Default 256.
+	BatchSize int
+	// Logger (component "heal"). Default: discard.
+	Logger *slog.Logger
+	// Registry, if set, receives the healer's metrics.
+	Registry *prometheus.Registry
+}
+
+// ErrConfig reports an invalid Config.
+var ErrConfig = errors.New("heal: bad config")
+
+// ErrRunning: a pass is already running on this Healer.
+var ErrRunning = errors.New("heal: a pass is already running")
+
+// Progress of the current (or last) pass.
+type Progress struct {
+	Running      bool          `json:"running"`
+	Epoch        uint64        `json:"epoch"`
+	Resumed      bool          `json:"resumed"`
+	Started      time.Time     `json:"started"`
+	Finished     time.Time     `json:"finished"`
+	ShardsTotal  int64         `json:"shardsTotal"`
+	ShardsDone   int64         `json:"shardsDone"`
+	BytesTotal   int64         `json:"bytesTotal"`
+	BytesDone    int64         `json:"bytesDone"`
+	Chunks       int64         `json:"chunks"`
+	Rebuilt      int64         `json:"rebuilt"`      // shards rebuilt and written by this node
+	RebuiltBytes int64         `json:"rebuiltBytes"` // their bytes
+	Moved        int64         `json:"moved"`        // local shards pushed to their new home
+	MovedBytes   int64         `json:"movedBytes"`
+	Dropped      int64         `json:"dropped"` // old local copies deleted
+	Failed       int64         `json:"failed"`  // chunks that could not be healed this pass
+	Rate         float64       `json:"rate"`    // bytes examined per second
+	ETA          time.Duration `json:"eta"`
+	LastError    string        `json:"lastError,omitempty"`
+}
+
+// Healer heals one node's shards. Its methods are safe for concurrent use;
+// one pass runs at a time.
+type Healer struct {
+	cfg     Config
+	log     *slog.Logger
+	limiter *rate.Limiter
+	m       *metrics
+
+	mu      sync.Mutex
+	running bool
+	prog    Progress
+	history []*placement.Placer // previous maps, during a pass
+}
+
+// New returns a Healer.
+func New(cfg Config) (*Healer, error) {
+	if cfg.NodeID == "" || cfg.Local == nil || cfg.Store == nil {
+		return nil, fmt.Errorf("%w: NodeID, Local and Store are required", ErrConfig)
+	}
+	if cfg.RateLimit < 0 {
+		return nil, fmt.Errorf("%w: negative RateLimit", ErrConfig)
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 256
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Healer{cfg: cfg, log: cfg.Logger.With("component", "heal", "node", cfg.NodeID)}
+	h.limiter = rate.NewLimiter(rate.Inf, 0)
+	if cfg.RateLimit > 0 {
+		h.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(int(cfg.RateLimit), 16<<20))
+	}
+	h.m = newMetrics(h, cfg.Registry)
+	return h, nil
+}
+
+// Close unregisters the healer's metrics.
+func (h *Healer) Close() error {
+	h.m.unregister()
+	return nil
+}
+
+// Progress returns the progress of the running or last pass.
+func (h *Healer) Progress() Progress {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.prog
+	end := time.Now()
+	if !p.Running {
+		end = p.Finished
+	}
+	if el := end.Sub(p.Started).Seconds(); el > 0 && !p.Started.IsZero() {
+		p.Rate = float64(p.BytesDone) / el
+		if p.Running && p.Rate > 0 && p.BytesTotal > p.BytesDone {
+			p.ETA = time.Duration(float64(p.BytesTotal-p.BytesDone) / p.Rate * float64(time.Second))
+		}
+	}
+	return p
+}
+
+func (h *Healer) update(fn func(p *Progress)) {
+	h.mu.Lock()
+	fn(&h.prog)
+	h.mu.Unlock()
+}
+
+const checkpointKey = "heal/checkpoint"
+
+type checkpoint struct {
+	Epoch uint64         `json:"epoch"`
+	After chunkstore.Ref `json:"after"`
+}
+
+// Run makes one pass over the local shards. It returns the pass's final
+// progress; an error means the pass stopped early (it resumes from its
+// checkpoint next time) — chunks that failed individually are counted in
+// Failed and do not stop the pass.
+func (h *Healer) Run(ctx context.Context) (Progress, error) {
+	h.mu.Lock()
+	if h.running {
+		h.mu.Unlock()
+		return Progress{}, ErrRunning
+	}
+	h.running = true
+	h.mu.Unlock()
+	err := h.run(ctx)
+	h.mu.Lock()
+	h.running = false
+	h.prog.Running = false
+	h.prog.Finished = time.Now()
+	h.mu.Unlock()
+	return h.Progress(), err
+}
+
+func (h *Healer) run(ctx context.Context) error {
+	pl := h.cfg.Store.Placer()
+	h.history = h.cfg.Store.History()
+	epoch := pl.Map().Epoch
+	var after chunkstore.Ref
+	resumed := false
+	if b, err := h.cfg.Local.GetMeta(checkpointKey); err == nil {
+		var cp checkpoint
+		if json.Unmarshal(b, &cp) == nil && cp.Epoch == epoch {
+			after, resumed = cp.After, true
+		}
+	}
+	var total chunkstore.ShardStoreStats
+	if st, ok := h.cfg.Local.(chunkstore.ShardStatser); ok {
+		total, _ = st.ShardStats(ctx)
+	}
+	h.update(func(p *Progress) {
+		*p = Progress{Running: true, Epoch: epoch, Resumed: resumed, Started: time.Now(), ShardsTotal: total.Shards, BytesTotal: total.Bytes}
+	})
+	h.log.Info("heal pass starting", "epoch", epoch, "resumed", resumed, "shards", total.Shards)
+
+	var batch []*chunk
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := h.healBatch(ctx, pl, batch); err != nil {
+			return err
+		}
+		last := batch[len(batch)-1].ref
+		cp, _ := json.Marshal(checkpoint{Epoch: epoch, After: last})
+		if err := h.cfg.Local.SetMeta(checkpointKey, cp); err != nil {
+			return fmt.Errorf("heal: checkpoint: %w", err)
+		}
+		batch = nil
+		return nil
+	}
+	var cur *chunk
+	start := chunkstore.ShardKey{Ref: after, Profile: chunkstore.Profile{K: 255, M: 255}, Index: 255}
+	if !resumed {
+		start = chunkstore.ShardKey{}
+	}
+	err := chunkstore.WalkShards(ctx, h.cfg.Local, start, 1024, func(si chunkstore.ShardInfo) error {
+		if cur == nil || cur.ref != si.Key.Ref {
+			if cur != nil && len(batch) >= h.cfg.BatchSize {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			cur = &chunk{ref: si.Key.Ref}
+			batch = append(batch, cur)
+		}
+		cur.local = append(cur.local, si)
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		h.update(func(p *Progress) { p.LastError = err.Error() })
+		h.log.Warn("heal pass stopped; it will resume from its checkpoint", "err", err)
+		return err
+	}
+	_ = h.cfg.Local.DeleteMeta(checkpointKey)
+	p := h.Progress()
+	h.log.Info("heal pass done", "chunks", p.Chunks, "rebuilt", p.Rebuilt, "moved", p.Moved, "dropped", p.Dropped, "failed", p.Failed)
+	return nil
+}
+
+// chunk is one chunk with shards on this node.
+type chunk struct {
+	ref   chunkstore.Ref
+	local []chunkstore.ShardInfo
+	// per profile held locally: homes and presence at home
+	groups []*group
+}
+
+type group struct {
+	ref     chunkstore.Ref
+	profile chunkstore.Profile
+	homes   []placement.Node
+	present []bool // shard i is at its home (or unknown: reachable=false)
+	reach   []bool // the home answered
+	local   map[int]chunkstore.ShardInfo
+}
+
+// healBatch stats the homes of every chunk in the batch and heals each.
+func (h *Healer) healBatch(ctx context.Context, pl *placement.Placer, batch []*chunk) error {
+	type ask struct {
+		g *group
+		i int
+	}
+	perNode := map[string][]ask{}
+	nodes := map[string]placement.Node{}
+	for _, c := range batch {
+		byProfile := map[chunkstore.Profile]*group{}
+		for _, si := range c.local {
+			g := byProfile[si.Key.Profile]
+			if g == nil {
+				p := si.Key.Profile
+				g = &group{ref: c.ref, profile: p, homes: pl.Place(c.ref, p.N()), present: make([]bool, p.N()), reach: make([]bool, p.N()), local: map[int]chunkstore.ShardInfo{}}
+				byProfile[p] = g
+				c.groups = append(c.groups, g)
+			}
+			g.local[int(si.Key.Index)] = si
+		}
+		for _, g := range c.groups {
+			if g.homes == nil {
+				continue
+			}
+			for i, home := range g.homes {
+				if home.ID == h.cfg.NodeID {
+					_, g.present[i] = g.local[i]
+					g.reach[i] = true
+					continue
+				}
+				perNode[home.ID] = append(perNode[home.ID], ask{g, i})
+				nodes[home.ID] = home
+			}
+		}
+	}
+	// One batched stat per node.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for id, asks := range perNode {
+		wg.Go(func() {
+			keys := make([]chunkstore.ShardKey, len(asks))
+			for j, a := range asks {
+				keys[j] = chunkstore.ShardKey{Ref: a.g.ref, Profile: a.g.profile, Index: uint8(a.i)}
+			}
+			st, err := h.cfg.Store.Dial(nodes[id])
+			var res []chunkstore.ShardResult
+			if err == nil {
+				res, err = st.StatShards(ctx, keys)
+			}
+			if err != nil || len(res) != len(keys) {
+				h.log.Debug("stat failed", "node", id, "err", err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for j, a := range asks {
+				a.g.reach[a.i] = true
+				a.g.present[a.i] = res[j].Err == nil
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Heal chunks in parallel.
+	sem := make(chan struct{}, h.cfg.Workers)
+	for _, c := range batch {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			h.healChunk(ctx, c)
+		})
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+func (h *Healer) healChunk(ctx context.Context, c *chunk) {
+	var shards, bytes int64
+	for _, si := range c.local {
+		shards++
+		bytes += int64(si.Size)
+	}
+	defer h.update(func(p *Progress) {
+		p.Chunks++
+		p.ShardsDone += shards
+		p.BytesDone += bytes
+	})
+	for _, g := range c.groups {
+		if err := h.healGroup(ctx, c.ref, g); err != nil && ctx.Err() == nil {
+			h.update(func(p *Progress) {
+				p.Failed++
+				p.LastError = err.Error()
+			})
+			h.m.failed.Inc()
+			h.log.Warn("chunk not healed this pass", "chunk", c.ref.Short(), "profile", g.profile.String(), "err", err)
+		}
+	}
+}
+
+func (h *Healer) healGroup(ctx context.Context, ref chunkstore.Ref, g *group) error {
+	if g.homes == nil {
+		return fmt.Errorf("%w: no storage node is up", chunkstore.ErrUnavailable)
+	}
+	self := h.cfg.NodeID
+	var errs []error
+	// The rebuild leader is chosen from what the homes had before this
+	// node moves anything: the home of the lowest position present at its
+	// home. That node holds the shard, so its own pass meets this chunk;
+	// every holder computes the same leader. With nothing at home, every
+	// holder acts (rare: a whole new placement).
+	leader := ""
+	for i := range g.homes {
+		if g.present[i] {
+			leader = g.homes[i].ID
+			break
+		}
+	}
+	// Moves: local shards whose home is elsewhere.
+	for i, si := range g.local {
+		home := g.homes[i]
+		if home.ID == self {
+			continue
+		}
+		if !g.reach[i] {
+			continue // cannot tell; keep our copy
+		}
+		if !g.present[i] {
+			if err := h.push(ctx, home, si); err != nil {
+				errs = append(errs, fmt.Errorf("move shard %d to %s: %w", i, home.ID, err))
+				continue
+			}
+			g.present[i] = true
+		}
+		// The home has it: drop the old copy.
+		n, err := h.cfg.Local.DeleteShards(ctx, []chunkstore.ShardKey{si.Key}, 0)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		h.update(func(p *Progress) { p.Dropped += int64(n) })
+		h.m.dropped.Add(float64(n))
+	}
+	// Rebuilds: positions missing at a reachable home. One node does them:
+	// the home of the lowest position present at its home.
+	var missing []int
+	for i := range g.homes {
+		if !g.present[i] && g.reach[i] {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 && (leader == self || leader == "") {
+		// A missing shard still held at its previous home will be moved
+		// there by its holder: rebuild only the ones that are gone.
+		missing = h.notAtOldHomes(ctx, ref, g.profile, missing)
+	}
+	if len(missing) > 0 && (leader == self || leader == "") {
+		size := int64(chunkstore.ShardSize(int(anyInfo(g).ChunkSize), int(g.profile.K)))
+		if err := h.limiter.WaitN(ctx, int(min(size*int64(int(g.profile.K)+len(missing)), int64(h.limiter.Burst())))); err != nil && h.limiter.Limit() != rate.Inf {
+			return err
+		}
+		res, err := h.cfg.Store.RepairPositions(ctx, ref, g.profile, missing)
+		if len(res.Written) > 0 {
+			h.update(func(p *Progress) {
+				p.Rebuilt += int64(len(res.Written))
+				p.RebuiltBytes += res.Bytes
+			})
+			h.m.rebuilt.Add(float64(len(res.Written)))
+			h.m.rebuiltBytes.Add(float64(res.Bytes))
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// notAtOldHomes filters out positions whose shard is at its current home
+// by now, or still at its home under a previous map (on an up node other
+// than this one), where its holder will move it.
+func (h *Healer) notAtOldHomes(ctx context.Context, ref chunkstore.Ref, p chunkstore.Profile, missing []int) []int {
+	if len(h.history) == 0 {
+		return missing
+	}
+	up := map[string]bool{}
+	for _, n := range h.cfg.Store.Map().Up() {
+		up[n.ID] = true
+	}
+	cur := h.cfg.Store.Placer()
+	var out []int
+	for _, i := range missing {
+		held := false
+		// Old homes first, then the current one: a holder pushes its copy
+		// before deleting it, so in this order a move in flight is seen.
+		for _, old := range append(append([]*placement.Placer(nil), h.history...), cur) {
+			homes := old.Place(ref, p.N())
+			if homes == nil || !up[homes[i].ID] || homes[i].ID == h.cfg.NodeID {
+				continue
+			}
+			st, err := h.cfg.Store.Dial(homes[i])
+			if err != nil {
+				continue
+			}
+			res, err := st.StatShards(ctx, []chunkstore.ShardKey{{Ref: ref, Profile: p, Index: uint8(i)}})
+			if err == nil && len(res) == 1 && res[0].Err == nil {
+				held = true
+				break
+			}
+		}
+		if !held {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func anyInfo(g *group) chunkstore.ShardInfo {
+	for _, si := range g.local {
+		return si
+	}
+	return chunkstore.ShardInfo{}
+}
+
+// push copies a local shard (read and verified) to its home.
+func (h *Healer) push(ctx context.Context, home placement.Node, si chunkstore.ShardInfo) error {
+	if err := h.limiter.WaitN(ctx, int(min(int64(si.Size), int64(h.limiter.Burst())))); err != nil && h.limiter.Limit() != rate.Inf {
+		return err
+	}
+	res, err := h.cfg.Local.GetShards(ctx, []chunkstore.ShardKey{si.Key})
+	if err != nil {
+		return err
+	}
+	if res[0].Err != nil {
+		return res[0].Err
+	}
+	st, err := h.cfg.Store.Dial(home)
+	if err != nil {
+		return err
+	}
+	if err := st.PutShards(ctx, []chunkstore.Shard{res[0].Shard}); err != nil {
+		return err
+	}
+	h.update(func(p *Progress) {
+		p.Moved++
+		p.MovedBytes += int64(si.Size)
+	})
+	h.m.moved.Inc()
+	h.m.movedBytes.Add(float64(si.Size))
+	return nil
+}
+
+type metrics struct {
+	reg          *prometheus.Registry
+	collectors   []prometheus.Collector
+	rebuilt      prometheus.Counter
+	rebuiltBytes prometheus.Counter
+	moved        prometheus.Counter
+	movedBytes   prometheus.Counter
+	dropped      prometheus.Counter
+	failed       prometheus.Counter
+}
+
+func newMetrics(h *Healer, reg *prometheus.Registry) *metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	g := func(name, help string, f func(Progress) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(h.Progress()) })
+	}
+	m := &metrics{
+		reg:          reg,
+		rebuilt:      c("zos_heal_rebuilt_shards_total", "Shards rebuilt from redundancy and written to their home."),
+		rebuiltBytes: c("zos_heal_rebuilt_bytes_total", "Bytes of shards rebuilt."),
+		moved:        c("zos_heal_moved_shards_total", "Local shards copied to their new home."),
+		movedBytes:   c("zos_heal_moved_bytes_total", "Bytes of shards moved."),
+		dropped:      c("zos_heal_dropped_shards_total", "Old local copies deleted after their home had them."),
+		failed:       c("zos_heal_failed_chunks_total", "Chunks a pass could not heal."),
+	}
+	m.collectors = []prometheus.Collector{m.rebuilt, m.rebuiltBytes, m.moved, m.movedBytes, m.dropped, m.failed,
+		g("zos_heal_running", "1 while a heal pass runs.", func(p Progress) float64 { return b2f(p.Running) }),
+		g("zos_heal_shards_total", "Local shards the current pass examines.", func(p Progress) float64 { return float64(p.ShardsTotal) }),
+		g("zos_heal_shards_done", "Local shards the current pass has examined.", func(p Progress) float64 { return float64(p.ShardsDone) }),
+		g("zos_heal_bytes_total", "Local shard bytes the current pass examines.", func(p Progress) float64 { return float64(p.BytesTotal) }),
+		g("zos_heal_bytes_done", "Local shard bytes the current pass has examined.", func(p Progress) float64 { return float64(p.BytesDone) }),
+		g("zos_heal_rate_bytes_per_second", "Examination rate of the current pass.", func(p Progress) float64 { return p.Rate }),
+		g("zos_heal_eta_seconds", "Estimated time left in the current pass.", func(p Progress) float64 { return p.ETA.Seconds() }),
+	}
+	if reg != nil {
+		for _, x := range m.collectors {
+			reg.MustRegister(x)
+		}
+	}
+	return m
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, x := range m.collectors {
+		m.reg.Unregister(x)
+	}
+}
