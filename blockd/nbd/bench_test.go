@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/blockd/nbd"
-	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 	"github.com/zosproject/zos/blockd/nbd/internal/wire"
+	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 )
 
 // BenchmarkPipelined drives the server with the Go test client keeping

@@ -33,6 +33,10 @@ const (
 	// every aligned all-zero run of at least this many bytes as an
 	// OFFSET_HOLE chunk instead of data.
 	DefaultHoleGranularity = 4096
+	// DefaultInlineThreshold: requests of a command whose recent Export
+	// latency is below it are served by the connection's reading goroutine
+	// itself, skipping the hand-off to a worker.
+	DefaultInlineThreshold = 20 * time.Microsecond
 	// DefaultPreferredBlockSize is advertised when ExportInfo.BlockSize is 0.
 	DefaultPreferredBlockSize = 4096
 )
@@ -76,6 +80,13 @@ type Config struct {
 	// HoleGranularity is the smallest zero run sent as a hole in
 	// structured READ replies; negative disables hole detection.
 	HoleGranularity int
+	// InlineThreshold: a request of at most 64 KiB whose command's recent
+	// Export latency (a moving average per connection) is below it is
+	// served by the goroutine reading the connection, without a hand-off
+	// to a worker. That saves a goroutine wake-up per request on fast
+	// exports (memory, write-back cache hits); slow commands stay on the
+	// workers, concurrent. Negative disables.
+	InlineThreshold time.Duration
 }
 
 // withDefaults returns c with zero fields set to their defaults.
@@ -106,6 +117,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HoleGranularity == 0 {
 		c.HoleGranularity = DefaultHoleGranularity
+	}
+	if c.InlineThreshold == 0 {
+		c.InlineThreshold = DefaultInlineThreshold
 	}
 	return c
 }

@@ -67,6 +67,7 @@ type conn struct {
 	size     uint64
 	tflags   uint16
 	readOnly bool
+	tx       *transmission
 }
 
 func (s *Server) serveConn(nc net.Conn) {

@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zosproject/zos/blockd/nbd"
-	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 	"github.com/zosproject/zos/blockd/nbd/memexport"
+	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 )
 
 // testServer is a server on 127.0.0.1 with a registry and its exports.

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/blockd/nbd"
-	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 	"github.com/zosproject/zos/blockd/nbd/internal/wire"
+	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 )
 
 // expectClosed reads from nc until the server closes it.

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/blockd/nbd"
-	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 	"github.com/zosproject/zos/blockd/nbd/internal/wire"
+	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 )
 
 const mib = 1 << 20
@@ -730,4 +730,45 @@ func TestMetrics(t *testing.T) {
 	}
 	c.Disconnect()
 	waitFor(t, "connection gauge to drop", func() bool { return ts.metric(t, "zos_nbd_connections") == 0 })
+}
+
+// Fast commands are served inline by the reader; a command that turns slow
+// moves to the workers after one call and runs concurrently again.
+func TestInlineAdapts(t *testing.T) {
+	ts := startServer(t, nbd.Config{})
+	mem := mustMem(16 * mib)
+	var slow atomic.Bool
+	var cur, peak atomic.Int32
+	h := &hookExport{Export: mem}
+	h.read = func(ctx context.Context, p []byte, off int64) error {
+		if slow.Load() {
+			v := cur.Add(1)
+			for old := peak.Load(); v > old && !peak.CompareAndSwap(old, v); old = peak.Load() {
+			}
+			time.Sleep(100 * time.Millisecond)
+			cur.Add(-1)
+		}
+		return mem.ReadAt(ctx, p, off)
+	}
+	ts.exports.Add(h, nbd.ExportInfo{Name: "x"})
+	c := ts.dial(t, client.Options{Export: "x"})
+	for i := 0; i < 200; i++ { // train: reads are fast
+		if _, err := c.Read(uint64(i)*4096, 4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow.Store(true)
+	const n = 8
+	for i := 0; i < n; i++ {
+		c.Send(wire.Request{Type: wire.CmdRead, Offset: uint64(i) * 4096, Length: 4096}, nil)
+	}
+	c.Raw().SetReadDeadline(time.Now().Add(60 * time.Second))
+	for i := 0; i < n; i++ {
+		if rep, err := c.Recv(); err != nil || rep.Err != nil {
+			t.Fatalf("reply %d: %v %v", i, err, rep)
+		}
+	}
+	if peak.Load() < 2 {
+		t.Fatalf("slow reads never ran concurrently (peak %d): still served inline", peak.Load())
+	}
 }

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/blockd/nbd"
-	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 	"github.com/zosproject/zos/blockd/nbd/internal/wire"
+	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
 )
 
 // testPKI is a CA with a server certificate for 127.0.0.1/localhost and a

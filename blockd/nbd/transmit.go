@@ -62,6 +62,33 @@ type transmission struct {
 
 	bytes atomic.Int64  // budget in use
 	wake  chan struct{} // a worker released budget
+
+	// Recent Export latency per command (EWMA, nanoseconds), for the
+	// inline decision. Updated by whoever served the request; lost updates
+	// between racing workers are harmless.
+	latency         [numCmds]atomic.Int64
+	inlineThreshold int64
+}
+
+// inlineMaxLength bounds the requests served inline: larger ones gain more
+// from running in parallel than from skipping a handoff.
+const inlineMaxLength = 64 << 10
+
+// inline reports whether the reader should serve req itself: its command
+// has recently been fast on this connection's export, so handing it to a
+// worker (a goroutine wake-up, often on the other CPU) would cost more than
+// serving it. A slow command moves to the workers at once (its EWMA jumps)
+// and comes back only after a run of fast calls.
+func (t *transmission) inline(req *request) bool {
+	return t.inlineThreshold > 0 && req.Length <= inlineMaxLength &&
+		t.latency[cmdIndex(req.Type)].Load() < t.inlineThreshold
+}
+
+// observe feeds one Export call's duration into the command's EWMA (1/8).
+func (t *transmission) observe(cmd uint16, d time.Duration) {
+	l := &t.latency[cmdIndex(cmd)]
+	old := l.Load()
+	l.Store(old + (int64(d)-old)/8)
 }
 
 // acquire charges n bytes to the budget, waiting while it is exhausted. A
@@ -106,7 +133,13 @@ func (c *conn) transmit() {
 	if c.br.Buffered() == 0 {
 		c.br = bufio.NewReaderSize(c.nc, readBufSize)
 	}
-	t := &transmission{work: make(chan *request), wake: make(chan struct{}, 1)}
+	t := &transmission{work: make(chan *request), wake: make(chan struct{}, 1),
+		inlineThreshold: int64(c.s.cfg.InlineThreshold)}
+	for i := range t.latency {
+		// Start pessimistic: a few fast calls are needed before inlining.
+		t.latency[i].Store(2 * t.inlineThreshold)
+	}
+	c.tx = t
 	c.log.Debug("transmission", "size", c.size, "flags", fmt.Sprintf("%#x", c.tflags), "structured", c.structured)
 
 	reason, err := c.guardedReadLoop(t)
@@ -221,6 +254,12 @@ func (c *conn) readLoop(t *transmission) (stopReason, error) {
 			}
 		}
 		c.s.m.inFlight.Inc()
+		if t.inline(req) {
+			c.guardedServe(req)
+			t.release(req.cost)
+			req.free()
+			continue
+		}
 		c.dispatch(t, req)
 	}
 }
@@ -385,7 +424,9 @@ func (c *conn) guardedServe(req *request) {
 
 // serve executes one request and sends its reply.
 func (c *conn) serve(req *request) {
+	t0 := time.Now()
 	err := c.exec(req)
+	c.tx.observe(req.Type, time.Since(t0))
 	idx := cmdIndex(req.Type)
 	m := c.s.m
 	if err == nil {
