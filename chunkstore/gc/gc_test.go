@@ -79,7 +79,7 @@ func TestMarkAndSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	garbage := []chunkstore.Ref{put(t, c.Store, 10, 500000), put(t, c.Store, 11, 10), put(t, c.Store, 12, 1 << 20)}
+	garbage := []chunkstore.Ref{put(t, c.Store, 10, 500000), put(t, c.Store, 11, 10), put(t, c.Store, 12, 1<<20)}
 	reg := prometheus.NewRegistry()
 	col, err := gc.New(gc.Config{Store: c.Store, Grace: time.Nanosecond, Registry: reg})
 	if err != nil {
@@ -195,7 +195,7 @@ func TestMarkFailureSweepsNothing(t *testing.T) {
 // TestDownNodeSkipped: a node marked down is not swept; an unreachable up
 // node is reported and the others are swept.
 func TestDownNodeSkipped(t *testing.T) {
-	c := start(t, 250)
+	c := start(t, 244)
 	g := put(t, c.Store, 1, 200000)
 	c.Stop(5)
 	res, err := gc.Collect(ctx(t), gc.Config{Store: c.Store, Grace: time.Nanosecond})
@@ -215,6 +215,13 @@ func TestDownNodeSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.SetState(c.Nodes[5].ID, placement.Up)
+	// Wait out the client's dial backoff.
+	cl, _ := c.Pool.Get(c.Nodes[5].Addr)
+	for deadline := time.Now().Add(30 * time.Second); cl.Ping(ctx(t)) != nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("restarted node unreachable")
+		}
+	}
 	if n := shardsOf(t, c, g); n != 1 {
 		t.Fatalf("%d shards on the returned node, want 1", n)
 	}
