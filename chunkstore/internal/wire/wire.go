@@ -49,6 +49,11 @@ const Magic = "ZOSSHRD1"
 // MaxFrame is the largest frame (after the length field).
 const MaxFrame = 64<<20 + 1<<20
 
+// eagerAlloc: frames up to this size get their buffer at once; larger ones
+// grow as their bytes arrive, so a length field alone cannot make a peer
+// allocate MaxFrame.
+const eagerAlloc = 8 << 20
+
 // MaxItems caps the keys or shards in one request.
 const MaxItems = 1 << 16
 
@@ -105,6 +110,9 @@ func ReadFrame(r io.Reader, buf []byte) (Frame, []byte, error) {
 	}
 	f := Frame{Type: hdr[4], ID: binary.LittleEndian.Uint32(hdr[5:])}
 	size := int(n) - 5
+	if cap(buf) < size && size <= eagerAlloc {
+		buf = make([]byte, size)
+	}
 	if cap(buf) >= size {
 		buf = buf[:size]
 		if _, err := io.ReadFull(r, buf); err != nil {
@@ -113,8 +121,7 @@ func ReadFrame(r io.Reader, buf []byte) (Frame, []byte, error) {
 		f.Payload = buf
 		return f, buf, nil
 	}
-	// Grow with the bytes that actually arrive, so a length field alone
-	// cannot make us allocate MaxFrame.
+	// Grow with the bytes that actually arrive.
 	buf = buf[:0]
 	for len(buf) < size {
 		step := min(size-len(buf), max(64<<10, len(buf)))

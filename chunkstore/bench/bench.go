@@ -1,0 +1,283 @@
+// Package bench measures the chunk store end to end, for `zos bench store`
+// and docs/benchmarks.md: PUT and GET MB/s through the erasure store on a
+// loopback cluster of shard servers (real TCP, real disk stores with fsync),
+// each as a ratio to the anchor — in-process reedsolomon encode + BLAKE3 of
+// the same chunks on one core, measured in the same run — and the rebuild
+// rate after one node is lost, as a ratio to PUT.
+//
+// Usage:
+//
+//	res, err := bench.Store(ctx, bench.Config{Dir: "/var/tmp/zos-bench", Bytes: 256 << 20})
+//	fmt.Print(res)
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/reedsolomon"
+	"github.com/zeebo/blake3"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/heal"
+	"github.com/zosproject/zos/chunkstore/localcluster"
+	"github.com/zosproject/zos/chunkstore/placement"
+	"github.com/zosproject/zos/chunkstore/storetest"
+)
+
+// Config configures a run. The zero value is the documented benchmark
+// (6 nodes, 4+2, 256 MiB of 4 MiB chunks, 8 writers, fsync on).
+type Config struct {
+	Nodes       int
+	Profile     chunkstore.Profile
+	Bytes       int64 // data to put
+	ChunkSize   int
+	Concurrency int
+	// Dir holds the nodes' stores (default a new temporary directory,
+	// removed afterwards).
+	Dir string
+	// NoSync turns fsync off in the stores.
+	NoSync bool
+	// FirstHost is the last octet of the first node's 127.0.0.x address
+	// (default 20).
+	FirstHost int
+	Logger    *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Nodes == 0 {
+		c.Nodes = 6
+	}
+	if c.Profile.IsZero() {
+		c.Profile = chunkstore.Profile{K: 4, M: 2}
+	}
+	if c.Bytes == 0 {
+		c.Bytes = 256 << 20
+	}
+	if c.ChunkSize == 0 {
+		c.ChunkSize = chunkstore.MaxChunkSize
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 8
+	}
+	if c.FirstHost == 0 {
+		c.FirstHost = 20
+	}
+}
+
+// Result holds the measured rates (MB = 10^6 bytes).
+type Result struct {
+	Nodes     int
+	Profile   string
+	Chunks    int
+	ChunkSize int
+	Bytes     int64
+
+	AnchorMBps float64 // reedsolomon encode + BLAKE3, one core
+	PutMBps    float64 // chunk bytes stored per second
+	GetMBps    float64 // chunk bytes read per second
+
+	// Rebuild after one node is lost: RebuildMBps counts the shard bytes
+	// rebuilt (the lost node's data); RestoreMBps counts the chunk bytes
+	// brought back to full redundancy.
+	RebuildSeconds float64
+	RebuiltBytes   int64
+	RebuildMBps    float64
+	RestoreMBps    float64
+
+	PutRatio     float64 // Put / Anchor
+	GetRatio     float64 // Get / Anchor
+	RebuildRatio float64 // Rebuild / Put
+	RestoreRatio float64 // Restore / Put
+}
+
+// String formats the result as a small report.
+func (r Result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "chunk store: %d nodes, %s, %d chunks of %d KiB (%.0f MiB)\n", r.Nodes, r.Profile, r.Chunks, r.ChunkSize>>10, float64(r.Bytes)/(1<<20))
+	fmt.Fprintf(&b, "  anchor (reedsolomon encode + BLAKE3, 1 core)  %8.1f MB/s\n", r.AnchorMBps)
+	fmt.Fprintf(&b, "  PUT                                          %8.1f MB/s  %.2fx anchor\n", r.PutMBps, r.PutRatio)
+	fmt.Fprintf(&b, "  GET                                          %8.1f MB/s  %.2fx anchor\n", r.GetMBps, r.GetRatio)
+	fmt.Fprintf(&b, "  rebuild after losing 1 of %d (shard bytes)    %8.1f MB/s  %.2fx PUT  (%.0f MiB in %.1fs)\n", r.Nodes, r.RebuildMBps, r.RebuildRatio, float64(r.RebuiltBytes)/(1<<20), r.RebuildSeconds)
+	fmt.Fprintf(&b, "  restore to full redundancy (chunk bytes)     %8.1f MB/s  %.2fx PUT\n", r.RestoreMBps, r.RestoreRatio)
+	return b.String()
+}
+
+// chunkData makes chunk i: a shared random buffer with i written into its
+// first bytes, so every chunk is distinct (no dedup) at no generation cost.
+func chunkData(base []byte, i int) []byte {
+	d := make([]byte, len(base))
+	copy(d, base)
+	binary.LittleEndian.PutUint64(d, uint64(i)+1)
+	return d
+}
+
+// Anchor measures reedsolomon encode + BLAKE3 of chunks on one core, in
+// chunk bytes per second.
+func Anchor(p chunkstore.Profile, chunkSize int, total int64) (float64, error) {
+	enc, err := reedsolomon.New(int(p.K), int(p.M), reedsolomon.WithMaxGoroutines(1))
+	if err != nil {
+		return 0, err
+	}
+	base := storetest.Data(7, chunkSize)
+	n := int(max(total/int64(chunkSize), 8))
+	size := chunkstore.ShardSize(chunkSize, int(p.K))
+	buf := make([]byte, size*p.N())
+	shards := make([][]byte, p.N())
+	for i := range shards {
+		shards[i] = buf[i*size : (i+1)*size]
+	}
+	start := time.Now()
+	var sink byte
+	for i := range n {
+		binary.LittleEndian.PutUint64(base, uint64(i))
+		sum := blake3.Sum256(base)
+		sink ^= sum[0]
+		copy(buf, base)
+		clear(buf[len(base) : int(p.K)*size])
+		if err := enc.Encode(shards); err != nil {
+			return 0, err
+		}
+	}
+	el := time.Since(start).Seconds()
+	_ = sink
+	return float64(n) * float64(chunkSize) / el / 1e6, nil
+}
+
+// Store runs the benchmark.
+func Store(ctx context.Context, cfg Config) (Result, error) {
+	cfg.setDefaults()
+	res := Result{Nodes: cfg.Nodes, Profile: cfg.Profile.String(), ChunkSize: cfg.ChunkSize}
+	n := int(max(cfg.Bytes/int64(cfg.ChunkSize), 1))
+	res.Chunks, res.Bytes = n, int64(n)*int64(cfg.ChunkSize)
+
+	anchor, err := Anchor(cfg.Profile, cfg.ChunkSize, min(res.Bytes, 256<<20))
+	if err != nil {
+		return res, err
+	}
+	res.AnchorMBps = anchor
+
+	dir := cfg.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "zos-bench-store-"); err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	c, err := localcluster.Start(localcluster.Config{Nodes: cfg.Nodes, Profile: cfg.Profile, Dir: dir, NoSync: cfg.NoSync, FirstHost: cfg.FirstHost, Logger: cfg.Logger})
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	base := storetest.Data(11, cfg.ChunkSize)
+
+	// PUT.
+	refs := make([]chunkstore.Ref, n)
+	elapsed, err := parallel(ctx, n, cfg.Concurrency, func(i int) error {
+		ref, err := c.Store.Put(ctx, chunkData(base, i))
+		refs[i] = ref
+		return err
+	})
+	if err != nil {
+		return res, fmt.Errorf("bench: put: %w", err)
+	}
+	res.PutMBps = float64(res.Bytes) / elapsed / 1e6
+
+	// GET.
+	elapsed, err = parallel(ctx, n, cfg.Concurrency, func(i int) error {
+		d, err := c.Store.Fetch(ctx, refs[i])
+		if err == nil && len(d) != cfg.ChunkSize {
+			err = fmt.Errorf("chunk %d: %d bytes", i, len(d))
+		}
+		return err
+	})
+	if err != nil {
+		return res, fmt.Errorf("bench: get: %w", err)
+	}
+	res.GetMBps = float64(res.Bytes) / elapsed / 1e6
+
+	// Rebuild: the last node dies and is removed; the survivors heal in
+	// parallel.
+	lost := len(c.Nodes) - 1
+	c.Stop(lost)
+	if err := c.SetState(c.Nodes[lost].ID, placement.Removed); err != nil {
+		return res, err
+	}
+	var rebuilt atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	start := time.Now()
+	for i := range lost {
+		nd := c.Nodes[i]
+		h, err := heal.New(heal.Config{NodeID: nd.ID, Local: nd.Disk, Store: c.Store, Logger: cfg.Logger})
+		if err != nil {
+			return res, err
+		}
+		wg.Go(func() {
+			p, err := h.Run(ctx)
+			rebuilt.Add(p.RebuiltBytes)
+			if err == nil && p.Failed > 0 {
+				err = fmt.Errorf("%d chunks not healed: %s", p.Failed, p.LastError)
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("heal %s: %w", nd.ID, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	if len(errs) > 0 {
+		return res, errs[0]
+	}
+	res.RebuildSeconds = el
+	res.RebuiltBytes = rebuilt.Load()
+	res.RebuildMBps = float64(res.RebuiltBytes) / el / 1e6
+	res.RestoreMBps = float64(res.Bytes) / el / 1e6
+	res.PutRatio = res.PutMBps / res.AnchorMBps
+	res.GetRatio = res.GetMBps / res.AnchorMBps
+	res.RebuildRatio = res.RebuildMBps / res.PutMBps
+	res.RestoreRatio = res.RestoreMBps / res.PutMBps
+	return res, nil
+}
+
+// parallel runs fn(0..n-1) on workers goroutines and returns the elapsed
+// seconds.
+func parallel(ctx context.Context, n, workers int, fn func(i int) error) (float64, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return time.Since(start).Seconds(), first
+}

@@ -1,0 +1,62 @@
+package bench_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/bench"
+)
+
+func TestStoreSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster benchmark")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := bench.Store(ctx, bench.Config{Bytes: 24 << 20, Dir: t.TempDir(), FirstHost: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + res.String())
+	if res.AnchorMBps <= 0 || res.PutMBps <= 0 || res.GetMBps <= 0 || res.RebuildMBps <= 0 || res.Chunks != 6 {
+		t.Fatalf("result %+v", res)
+	}
+	// The lost node held one shard of each chunk: all of them rebuilt.
+	if want := int64(res.Chunks) * int64(chunkstore.ShardSize(res.ChunkSize, 4)); res.RebuiltBytes != want {
+		t.Fatalf("rebuilt %d bytes, want %d", res.RebuiltBytes, want)
+	}
+}
+
+func BenchmarkAnchor(b *testing.B) {
+	p := chunkstore.Profile{K: 4, M: 2}
+	b.SetBytes(chunkstore.MaxChunkSize)
+	for b.Loop() {
+		if _, err := bench.Anchor(p, chunkstore.MaxChunkSize, chunkstore.MaxChunkSize); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStore runs the whole benchmark (PUT, GET, rebuild) once per
+// iteration over 128 MiB and reports the rates and ratios:
+//
+//	go test -run=^$ -bench=Store -benchtime=1x ./chunkstore/bench
+func BenchmarkStore(b *testing.B) {
+	for b.Loop() {
+		res, err := bench.Store(context.Background(), bench.Config{Bytes: 128 << 20, Dir: b.TempDir(), FirstHost: 70})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Log("\n" + res.String())
+		b.ReportMetric(res.AnchorMBps, "anchor-MB/s")
+		b.ReportMetric(res.PutMBps, "put-MB/s")
+		b.ReportMetric(res.GetMBps, "get-MB/s")
+		b.ReportMetric(res.RebuildMBps, "rebuild-MB/s")
+		b.ReportMetric(res.PutRatio, "put/anchor")
+		b.ReportMetric(res.GetRatio, "get/anchor")
+		b.ReportMetric(res.RebuildRatio, "rebuild/put")
+		b.ReportMetric(res.RestoreRatio, "restore/put")
+	}
+}

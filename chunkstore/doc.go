@@ -1,0 +1,27 @@
+// Package chunkstore is zos's content-addressed chunk store: the data plane
+// that vdisks and flists share.
+//
+// A chunk is an immutable byte string of at most MaxChunkSize, named by its
+// Ref, the BLAKE3-256 of its content. The interfaces are small and
+// consumer-side (Fetcher, Receiver, Statter, Enumerator, Remover, composed
+// into Store); every implementation passes chunkstore/storetest:
+//
+//   - mem: in memory;
+//   - disk: a node's local shard store (segment files + pebble index), with
+//     a Store view (Chunks);
+//   - remote: a client of another node's shard server (chunkstore/shard),
+//     with a Store view;
+//   - erasure: the cluster store — chunks coded into k+m shards placed by
+//     chunkstore/placement over the cluster map.
+//
+// Shards (shard.go) are what nodes store: ShardKey (Ref, Profile, Index),
+// ShardInfo (sizes, CRC-32C, write time) and the ShardStore interfaces that
+// the disk store and the remote client implement. Around them: blob (data of
+// any size as chunks plus manifests), heal (rebuild and rebalance after map
+// changes), scrub (bitrot), gc (mark and sweep), bench (the store benchmark)
+// and localcluster (a whole cluster in one process, for tests and bench).
+//
+// This package and its subpackages import nothing of raft, node,
+// orchestrator, blockd, flist or cmd (see deps_test.go): the cluster map
+// comes in as a placement.Map, roots for GC through gc.Roots.
+package chunkstore
