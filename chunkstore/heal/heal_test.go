@@ -147,15 +147,6 @@ func healUntilHealthy(t *testing.T, c *localcluster.Cluster) erasure.Census {
 	return last
 }
 
-func nodeIndex(c *localcluster.Cluster, id string) int {
-	for i, n := range c.Nodes {
-		if n.ID == id {
-			return i
-		}
-	}
-	return -1
-}
-
 // TestLoseTwoHealReadAgain is the acceptance scenario on 6 servers, 4+2:
 // put tens of MiB of random files, kill two servers, every byte reads back;
 // remove them (and add two replacement nodes), heal restores full
