@@ -90,8 +90,13 @@ func New(cfg Config) (*Server, error) {
 	for _, m := range cfg.Mount {
 		m(public, protected)
 	}
-	// Everything not public goes through authentication first.
-	public.Handle("/api/", s.requireAuth(false, protected))
+	// Everything not public goes through authentication first. The
+	// patterns carry methods so that they are more specific than the
+	// hub's "GET /{repo}/{file...}" download route.
+	auth := s.requireAuth(false, protected)
+	for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
+		public.Handle(m+" /api/v1/", auth)
+	}
 	s.handler = s.logRequests(public)
 	return s, nil
 }

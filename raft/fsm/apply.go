@@ -20,11 +20,11 @@ const (
 	maxNameLength = 128
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
 
 func checkName(kind, s string) error {
 	if len(s) == 0 || len(s) > maxNameLength || !nameRE.MatchString(s) {
-		return errf(ErrInvalid, "%s name %q: use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", kind, s, maxNameLength)
+		return errf(ErrInvalid, "%s name %q: use 1-%d letters, digits, '.', '_' or '-', not starting with '.' or '-'", kind, s, maxNameLength)
 	}
 	return nil
 }
