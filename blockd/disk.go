@@ -28,17 +28,23 @@ var emptyRef = chunkstore.Sum(nil)
 // zeroes is a shared block of zeroes, never written.
 var zeroes = make([]byte, MaxBlockSize)
 
-// Accounting cost of a dirty entry without data and of a zeroed span.
 const (
-	entryCost = 64
-	spanCost  = 48
+	// sector is the granularity of partial-block tracking: a write
+	// aligned to it never reads the rest of its block.
+	sector = 512
+	// entryCost is the accounting cost of a cache entry besides its data.
+	entryCost = 96
 	// smallZero: zeroing at most this many whole blocks records one entry
 	// per block; larger ranges are recorded as a span and punched out of
-	// the tree at flush.
+	// the tree at commit.
 	smallZero = 64
 	// keepChunk bounds the blocks one step of a NO_HOLE zeroing records
 	// before it waits for the write-back cache.
 	keepChunk = 4096
+	// maxPendingRefs and maxSpans trigger a commit of the stored blocks
+	// even without FLUSH, bounding the memory of the pending layer.
+	maxPendingRefs = 1 << 16
+	maxSpans       = 4096
 	// maxStatusBlocks bounds the blocks one BlockStatus call inspects.
 	maxStatusBlocks = 1 << 18
 	// maxStatusExtents bounds the extents of one BlockStatus answer.
@@ -47,25 +53,51 @@ const (
 	maxCacheHint = 64 << 20
 )
 
-// dblock is one block in the write-back cache. data == nil means the block
-// reads as zeroes: absent from the tree after flush, or, with keep,
-// allocated as the empty chunk.
+// dblock is a block in the write-back cache. data == nil means zeroes (then
+// the block is complete). A partial block (mask != nil) holds only the
+// sectors whose bit is set; the rest is its content below (read at
+// write-back, or by a read, never by the write).
 type dblock struct {
 	data []byte
-	keep bool
+	mask []uint64
+	keep bool   // all-zero content stays allocated (NO_HOLE)
+	born uint64 // write sequence number that created it
+	busy bool   // a write-back job is reading its base
+	// superseded: (in flight only) a newer zeroing covers the block; the
+	// job's result is dropped.
+	superseded bool
 }
+
+func (b *dblock) complete() bool { return b.mask == nil }
 
 func (b *dblock) cost() int64 { return entryCost + int64(cap(b.data)) }
 
-// zeroEntry is the shared "reads as zeroes" answer of zeroed spans.
-var zeroEntry = &dblock{}
+func (b *dblock) has(s int) bool { return b.mask[s/64]&(1<<(s%64)) != 0 }
 
-// flushRun is one flush in progress: it makes durable every mutation with a
-// sequence number up to seq.
-type flushRun struct {
+// layer is stored state not yet in the tree: zeroed spans and the Refs of
+// written-back blocks (the zero Ref: absent). Within a layer, spans are
+// newer than the refs they cover (storing a block takes it out of the
+// spans).
+type layer struct {
+	zeros spans
+	refs  map[uint64]chunkstore.Ref
+}
+
+func newLayer() *layer { return &layer{refs: map[uint64]chunkstore.Ref{}} }
+
+func (l *layer) empty() bool { return len(l.zeros) == 0 && len(l.refs) == 0 }
+
+// commitRun is one commit in progress: it makes durable every mutation with
+// a sequence number up to seq.
+type commitRun struct {
 	seq  uint64
 	done chan struct{}
 	err  error
+}
+
+type fifoEntry struct {
+	idx uint64
+	b   *dblock
 }
 
 // Disk is one vdisk opened on this node: the engine behind an NBD export.
@@ -73,11 +105,13 @@ type flushRun struct {
 // holds the vdisk's lease; a read-only Disk serves a fixed head (a snapshot
 // or the head at open time).
 //
-// Writes land in a bounded write-back cache of whole blocks (a partial write
-// reads the rest of its block first). Flush stores every dirty block as a
-// chunk, writes the changed tree nodes and commits the new head through the
-// control plane, fenced by the lease epoch, before it returns. Reads see the
-// cache first, then the committed tree.
+// Layers, newest first: dirty blocks (complete or partial, in memory),
+// blocks being written back, the current layer (zeroed spans and stored
+// block Refs), frozen layers being committed, and the committed tree.
+// Write-back runs continuously in the background once enough is dirty; a
+// commit (FLUSH, FUA, or a timer) writes back what is dirty, freezes the
+// current layer, applies the frozen layers to the tree and moves the head,
+// fenced by the lease epoch.
 type Disk struct {
 	svc   *Service
 	name  string // vdisk name
@@ -96,26 +130,29 @@ type Disk struct {
 	ctx    context.Context // cancelled when the disk is closed
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	sem    chan struct{} // bounds concurrent store operations of write-back
+	bufs   chan []byte   // free block buffers
 
-	bufs chan []byte // free block buffers
-
-	mu         sync.Mutex
-	head       chunkstore.Ref // committed head
-	dirty      map[uint64]*dblock
-	zeros      spans // zeroed ranges not yet flushed (dirty entries override)
-	flushing   map[uint64]*dblock
-	flushZeros spans
-	dirtyMem   int64 // accounted bytes of dirty and zeros
-	flushMem   int64 // accounted bytes of flushing and flushZeros
-	writeSeq   uint64
-	durableSeq uint64
-	baseGen    uint64 // bumped when the layers below dirty change
-	run        *flushRun
-	lastErr    error
-	fenced     error
-	space      chan struct{} // closed (and replaced) when cache memory is freed
-	closed     bool
-	leaseUntil time.Time
+	mu            sync.Mutex
+	head          chunkstore.Ref // committed head
+	dirty         map[uint64]*dblock
+	fifo          []fifoEntry // dirty blocks in creation order (stale entries skipped)
+	inflight      map[uint64]*dblock
+	cur           *layer
+	frozen        []*layer // oldest first
+	dirtyBytes    int64
+	inflightBytes int64
+	jobs          int
+	writeSeq      uint64
+	durableSeq    uint64
+	gen           uint64 // bumped when the layers below dirty change
+	commit        *commitRun
+	pause         bool  // a commit drains write-back: start no background job
+	wbErr         error // last write-back error
+	fenced        error
+	closed        bool
+	space         chan struct{} // closed (and replaced) on progress: memory freed, job done
+	leaseUntil    time.Time
 }
 
 type diskParams struct {
@@ -136,15 +173,16 @@ func newDisk(svc *Service, p diskParams) *Disk {
 		shift: uint(bits.TrailingZeros64(uint64(p.bs))), ro: p.readOnly, epoch: p.epoch,
 		store: p.store, tree: p.tree, ctx: ctx, cancel: cancel,
 		log:  svc.log.With("vdisk", p.label),
-		head: p.head, dirty: map[uint64]*dblock{}, space: make(chan struct{}),
-		leaseUntil: p.leaseUntil,
+		sem:  make(chan struct{}, svc.cfg.Parallelism),
+		bufs: make(chan []byte, 64),
+		head: p.head, dirty: map[uint64]*dblock{}, inflight: map[uint64]*dblock{}, cur: newLayer(),
+		space: make(chan struct{}), leaseUntil: p.leaseUntil,
 	}
 	d.size.Store(p.size)
-	d.bufs = make(chan []byte, 64)
 	if !d.ro {
 		d.wg.Add(2)
 		go d.renewLoop()
-		go d.writebackLoop()
+		go d.timerLoop()
 	}
 	return d
 }
@@ -152,8 +190,10 @@ func newDisk(svc *Service, p diskParams) *Disk {
 var _ nbd.Export = (*Disk)(nil)
 var _ nbd.Cacher = (*Disk)(nil)
 
-// Name returns the vdisk's name; Label the export name it was opened as.
-func (d *Disk) Name() string  { return d.name }
+// Name returns the vdisk's name.
+func (d *Disk) Name() string { return d.name }
+
+// Label returns the export name the Disk was opened as.
 func (d *Disk) Label() string { return d.label }
 
 // BlockSize returns the vdisk's block size.
@@ -178,8 +218,9 @@ func (d *Disk) Epoch() uint64 { return d.epoch }
 // Stats is a Disk's cache state.
 type Stats struct {
 	DirtyBlocks    int   `json:"dirty_blocks"`
-	DirtyBytes     int64 `json:"dirty_bytes"`
-	FlushingBlocks int   `json:"flushing_blocks"`
+	InflightBlocks int   `json:"inflight_blocks"`
+	PendingBlocks  int   `json:"pending_blocks"` // stored, not yet committed
+	CacheBytes     int64 `json:"cache_bytes"`    // dirty and in-flight data
 	Fenced         bool  `json:"fenced"`
 }
 
@@ -187,14 +228,18 @@ type Stats struct {
 func (d *Disk) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Stats{DirtyBlocks: len(d.dirty), DirtyBytes: d.dirtyMem + d.flushMem, FlushingBlocks: len(d.flushing), Fenced: d.fenced != nil}
+	pending := len(d.cur.refs)
+	for _, l := range d.frozen {
+		pending += len(l.refs)
+	}
+	return Stats{DirtyBlocks: len(d.dirty), InflightBlocks: len(d.inflight), PendingBlocks: pending,
+		CacheBytes: d.dirtyBytes + d.inflightBytes, Fenced: d.fenced != nil}
 }
 
 func (d *Disk) setSize(n int64) { d.size.Store(n) }
 
 // --- helpers ---
 
-// getBuf returns a block buffer (contents undefined).
 func (d *Disk) getBuf() []byte {
 	select {
 	case b := <-d.bufs:
@@ -204,7 +249,6 @@ func (d *Disk) getBuf() []byte {
 	}
 }
 
-// putBuf recycles a block buffer nobody references any more.
 func (d *Disk) putBuf(b []byte) {
 	if int64(cap(b)) != d.bs {
 		return
@@ -261,7 +305,8 @@ func trimZeros(b []byte) []byte {
 	return b[:i]
 }
 
-// copyBlock copies block data (possibly trimmed) from inOff into dst.
+// copyBlock copies block content (possibly trimmed, nil for zeroes) from
+// inOff into dst.
 func copyBlock(dst, data []byte, inOff int) {
 	n := 0
 	if inOff < len(data) {
@@ -270,27 +315,8 @@ func copyBlock(dst, data []byte, inOff int) {
 	clear(dst[n:])
 }
 
-// peekLocked returns the in-memory state of idx: found is false when the
-// committed tree defines it.
-func (d *Disk) peekLocked(idx uint64) (*dblock, bool) {
-	if b, ok := d.dirty[idx]; ok {
-		return b, true
-	}
-	if len(d.zeros) > 0 && d.zeros.contains(idx) {
-		return zeroEntry, true
-	}
-	if b, ok := d.flushing[idx]; ok {
-		return b, true
-	}
-	if len(d.flushZeros) > 0 && d.flushZeros.contains(idx) {
-		return zeroEntry, true
-	}
-	return nil, false
-}
-
-// blockData returns the (possibly trimmed) content of the block ref.
 func (d *Disk) blockData(ctx context.Context, ref chunkstore.Ref) ([]byte, error) {
-	if ref == emptyRef {
+	if ref.IsZero() || ref == emptyRef {
 		return nil, nil
 	}
 	b, err := d.svc.blocks.Get(ctx, ref, d.fetchBlock)
@@ -311,16 +337,76 @@ func (d *Disk) fetchBlock(ctx context.Context, ref chunkstore.Ref) ([]byte, erro
 	return b, nil
 }
 
-// lookup returns the content of block idx in the tree at head (nil = zeroes).
-func (d *Disk) lookup(ctx context.Context, head chunkstore.Ref, idx uint64) ([]byte, error) {
-	ref, err := d.tree.Lookup(ctx, head, idx)
-	if err != nil {
-		return nil, fmt.Errorf("blockd: vdisk %s: block %d: %w", d.label, idx, err)
+// source is where the content of a block below the dirty layer is.
+type source struct {
+	kind int // srcZero, srcMem, srcRef, srcTree
+	data []byte
+	ref  chunkstore.Ref
+	head chunkstore.Ref
+}
+
+const (
+	srcZero = iota
+	srcMem
+	srcRef
+	srcTree
+)
+
+// belowDirtyLocked resolves block idx in the layers under the dirty one.
+func (d *Disk) belowDirtyLocked(idx uint64) source {
+	if b := d.inflight[idx]; b != nil && !b.superseded {
+		if b.data == nil {
+			return source{kind: srcZero}
+		}
+		return source{kind: srcMem, data: b.data}
 	}
-	if ref.IsZero() {
-		return nil, nil
+	ls := d.frozen
+	for k := len(ls); k >= 0; k-- {
+		l := d.cur
+		if k < len(ls) {
+			l = ls[k]
+		}
+		if len(l.zeros) > 0 && l.zeros.contains(idx) {
+			return source{kind: srcZero}
+		}
+		if r, ok := l.refs[idx]; ok {
+			if r.IsZero() || r == emptyRef {
+				return source{kind: srcZero}
+			}
+			return source{kind: srcRef, ref: r}
+		}
 	}
-	return d.blockData(ctx, ref)
+	return source{kind: srcTree, head: d.head}
+}
+
+// content returns the (possibly trimmed; nil for zeroes) content of src.
+func (d *Disk) content(ctx context.Context, idx uint64, src source) ([]byte, error) {
+	switch src.kind {
+	case srcMem:
+		return src.data, nil
+	case srcRef:
+		return d.blockData(ctx, src.ref)
+	case srcTree:
+		ref, err := d.tree.Lookup(ctx, src.head, idx)
+		if err != nil {
+			return nil, fmt.Errorf("blockd: vdisk %s: block %d: %w", d.label, idx, err)
+		}
+		return d.blockData(ctx, ref)
+	}
+	return nil, nil
+}
+
+// cachedLocked reports whether src's content is available without a store
+// read of block data.
+func (d *Disk) cachedLocked(ctx context.Context, idx uint64, src source) bool {
+	switch src.kind {
+	case srcZero, srcMem:
+		return true
+	case srcRef:
+		_, ok := d.svc.blocks.Peek(src.ref)
+		return ok
+	}
+	return false
 }
 
 // --- reads ---
@@ -334,29 +420,56 @@ func (d *Disk) ReadAt(ctx context.Context, p []byte, off int64) error {
 		idx   uint64
 		inOff int
 		dst   []byte
-		head  chunkstore.Ref
+		src   source
+		mask  []uint64 // sectors already filled from a partial dirty block
 	}
 	var misses []miss
 	d.segments(off, int64(len(p)), func(idx uint64, inOff int, pOff, l int64) error {
 		dst := p[pOff : pOff+l]
 		d.mu.Lock()
-		if b, ok := d.peekLocked(idx); ok {
+		b := d.dirty[idx]
+		if b != nil && b.complete() {
 			copyBlock(dst, b.data, inOff)
 			d.mu.Unlock()
 			return nil
 		}
-		head := d.head
+		m := miss{idx: idx, inOff: inOff, dst: dst, src: d.belowDirtyLocked(idx)}
+		if b != nil { // partial: take its sectors now
+			copy(dst, b.data[inOff:])
+			m.mask = slices.Clone(b.mask)
+		}
 		d.mu.Unlock()
-		misses = append(misses, miss{idx, inOff, dst, head})
+		if m.src.kind == srcZero && m.mask == nil {
+			clear(dst)
+			return nil
+		}
+		if m.src.kind == srcMem && m.mask == nil {
+			copyBlock(dst, m.src.data, inOff) // in-flight data is immutable
+			return nil
+		}
+		misses = append(misses, m)
 		return nil
 	})
 	err := par.Do(ctx, len(misses), d.svc.cfg.Parallelism, func(ctx context.Context, i int) error {
 		m := misses[i]
-		data, err := d.lookup(ctx, m.head, m.idx)
+		data, err := d.content(ctx, m.idx, m.src)
 		if err != nil {
 			return err
 		}
-		copyBlock(m.dst, data, m.inOff)
+		if m.mask == nil {
+			copyBlock(m.dst, data, m.inOff)
+			return nil
+		}
+		// Fill the sectors the partial block lacks.
+		for pos := 0; pos < len(m.dst); {
+			abs := m.inOff + pos
+			s := abs / sector
+			end := min((s+1)*sector-m.inOff, len(m.dst))
+			if m.mask[s/64]&(1<<(s%64)) == 0 {
+				copyBlock(m.dst[pos:end], data, abs)
+			}
+			pos = end
+		}
 		return nil
 	})
 	if err != nil {
@@ -375,24 +488,27 @@ func (d *Disk) Cache(ctx context.Context, off, length int64) error {
 	}
 	length = min(length, maxCacheHint)
 	var idxs []uint64
-	var heads []chunkstore.Ref
+	var srcs []source
 	d.mu.Lock()
 	for i := uint64(off >> d.shift); int64(i)<<d.shift < off+length; i++ {
-		if _, ok := d.peekLocked(i); !ok {
+		if b := d.dirty[i]; b != nil && b.complete() {
+			continue
+		}
+		if src := d.belowDirtyLocked(i); src.kind == srcRef || src.kind == srcTree {
 			idxs = append(idxs, i)
-			heads = append(heads, d.head)
+			srcs = append(srcs, src)
 		}
 	}
 	d.mu.Unlock()
 	return par.Do(ctx, len(idxs), d.svc.cfg.Parallelism, func(ctx context.Context, i int) error {
-		_, err := d.lookup(ctx, heads[i], idxs[i])
+		_, err := d.content(ctx, idxs[i], srcs[i])
 		return err
 	})
 }
 
 // --- writes ---
 
-func (d *Disk) writable() error {
+func (d *Disk) writableLocked() error {
 	switch {
 	case d.ro:
 		return fmt.Errorf("%w: %s is read-only", nbd.ErrReadOnly, d.label)
@@ -404,32 +520,36 @@ func (d *Disk) writable() error {
 	return nil
 }
 
-// reserve waits until the write-back cache has room, starting a flush if
-// none runs. It fails if the cache stays full because flushes fail.
+// notifyLocked wakes everyone waiting for progress.
+func (d *Disk) notifyLocked() {
+	close(d.space)
+	d.space = make(chan struct{})
+}
+
+// reserve waits until the write-back cache has room. It fails if the cache
+// stays full because write-back keeps failing.
 func (d *Disk) reserve(ctx context.Context) error {
 	stalled := false
 	for {
 		d.mu.Lock()
-		if err := d.writable(); err != nil {
+		if err := d.writableLocked(); err != nil {
 			d.mu.Unlock()
 			return err
 		}
-		if d.dirtyMem+d.flushMem < d.svc.cfg.MaxDirtyBytes {
+		if d.dirtyBytes+d.inflightBytes < d.svc.cfg.MaxDirtyBytes {
 			d.mu.Unlock()
 			return nil
 		}
-		if stalled && d.run == nil && d.lastErr != nil {
-			err := d.lastErr
+		if stalled && d.jobs == 0 && d.commit == nil && d.wbErr != nil {
+			err := d.wbErr
 			d.mu.Unlock()
-			return fmt.Errorf("blockd: vdisk %s: write-back cache full and flushing fails: %w", d.label, err)
+			return fmt.Errorf("blockd: vdisk %s: write-back cache full and writing back fails: %w", d.label, err)
 		}
 		if !stalled {
 			d.svc.m.writeStalls.Inc()
 			stalled = true
 		}
-		if d.run == nil {
-			d.startFlushLocked()
-		}
+		d.pumpLocked(true)
 		ch := d.space
 		d.mu.Unlock()
 		select {
@@ -440,35 +560,26 @@ func (d *Disk) reserve(ctx context.Context) error {
 	}
 }
 
-// notifySpaceLocked wakes writers waiting for cache room.
-func (d *Disk) notifySpaceLocked() {
-	close(d.space)
-	d.space = make(chan struct{})
-}
-
 func (d *Disk) addDirtyLocked(delta int64) {
-	d.dirtyMem += delta
+	d.dirtyBytes += delta
 	d.svc.m.dirtyBytes.Add(float64(delta))
 }
 
-// maybeWritebackLocked starts an early flush when enough is dirty.
-func (d *Disk) maybeWritebackLocked() {
-	if d.run == nil && d.dirtyMem >= d.svc.cfg.WritebackBytes {
-		d.startFlushLocked()
-	}
-}
-
-// setLocked replaces the dirty entry of idx.
+// setLocked replaces the dirty entry of idx with b.
 func (d *Disk) setLocked(idx uint64, b *dblock) {
+	d.writeSeq++
+	b.born = d.writeSeq
 	if old, ok := d.dirty[idx]; ok {
+		// b carries the durability duty of the writes it replaces.
+		b.born = old.born
 		d.addDirtyLocked(-old.cost())
-		if old.data != nil && old != b {
+		if old.data != nil && !old.busy {
 			d.putBuf(old.data)
 		}
 	}
 	d.dirty[idx] = b
+	d.fifo = append(d.fifo, fifoEntry{idx, b})
 	d.addDirtyLocked(b.cost())
-	d.writeSeq++
 }
 
 // WriteAt implements nbd.Export.
@@ -488,7 +599,7 @@ func (d *Disk) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error
 	}
 	d.svc.m.writtenBytes.Add(float64(len(p)))
 	d.mu.Lock()
-	d.maybeWritebackLocked()
+	d.pumpLocked(false)
 	d.mu.Unlock()
 	if fua {
 		return d.Flush(ctx)
@@ -496,140 +607,170 @@ func (d *Disk) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error
 	return nil
 }
 
-// writeBlock writes src at inOff of block idx. keep marks a block zeroed
-// with NO_HOLE. With noFetch, a write that would need the block's old
-// content from the store fails with nbd.ErrNotFast instead.
+// setSectors marks the sectors of [inOff, inOff+n) present in b.
+func (d *Disk) setSectors(b *dblock, inOff, n int) {
+	for s := inOff / sector; s < (inOff+n)/sector; s++ {
+		b.mask[s/64] |= 1 << (s % 64)
+	}
+	for _, w := range b.mask[:len(b.mask)-1] {
+		if w != ^uint64(0) {
+			return
+		}
+	}
+	nsec := int(d.bs / sector)
+	last := b.mask[len(b.mask)-1]
+	if rem := nsec % 64; rem == 0 && last == ^uint64(0) || rem != 0 && last == 1<<rem-1 {
+		b.mask = nil
+	}
+}
+
+// writeBlock writes src at inOff of block idx. keep marks zeroes written
+// with NO_HOLE. Sector-aligned writes never read the block's old content;
+// an unaligned one does, and with noFetch fails with nbd.ErrNotFast when
+// that would need a store read.
 func (d *Disk) writeBlock(ctx context.Context, idx uint64, inOff int, src []byte, keep, noFetch bool) error {
-	if inOff == 0 && int64(len(src)) == d.bs {
-		if isZero(src) {
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			if err := d.writable(); err != nil {
-				return err
-			}
-			d.setLocked(idx, &dblock{keep: keep})
-			return nil
-		}
-		d.mu.Lock()
-		if err := d.writable(); err != nil {
-			d.mu.Unlock()
-			return err
-		}
-		if b := d.dirty[idx]; b != nil && b.data != nil {
-			copy(b.data, src)
-			d.writeSeq++
-			d.mu.Unlock()
-			return nil
-		}
-		d.mu.Unlock()
+	zero := isZero(src)
+	full := inOff == 0 && int64(len(src)) == d.bs
+	aligned := inOff%sector == 0 && len(src)%sector == 0
+	if full && !zero {
 		buf := d.getBuf()
 		copy(buf, src)
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if err := d.writable(); err != nil {
+		if err := d.writableLocked(); err != nil {
+			d.putBuf(buf)
 			return err
 		}
 		d.setLocked(idx, &dblock{data: buf})
 		return nil
 	}
-	zero := isZero(src)
-	for {
+	if full { // zeroes
 		d.mu.Lock()
-		if err := d.writable(); err != nil {
-			d.mu.Unlock()
+		defer d.mu.Unlock()
+		if err := d.writableLocked(); err != nil {
+			return err
+		}
+		d.setLocked(idx, &dblock{keep: keep})
+		return nil
+	}
+	if aligned {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if err := d.writableLocked(); err != nil {
 			return err
 		}
 		if b := d.dirty[idx]; b != nil {
-			if b.data == nil {
+			if b.data == nil { // a zero block
 				if zero {
 					b.keep = b.keep || keep
 					d.writeSeq++
-					d.mu.Unlock()
 					return nil
 				}
 				buf := d.getBuf()
 				clear(buf)
 				copy(buf[inOff:], src)
-				d.setLocked(idx, &dblock{data: buf})
+				d.setLocked(idx, &dblock{data: buf, keep: b.keep})
+				return nil
+			}
+			copy(b.data[inOff:], src)
+			b.keep = b.keep || keep
+			if b.mask != nil {
+				d.setSectors(b, inOff, len(src))
+			}
+			d.writeSeq++
+			return nil
+		}
+		below := d.belowDirtyLocked(idx)
+		if below.kind == srcZero && zero && !keep {
+			d.writeSeq++ // zeroes over zeroes
+			return nil
+		}
+		buf := d.getBuf()
+		nb := &dblock{data: buf, keep: keep}
+		switch below.kind {
+		case srcZero:
+			clear(buf)
+		case srcMem:
+			copyBlock(buf, below.data, 0)
+		default:
+			nb.mask = make([]uint64, (d.bs/sector+63)/64)
+		}
+		copy(buf[inOff:], src)
+		if nb.mask != nil {
+			d.setSectors(nb, inOff, len(src))
+		}
+		d.setLocked(idx, nb)
+		return nil
+	}
+	// Unaligned: read-modify-write now.
+	for {
+		d.mu.Lock()
+		if err := d.writableLocked(); err != nil {
+			d.mu.Unlock()
+			return err
+		}
+		if b := d.dirty[idx]; b != nil && b.complete() {
+			if b.data == nil {
+				buf := d.getBuf()
+				clear(buf)
+				copy(buf[inOff:], src)
+				d.setLocked(idx, &dblock{data: buf, keep: b.keep || keep})
 			} else {
 				copy(b.data[inOff:], src)
+				b.keep = b.keep || keep
 				d.writeSeq++
 			}
 			d.mu.Unlock()
 			return nil
 		}
-		if b, ok := d.peekLocked(idx); ok { // zeroed, or being flushed
-			if b.data == nil && zero {
-				d.setLocked(idx, &dblock{keep: keep || b.keep})
-				d.mu.Unlock()
-				return nil
-			}
-			buf := d.getBuf()
-			copyBlock(buf, b.data, 0)
-			copy(buf[inOff:], src)
-			d.setLocked(idx, &dblock{data: buf})
+		below, gen := d.belowDirtyLocked(idx), d.gen
+		var part *dblock
+		if b := d.dirty[idx]; b != nil {
+			part = b
+		}
+		if noFetch && !d.cachedLocked(ctx, idx, below) {
 			d.mu.Unlock()
-			return nil
+			return fmt.Errorf("%w: block %d of %s is not cached", nbd.ErrNotFast, idx, d.label)
 		}
-		head, gen := d.head, d.baseGen
 		d.mu.Unlock()
-
-		// Read-modify-write from the committed tree.
-		ref, err := d.tree.Lookup(ctx, head, idx)
+		base, err := d.content(ctx, idx, below)
 		if err != nil {
-			return fmt.Errorf("blockd: vdisk %s: block %d: %w", d.label, idx, err)
+			return err
 		}
-		var base []byte
-		if !ref.IsZero() {
-			if noFetch {
-				if _, ok := d.svc.blocks.Peek(ref); !ok && ref != emptyRef {
-					return fmt.Errorf("%w: block %d of %s is not cached", nbd.ErrNotFast, idx, d.label)
-				}
-			}
-			if base, err = d.blockData(ctx, ref); err != nil {
-				return err
-			}
-		} else if zero {
-			// Zeroes over an absent block: nothing to do unless the
-			// block must become allocated.
-			if !keep {
-				d.mu.Lock()
-				ok := d.dirty[idx] == nil && d.baseGen == gen
-				if ok {
-					d.writeSeq++
-				}
-				d.mu.Unlock()
-				if ok {
-					return nil
-				}
-				continue
-			}
+		d.mu.Lock()
+		if d.gen != gen || d.dirty[idx] != part {
+			d.mu.Unlock()
+			continue // the block changed meanwhile
 		}
-		var nb *dblock
-		if base == nil && zero {
-			nb = &dblock{keep: keep || ref == emptyRef}
+		if err := d.writableLocked(); err != nil {
+			d.mu.Unlock()
+			return err
+		}
+		if part != nil { // fill the partial block's missing sectors
+			d.fillLocked(part, base)
+			copy(part.data[inOff:], src)
+			part.keep = part.keep || keep
+			d.writeSeq++
 		} else {
 			buf := d.getBuf()
 			copyBlock(buf, base, 0)
 			copy(buf[inOff:], src)
-			nb = &dblock{data: buf}
+			d.setLocked(idx, &dblock{data: buf, keep: keep})
 		}
-		d.mu.Lock()
-		if d.dirty[idx] != nil || d.baseGen != gen {
-			d.mu.Unlock()
-			if nb.data != nil {
-				d.putBuf(nb.data)
-			}
-			continue // the block changed meanwhile: redo on the new state
-		}
-		if err := d.writable(); err != nil {
-			d.mu.Unlock()
-			return err
-		}
-		d.setLocked(idx, nb)
 		d.mu.Unlock()
 		return nil
 	}
+}
+
+// fillLocked completes a partial block with base under its sectors.
+func (d *Disk) fillLocked(b *dblock, base []byte) {
+	nsec := int(d.bs / sector)
+	for s := 0; s < nsec; s++ {
+		if !b.has(s) {
+			copyBlock(b.data[s*sector:(s+1)*sector], base, s*sector)
+		}
+	}
+	b.mask = nil
 }
 
 // zeroWhole marks whole blocks [from, to) as zeroes.
@@ -644,49 +785,46 @@ func (d *Disk) zeroWhole(ctx context.Context, from, to uint64, keep bool) error 
 			}
 			end := min(to, i+keepChunk)
 			d.mu.Lock()
-			if err := d.writable(); err != nil {
+			if err := d.writableLocked(); err != nil {
 				d.mu.Unlock()
 				return err
 			}
 			for ; i < end; i++ {
 				d.setLocked(i, &dblock{keep: keep})
 			}
-			d.maybeWritebackLocked()
+			d.pumpLocked(false)
 			d.mu.Unlock()
 		}
 		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.writable(); err != nil {
+	if err := d.writableLocked(); err != nil {
 		return err
 	}
-	if uint64(len(d.dirty)) < to-from {
-		for i, b := range d.dirty {
-			if i >= from && i < to {
-				d.addDirtyLocked(-b.cost())
-				if b.data != nil {
-					d.putBuf(b.data)
-				}
-				delete(d.dirty, i)
+	inRange := func(i uint64) bool { return i >= from && i < to }
+	for i, b := range d.dirty {
+		if inRange(i) {
+			d.addDirtyLocked(-b.cost())
+			if b.data != nil && !b.busy {
+				d.putBuf(b.data)
 			}
-		}
-	} else {
-		for i := from; i < to; i++ {
-			if b, ok := d.dirty[i]; ok {
-				d.addDirtyLocked(-b.cost())
-				if b.data != nil {
-					d.putBuf(b.data)
-				}
-				delete(d.dirty, i)
-			}
+			delete(d.dirty, i)
 		}
 	}
-	n := len(d.zeros)
-	d.zeros = d.zeros.add(from, to)
-	d.addDirtyLocked(int64(len(d.zeros)-n) * spanCost)
+	for i, b := range d.inflight {
+		if inRange(i) {
+			b.superseded = true
+		}
+	}
+	for i := range d.cur.refs {
+		if inRange(i) {
+			delete(d.cur.refs, i) // older than the span
+		}
+	}
+	d.cur.zeros = d.cur.zeros.add(from, to)
 	d.writeSeq++
-	d.maybeWritebackLocked()
+	d.gen++
 	return nil
 }
 
@@ -694,7 +832,7 @@ func (d *Disk) zeroWhole(ctx context.Context, from, to uint64, keep bool) error 
 // the partial blocks at its edges are left as they are (TRIM is advisory).
 func (d *Disk) Trim(ctx context.Context, off, length int64, fua bool) error {
 	if d.ro {
-		return d.writable()
+		return fmt.Errorf("%w: %s is read-only", nbd.ErrReadOnly, d.label)
 	}
 	if err := d.checkRange(off, length); err != nil {
 		return err
@@ -714,12 +852,13 @@ func (d *Disk) Trim(ctx context.Context, off, length int64, fua bool) error {
 }
 
 // WriteZeroes implements nbd.Export. Whole blocks become absent (or, with
-// NoHole, allocated zero blocks) without data writes; partial blocks at the
-// edges are read-modify-written, so a ZeroFast request fails with
-// nbd.ErrNotFast when an edge block is neither cached nor absent.
+// NoHole, allocated zero blocks) and sector-aligned edges are recorded in
+// memory, all without data writes; only an unaligned edge needs its
+// block's old content, so a ZeroFast request fails with nbd.ErrNotFast
+// only when such a block is not cached.
 func (d *Disk) WriteZeroes(ctx context.Context, off, length int64, flags nbd.ZeroFlags) error {
 	if d.ro {
-		return d.writable()
+		return fmt.Errorf("%w: %s is read-only", nbd.ErrReadOnly, d.label)
 	}
 	if err := d.checkRange(off, length); err != nil {
 		return err
@@ -733,10 +872,12 @@ func (d *Disk) WriteZeroes(ctx context.Context, off, length int64, flags nbd.Zer
 	}
 	from := uint64((off + d.bs - 1) >> d.shift)
 	to := uint64(wholeEnd >> d.shift)
-	if from >= to { // inside one block, or two partial ones
+	if from >= to {
 		from, to = 0, 0
 	}
-	// Edges first (they may refuse a fast zero), then whole blocks.
+	if err := d.reserve(ctx); err != nil {
+		return err
+	}
 	err := d.segments(off, length, func(idx uint64, inOff int, pOff, l int64) error {
 		if idx >= from && idx < to {
 			return nil
@@ -753,6 +894,195 @@ func (d *Disk) WriteZeroes(ctx context.Context, off, length int64, flags nbd.Zer
 		return d.Flush(ctx)
 	}
 	return nil
+}
+
+// --- write-back ---
+
+// pumpLocked starts background write-back of the oldest dirty blocks while
+// more than WritebackBytes are dirty (or, with force, while the cache is
+// full), unless a commit is draining.
+func (d *Disk) pumpLocked(force bool) {
+	if d.pause || d.fenced != nil || d.closed {
+		return
+	}
+	limit := d.svc.cfg.WritebackBytes
+	for d.jobs < d.svc.cfg.Parallelism && (d.dirtyBytes > limit || force && d.dirtyBytes > 0) {
+		if !d.startOldestLocked() {
+			break
+		}
+	}
+	if len(d.fifo) > 2*len(d.dirty)+1024 { // drop stale entries
+		out := d.fifo[:0]
+		for _, e := range d.fifo {
+			if d.dirty[e.idx] == e.b {
+				out = append(out, e)
+			}
+		}
+		clear(d.fifo[len(out):])
+		d.fifo = out
+	}
+}
+
+// startOldestLocked starts the write-back of the oldest dirty block that
+// can start; false if there is none.
+func (d *Disk) startOldestLocked() bool {
+	var later []fifoEntry
+	defer func() { d.fifo = append(d.fifo, later...) }()
+	for len(d.fifo) > 0 {
+		e := d.fifo[0]
+		d.fifo[0] = fifoEntry{}
+		d.fifo = d.fifo[1:]
+		if d.dirty[e.idx] != e.b || e.b.busy {
+			continue
+		}
+		if d.inflight[e.idx] != nil {
+			later = append(later, e) // one write-back per block at a time
+			continue
+		}
+		d.startLocked(e.idx, e.b)
+		return true
+	}
+	return false
+}
+
+// startLocked starts writing back dirty block b of idx.
+func (d *Disk) startLocked(idx uint64, b *dblock) {
+	b.busy = true
+	d.jobs++
+	var src source
+	needBase := !b.complete()
+	if needBase {
+		src = d.belowDirtyLocked(idx)
+	}
+	d.wg.Add(1)
+	go d.writeback(idx, b, needBase, src)
+}
+
+// writeback completes b from its base if it is partial, moves it in flight,
+// stores it and records its Ref in the current layer.
+func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
+	defer d.wg.Done()
+	ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
+	defer cancel()
+	var err error
+	select {
+	case d.sem <- struct{}{}:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err == nil {
+		defer func() { <-d.sem }()
+	}
+	var base []byte
+	if err == nil && needBase {
+		base, err = d.content(ctx, idx, src)
+	}
+
+	d.mu.Lock()
+	if d.dirty[idx] != b { // replaced or zeroed meanwhile: nothing to do
+		b.busy = false
+		if b.data != nil {
+			d.putBuf(b.data)
+		}
+		d.jobs--
+		d.notifyLocked()
+		d.pumpLocked(false)
+		d.mu.Unlock()
+		return
+	}
+	if err != nil {
+		b.busy = false
+		d.jobs--
+		d.fifo = append(d.fifo, fifoEntry{idx, b})
+		d.failLocked(fmt.Errorf("blockd: vdisk %s: read block %d to complete it: %w", d.label, idx, err))
+		d.mu.Unlock()
+		return
+	}
+	if !b.complete() {
+		d.fillLocked(b, base)
+	}
+	b.busy = false
+	delete(d.dirty, idx)
+	d.dirtyBytes -= b.cost()
+	d.inflight[idx] = b
+	d.inflightBytes += b.cost()
+	d.gen++
+	d.mu.Unlock()
+
+	// b is complete and no longer written to: store it.
+	var ref chunkstore.Ref
+	var data []byte
+	if b.data != nil {
+		data = trimZeros(b.data)
+	}
+	switch {
+	case len(data) > 0:
+		ref, err = d.store.Put(ctx, data)
+		if err != nil {
+			err = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, idx, err)
+		} else {
+			d.svc.m.storedBytes.Add(float64(len(data)))
+		}
+	case b.keep:
+		if ref, err = d.store.Put(ctx, nil); err != nil {
+			err = fmt.Errorf("blockd: vdisk %s: store empty block: %w", d.label, err)
+		}
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.inflight, idx)
+	d.inflightBytes -= b.cost()
+	d.svc.m.dirtyBytes.Add(-float64(b.cost()))
+	d.jobs--
+	d.gen++
+	switch {
+	case err != nil:
+		d.restoreLocked(idx, b)
+		d.failLocked(err)
+		return
+	case b.superseded:
+	default:
+		d.cur.zeros = d.cur.zeros.remove(idx)
+		d.cur.refs[idx] = ref
+		if len(data) > 0 {
+			d.svc.blocks.Add(ref, data)
+		}
+		d.svc.m.flushBlocks.Inc()
+	}
+	d.notifyLocked()
+	d.pumpLocked(false)
+	if d.commit == nil && (len(d.cur.refs) >= maxPendingRefs || len(d.cur.zeros) >= maxSpans) {
+		d.startCommitLocked()
+	}
+}
+
+// restoreLocked puts back a block whose store failed, under newer writes.
+func (d *Disk) restoreLocked(idx uint64, b *dblock) {
+	if b.superseded {
+		return
+	}
+	if cur := d.dirty[idx]; cur != nil {
+		if cur.complete() || cur.busy {
+			return
+		}
+		// A partial block written after b: b is its base.
+		d.addDirtyLocked(-cur.cost())
+		d.fillLocked(cur, b.data)
+		d.addDirtyLocked(cur.cost())
+		return
+	}
+	d.dirty[idx] = b
+	d.fifo = append(d.fifo, fifoEntry{idx, b})
+	d.addDirtyLocked(b.cost())
+}
+
+// failLocked records a write-back failure and wakes the waiters.
+func (d *Disk) failLocked(err error) {
+	d.wbErr = err
+	d.svc.m.flushErrors.Inc()
+	d.log.Error("write-back failed; the data stays in memory and is retried", "err", err)
+	d.notifyLocked()
 }
 
 // --- block status ---
@@ -773,27 +1103,62 @@ func (d *Disk) BlockStatus(ctx context.Context, off, length int64) ([]nbd.Extent
 	if b1-b0 > maxStatusBlocks {
 		b1 = b0 + maxStatusBlocks
 	}
-	inRange := func(m map[uint64]*dblock) map[uint64]*dblock {
-		out := map[uint64]*dblock{}
-		if uint64(len(m)) < b1-b0 {
-			for i, b := range m {
-				if i >= b0 && i < b1 {
-					out[i] = b
-				}
-			}
-		} else {
-			for i := b0; i < b1; i++ {
-				if b, ok := m[i]; ok {
-					out[i] = b
-				}
-			}
+	const hole = nbd.ExtentHole | nbd.ExtentZero
+	flagsOf := func(b *dblock) nbd.ExtentFlags {
+		switch {
+		case b.data != nil:
+			return 0
+		case b.keep:
+			return nbd.ExtentZero
 		}
-		return out
+		return hole
 	}
+	refFlags := func(r chunkstore.Ref) nbd.ExtentFlags {
+		switch {
+		case r.IsZero():
+			return hole
+		case r == emptyRef:
+			return nbd.ExtentZero
+		}
+		return 0
+	}
+	// Snapshot the in-memory layers of the range.
+	var points []uint64
+	dirty := map[uint64]nbd.ExtentFlags{}
+	inflight := map[uint64]nbd.ExtentFlags{}
+	type lview struct {
+		zeros spans
+		refs  map[uint64]chunkstore.Ref
+	}
+	var layers []lview // newest first
 	d.mu.Lock()
 	head := d.head
-	dirty, flushing := inRange(d.dirty), inRange(d.flushing)
-	zeros, flushZeros := spans(d.zeros.overlapping(b0, b1)), spans(d.flushZeros.overlapping(b0, b1))
+	for i, b := range d.dirty {
+		if i >= b0 && i < b1 {
+			dirty[i] = flagsOf(b)
+			points = append(points, i, i+1)
+		}
+	}
+	for i, b := range d.inflight {
+		if i >= b0 && i < b1 && !b.superseded {
+			inflight[i] = flagsOf(b)
+			points = append(points, i, i+1)
+		}
+	}
+	ls := append([]*layer{d.cur}, reversed(d.frozen)...)
+	for _, l := range ls {
+		v := lview{zeros: spans(l.zeros.overlapping(b0, b1)), refs: map[uint64]chunkstore.Ref{}}
+		for i, r := range l.refs {
+			if i >= b0 && i < b1 {
+				v.refs[i] = r
+				points = append(points, i, i+1)
+			}
+		}
+		for _, s := range v.zeros {
+			points = append(points, s.from, s.to)
+		}
+		layers = append(layers, v)
+	}
 	d.mu.Unlock()
 
 	tr := map[uint64]chunkstore.Ref{}
@@ -804,57 +1169,33 @@ func (d *Disk) BlockStatus(ctx context.Context, off, length int64) ([]nbd.Extent
 			return errStop
 		}
 		tr[i] = ref
+		points = append(points, i, i+1)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {
 		return nil, fmt.Errorf("blockd: vdisk %s: block status: %w", d.label, err)
 	}
-
-	flagsOf := func(b *dblock) nbd.ExtentFlags {
-		switch {
-		case b.data != nil:
-			return 0
-		case b.keep:
-			return nbd.ExtentZero
-		}
-		return nbd.ExtentHole | nbd.ExtentZero
-	}
 	state := func(i uint64) nbd.ExtentFlags {
-		if b, ok := dirty[i]; ok {
-			return flagsOf(b)
+		if f, ok := dirty[i]; ok {
+			return f
 		}
-		if zeros.contains(i) {
-			return nbd.ExtentHole | nbd.ExtentZero
+		if f, ok := inflight[i]; ok {
+			return f
 		}
-		if b, ok := flushing[i]; ok {
-			return flagsOf(b)
+		for _, l := range layers {
+			if l.zeros.contains(i) {
+				return hole
+			}
+			if r, ok := l.refs[i]; ok {
+				return refFlags(r)
+			}
 		}
-		if flushZeros.contains(i) {
-			return nbd.ExtentHole | nbd.ExtentZero
+		if r, ok := tr[i]; ok {
+			return refFlags(r)
 		}
-		switch ref, ok := tr[i]; {
-		case !ok:
-			return nbd.ExtentHole | nbd.ExtentZero
-		case ref == emptyRef:
-			return nbd.ExtentZero
-		}
-		return 0
+		return hole
 	}
-	// The state only changes at these points.
-	points := []uint64{b0, b1}
-	for _, m := range []map[uint64]*dblock{dirty, flushing} {
-		for i := range m {
-			points = append(points, i, i+1)
-		}
-	}
-	for _, z := range []spans{zeros, flushZeros} {
-		for _, s := range z {
-			points = append(points, s.from, s.to)
-		}
-	}
-	for i := range tr {
-		points = append(points, i, i+1)
-	}
+	points = append(points, b0, b1)
 	slices.Sort(points)
 	points = slices.Compact(points)
 
@@ -882,7 +1223,13 @@ func (d *Disk) BlockStatus(ctx context.Context, off, length int64) ([]nbd.Extent
 	return out, nil
 }
 
-// --- flush ---
+func reversed(ls []*layer) []*layer {
+	out := slices.Clone(ls)
+	slices.Reverse(out)
+	return out
+}
+
+// --- flush and commit ---
 
 // Flush implements nbd.Export: when it returns nil, every write completed
 // before the call is stored in the chunk store and the head naming it is
@@ -903,162 +1250,165 @@ func (d *Disk) Flush(ctx context.Context) error {
 			d.mu.Unlock()
 			return nil
 		}
-		r := d.run
-		if r == nil {
-			r = d.startFlushLocked()
+		c := d.commit
+		if c == nil {
+			c = d.startCommitLocked()
 		}
 		d.mu.Unlock()
 		select {
-		case <-r.done:
+		case <-c.done:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if r.seq >= target && r.err != nil {
-			return r.err
+		if c.seq >= target && c.err != nil {
+			return c.err
 		}
 		d.mu.Lock()
 	}
 }
 
-// startFlushLocked freezes the dirty state and flushes it in the
-// background. It returns the run (never nil).
-func (d *Disk) startFlushLocked() *flushRun {
-	r := &flushRun{seq: d.writeSeq, done: make(chan struct{})}
-	if len(d.dirty) == 0 && len(d.zeros) == 0 {
-		d.durableSeq = max(d.durableSeq, d.writeSeq)
-		close(r.done)
-		return r
-	}
-	d.run = r
-	d.flushing, d.dirty = d.dirty, map[uint64]*dblock{}
-	d.flushZeros, d.zeros = d.zeros, nil
-	d.flushMem, d.dirtyMem = d.dirtyMem, 0
-	d.baseGen++
+// startCommitLocked starts a commit of everything written so far.
+func (d *Disk) startCommitLocked() *commitRun {
+	c := &commitRun{seq: d.writeSeq, done: make(chan struct{})}
+	d.commit = c
 	d.wg.Add(1)
-	go d.runFlush(r, d.head, d.flushing, d.flushZeros)
-	return r
+	go d.runCommit(c)
+	return c
 }
 
-func (d *Disk) runFlush(r *flushRun, head chunkstore.Ref, blocks map[uint64]*dblock, zs spans) {
+func (d *Disk) runCommit(c *commitRun) {
 	defer d.wg.Done()
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
-	newHead, stored, err := d.flushBlocks(ctx, head, blocks, zs)
-	if err == nil && newHead != head {
-		err = d.commitHead(ctx, head, newHead)
-	}
-	cancel()
-
+	err := d.doCommit(c)
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if err == nil {
-		d.head = newHead
-		d.durableSeq = max(d.durableSeq, r.seq)
-		d.lastErr = nil
-		for _, s := range stored {
-			d.svc.blocks.Add(s.ref, s.data)
-		}
-		d.svc.m.dirtyBytes.Add(-float64(d.flushMem))
-		d.svc.m.flushBlocks.Add(float64(len(blocks)))
+		d.durableSeq = max(d.durableSeq, c.seq)
 		d.svc.m.flushSeconds.Observe(time.Since(start).Seconds())
 	} else {
-		// Put the frozen state back under newer writes.
-		before := d.dirtyMem + d.flushMem
-		for i, b := range blocks {
-			if _, ok := d.dirty[i]; ok {
+		d.svc.m.flushErrors.Inc()
+		if d.fenced == nil {
+			d.log.Error("flush failed; the data stays in memory and is retried", "err", err)
+		}
+	}
+	d.commit = nil
+	c.err = err
+	close(c.done)
+	d.notifyLocked()
+	d.pumpLocked(false)
+	d.mu.Unlock()
+}
+
+func (d *Disk) doCommit(c *commitRun) error {
+	ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
+	defer cancel()
+	// 1. Write back every block dirtied up to c.seq, and wait for every
+	// write-back in flight (no new background ones meanwhile).
+	d.mu.Lock()
+	d.pause = true
+	d.wbErr = nil
+	for {
+		if d.fenced != nil {
+			d.pause = false
+			err := d.fenced
+			d.mu.Unlock()
+			return err
+		}
+		if d.wbErr != nil { // a write-back failed: stop starting, report once drained
+			if d.jobs == 0 {
+				err := d.wbErr
+				d.pause = false
+				d.mu.Unlock()
+				return err
+			}
+		}
+		pending := d.wbErr != nil
+		for i, b := range d.dirty {
+			if d.wbErr != nil {
+				break
+			}
+			if b.born > c.seq || b.busy {
+				if b.busy {
+					pending = true
+				}
 				continue
 			}
-			if len(d.zeros) > 0 && d.zeros.contains(i) {
-				continue // zeroed after the freeze
+			if d.inflight[i] != nil {
+				pending = true // after the one in flight
+				continue
 			}
-			d.dirty[i] = b
-			d.dirtyMem += b.cost()
+			d.startLocked(i, b)
+			pending = true
 		}
-		// Restored entries override the old spans (they were written
-		// after them); so do entries written after the freeze.
-		n := len(d.zeros)
-		for _, s := range zs {
-			d.zeros = d.zeros.add(s.from, s.to)
+		if !pending && d.jobs == 0 {
+			break
 		}
-		d.dirtyMem += int64(len(d.zeros)-n) * spanCost
-		d.svc.m.dirtyBytes.Add(float64(d.dirtyMem - before))
-		d.lastErr = err
-		d.svc.m.flushErrors.Inc()
-		d.log.Error("flush failed; dirty data kept in memory and retried", "blocks", len(blocks), "err", err)
+		ch := d.space
+		d.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			d.mu.Lock()
+			d.pause = false
+			d.mu.Unlock()
+			return fmt.Errorf("blockd: vdisk %s: flush: %w", d.label, ctx.Err())
+		}
+		d.mu.Lock()
 	}
-	d.flushing, d.flushZeros, d.flushMem = nil, nil, 0
-	d.baseGen++
-	d.run = nil
-	r.err = err
-	close(r.done)
-	d.notifySpaceLocked()
-}
-
-type storedBlock struct {
-	ref  chunkstore.Ref
-	data []byte
-}
-
-// flushBlocks stores the blocks as chunks in parallel and applies them
-// (after punching the zeroed spans) to the tree at head.
-func (d *Disk) flushBlocks(ctx context.Context, head chunkstore.Ref, blocks map[uint64]*dblock, zs spans) (chunkstore.Ref, []storedBlock, error) {
-	idxs := make([]uint64, 0, len(blocks))
-	for i := range blocks {
-		idxs = append(idxs, i)
+	// 2. Freeze the current layer; write-back may go on above it.
+	if !d.cur.empty() {
+		d.frozen = append(d.frozen, d.cur)
+		d.cur = newLayer()
+		d.gen++
 	}
-	slices.Sort(idxs)
-	changes := make([]tree.Change, len(idxs))
-	stored := make([]storedBlock, len(idxs))
-	var bytesOut atomic.Int64
-	var putEmpty sync.Once
-	var emptyErr error
-	err := par.Do(ctx, len(idxs), d.svc.cfg.Parallelism, func(ctx context.Context, k int) error {
-		i := idxs[k]
-		b := blocks[i]
-		changes[k].Index = i
-		var data []byte
-		if b.data != nil {
-			data = trimZeros(b.data)
-		}
-		if len(data) == 0 {
-			if b.keep {
-				putEmpty.Do(func() { _, emptyErr = d.store.Put(ctx, nil) })
-				if emptyErr != nil {
-					return fmt.Errorf("blockd: vdisk %s: store empty block: %w", d.label, emptyErr)
-				}
-				changes[k].Ref = emptyRef
-			}
-			return nil
-		}
-		ref, err := d.store.Put(ctx, data)
-		if err != nil {
-			return fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, i, err)
-		}
-		changes[k].Ref = ref
-		stored[k] = storedBlock{ref, data}
-		bytesOut.Add(int64(len(data)))
+	d.pause = false
+	layers := slices.Clone(d.frozen)
+	head := d.head
+	d.pumpLocked(false)
+	d.mu.Unlock()
+	if len(layers) == 0 {
 		return nil
-	})
-	if err != nil {
-		return chunkstore.Ref{}, nil, err
 	}
-	d.svc.m.storedBytes.Add(float64(bytesOut.Load()))
+	// 3. Apply the frozen layers to the tree, oldest first, and move the
+	// head.
 	root := head
-	for _, s := range zs {
-		if root, err = d.tree.Punch(ctx, root, s.from, s.to); err != nil {
-			return chunkstore.Ref{}, nil, fmt.Errorf("blockd: vdisk %s: punch [%d, %d): %w", d.label, s.from, s.to, err)
+	var err error
+	for _, l := range layers {
+		for _, s := range l.zeros {
+			if root, err = d.tree.Punch(ctx, root, s.from, s.to); err != nil {
+				return fmt.Errorf("blockd: vdisk %s: punch [%d, %d): %w", d.label, s.from, s.to, err)
+			}
+		}
+		changes := make([]tree.Change, 0, len(l.refs))
+		for i, r := range l.refs {
+			if len(l.zeros) > 0 && l.zeros.contains(i) {
+				continue // older than the span
+			}
+			changes = append(changes, tree.Change{Index: i, Ref: r})
+		}
+		slices.SortFunc(changes, func(a, b tree.Change) int {
+			switch {
+			case a.Index < b.Index:
+				return -1
+			case a.Index > b.Index:
+				return 1
+			}
+			return 0
+		})
+		if root, err = d.tree.Update(ctx, root, changes); err != nil {
+			return fmt.Errorf("blockd: vdisk %s: update tree: %w", d.label, err)
 		}
 	}
-	if root, err = d.tree.Update(ctx, root, changes); err != nil {
-		return chunkstore.Ref{}, nil, fmt.Errorf("blockd: vdisk %s: update tree: %w", d.label, err)
-	}
-	out := stored[:0]
-	for _, s := range stored {
-		if !s.ref.IsZero() {
-			out = append(out, s)
+	if root != head {
+		if err := d.commitHead(ctx, head, root); err != nil {
+			return err
 		}
 	}
-	return root, out, nil
+	d.mu.Lock()
+	d.head = root
+	d.frozen = d.frozen[len(layers):]
+	d.gen++
+	d.mu.Unlock()
+	return nil
 }
 
 // commitHead moves the head from old to new in the control plane, fenced by
@@ -1110,23 +1460,20 @@ func (d *Disk) commitHead(ctx context.Context, old, new chunkstore.Ref) error {
 func (d *Disk) fence(cause error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.fenceLocked(cause)
-}
-
-func (d *Disk) fenceLocked(cause error) error {
 	if d.fenced == nil {
 		d.fenced = fmt.Errorf("%w: vdisk %s (epoch %d): %v; writes fail until it is reattached", ErrLeaseLost, d.label, d.epoch, cause)
 		d.svc.m.leaseLost.Inc()
 		d.log.Error("READ-WRITE LEASE LOST: the vdisk is read-only on this node; unflushed writes are lost",
-			"epoch", d.epoch, "cause", cause, "dirty_blocks", len(d.dirty)+len(d.flushing))
-		d.notifySpaceLocked()
+			"epoch", d.epoch, "cause", cause, "dirty_blocks", len(d.dirty))
+		d.notifyLocked()
 	}
 	return d.fenced
 }
 
 // --- background loops ---
 
-func (d *Disk) writebackLoop() {
+// timerLoop commits what waited WritebackInterval, even without FLUSH.
+func (d *Disk) timerLoop() {
 	defer d.wg.Done()
 	if d.svc.cfg.WritebackInterval < 0 {
 		return
@@ -1140,8 +1487,8 @@ func (d *Disk) writebackLoop() {
 		case <-t.C:
 		}
 		d.mu.Lock()
-		if d.run == nil && d.fenced == nil && !d.closed && (len(d.dirty) > 0 || len(d.zeros) > 0) {
-			d.startFlushLocked()
+		if d.commit == nil && d.fenced == nil && !d.closed && d.durableSeq < d.writeSeq {
+			d.startCommitLocked()
 		}
 		d.mu.Unlock()
 	}
@@ -1196,9 +1543,9 @@ func (d *Disk) renewLoop() {
 	}
 }
 
-// close flushes (unless the vdisk is tmp and is being deleted), gives the
-// lease back and stops the background work. It is called once, by the
-// Service, when the last user detaches.
+// close flushes (unless the vdisk is tmp: it is deleted instead), gives
+// the lease back and stops the background work. The Service calls it once,
+// when the last user detaches.
 func (d *Disk) close(ctx context.Context) error {
 	d.mu.Lock()
 	if d.closed {
@@ -1232,14 +1579,15 @@ func (d *Disk) close(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	d.closed = true
-	d.notifySpaceLocked()
+	d.notifyLocked()
 	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
 	d.mu.Lock()
-	d.svc.m.dirtyBytes.Add(-float64(d.dirtyMem + d.flushMem))
-	d.dirtyMem, d.flushMem = 0, 0
-	d.dirty, d.flushing = map[uint64]*dblock{}, nil
+	d.svc.m.dirtyBytes.Add(-float64(d.dirtyBytes + d.inflightBytes))
+	d.dirtyBytes, d.inflightBytes = 0, 0
+	d.dirty, d.inflight = map[uint64]*dblock{}, map[uint64]*dblock{}
+	d.fifo = nil
 	d.mu.Unlock()
 	return err
 }

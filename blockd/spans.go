@@ -44,3 +44,26 @@ func (s spans) overlapping(from, to uint64) []span {
 	}
 	return out
 }
+
+// remove takes idx out of the spans (splitting the one holding it).
+func (s spans) remove(idx uint64) spans {
+	i := sort.Search(len(s), func(i int) bool { return s[i].to > idx })
+	if i == len(s) || s[i].from > idx {
+		return s
+	}
+	sp := s[i]
+	switch {
+	case sp.from == idx && sp.to == idx+1:
+		return append(s[:i], s[i+1:]...)
+	case sp.from == idx:
+		s[i].from++
+	case sp.to == idx+1:
+		s[i].to--
+	default:
+		s = append(s, span{})
+		copy(s[i+2:], s[i+1:])
+		s[i] = span{sp.from, idx}
+		s[i+1] = span{idx + 1, sp.to}
+	}
+	return s
+}

@@ -18,8 +18,13 @@ func TestSpans(t *testing.T) {
 				model[i] = true
 			}
 		}
+		for k := 0; k < 5; k++ { // remove some indices
+			i := uint64(rng.IntN(220))
+			s = s.remove(i)
+			delete(model, i)
+		}
 		for i := 1; i < len(s); i++ {
-			if s[i].from <= s[i-1].to {
+			if s[i].from < s[i-1].to || s[i].from >= s[i].to {
 				t.Fatalf("spans not disjoint/merged: %v", s)
 			}
 		}

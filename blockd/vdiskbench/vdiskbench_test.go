@@ -1,0 +1,93 @@
+package vdiskbench
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/zosproject/zos/blockd"
+	"github.com/zosproject/zos/blockd/nbd/nbdbench"
+)
+
+// BenchmarkNBD runs the issue's fio jobs on a vdisk, qemu-nbd and nbdkit in
+// one run and reports zos's ratio to each anchor per job. Set
+// VDISKBENCH_RUNTIME (e.g. 10s) for longer jobs; the default is short.
+//
+//	go test -run=^$ -bench=NBD -benchtime=1x ./blockd/vdiskbench/
+func BenchmarkNBD(b *testing.B) {
+	rt := 3 * time.Second
+	if s := os.Getenv("VDISKBENCH_RUNTIME"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rt = d
+	}
+	for i := 0; i < b.N; i++ {
+		rep, err := Run(context.Background(), Config{Bench: nbdbench.Config{Runtime: rt, Size: 1 << 30}, Addr: "127.0.0.21"})
+		if errors.Is(err, nbdbench.ErrMissingTool) {
+			b.Fatal(err)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i == b.N-1 {
+			b.Logf("\n%s", rep.Markdown())
+			for _, w := range rep.Workloads {
+				b.ReportMetric(rep.Ratio(nbdbench.TargetQemuNBD, w), w+"-x-qemu-nbd")
+				b.ReportMetric(rep.Ratio(nbdbench.TargetNbdkit, w), w+"-x-nbdkit")
+			}
+		}
+	}
+}
+
+// A short smoke run: the in-process vdisk target works with fio.
+func TestServeWithFio(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs fio")
+	}
+	rep, err := Run(context.Background(), Config{Addr: "127.0.0.22", Bench: nbdbench.Config{Runtime: time.Second, Size: 64 << 20,
+		Targets: []string{nbdbench.TargetZos}, Workloads: nbdbench.DefaultWorkloads[:1]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := rep.Get(nbdbench.TargetZos, nbdbench.DefaultWorkloads[0].Name)
+	if !ok || r.IOPS() == 0 {
+		t.Fatalf("no result: %+v", rep)
+	}
+}
+
+// TestProfile serves a vdisk for VDISKBENCH_PROFILE seconds-long fio jobs
+// given in VDISKBENCH_JOB (a workload name) so `go test -cpuprofile` can
+// see the server side. Manual: skipped unless VDISKBENCH_JOB is set.
+func TestProfile(t *testing.T) {
+	job := os.Getenv("VDISKBENCH_JOB")
+	if job == "" {
+		t.Skip("set VDISKBENCH_JOB")
+	}
+	var w []nbdbench.Workload
+	for _, x := range nbdbench.DefaultWorkloads {
+		if x.Name == job {
+			w = append(w, x)
+		}
+	}
+	var bs int64
+	if s := os.Getenv("VDISKBENCH_BS"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = n
+	}
+	par, _ := strconv.Atoi(os.Getenv("VDISKBENCH_PAR"))
+	rep, err := Run(context.Background(), Config{Addr: "127.0.0.23", Memory: os.Getenv("VDISKBENCH_MEM") != "", BlockSize: bs,
+		Blockd: func(c *blockd.Config) { c.Parallelism = par },
+		Bench: nbdbench.Config{Runtime: 10 * time.Second, Size: 1 << 30, Targets: []string{nbdbench.TargetZos}, Workloads: w}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", rep.Markdown())
+}
