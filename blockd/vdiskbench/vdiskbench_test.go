@@ -85,7 +85,7 @@ func TestProfile(t *testing.T) {
 	par, _ := strconv.Atoi(os.Getenv("VDISKBENCH_PAR"))
 	rep, err := Run(context.Background(), Config{Addr: "127.0.0.23", Memory: os.Getenv("VDISKBENCH_MEM") != "", BlockSize: bs,
 		Blockd: func(c *blockd.Config) { c.Parallelism = par },
-		Bench: nbdbench.Config{Runtime: 10 * time.Second, Size: 1 << 30, Targets: []string{nbdbench.TargetZos}, Workloads: w}})
+		Bench:  nbdbench.Config{Runtime: 10 * time.Second, Size: 1 << 30, Targets: []string{nbdbench.TargetZos}, Workloads: w}})
 	if err != nil {
 		t.Fatal(err)
 	}
