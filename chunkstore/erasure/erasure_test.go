@@ -295,7 +295,7 @@ func TestUnavailable(t *testing.T) {
 // TestHungNode: a node that accepts and never answers costs a timeout, not
 // a hang, and reads and writes still succeed.
 func TestHungNode(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 100, RequestTimeout: 500 * time.Millisecond})
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 100, RequestTimeout: 2 * time.Second})
 	want := putMany(t, c.Store, 10, 11)
 	// Node 2's address now leads to a listener that accepts and hangs.
 	addr := c.Nodes[2].Addr

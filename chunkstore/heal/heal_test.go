@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/blob"
+	"github.com/zosproject/zos/chunkstore/disk"
 	"github.com/zosproject/zos/chunkstore/erasure"
 	"github.com/zosproject/zos/chunkstore/heal"
 	"github.com/zosproject/zos/chunkstore/localcluster"
@@ -268,28 +269,27 @@ func TestResumeAndProgress(t *testing.T) {
 	c.SetState(c.Nodes[3].ID, placement.Removed)
 	n := c.Nodes[0]
 	reg := prometheus.NewRegistry()
-	h, err := heal.New(heal.Config{NodeID: n.ID, Local: n.Disk, Store: c.Store, BatchSize: 4, Workers: 1, RateLimit: 64 << 20, Registry: reg})
+	cctx, cancel := context.WithCancel(context.Background())
+	// The pass is interrupted right after its second checkpoint.
+	local := &interrupting{Store: n.Disk, after: 2, cancel: cancel}
+	h, err := heal.New(heal.Config{NodeID: n.ID, Local: local, Store: c.Store, BatchSize: 4, Workers: 1, RateLimit: 64 << 20, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	cctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		for h.Progress().Chunks < 8 {
-			time.Sleep(time.Millisecond)
-		}
-		cancel()
-	}()
 	p, err := h.Run(cctx)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled pass: %v (%+v)", err, p)
 	}
 	first := p.Chunks
+	if first != 8 {
+		t.Fatalf("interrupted pass healed %d chunks, want 8 (two batches)", first)
+	}
 	p, err = h.Run(ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !p.Resumed || p.Chunks+first < 30 {
+	if !p.Resumed || p.Chunks+first < 30 || p.Chunks > 40-8 {
 		t.Fatalf("second pass: %+v", p)
 	}
 	if p.Running || p.ETA != 0 || p.Rate <= 0 {
@@ -315,6 +315,22 @@ func TestResumeAndProgress(t *testing.T) {
 	}
 	// The rest of the cluster heals the remainder.
 	healUntilHealthy(t, c)
+}
+
+// interrupting cancels a context after a number of checkpoints.
+type interrupting struct {
+	*disk.Store
+	after  int
+	n      int
+	cancel func()
+}
+
+func (i *interrupting) SetMeta(name string, v []byte) error {
+	err := i.Store.SetMeta(name, v)
+	if i.n++; i.n == i.after {
+		i.cancel()
+	}
+	return err
 }
 
 func TestConfig(t *testing.T) {

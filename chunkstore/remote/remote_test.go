@@ -199,7 +199,7 @@ func expectClosed(t *testing.T, c net.Conn, what string) {
 }
 
 func TestGarbagePeers(t *testing.T) {
-	srv, _ := server(t, 6, shard.Config{FrameTimeout: 300 * time.Millisecond, HandshakeTimeout: 300 * time.Millisecond})
+	srv, _ := server(t, 6, shard.Config{FrameTimeout: time.Second, HandshakeTimeout: time.Second})
 	addr := srv.Addr().String()
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", addr)
