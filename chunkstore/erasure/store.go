@@ -236,7 +236,10 @@ func (s *Store) Dial(n placement.Node) (chunkstore.ShardStore, error) { return s
 
 // ProfileFor returns the profile a chunk of size bytes is written with.
 func (s *Store) ProfileFor(size int) chunkstore.Profile {
-	p := s.Profile()
+	return s.profileFor(s.Profile(), size)
+}
+
+func (s *Store) profileFor(p chunkstore.Profile, size int) chunkstore.Profile {
 	if p.M > 0 && p.K > 1 && size < s.cfg.ReplicateBelow {
 		return chunkstore.Profile{K: 1, M: p.M}
 	}
@@ -284,6 +287,30 @@ func groupByNode(homes []placement.Node, positions []int, key func(i int) chunks
 // written to its home in parallel. It succeeds when MinDurable shards are
 // durable; missing ones are queued for repair.
 func (s *Store) Put(ctx context.Context, data []byte) (chunkstore.Ref, error) {
+	return s.put(ctx, data, s.Profile())
+}
+
+// WithProfile returns a view of the store that writes new chunks with
+// profile p (a pool's profile; {K: n, M: 0} for non-redundant cache data).
+// Reads, stats, enumeration and removal are the store's own: a chunk is
+// found whatever profile it was written with.
+func (s *Store) WithProfile(p chunkstore.Profile) (chunkstore.Store, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return profileView{Store: s, p: p}, nil
+}
+
+type profileView struct {
+	*Store
+	p chunkstore.Profile
+}
+
+func (v profileView) Put(ctx context.Context, data []byte) (chunkstore.Ref, error) {
+	return v.Store.put(ctx, data, v.p)
+}
+
+func (s *Store) put(ctx context.Context, data []byte, base chunkstore.Profile) (chunkstore.Ref, error) {
 	if len(data) > chunkstore.MaxChunkSize {
 		return chunkstore.Ref{}, fmt.Errorf("%w: %d bytes", chunkstore.ErrTooLarge, len(data))
 	}
@@ -291,7 +318,7 @@ func (s *Store) Put(ctx context.Context, data []byte) (chunkstore.Ref, error) {
 		return chunkstore.Ref{}, err
 	}
 	ref := chunkstore.Sum(data)
-	p := s.ProfileFor(len(data))
+	p := s.profileFor(base, len(data))
 	shards, err := s.codec.Encode(p, data)
 	if err != nil {
 		return ref, err
