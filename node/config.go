@@ -57,6 +57,19 @@ type Config struct {
 	// ReportInterval between usage reports. Default 30s.
 	ReportInterval time.Duration
 
+	// HealInterval between periodic heal passes (a pass also follows every
+	// map change). Default 5m. HealRate limits rebuild traffic in bytes/s
+	// (0: unlimited).
+	HealInterval time.Duration
+	HealRate     float64
+	// ScrubInterval between scrubs of the local shards. Default 24h.
+	ScrubInterval time.Duration
+	// GCGrace: chunks written this recently are never collected. Default 1h.
+	GCGrace time.Duration
+
+	// LeaseTTL of read-write vdisk attachments (0: blockd's default).
+	LeaseTTL time.Duration
+
 	// Raft timing (0 = package defaults).
 	HeartbeatTimeout, ElectionTimeout time.Duration
 	SnapshotInterval                  time.Duration
@@ -94,6 +107,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReportInterval == 0 {
 		c.ReportInterval = 30 * time.Second
+	}
+	if c.HealInterval == 0 {
+		c.HealInterval = 5 * time.Minute
+	}
+	if c.ScrubInterval == 0 {
+		c.ScrubInterval = 24 * time.Hour
+	}
+	if c.GCGrace == 0 {
+		c.GCGrace = time.Hour
 	}
 	if c.JoinTimeout == 0 {
 		c.JoinTimeout = 60 * time.Second

@@ -20,6 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sys/unix"
 
+	"github.com/zosproject/zos/blockd"
+	"github.com/zosproject/zos/blockd/nbd"
+	"github.com/zosproject/zos/flist/hub"
 	"github.com/zosproject/zos/internal/slogx"
 	"github.com/zosproject/zos/node/resp"
 	"github.com/zosproject/zos/orchestrator"
@@ -41,6 +44,11 @@ type Node struct {
 	api  *orchestrator.Server
 	http *http.Server
 	resp *resp.Server
+
+	storage *storage
+	blockd  *blockd.Service
+	nbd     *nbd.Server
+	hub     *hub.Hub
 
 	adminToken string
 	ready      atomic.Bool
@@ -152,11 +160,32 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// Listen first so a busy port fails fast, before any state changes.
-	apiLn, err := net.Listen("tcp", cfg.hostPort(cfg.APIPort))
-	if err != nil {
-		return nil, fmt.Errorf("node: HTTP API: %w", err)
+	listen := func(what string, port int) (net.Listener, error) {
+		ln, err := net.Listen("tcp", cfg.hostPort(port))
+		if err != nil {
+			return nil, fmt.Errorf("node: %s: %w", what, err)
+		}
+		n.closers = append(n.closers, func() error { ln.Close(); return nil })
+		return ln, nil
 	}
-	n.closers = append(n.closers, func() error { apiLn.Close(); return nil })
+	apiLn, err := listen("HTTP API", cfg.APIPort)
+	if err != nil {
+		return nil, err
+	}
+	respLn, err := listen("RESP", cfg.RESPPort)
+	if err != nil {
+		return nil, err
+	}
+	nbdLn, err := listen("NBD", cfg.NBDPort)
+	if err != nil {
+		return nil, err
+	}
+	storage, shardLn, err := n.openStorage()
+	if err != nil {
+		return nil, err
+	}
+	n.storage = storage
+	n.closers = append(n.closers, func() error { shardLn.Close(); return storage.close() })
 
 	rs, err := raft.Open(raft.Config{
 		ID: cfg.ID, Dir: filepath.Join(cfg.Dir, "raft"), BindAddr: cfg.hostPort(cfg.RaftPort),
@@ -170,42 +199,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.raft = rs
 	n.closers = append(n.closers, n.closeRaft)
-
-	api, err := orchestrator.New(orchestrator.Config{Raft: rs, NodeID: cfg.ID, Version: cfg.Version,
-		Gatherer: n.reg, Ready: n.ready.Load, Logger: cfg.Logger})
-	if err != nil {
-		return nil, err
-	}
-	n.api = api
-	n.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return n.ctx }}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.http.Serve(apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("HTTP API stopped", "err", err)
-		}
-	}()
-	n.closers = append(n.closers, func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return n.http.Shutdown(sctx)
-	})
-
-	respLn, err := net.Listen("tcp", cfg.hostPort(cfg.RESPPort))
-	if err != nil {
-		return nil, fmt.Errorf("node: RESP: %w", err)
-	}
-	n.resp = resp.New(resp.Config{Logger: cfg.Logger, Registerer: n.reg, IdleTimeout: 10 * time.Minute,
-		Auth: func(tok string) bool { _, err := api.Authenticate(tok); return err == nil }})
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.resp.Serve(n.ctx, respLn); err != nil {
-			n.log.Error("RESP server stopped", "err", err)
-		}
-	}()
-	n.closers = append(n.closers, n.resp.Close)
 
 	switch {
 	case ident.ClusterID != "":
@@ -227,6 +220,27 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.refreshSelf(ctx); err != nil {
 		n.log.Warn("could not update own cluster-map entry", "err", err)
 	}
+
+	// The data plane, now that the cluster secret and map are known.
+	if err := storage.start(shardLn); err != nil {
+		return nil, err
+	}
+	if err := n.startBlockd(nbdLn); err != nil {
+		return nil, err
+	}
+	if err := n.startAPI(apiLn); err != nil {
+		return nil, err
+	}
+	n.resp = resp.New(resp.Config{Logger: cfg.Logger, Registerer: n.reg, IdleTimeout: 10 * time.Minute,
+		Auth: func(tok string) bool { _, err := n.api.Authenticate(tok); return err == nil }})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.resp.Serve(n.ctx, respLn); err != nil {
+			n.log.Error("RESP server stopped", "err", err)
+		}
+	}()
+	n.closers = append(n.closers, n.resp.Close)
 	n.ready.Store(true)
 	n.startLoops()
 	n.log.Info("node serving", "api", cfg.hostPort(cfg.APIPort), "raft", cfg.hostPort(cfg.RaftPort))

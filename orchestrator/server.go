@@ -114,6 +114,9 @@ func (s *Server) admin(h http.Handler) http.Handler {
 	})
 }
 
+// RequireNode wraps h: only nodes (the cluster secret) may call it.
+func (s *Server) RequireNode(h http.Handler) http.Handler { return s.requireNode(h) }
+
 func (s *Server) requireNode(h http.Handler) http.Handler {
 	return s.requireAuth(true, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id, _ := IdentityFrom(r.Context()); !id.Node {

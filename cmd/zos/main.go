@@ -29,7 +29,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newNodeCmd(), newDevCmd(), newClusterCmd(), newTokenCmd(), newPoolCmd(), newVDiskCmd(), newFlistCmd(), newBenchCmd(), newVersionCmd())
+	root.AddCommand(newNodeCmd(), newDevCmd(), newClusterCmd(), newTokenCmd(), newPoolCmd(), newStoreCmd(), newVDiskCmd(), newFlistCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 

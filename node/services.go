@@ -1,0 +1,99 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/zosproject/zos/blockd"
+	"github.com/zosproject/zos/blockd/nbd"
+	"github.com/zosproject/zos/flist/hub"
+	"github.com/zosproject/zos/orchestrator"
+)
+
+// startBlockd starts the vdisk service and serves every vdisk over NBD.
+func (n *Node) startBlockd(ln net.Listener) error {
+	svc, err := blockd.New(blockd.Config{Node: n.id, Control: n.raft, StoreFor: n.storage.storeFor,
+		LeaseTTL: n.cfg.LeaseTTL, Logger: n.cfg.Logger, Registerer: n.reg})
+	if err != nil {
+		return fmt.Errorf("node: blockd: %w", err)
+	}
+	n.blockd = svc
+	srv, err := nbd.New(nbd.Config{Exports: svc.Exports(), Logger: n.cfg.Logger, Registerer: n.reg})
+	if err != nil {
+		svc.Close()
+		return fmt.Errorf("node: NBD server: %w", err)
+	}
+	n.nbd = srv
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.Serve(n.ctx, ln); err != nil && !errors.Is(err, nbd.ErrServerClosed) {
+			n.log.Error("NBD server stopped", "err", err)
+		}
+	}()
+	// Closed in reverse order: the NBD server first (final flushes of its
+	// connections), then the engines.
+	n.closers = append(n.closers, svc.Close, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return srv.Shutdown(ctx)
+	})
+	return nil
+}
+
+// startAPI builds the HTTP API with every subsystem's routes and serves it.
+func (n *Node) startAPI(ln net.Listener) error {
+	tmp := filepath.Join(n.cfg.Dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	h := hub.New(hub.Config{Store: n.storage.store, Registry: flistRegistry{n.raft}, Metrics: n.reg,
+		Logger: n.cfg.Logger.With("component", "hub"), TempDir: tmp,
+		Authenticate: func(r *http.Request) (hub.Identity, error) {
+			id, err := n.api.Identify(r)
+			return hub.Identity{User: id.Name, Admin: id.Admin}, err
+		}})
+	n.hub = h
+	api, err := orchestrator.New(orchestrator.Config{Raft: n.raft, NodeID: n.id, Version: n.cfg.Version,
+		Gatherer: n.reg, Ready: n.ready.Load, Logger: n.cfg.Logger,
+		Mount: []func(public, protected *http.ServeMux){
+			func(public, protected *http.ServeMux) {
+				h.Register(public)
+				blockd.RegisterHTTP(protected, n.blockd)
+				n.storage.register(public, protected)
+			},
+		}})
+	if err != nil {
+		return err
+	}
+	n.api = api
+	n.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return n.ctx }}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("HTTP API stopped", "err", err)
+		}
+	}()
+	n.closers = append(n.closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return n.http.Shutdown(ctx)
+	})
+	return nil
+}
+
+// nodeOnly restricts h to other nodes (the cluster secret). The API server
+// is looked up per request: routes are mounted while it is being built.
+func (n *Node) nodeOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.api.RequireNode(h).ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,310 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/disk"
+	"github.com/zosproject/zos/chunkstore/erasure"
+	"github.com/zosproject/zos/chunkstore/gc"
+	"github.com/zosproject/zos/chunkstore/heal"
+	"github.com/zosproject/zos/chunkstore/placement"
+	"github.com/zosproject/zos/chunkstore/remote"
+	"github.com/zosproject/zos/chunkstore/scrub"
+	"github.com/zosproject/zos/chunkstore/shard"
+	"github.com/zosproject/zos/flist"
+	"github.com/zosproject/zos/raft/fsm"
+)
+
+// storage is the node's part of the chunk store: its local shard store and
+// shard server, the cluster-wide erasure store, and the background healer
+// and scrubber, all following the cluster map in Raft.
+type storage struct {
+	n      *Node
+	local  *disk.Store
+	server *shard.Server
+	pool   *remote.Pool
+	store  *erasure.Store
+	healer *heal.Healer
+	scrub  *scrub.Scrubber
+	gc     *gc.Collector
+
+	kick chan struct{} // asks the heal loop for a pass
+	mu   sync.Mutex
+	auto chunkstore.Profile // profile of the automatic default pool
+}
+
+// clusterMap turns the Raft cluster map into the placement map.
+func clusterMap(st *fsm.State) placement.Map {
+	m := placement.Map{Epoch: st.Epoch}
+	for _, nd := range st.SortedNodes() {
+		state := placement.Up
+		switch nd.State {
+		case fsm.NodeDown:
+			state = placement.Down
+		case fsm.NodeRemoved:
+			state = placement.Removed
+		}
+		// Weight follows the offered capacity (in TiB); a node that did
+		// not say gets a weight of one.
+		w := float64(nd.Capacity) / (1 << 40)
+		if w <= 0 {
+			w = 1
+		}
+		m.Nodes = append(m.Nodes, placement.Node{ID: nd.ID, Addr: nd.ShardAddr, Domain: nd.Domain, Weight: w, State: state})
+	}
+	return m
+}
+
+// upNodes counts the nodes new chunks can be spread over.
+func upNodes(m placement.Map) int {
+	n := 0
+	for _, nd := range m.Nodes {
+		if nd.State == placement.Up {
+			n++
+		}
+	}
+	return n
+}
+
+// openStorage opens the local shard store and listens for the shard server.
+// The server starts serving in startStorage, once the cluster secret is known.
+func (n *Node) openStorage() (*storage, net.Listener, error) {
+	local, err := disk.Open(disk.Config{Dir: filepath.Join(n.cfg.Dir, "shards"), Logger: n.cfg.Logger, Registry: n.reg})
+	if err != nil {
+		return nil, nil, fmt.Errorf("node: shard store: %w", err)
+	}
+	ln, err := net.Listen("tcp", n.cfg.hostPort(n.cfg.ShardPort))
+	if err != nil {
+		local.Close()
+		return nil, nil, fmt.Errorf("node: shard server: %w", err)
+	}
+	return &storage{n: n, local: local, kick: make(chan struct{}, 1)}, ln, nil
+}
+
+// start serves shards and builds the cluster store over the current map.
+func (s *storage) start(ln net.Listener) error {
+	n := s.n
+	var secret string
+	var m placement.Map
+	n.raft.ReadStale(func(st *fsm.State) error {
+		secret = st.Secret
+		m = clusterMap(st)
+		return nil
+	})
+	if secret == "" {
+		return errors.New("node: no cluster secret yet")
+	}
+	srv, err := shard.Serve(ln, shard.Config{Secret: []byte(secret), Store: s.local, Logger: n.cfg.Logger, Registry: n.reg})
+	if err != nil {
+		return fmt.Errorf("node: shard server: %w", err)
+	}
+	s.server = srv
+	s.pool = remote.NewPool(remote.Config{Secret: []byte(secret), Logger: n.cfg.Logger})
+	s.auto = chunkstore.DefaultProfile(upNodes(m))
+	st, err := erasure.New(erasure.Config{Map: m, Profile: s.auto, Logger: n.cfg.Logger, Registry: n.reg,
+		Dialer: erasure.PoolDialer(s.pool, map[string]chunkstore.ShardStore{n.id: s.local})})
+	if err != nil {
+		return fmt.Errorf("node: cluster store: %w", err)
+	}
+	s.store = st
+	if s.healer, err = heal.New(heal.Config{NodeID: n.id, Local: s.local, Store: st, RateLimit: n.cfg.HealRate,
+		Logger: n.cfg.Logger, Registry: n.reg}); err != nil {
+		return fmt.Errorf("node: healer: %w", err)
+	}
+	if s.scrub, err = scrub.New(scrub.Config{NodeID: n.id, Local: s.local, Store: st, Interval: n.cfg.ScrubInterval,
+		Logger: n.cfg.Logger, Registry: n.reg}); err != nil {
+		return fmt.Errorf("node: scrubber: %w", err)
+	}
+	if s.gc, err = gc.New(gc.Config{Store: st, Grace: n.cfg.GCGrace, Logger: n.cfg.Logger, Registry: n.reg}); err != nil {
+		return fmt.Errorf("node: garbage collector: %w", err)
+	}
+	s.scrub.Start()
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); s.followMap(m.Epoch) }()
+	go func() { defer n.wg.Done(); s.healLoop() }()
+	s.kickHeal()
+	return nil
+}
+
+// followMap applies every new cluster map to the store and wakes the healer.
+func (s *storage) followMap(epoch uint64) {
+	n := s.n
+	for {
+		ch := n.raft.Changed()
+		var m placement.Map
+		n.raft.ReadStale(func(st *fsm.State) error {
+			if st.Epoch != epoch {
+				m = clusterMap(st)
+			}
+			return nil
+		})
+		if m.Epoch != 0 && m.Epoch != epoch {
+			epoch = m.Epoch
+			if err := s.store.SetMap(m); err != nil {
+				n.log.Error("cluster map rejected by the store", "epoch", m.Epoch, "err", err)
+			} else {
+				p := chunkstore.DefaultProfile(upNodes(m))
+				s.mu.Lock()
+				changed := p != s.auto
+				s.auto = p
+				s.mu.Unlock()
+				if changed {
+					s.store.SetProfile(p)
+				}
+				n.log.Info("cluster map applied to the store", "epoch", epoch, "up", upNodes(m), "profile", p.String())
+				s.kickHeal()
+			}
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-ch:
+		}
+	}
+}
+
+func (s *storage) kickHeal() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// healLoop runs a heal pass after every map change (debounced) and
+// periodically, so shards this node is responsible for are rebuilt and
+// moved to their homes.
+func (s *storage) healLoop() {
+	n := s.n
+	t := time.NewTicker(n.cfg.HealInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-s.kick:
+			// Let a burst of map changes settle.
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		case <-t.C:
+		}
+		p, err := s.healer.Run(n.ctx)
+		if err != nil && n.ctx.Err() == nil {
+			n.log.Warn("heal pass failed", "err", err)
+			continue
+		}
+		if p.Rebuilt+p.Moved+p.Dropped+p.Failed > 0 {
+			n.log.Info("heal pass done", "epoch", p.Epoch, "chunks", p.Chunks, "rebuilt", p.Rebuilt,
+				"moved", p.Moved, "dropped", p.Dropped, "failed", p.Failed)
+		}
+		if p.Failed > 0 {
+			// Some chunks could not be healed yet (a peer unreachable):
+			// try again soon rather than at the next period.
+			go func() {
+				select {
+				case <-n.ctx.Done():
+				case <-time.After(10 * time.Second):
+					s.kickHeal()
+				}
+			}()
+		}
+	}
+}
+
+// storeFor returns the store new chunks of a pool (and vdisk type) are
+// written to: the pool's profile, the automatic one for "auto" pools, and
+// no redundancy (k+0) for cache data.
+func (s *storage) storeFor(pool, typ string) chunkstore.Store {
+	var p *fsm.Pool
+	s.n.raft.ReadStale(func(st *fsm.State) error {
+		if x := st.Pools[pool]; x != nil {
+			c := *x
+			p = &c
+		}
+		return nil
+	})
+	s.mu.Lock()
+	prof := s.auto
+	s.mu.Unlock()
+	if p != nil && p.K > 0 {
+		prof = chunkstore.Profile{K: uint8(p.K), M: uint8(p.M)}
+	}
+	if typ == fsm.VDiskCache {
+		prof.M = 0
+	}
+	if prof == s.store.Profile() {
+		return s.store
+	}
+	v, err := s.store.WithProfile(prof)
+	if err != nil {
+		s.n.log.Error("bad pool profile; using the default", "pool", pool, "profile", prof.String(), "err", err)
+		return s.store
+	}
+	return v
+}
+
+// collect runs a garbage collection from every root in Raft: vdisk heads and
+// snapshots (through blockd), registered flists, and pinned blobs.
+func (s *storage) collect(ctx context.Context, dryRun bool) (gc.Result, error) {
+	n := s.n
+	var flists, pins []chunkstore.Ref
+	if err := n.raft.Read(ctx, func(st *fsm.State) error {
+		for _, f := range st.Flists {
+			flists = append(flists, f.Ref)
+		}
+		for r := range st.Pins {
+			pins = append(pins, r)
+		}
+		return nil
+	}); err != nil {
+		return gc.Result{}, err
+	}
+	vdisks := gc.RootsFunc(func(ctx context.Context, f chunkstore.Fetcher, mark func(chunkstore.Ref)) error {
+		return n.blockd.Roots(ctx, func(r chunkstore.Ref) error { mark(r); return nil })
+	})
+	flistRoots := gc.RootsFunc(func(ctx context.Context, f chunkstore.Fetcher, mark func(chunkstore.Ref)) error {
+		for _, ref := range flists {
+			if err := flist.MarkStored(ctx, f, ref, mark); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if dryRun {
+		return gc.Collect(ctx, gc.Config{Store: s.store, Grace: n.cfg.GCGrace, DryRun: true, Logger: n.cfg.Logger}, vdisks, flistRoots, gc.Blobs(pins))
+	}
+	return s.gc.Run(ctx, vdisks, flistRoots, gc.Blobs(pins))
+}
+
+func (s *storage) close() error {
+	var errs []error
+	if s.scrub != nil {
+		errs = append(errs, s.scrub.Close())
+	}
+	if s.healer != nil {
+		errs = append(errs, s.healer.Close())
+	}
+	if s.gc != nil {
+		errs = append(errs, s.gc.Close())
+	}
+	if s.server != nil {
+		errs = append(errs, s.server.Close())
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	if s.pool != nil {
+		errs = append(errs, s.pool.Close())
+	}
+	errs = append(errs, s.local.Close())
+	return errors.Join(errs...)
+}
