@@ -308,4 +308,3 @@ func (s *storage) unpin(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
-

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zosproject/zos/chunkstore"
-		"github.com/zosproject/zos/chunkstore/gc"
+	"github.com/zosproject/zos/chunkstore/gc"
 	"github.com/zosproject/zos/node"
 	"github.com/zosproject/zos/orchestrator/client"
 )
