@@ -233,7 +233,49 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 		}
 	}
 	s.log.Info("node removed", "id", id)
+	s.promoteSpare(ctx)
 	return nil
+}
+
+// promoteSpare keeps the number of voters up after a voter left: a live
+// non-voter is promoted while voters are fewer than MaxVoters.
+func (s *Server) promoteSpare(ctx context.Context) {
+	members, err := s.cfg.Raft.Members()
+	if err != nil {
+		return
+	}
+	voters := 0
+	var spares []string
+	for _, m := range members {
+		if m.Voter {
+			voters++
+		} else {
+			spares = append(spares, m.ID)
+		}
+	}
+	var up map[string]bool
+	s.cfg.Raft.ReadStale(func(st *fsm.State) error {
+		up = map[string]bool{}
+		for _, n := range st.Nodes {
+			up[n.ID] = n.State == fsm.NodeUp
+		}
+		return nil
+	})
+	for _, id := range spares {
+		if voters >= s.cfg.MaxVoters {
+			return
+		}
+		if !up[id] {
+			continue
+		}
+		if err := s.cfg.Raft.SetVoter(ctx, id, true); err != nil {
+			s.log.Warn("could not promote a non-voter", "id", id, "err", err)
+			continue
+		}
+		_ = s.apply(ctx, fsm.OpNodeVoter, fsm.NodeVoterArgs{ID: id, Voter: true})
+		s.log.Info("non-voter promoted to replace a removed voter", "id", id)
+		voters++
+	}
 }
 
 func (s *Server) voterHandler(voter bool) httpx.Handler {
