@@ -7,11 +7,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zosproject/zos/bench"
+	storebench "github.com/zosproject/zos/chunkstore/bench"
 )
 
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks against their anchors (results as ratios; see docs/benchmarks.md)"}
-	cmd.AddCommand(newBenchRaftCmd())
+	cmd.AddCommand(newBenchRaftCmd(), newBenchStoreCmd(), newBenchNBDCmd(), newBenchFlistCmd())
 	all := &cobra.Command{Use: "all", Short: "Run every benchmark", Args: cobra.NoArgs}
 	all.RunE = func(c *cobra.Command, args []string) error {
 		for _, sub := range cmd.Commands() {
@@ -50,6 +51,66 @@ func newBenchRaftCmd() *cobra.Command {
 					fmt.Sprintf("%.2f×", r.OpsPerSec/2000)})
 			}
 			table(c.OutOrStdout(), []string{"MODE", "CLIENTS", "BATCH", "OPS/S", "P50", "P99", "ERRORS", "VS AIM 2000/S"}, rows)
+		})
+	}
+	return cmd
+}
+
+func newBenchStoreCmd() *cobra.Command {
+	var cfg storebench.Config
+	cmd := &cobra.Command{Use: "store", Short: "Chunk store PUT/GET and rebuild MB/s on a 6-node 4+2 loopback cluster vs raw reedsolomon + BLAKE3", Args: cobra.NoArgs}
+	cmd.Flags().IntVar(&cfg.Nodes, "nodes", 6, "shard servers")
+	cmd.Flags().Int64Var(&cfg.Bytes, "bytes", 256<<20, "data to put")
+	out := addOutputFlag(cmd)
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		res, err := storebench.Store(c.Context(), cfg)
+		if err != nil {
+			return err
+		}
+		return output(*out, c.OutOrStdout(), res, func() { fmt.Fprint(c.OutOrStdout(), res.String()) })
+	}
+	return cmd
+}
+
+func newBenchNBDCmd() *cobra.Command {
+	var cfg bench.NBDConfig
+	cmd := &cobra.Command{Use: "nbd", Short: "fio over NBD: a vdisk on a 3-node cluster vs nbdkit memory vs qemu-nbd on a raw file", Args: cobra.NoArgs}
+	cmd.Flags().DurationVar(&cfg.Runtime, "runtime", 10*time.Second, "time per fio job")
+	cmd.Flags().Int64Var(&cfg.Size, "size", 1<<30, "export size in bytes")
+	cmd.Flags().IntVar(&cfg.Nodes, "nodes", 3, "cluster nodes")
+	out := addOutputFlag(cmd)
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		rep, err := bench.NBD(c.Context(), cfg)
+		if err != nil {
+			return err
+		}
+		return output(*out, c.OutOrStdout(), rep, func() { fmt.Fprint(c.OutOrStdout(), rep.Markdown()) })
+	}
+	return cmd
+}
+
+func newBenchFlistCmd() *cobra.Command {
+	var cfg bench.FlistConfig
+	cmd := &cobra.Command{Use: "flist", Short: "flist cold start vs tar.gz download, warm read vs native disk, stat walk vs source", Args: cobra.NoArgs}
+	cmd.Flags().StringVar(&cfg.Root, "root", "", "root file system to serve (default: the tests' Debian tree, else busybox)")
+	cmd.Flags().StringVar(&cfg.Binary, "binary", "", "file inside --root read first for the cold start")
+	cmd.Flags().Int64Var(&cfg.WarmSize, "warm-size", 100<<20, "size of the file read warm")
+	out := addOutputFlag(cmd)
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		res, err := bench.Flist(c.Context(), cfg)
+		if err != nil {
+			return err
+		}
+		return output(*out, c.OutOrStdout(), res, func() {
+			w := c.OutOrStdout()
+			cs, wr, sw := res.ColdStart, res.WarmRead, res.StatWalk
+			fmt.Fprintf(w, "root file system: %s (%d files)\n", res.Root, cs.Files)
+			fmt.Fprintf(w, "cold start: mount over the hub + first read %v vs download+extract of the %s tar.gz %v: %.3fx (aim <= 0.1x)\n",
+				cs.Mount.Round(time.Millisecond), humanBytes(cs.TarGzBytes), cs.Anchor.Round(time.Millisecond), cs.Ratio)
+			fmt.Fprintf(w, "warm read of %s: mount %.0f MB/s vs native %.0f MB/s: %.2fx (aim >= 0.8x; passthrough %v)\n",
+				humanBytes(wr.Bytes), wr.MountMBps, wr.NativeMBps, wr.Ratio, wr.Passthrough)
+			fmt.Fprintf(w, "stat walk of %d files: mount %.0f/s (warm %.0f/s) vs source %.0f/s: %.2fx\n",
+				sw.Files, sw.MountPerSec, sw.MountWarmPerS, sw.SourcePerSec, sw.Ratio)
 		})
 	}
 	return cmd
