@@ -66,6 +66,12 @@ type dblock struct {
 	// superseded: (in flight only) a newer zeroing covers the block; the
 	// job's result is dropped.
 	superseded bool
+	// In flight: ref is the block's chunk Ref once hashed (a commit can
+	// build the tree while the store is still writing the chunk); done
+	// and failed tell how the store write ended.
+	ref          chunkstore.Ref
+	hashed, done bool
+	err          error
 }
 
 func (b *dblock) complete() bool { return b.mask == nil }
@@ -131,7 +137,10 @@ type Disk struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	sem    chan struct{} // bounds concurrent store operations of write-back
-	bufs   chan []byte   // free block buffers
+	// prefetchSem bounds the reads of partial blocks' content started
+	// ahead of their write-back.
+	prefetchSem chan struct{}
+	bufs        chan []byte // free block buffers
 
 	mu            sync.Mutex
 	head          chunkstore.Ref // committed head
@@ -172,10 +181,11 @@ func newDisk(svc *Service, p diskParams) *Disk {
 		svc: svc, name: p.name, label: p.label, typ: p.typ, bs: p.bs,
 		shift: uint(bits.TrailingZeros64(uint64(p.bs))), ro: p.readOnly, epoch: p.epoch,
 		store: p.store, tree: p.tree, ctx: ctx, cancel: cancel,
-		log:  svc.log.With("vdisk", p.label),
-		sem:  make(chan struct{}, svc.cfg.Parallelism),
-		bufs: make(chan []byte, 64),
-		head: p.head, dirty: map[uint64]*dblock{}, inflight: map[uint64]*dblock{}, cur: newLayer(),
+		log:         svc.log.With("vdisk", p.label),
+		sem:         make(chan struct{}, svc.cfg.Parallelism),
+		prefetchSem: make(chan struct{}, svc.cfg.Parallelism),
+		bufs:        make(chan []byte, 64),
+		head:        p.head, dirty: map[uint64]*dblock{}, inflight: map[uint64]*dblock{}, cur: newLayer(),
 		space: make(chan struct{}), leaseUntil: p.leaseUntil,
 	}
 	d.size.Store(p.size)
@@ -698,6 +708,9 @@ func (d *Disk) writeBlock(ctx context.Context, idx uint64, inOff int, src []byte
 		copy(buf[inOff:], src)
 		if nb.mask != nil {
 			d.setSectors(nb, inOff, len(src))
+			if nb.mask != nil {
+				d.prefetchLocked(idx, below)
+			}
 		}
 		d.setLocked(idx, nb)
 		return nil
@@ -760,6 +773,28 @@ func (d *Disk) writeBlock(ctx context.Context, idx uint64, inOff int, src []byte
 		d.mu.Unlock()
 		return nil
 	}
+}
+
+// prefetchLocked starts reading the content under a new partial block into
+// the block cache, so that its write-back (often on a FLUSH's critical
+// path) finds it there. It gives up when too many prefetches run.
+func (d *Disk) prefetchLocked(idx uint64, src source) {
+	if src.kind != srcRef && src.kind != srcTree || d.closed {
+		return
+	}
+	select {
+	case d.prefetchSem <- struct{}{}:
+	default:
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer func() { <-d.prefetchSem }()
+		ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
+		defer cancel()
+		d.content(ctx, idx, src) // errors surface at write-back
+	}()
 }
 
 // fillLocked completes a partial block with base under its sectors.
@@ -948,6 +983,8 @@ func (d *Disk) startOldestLocked() bool {
 // startLocked starts writing back dirty block b of idx.
 func (d *Disk) startLocked(idx uint64, b *dblock) {
 	b.busy = true
+	// A block put back after a failed write-back starts afresh.
+	b.ref, b.hashed, b.done, b.err, b.superseded = chunkstore.Ref{}, false, false, nil, false
 	d.jobs++
 	var src source
 	needBase := !b.complete()
@@ -1009,7 +1046,7 @@ func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
 	d.gen++
 	d.mu.Unlock()
 
-	// b is complete and no longer written to: store it.
+	// b is complete and no longer written to: name it, then store it.
 	var ref chunkstore.Ref
 	var data []byte
 	if b.data != nil {
@@ -1017,20 +1054,30 @@ func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
 	}
 	switch {
 	case len(data) > 0:
-		ref, err = d.store.Put(ctx, data)
-		if err != nil {
-			err = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, idx, err)
-		} else {
-			d.svc.m.storedBytes.Add(float64(len(data)))
-		}
+		ref = chunkstore.Sum(data)
 	case b.keep:
-		if ref, err = d.store.Put(ctx, nil); err != nil {
-			err = fmt.Errorf("blockd: vdisk %s: store empty block: %w", d.label, err)
+		ref = emptyRef
+	}
+	d.mu.Lock()
+	b.ref, b.hashed = ref, true
+	d.notifyLocked()
+	d.mu.Unlock()
+	if !ref.IsZero() {
+		var got chunkstore.Ref
+		got, err = d.store.Put(ctx, data)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, idx, err)
+		case got != ref:
+			err = fmt.Errorf("%w: store named block %d %s, its content hashes to %s", chunkstore.ErrCorrupt, idx, got.Short(), ref.Short())
+		default:
+			d.svc.m.storedBytes.Add(float64(len(data)))
 		}
 	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	b.done, b.err = true, err
 	delete(d.inflight, idx)
 	d.inflightBytes -= b.cost()
 	d.svc.m.dirtyBytes.Add(-float64(b.cost()))
@@ -1280,6 +1327,12 @@ func (d *Disk) runCommit(c *commitRun) {
 	defer d.wg.Done()
 	start := time.Now()
 	err := d.doCommit(c)
+	var bse *blockStoreError
+	if errors.As(err, &bse) {
+		// A block write that started before this commit failed; the
+		// block is back in the cache: try once more.
+		err = d.doCommit(c)
+	}
 	d.mu.Lock()
 	if err == nil {
 		d.durableSeq = max(d.durableSeq, c.seq)
@@ -1301,45 +1354,39 @@ func (d *Disk) runCommit(c *commitRun) {
 func (d *Disk) doCommit(c *commitRun) error {
 	ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
 	defer cancel()
-	// 1. Write back every block dirtied up to c.seq, and wait for every
-	// write-back in flight (no new background ones meanwhile).
+	// 1. Write back every block dirtied up to c.seq and wait until each is
+	// named (hashed); no new background write-back meanwhile.
 	d.mu.Lock()
 	d.pause = true
 	d.wbErr = nil
 	for {
-		if d.fenced != nil {
-			d.pause = false
+		if d.fenced != nil || d.wbErr != nil {
 			err := d.fenced
+			if err == nil {
+				err = d.wbErr
+			}
+			d.pause = false
 			d.mu.Unlock()
 			return err
 		}
-		if d.wbErr != nil { // a write-back failed: stop starting, report once drained
-			if d.jobs == 0 {
-				err := d.wbErr
-				d.pause = false
-				d.mu.Unlock()
-				return err
-			}
-		}
-		pending := d.wbErr != nil
+		pending := false
 		for i, b := range d.dirty {
-			if d.wbErr != nil {
-				break
-			}
-			if b.born > c.seq || b.busy {
-				if b.busy {
-					pending = true
-				}
+			if b.born > c.seq {
 				continue
 			}
-			if d.inflight[i] != nil {
-				pending = true // after the one in flight
+			if b.busy || d.inflight[i] != nil {
+				pending = true // being completed, or after the one in flight
 				continue
 			}
 			d.startLocked(i, b)
 			pending = true
 		}
-		if !pending && d.jobs == 0 {
+		for _, b := range d.inflight {
+			if b.born <= c.seq && !b.hashed {
+				pending = true
+			}
+		}
+		if !pending {
 			break
 		}
 		ch := d.space
@@ -1354,7 +1401,16 @@ func (d *Disk) doCommit(c *commitRun) error {
 		}
 		d.mu.Lock()
 	}
-	// 2. Freeze the current layer; write-back may go on above it.
+	// 2. Freeze the current layer with the named blocks still being
+	// stored; write-back goes on above it.
+	var storing []*dblock
+	for i, b := range d.inflight {
+		if b.born <= c.seq && !b.superseded {
+			d.cur.zeros = d.cur.zeros.remove(i)
+			d.cur.refs[i] = b.ref
+			storing = append(storing, b)
+		}
+	}
 	if !d.cur.empty() {
 		d.frozen = append(d.frozen, d.cur)
 		d.cur = newLayer()
@@ -1368,8 +1424,8 @@ func (d *Disk) doCommit(c *commitRun) error {
 	if len(layers) == 0 {
 		return nil
 	}
-	// 3. Apply the frozen layers to the tree, oldest first, and move the
-	// head.
+	// 3. Apply the frozen layers to the tree, oldest first (the node
+	// writes overlap the block writes still running).
 	root := head
 	var err error
 	for _, l := range layers {
@@ -1398,6 +1454,35 @@ func (d *Disk) doCommit(c *commitRun) error {
 			return fmt.Errorf("blockd: vdisk %s: update tree: %w", d.label, err)
 		}
 	}
+	// 4. The head may only name stored chunks: wait for the block writes.
+	d.mu.Lock()
+	for {
+		var failed error
+		waiting := false
+		for _, b := range storing {
+			if b.err != nil {
+				failed = b.err
+			}
+			waiting = waiting || !b.done
+		}
+		if failed != nil {
+			d.mu.Unlock()
+			return &blockStoreError{failed}
+		}
+		if !waiting {
+			break
+		}
+		ch := d.space
+		d.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("blockd: vdisk %s: flush: %w", d.label, ctx.Err())
+		}
+		d.mu.Lock()
+	}
+	d.mu.Unlock()
+	// 5. Move the head.
 	if root != head {
 		if err := d.commitHead(ctx, head, root); err != nil {
 			return err
@@ -1410,6 +1495,13 @@ func (d *Disk) doCommit(c *commitRun) error {
 	d.mu.Unlock()
 	return nil
 }
+
+// blockStoreError is a commit failed by the store write of a block it
+// waited for.
+type blockStoreError struct{ err error }
+
+func (e *blockStoreError) Error() string { return "flush: storing a block failed: " + e.err.Error() }
+func (e *blockStoreError) Unwrap() error { return e.err }
 
 // commitHead moves the head from old to new in the control plane, fenced by
 // the lease epoch. Transient control-plane errors are retried until ctx

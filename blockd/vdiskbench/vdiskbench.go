@@ -27,6 +27,7 @@ import (
 	"github.com/zosproject/zos/blockd/nbd/nbdbench"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/disk"
+	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/mem"
 	"github.com/zosproject/zos/raft"
 )
@@ -39,9 +40,12 @@ type Config struct {
 	// ZosURI, if set, measures this export instead of an in-process vdisk.
 	ZosURI string
 	// Store backs the in-process vdisk; nil means a disk store in Dir
-	// (Memory selects an in-memory store instead).
-	Store  chunkstore.Store
-	Memory bool
+	// (Memory selects an in-memory store, Cluster an in-process cluster of
+	// that many storage nodes on 127.0.0.x with the erasure store over
+	// them, as chunkstore/localcluster runs it).
+	Store   chunkstore.Store
+	Memory  bool
+	Cluster int
 	// Dir holds the disk store and qemu-nbd's raw file; default a
 	// temporary directory (removed afterwards).
 	Dir string
@@ -109,6 +113,16 @@ func Serve(ctx context.Context, cfg Config, size int64) (string, func(), error) 
 	case st != nil:
 	case cfg.Memory:
 		st = mem.New()
+	case cfg.Cluster > 0:
+		if cfg.Dir == "" {
+			return "", nil, fmt.Errorf("vdiskbench: a cluster needs Dir")
+		}
+		c, err := localcluster.Start(localcluster.Config{Nodes: cfg.Cluster, Dir: filepath.Join(cfg.Dir, "cluster"), FirstHost: 150, Logger: cfg.Logger})
+		if err != nil {
+			return "", nil, err
+		}
+		closers = append(closers, func() { c.Close() })
+		st = c.Store
 	default:
 		if cfg.Dir == "" {
 			return "", nil, fmt.Errorf("vdiskbench: a disk store needs Dir")

@@ -26,8 +26,20 @@ func BenchmarkNBD(b *testing.B) {
 		}
 		rt = d
 	}
+	var bs int64
+	if s := os.Getenv("VDISKBENCH_BS"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bs = n
+	}
 	for i := 0; i < b.N; i++ {
-		rep, err := Run(context.Background(), Config{Bench: nbdbench.Config{Runtime: rt, Size: 1 << 30}, Addr: "127.0.0.21"})
+		nodes, _ := strconv.Atoi(os.Getenv("VDISKBENCH_CLUSTER"))
+		rep, err := Run(context.Background(), Config{Bench: nbdbench.Config{Runtime: rt, Size: 1 << 30}, Addr: "127.0.0.21", BlockSize: bs, Cluster: nodes})
+		if out := os.Getenv("VDISKBENCH_OUT"); out != "" && rep != nil {
+			os.WriteFile(out, []byte(rep.Markdown()), 0o644)
+		}
 		if errors.Is(err, nbdbench.ErrMissingTool) {
 			b.Fatal(err)
 		}
@@ -83,7 +95,8 @@ func TestProfile(t *testing.T) {
 		bs = n
 	}
 	par, _ := strconv.Atoi(os.Getenv("VDISKBENCH_PAR"))
-	rep, err := Run(context.Background(), Config{Addr: "127.0.0.23", Memory: os.Getenv("VDISKBENCH_MEM") != "", BlockSize: bs,
+	nodes, _ := strconv.Atoi(os.Getenv("VDISKBENCH_CLUSTER"))
+	rep, err := Run(context.Background(), Config{Addr: "127.0.0.23", Memory: os.Getenv("VDISKBENCH_MEM") != "", BlockSize: bs, Cluster: nodes,
 		Blockd: func(c *blockd.Config) { c.Parallelism = par },
 		Bench:  nbdbench.Config{Runtime: 10 * time.Second, Size: 1 << 30, Targets: []string{nbdbench.TargetZos}, Workloads: w}})
 	if err != nil {
