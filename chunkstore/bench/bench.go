@@ -112,6 +112,17 @@ type Result struct {
 	RebuiltBytes   int64
 	RebuildMBps    float64
 	RestoreMBps    float64
+	RebuildCPU     float64 // CPU-seconds per GB of shard bytes rebuilt
+
+	// Re-encode after a second node is lost and not replaced (4+2 on five
+	// nodes becomes 3+2): ReencodeMBps counts the chunk bytes brought back
+	// to full redundancy per second, ReencodedBytes the new shards' bytes.
+	ReencodeSeconds float64
+	Reencoded       int64
+	ReencodedBytes  int64
+	ReencodeMBps    float64
+	ReencodeCPU     float64 // CPU-seconds per GB of chunk bytes re-encoded
+	ReencodeRatio   float64 // Reencode / Put
 
 	// CPU cost of each phase in CPU-seconds per GB of chunk data (process
 	// user+system time), a figure that other load on the machine does not
@@ -133,9 +144,12 @@ func (r Result) String() string {
 	fmt.Fprintf(&b, "  anchor (reedsolomon encode + BLAKE3, 1 core)  %8.1f MB/s\n", r.AnchorMBps)
 	fmt.Fprintf(&b, "  PUT                                          %8.1f MB/s  %.2fx anchor\n", r.PutMBps, r.PutRatio)
 	fmt.Fprintf(&b, "  GET                                          %8.1f MB/s  %.2fx anchor\n", r.GetMBps, r.GetRatio)
-	fmt.Fprintf(&b, "  rebuild after losing 1 of %d (shard bytes)    %8.1f MB/s  %.2fx PUT  (%.0f MiB in %.1fs)\n", r.Nodes, r.RebuildMBps, r.RebuildRatio, float64(r.RebuiltBytes)/(1<<20), r.RebuildSeconds)
+	fmt.Fprintf(&b, "  rebuild, 1 of %d lost, replaced (shard bytes) %8.1f MB/s  %.2fx PUT  (%.0f MiB in %.1fs)\n", r.Nodes, r.RebuildMBps, r.RebuildRatio, float64(r.RebuiltBytes)/(1<<20), r.RebuildSeconds)
 	fmt.Fprintf(&b, "  restore to full redundancy (chunk bytes)     %8.1f MB/s  %.2fx PUT\n", r.RestoreMBps, r.RestoreRatio)
-	fmt.Fprintf(&b, "  CPU per GB: anchor %.2fs, PUT %.2fs, GET %.2fs (all processes' cores of this run)\n", r.AnchorCPU, r.PutCPU, r.GetCPU)
+	if r.Reencoded > 0 {
+		fmt.Fprintf(&b, "  re-encode, 1 more lost, not replaced (chunk bytes) %5.1f MB/s  %.2fx PUT  (%d chunks in %.1fs)\n", r.ReencodeMBps, r.ReencodeRatio, r.Reencoded, r.ReencodeSeconds)
+	}
+	fmt.Fprintf(&b, "  CPU per GB: anchor %.2fs, PUT %.2fs, GET %.2fs, rebuild %.2fs, re-encode %.2fs (all processes' cores of this run)\n", r.AnchorCPU, r.PutCPU, r.GetCPU, r.RebuildCPU, r.ReencodeCPU)
 	return b.String()
 }
 
@@ -239,51 +253,92 @@ func Store(ctx context.Context, cfg Config) (Result, error) {
 	res.GetMBps = float64(res.Bytes) / elapsed / 1e6
 	res.GetCPU = perGB(cpuTime()-c0, res.Bytes)
 
-	// Rebuild: the last node dies and is removed; the survivors heal in
-	// parallel.
+	// Rebuild: the last node dies and is replaced by a new, empty one; the
+	// nodes heal in parallel (the lost shards are rebuilt where the new map
+	// puts them, some shards move to the new node).
 	lost := len(c.Nodes) - 1
 	c.Stop(lost)
 	if err := c.SetState(c.Nodes[lost].ID, placement.Removed); err != nil {
 		return res, err
 	}
-	var rebuilt atomic.Int64
+	if _, err := c.AddNode(); err != nil {
+		return res, err
+	}
+	c0 = cpuTime()
+	p, el, err := healAll(ctx, c, cfg)
+	if err != nil {
+		return res, err
+	}
+	res.RebuildSeconds = el
+	res.RebuiltBytes = p.RebuiltBytes
+	res.RebuildMBps = float64(res.RebuiltBytes) / el / 1e6
+	res.RestoreMBps = float64(res.Bytes) / el / 1e6
+	res.RebuildCPU = perGB(cpuTime()-c0, max(res.RebuiltBytes, 1))
+
+	// Re-encode: another node dies and is not replaced. Five nodes cannot
+	// hold six shards one per node, so every chunk is re-encoded to 3+2.
+	if cfg.Profile.N() == cfg.Nodes {
+		gone := 0
+		c.Stop(gone)
+		if err := c.SetState(c.Nodes[gone].ID, placement.Removed); err != nil {
+			return res, err
+		}
+		c0 = cpuTime()
+		p, el, err := healAll(ctx, c, cfg)
+		if err != nil {
+			return res, err
+		}
+		res.ReencodeSeconds = el
+		res.Reencoded = p.Reprofiled
+		res.ReencodedBytes = p.ReprofiledBytes
+		res.ReencodeMBps = float64(res.Bytes) / el / 1e6
+		res.ReencodeCPU = perGB(cpuTime()-c0, res.Bytes)
+		res.ReencodeRatio = res.ReencodeMBps / res.PutMBps
+	}
+	res.PutRatio = res.PutMBps / res.AnchorMBps
+	res.GetRatio = res.GetMBps / res.AnchorMBps
+	res.RebuildRatio = res.RebuildMBps / res.PutMBps
+	res.RestoreRatio = res.RestoreMBps / res.PutMBps
+	return res, nil
+}
+
+// healAll runs one heal pass on every up node of c in parallel and returns
+// their summed progress and the elapsed seconds.
+func healAll(ctx context.Context, c *localcluster.Cluster, cfg Config) (heal.Progress, float64, error) {
+	var sum heal.Progress
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
 	start := time.Now()
-	for i := range lost {
-		nd := c.Nodes[i]
-		h, err := heal.New(heal.Config{NodeID: nd.ID, Local: nd.Disk, Store: c.Store, Logger: cfg.Logger})
+	for _, nd := range c.Map().Up() {
+		n := c.Node(nd.ID)
+		h, err := heal.New(heal.Config{NodeID: n.ID, Local: n.Disk, Store: c.Store, Logger: cfg.Logger})
 		if err != nil {
-			return res, err
+			return sum, 0, err
 		}
 		wg.Go(func() {
 			p, err := h.Run(ctx)
-			rebuilt.Add(p.RebuiltBytes)
 			if err == nil && p.Failed > 0 {
 				err = fmt.Errorf("%d chunks not healed: %s", p.Failed, p.LastError)
 			}
+			mu.Lock()
+			defer mu.Unlock()
+			sum.RebuiltBytes += p.RebuiltBytes
+			sum.Rebuilt += p.Rebuilt
+			sum.Reprofiled += p.Reprofiled
+			sum.ReprofiledBytes += p.ReprofiledBytes
+			sum.Moved += p.Moved
 			if err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("heal %s: %w", nd.ID, err))
-				mu.Unlock()
+				errs = append(errs, fmt.Errorf("heal %s: %w", n.ID, err))
 			}
 		})
 	}
 	wg.Wait()
 	el := time.Since(start).Seconds()
 	if len(errs) > 0 {
-		return res, errs[0]
+		return sum, el, errs[0]
 	}
-	res.RebuildSeconds = el
-	res.RebuiltBytes = rebuilt.Load()
-	res.RebuildMBps = float64(res.RebuiltBytes) / el / 1e6
-	res.RestoreMBps = float64(res.Bytes) / el / 1e6
-	res.PutRatio = res.PutMBps / res.AnchorMBps
-	res.GetRatio = res.GetMBps / res.AnchorMBps
-	res.RebuildRatio = res.RebuildMBps / res.PutMBps
-	res.RestoreRatio = res.RestoreMBps / res.PutMBps
-	return res, nil
+	return sum, el, nil
 }
 
 // cpuTime is the process's user+system CPU time.

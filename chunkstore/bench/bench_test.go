@@ -27,6 +27,10 @@ func TestStoreSmall(t *testing.T) {
 	if want := int64(res.Chunks) * int64(chunkstore.ShardSize(res.ChunkSize, 4)); res.RebuiltBytes != want {
 		t.Fatalf("rebuilt %d bytes, want %d", res.RebuiltBytes, want)
 	}
+	// A second node lost without replacement: every chunk re-encoded to 3+2.
+	if want := int64(res.Chunks) * 5 * int64(chunkstore.ShardSize(res.ChunkSize, 3)); res.Reencoded != int64(res.Chunks) || res.ReencodedBytes != want {
+		t.Fatalf("re-encoded %d chunks, %d bytes; want %d, %d", res.Reencoded, res.ReencodedBytes, res.Chunks, want)
+	}
 }
 
 func BenchmarkAnchor(b *testing.B) {
@@ -58,5 +62,6 @@ func BenchmarkStore(b *testing.B) {
 		b.ReportMetric(res.GetRatio, "get/anchor")
 		b.ReportMetric(res.RebuildRatio, "rebuild/put")
 		b.ReportMetric(res.RestoreRatio, "restore/put")
+		b.ReportMetric(res.ReencodeRatio, "reencode/put")
 	}
 }

@@ -46,13 +46,27 @@
 // ErrUnavailable when too few shards were reachable (retry later);
 // ErrCorrupt when every node answered and fewer than k valid shards exist.
 //
+// # Fewer failure domains than shards
+//
+// A k+m chunk survives m failures only with its shards in k+m different
+// failure domains (nodes, unless domains are configured). Fit says, per
+// chunk and map, whether a chunk's profile still fits and what it must be
+// re-encoded to: the same m over the domains there are (4+2 on four nodes
+// -> 2+2), or a copy per domain when there are no more domains than m.
+// Put writes new chunks with that profile directly; heal re-encodes old
+// ones with Reprofile (new profile written and durable, then the old one
+// deleted; see chunkstore/heal); DropSuperseded deletes leftovers of an old
+// profile. Read repair skips chunks due for re-encoding.
+//
 // # Maintenance
 //
 // Repair / RepairPositions rebuild missing shards (used by heal and scrub),
 // WalkChunks merges every node's shard listing, Inspect reports where each
-// shard of a chunk is and whether it is healthy ("zos store stat"), Status
-// gathers per-node counters and optionally a census of healthy, degraded
-// and unreadable chunks ("zos store status").
+// shard of a chunk is, whether it is healthy, how many failures it
+// tolerates and whether it is undersized (its profile no longer fits;
+// counted as degraded) ("zos store stat"), Status gathers per-node
+// counters and optionally a census of healthy, degraded, undersized and
+// unreadable chunks and stale shards ("zos store status").
 //
 // # Usage
 //

@@ -162,7 +162,7 @@ func (s *Store) RepairPositions(ctx context.Context, ref chunkstore.Ref, q chunk
 		return res, err
 	}
 	if got != q {
-		return res, fmt.Errorf("%w: chunk %s: asked to repair %s shards but found %s", chunkstore.ErrCorrupt, ref.Short(), q, got)
+		return res, fmt.Errorf("%w: %w: chunk %s: asked to repair %s shards but found %s", ErrOtherProfile, chunkstore.ErrCorrupt, ref.Short(), q, got)
 	}
 	data, _, err := g.decode(q)
 	if err != nil {

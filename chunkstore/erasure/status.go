@@ -162,8 +162,19 @@ type ChunkStatus struct {
 	Shards    []ShardState       `json:"shards"`
 	Healthy   int                `json:"healthy"`   // shards healthy at home
 	Readable  bool               `json:"readable"`  // at least k distinct shards exist
-	Degraded  bool               `json:"degraded"`  // fewer than k+m healthy at home
+	Degraded  bool               `json:"degraded"`  // fewer than k+m healthy at home, or undersized
 	Misplaced int                `json:"misplaced"` // copies away from their home
+	// Tolerance is how many failure domains (nodes, unless domains are
+	// configured) the shards' homes can lose with the chunk still readable.
+	Tolerance int `json:"tolerance"`
+	// Undersized: the cluster has too few failure domains for the profile,
+	// so the chunk tolerates fewer failures than its parity count; heal
+	// re-encodes it to Target.
+	Undersized bool   `json:"undersized,omitempty"`
+	Target     string `json:"target,omitempty"`
+	// Others lists shards of the chunk in other profiles (left by a
+	// re-encoding in progress), as "k+m: n shards".
+	Others []string `json:"others,omitempty"`
 	// Unreachable lists up nodes that did not answer.
 	Unreachable []string `json:"unreachable,omitempty"`
 }
@@ -274,7 +285,23 @@ func (s *Store) Inspect(ctx context.Context, ref chunkstore.Ref) (ChunkStatus, e
 		}
 	}
 	st.Readable = len(distinct) >= int(q.K)
-	st.Degraded = st.Healthy < q.N()
+	if homes != nil {
+		st.Tolerance = placement.Tolerance(homes, int(q.M))
+	}
+	if t, need := Fit(cur, ref, q); need {
+		st.Undersized, st.Target = true, t.String()
+	}
+	st.Degraded = st.Healthy < q.N() || st.Undersized
+	others := map[chunkstore.Profile]int{}
+	for _, l := range all {
+		if l.Info.Key.Profile != q {
+			others[l.Info.Key.Profile]++
+		}
+	}
+	for p, n := range others {
+		st.Others = append(st.Others, fmt.Sprintf("%s: %d shards", p, n))
+	}
+	sort.Strings(st.Others)
 	return st, nil
 }
 
@@ -293,10 +320,12 @@ type NodeStatus struct {
 type Census struct {
 	Chunks     int64 `json:"chunks"`
 	Bytes      int64 `json:"bytes"`      // logical chunk bytes
-	Healthy    int64 `json:"healthy"`    // every shard at its home
-	Degraded   int64 `json:"degraded"`   // readable, but some shard not at its home
+	Healthy    int64 `json:"healthy"`    // every shard at its home, profile fits
+	Degraded   int64 `json:"degraded"`   // readable, but some shard not at its home, or undersized
 	Unreadable int64 `json:"unreadable"` // fewer than k distinct shards found
 	Misplaced  int64 `json:"misplaced"`  // shard copies away from their home
+	Undersized int64 `json:"undersized"` // profile no longer fits the cluster (counted in Degraded)
+	Stale      int64 `json:"stale"`      // shards of a chunk's other profiles (re-encoding leftovers)
 }
 
 // Status is the answer to "zos store status".
@@ -362,6 +391,7 @@ func (s *Store) Status(ctx context.Context, census bool) (Status, error) {
 		var size int64
 		for _, l := range shards {
 			if l.Info.Key.Profile != q {
+				c.Stale++
 				continue
 			}
 			size = int64(l.Info.ChunkSize)
@@ -374,10 +404,14 @@ func (s *Store) Status(ctx context.Context, census bool) (Status, error) {
 		}
 		c.Chunks++
 		c.Bytes += size
+		_, undersized := Fit(cur, ref, q)
+		if undersized {
+			c.Undersized++
+		}
 		switch {
 		case len(distinct) < int(q.K):
 			c.Unreadable++
-		case len(atHome) == q.N():
+		case len(atHome) == q.N() && !undersized:
 			c.Healthy++
 		default:
 			c.Degraded++

@@ -285,7 +285,9 @@ func groupByNode(homes []placement.Node, positions []int, key func(i int) chunks
 
 // Put stores data as a chunk: encoded into the shards of its profile, each
 // written to its home in parallel. It succeeds when MinDurable shards are
-// durable; missing ones are queued for repair.
+// durable; missing ones are queued for repair. If the cluster has fewer
+// failure domains than the profile has shards, the chunk is written with
+// the profile Fit gives (e.g. 2+2 instead of 4+2 on four nodes).
 func (s *Store) Put(ctx context.Context, data []byte) (chunkstore.Ref, error) {
 	return s.put(ctx, data, s.Profile())
 }
@@ -319,6 +321,11 @@ func (s *Store) put(ctx context.Context, data []byte, base chunkstore.Profile) (
 	}
 	ref := chunkstore.Sum(data)
 	p := s.profileFor(base, len(data))
+	// Fewer failure domains than shards: write the profile heal would
+	// re-encode the chunk to (see Fit), not one it would have to.
+	if t, need := Fit(s.Placer(), ref, p); need {
+		p = t
+	}
 	shards, err := s.codec.Encode(p, data)
 	if err != nil {
 		return ref, err
@@ -410,7 +417,9 @@ func (s *Store) Fetch(ctx context.Context, ref chunkstore.Ref) ([]byte, error) {
 	if degraded {
 		s.m.degraded.Inc()
 	}
-	if miss := g.missingAtHome(q); len(miss) > 0 {
+	// Read repair, unless the chunk is due to be re-encoded (heal writes
+	// its new profile; rebuilding the old one would be wasted).
+	if miss := g.missingAtHome(q); len(miss) > 0 && !s.Undersized(ref, q) {
 		s.queueRepair(repairJob{ref: ref, profile: q, chunkSize: len(data), data: data, positions: miss})
 	}
 	s.m.fetchBytes.Add(float64(len(data)))

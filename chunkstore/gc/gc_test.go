@@ -230,3 +230,39 @@ func TestDownNodeSkipped(t *testing.T) {
 		t.Fatalf("after the node returned: %+v %v", res, err)
 	}
 }
+
+// TestTwoProfiles: a chunk being re-encoded has shards in two profiles; GC
+// treats them all as that chunk: a marked chunk keeps both, an unmarked
+// one loses both.
+func TestTwoProfiles(t *testing.T) {
+	c := start(t, 240)
+	dl := storetest.Data(20, 400000)
+	dg := storetest.Data(21, 400000)
+	live := put(t, c.Store, 20, 400000)
+	garbage := put(t, c.Store, 21, 400000)
+	view, err := c.Store.WithProfile(chunkstore.Profile{K: 2, M: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range [][]byte{dl, dg} {
+		if _, err := view.Put(ctx(t), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := shardsOf(t, c, live); n != 10 {
+		t.Fatalf("live chunk has %d shards, want 6 + 4", n)
+	}
+	res, err := gc.Collect(ctx(t), gc.Config{Store: c.Store, Grace: time.Nanosecond}, gc.Refs{live})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Chunks != 1 || res.Shards != 10 {
+		t.Fatalf("collected %+v; want 1 chunk, 10 shards", res)
+	}
+	if n := shardsOf(t, c, live); n != 10 {
+		t.Fatalf("live chunk has %d shards after gc, want 10", n)
+	}
+	if n := shardsOf(t, c, garbage); n != 0 {
+		t.Fatalf("garbage chunk has %d shards after gc", n)
+	}
+}

@@ -1,36 +1,3 @@
-// Package heal restores full redundancy after the cluster map changes.
-// Every node runs a Healer over its own shards: when a node is marked down
-// or removed, the survivors rebuild the shards they are now responsible
-// for; when a node joins (or comes back), shards move to their new homes and
-// the old copies are deleted only after the new home has them.
-//
-// # A pass
-//
-// Run walks the local shards in key order, chunk by chunk, in batches. For
-// each batch it computes every chunk's homes under the current map and asks
-// each home, in one batched stat per node, whether it has its shard. Then,
-// per chunk, in parallel:
-//
-//   - a local shard whose home is another node is pushed there if the home
-//     lacks it, and deleted here once the home has it (move);
-//   - positions missing at their home are rebuilt — read k shards from
-//     wherever they are, verify the chunk against its Ref, re-encode, write
-//     — by exactly one node: the home of the lowest position that is present
-//     at its home (every holder sees the same stats, so the work is split
-//     over all survivors and each missing shard is rebuilt once).
-//
-// Progress (shards and bytes examined of the local total, shards rebuilt and
-// moved, rate, ETA) is available from Progress and as Prometheus metrics.
-// Work is rate limited (Config.RateLimit, shard bytes read and written per
-// second). A pass checkpoints its position in the local store every batch;
-// a pass interrupted (process stop, ctx) resumes there if the map epoch is
-// unchanged, and starts over otherwise.
-//
-// # Usage
-//
-//	h, err := heal.New(heal.Config{NodeID: self, Local: diskStore, Store: erasureStore, RateLimit: 200 << 20, Registry: reg})
-//	res, err := h.Run(ctx) // after every map change, and periodically
-//	p := h.Progress()      // for zos store status
 package heal
 
 import (
@@ -88,25 +55,40 @@ var ErrRunning = errors.New("heal: a pass is already running")
 
 // Progress of the current (or last) pass.
 type Progress struct {
-	Running      bool          `json:"running"`
-	Epoch        uint64        `json:"epoch"`
-	Resumed      bool          `json:"resumed"`
-	Started      time.Time     `json:"started"`
-	Finished     time.Time     `json:"finished"`
-	ShardsTotal  int64         `json:"shardsTotal"`
-	ShardsDone   int64         `json:"shardsDone"`
-	BytesTotal   int64         `json:"bytesTotal"`
-	BytesDone    int64         `json:"bytesDone"`
-	Chunks       int64         `json:"chunks"`
-	Rebuilt      int64         `json:"rebuilt"`      // shards rebuilt and written by this node
-	RebuiltBytes int64         `json:"rebuiltBytes"` // their bytes
-	Moved        int64         `json:"moved"`        // local shards pushed to their new home
-	MovedBytes   int64         `json:"movedBytes"`
-	Dropped      int64         `json:"dropped"` // old local copies deleted
-	Failed       int64         `json:"failed"`  // chunks that could not be healed this pass
-	Rate         float64       `json:"rate"`    // bytes examined per second
-	ETA          time.Duration `json:"eta"`
-	LastError    string        `json:"lastError,omitempty"`
+	Running      bool      `json:"running"`
+	Epoch        uint64    `json:"epoch"`
+	Resumed      bool      `json:"resumed"`
+	Started      time.Time `json:"started"`
+	Finished     time.Time `json:"finished"`
+	ShardsTotal  int64     `json:"shardsTotal"`
+	ShardsDone   int64     `json:"shardsDone"`
+	BytesTotal   int64     `json:"bytesTotal"`
+	BytesDone    int64     `json:"bytesDone"`
+	Chunks       int64     `json:"chunks"`
+	Rebuilt      int64     `json:"rebuilt"`      // shards rebuilt and written by this node
+	RebuiltBytes int64     `json:"rebuiltBytes"` // their bytes
+	Moved        int64     `json:"moved"`        // local shards pushed to their new home
+	MovedBytes   int64     `json:"movedBytes"`
+	Dropped      int64     `json:"dropped"` // old local copies deleted
+	// Reprofiled counts chunks this node re-encoded to a profile that fits
+	// the shrunken cluster; ReprofiledBytes the new shards' bytes written.
+	Reprofiled      int64 `json:"reprofiled"`
+	ReprofiledBytes int64 `json:"reprofiledBytes"`
+	// ReducedParity counts re-encoded chunks whose parity count had to
+	// drop (no more failure domains than parity shards: 4+2 on 2 nodes
+	// becomes 1+1).
+	ReducedParity int64 `json:"reducedParity"`
+	// Superseded counts shards of a chunk's old profile deleted, on any
+	// node, once its new profile was complete.
+	Superseded int64 `json:"superseded"`
+	// Unfit counts chunks (led by this node) that tolerate fewer failures
+	// than their parity count and that no re-encoding can improve: the
+	// cluster has a single failure domain, or e.g. 2+2 over two racks.
+	Unfit     int64         `json:"unfit"`
+	Failed    int64         `json:"failed"` // chunks that could not be healed this pass
+	Rate      float64       `json:"rate"`   // bytes examined per second
+	ETA       time.Duration `json:"eta"`
+	LastError string        `json:"lastError,omitempty"`
 }
 
 // Healer heals one node's shards. Its methods are safe for concurrent use;
@@ -287,10 +269,14 @@ type chunk struct {
 type group struct {
 	ref     chunkstore.Ref
 	profile chunkstore.Profile
-	homes   []placement.Node
-	present []bool // shard i is at its home (or unknown: reachable=false)
-	reach   []bool // the home answered
-	local   map[int]chunkstore.ShardInfo
+	// target is the profile the chunk must be re-encoded to (reprofile
+	// set) because its shards no longer fit the cluster's failure domains.
+	target    chunkstore.Profile
+	reprofile bool
+	homes     []placement.Node
+	present   []bool // shard i is at its home (or unknown: reachable=false)
+	reach     []bool // the home answered
+	local     map[int]chunkstore.ShardInfo
 }
 
 // healBatch stats the homes of every chunk in the batch and heals each.
@@ -308,6 +294,7 @@ func (h *Healer) healBatch(ctx context.Context, pl *placement.Placer, batch []*c
 			if g == nil {
 				p := si.Key.Profile
 				g = &group{ref: c.ref, profile: p, homes: pl.Place(c.ref, p.N()), present: make([]bool, p.N()), reach: make([]bool, p.N()), local: map[int]chunkstore.ShardInfo{}}
+				g.target, g.reprofile = erasure.Fit(pl, c.ref, p)
 				byProfile[p] = g
 				c.groups = append(c.groups, g)
 			}
@@ -382,7 +369,17 @@ func (h *Healer) healChunk(ctx context.Context, c *chunk) {
 		p.ShardsDone += shards
 		p.BytesDone += bytes
 	})
-	for _, g := range c.groups {
+	for j, g := range c.groups {
+		if j > 0 && !g.reprofile {
+			// This node holds the chunk in several profiles (a re-encoding
+			// raced with a move): keep one. Groups are in key order, so
+			// the first is the one that supersedes the others.
+			if n, err := h.cfg.Store.DropSuperseded(ctx, c.ref, g.profile); err == nil {
+				h.update(func(p *Progress) { p.Superseded += int64(n) })
+				h.m.superseded.Add(float64(n))
+				continue
+			}
+		}
 		if err := h.healGroup(ctx, c.ref, g); err != nil && ctx.Err() == nil {
 			h.update(func(p *Progress) {
 				p.Failed++
@@ -410,6 +407,19 @@ func (h *Healer) healGroup(ctx context.Context, ref chunkstore.Ref, g *group) er
 		if g.present[i] {
 			leader = g.homes[i].ID
 			break
+		}
+	}
+	if g.reprofile {
+		// Too few failure domains for the profile: the leader re-encodes
+		// the chunk (no moves or rebuilds of the old profile).
+		if leader != self && leader != "" {
+			return nil
+		}
+		return h.reprofile(ctx, ref, g)
+	}
+	if g.profile.M > 0 && (leader == self || leader == "") {
+		if placement.Tolerance(g.homes, int(g.profile.M)) < int(g.profile.M) {
+			h.update(func(p *Progress) { p.Unfit++ })
 		}
 	}
 	// Moves: local shards whose home is elsewhere.
@@ -456,6 +466,20 @@ func (h *Healer) healGroup(ctx context.Context, ref chunkstore.Ref, g *group) er
 			return err
 		}
 		res, err := h.cfg.Store.RepairPositions(ctx, ref, g.profile, missing)
+		if errors.Is(err, erasure.ErrOtherProfile) {
+			// The chunk was re-encoded while this node's shards of the old
+			// profile were away: they are leftovers once the new profile
+			// is complete.
+			n, derr := h.cfg.Store.DropSuperseded(ctx, ref, g.profile)
+			if derr == nil {
+				h.update(func(p *Progress) { p.Superseded += int64(n) })
+				h.m.superseded.Add(float64(n))
+				return errors.Join(errs...)
+			}
+			if !errors.Is(derr, erasure.ErrNotSuperseded) {
+				errs = append(errs, derr)
+			}
+		}
 		if len(res.Written) > 0 {
 			h.update(func(p *Progress) {
 				p.Rebuilt += int64(len(res.Written))
@@ -510,6 +534,39 @@ func (h *Healer) notAtOldHomes(ctx context.Context, ref chunkstore.Ref, p chunks
 	return out
 }
 
+// reprofile re-encodes the chunk of group g to g.target and deletes the
+// old profile's shards once the new ones are durable (erasure.Reprofile).
+func (h *Healer) reprofile(ctx context.Context, ref chunkstore.Ref, g *group) error {
+	size := int64(anyInfo(g).ChunkSize)
+	cost := size + size/int64(g.target.K)*int64(g.target.N()) // read the chunk, write the new shards
+	if err := h.limiter.WaitN(ctx, int(min(cost, int64(h.limiter.Burst())))); err != nil && h.limiter.Limit() != rate.Inf {
+		return err
+	}
+	res, err := h.cfg.Store.Reprofile(ctx, ref, g.profile, g.target)
+	h.update(func(p *Progress) {
+		p.Superseded += int64(res.Deleted)
+		if err == nil {
+			p.Reprofiled++
+			p.ReprofiledBytes += res.Bytes
+			if res.To.M < g.profile.M {
+				p.ReducedParity++
+			}
+		}
+	})
+	h.m.superseded.Add(float64(res.Deleted))
+	if err != nil {
+		return fmt.Errorf("re-encode %s to %s: %w", g.profile, g.target, err)
+	}
+	h.m.reprofiled.Inc()
+	h.m.reprofiledBytes.Add(float64(res.Bytes))
+	if res.To.M < g.profile.M {
+		h.m.reducedParity.Inc()
+		h.log.Warn("too few failure domains to keep the parity count; chunk re-encoded with less",
+			"chunk", ref.Short(), "from", g.profile.String(), "to", res.To.String())
+	}
+	return nil
+}
+
 func anyInfo(g *group) chunkstore.ShardInfo {
 	for _, si := range g.local {
 		return si
@@ -554,6 +611,8 @@ type metrics struct {
 	movedBytes   prometheus.Counter
 	dropped      prometheus.Counter
 	failed       prometheus.Counter
+
+	reprofiled, reprofiledBytes, reducedParity, superseded prometheus.Counter
 }
 
 func newMetrics(h *Healer, reg *prometheus.Registry) *metrics {
@@ -571,8 +630,14 @@ func newMetrics(h *Healer, reg *prometheus.Registry) *metrics {
 		movedBytes:   c("zos_heal_moved_bytes_total", "Bytes of shards moved."),
 		dropped:      c("zos_heal_dropped_shards_total", "Old local copies deleted after their home had them."),
 		failed:       c("zos_heal_failed_chunks_total", "Chunks a pass could not heal."),
+
+		reprofiled:      c("zos_heal_reprofiled_chunks_total", "Chunks re-encoded to a profile that fits the cluster's failure domains."),
+		reprofiledBytes: c("zos_heal_reprofiled_bytes_total", "Bytes of new-profile shards written by re-encoding."),
+		reducedParity:   c("zos_heal_reduced_parity_chunks_total", "Re-encoded chunks whose parity count had to drop (too few failure domains)."),
+		superseded:      c("zos_heal_superseded_shards_total", "Shards of a re-encoded chunk's old profile deleted."),
 	}
 	m.collectors = []prometheus.Collector{m.rebuilt, m.rebuiltBytes, m.moved, m.movedBytes, m.dropped, m.failed,
+		m.reprofiled, m.reprofiledBytes, m.reducedParity, m.superseded,
 		g("zos_heal_running", "1 while a heal pass runs.", func(p Progress) float64 { return b2f(p.Running) }),
 		g("zos_heal_shards_total", "Local shards the current pass examines.", func(p Progress) float64 { return float64(p.ShardsTotal) }),
 		g("zos_heal_shards_done", "Local shards the current pass has examined.", func(p Progress) float64 { return float64(p.ShardsDone) }),

@@ -313,3 +313,49 @@ func (p *Placer) domainQuotas(n, nodeCap int) []int {
 		}
 	}
 }
+
+// Domains returns the number of failure domains holding at least one
+// eligible node (a node without a Domain is a domain of its own). It is
+// the number of shards a chunk can spread over with one shard per domain.
+func (p *Placer) Domains() int {
+	n := 0
+	for _, sz := range p.domSizes {
+		if sz > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Tolerance returns how many failure domains the shards placed at homes
+// (as returned by Place) can lose, in the worst case, with at most m shards
+// lost: the largest t such that the t domains holding the most shards hold
+// at most m together. With one shard per domain it is m; it is lower when
+// some domain holds several shards (fewer domains than shards).
+func Tolerance(homes []Node, m int) int {
+	if len(homes) == 0 {
+		return 0
+	}
+	per := map[string]int{}
+	for _, n := range homes {
+		d := n.Domain
+		if d == "" {
+			d = "\x00node:" + n.ID
+		}
+		per[d]++
+	}
+	loads := make([]int, 0, len(per))
+	for _, c := range per {
+		loads = append(loads, c)
+	}
+	slices.SortFunc(loads, func(a, b int) int { return cmp.Compare(b, a) })
+	t, lost := 0, 0
+	for _, c := range loads {
+		if lost+c > m {
+			break
+		}
+		lost += c
+		t++
+	}
+	return t
+}

@@ -340,3 +340,42 @@ func BenchmarkPlace(b *testing.B) {
 		p.PlaceIndex(rs[i%len(rs)], 6)
 	}
 }
+
+func TestDomainsAndTolerance(t *testing.T) {
+	p := mustNew(t, Map{Nodes: nodes(6, 0)})
+	if got := p.Domains(); got != 6 {
+		t.Fatalf("6 nodes without domains: %d domains", got)
+	}
+	r := refs(1)[0]
+	if got := Tolerance(p.Place(r, 6), 2); got != 2 {
+		t.Fatalf("4+2 on 6 nodes tolerates %d, want 2", got)
+	}
+	// Two of six removed: 6 shards on 4 nodes, some node holds two.
+	m := Map{Nodes: nodes(6, 0)}
+	m.Nodes[1].State = Removed
+	m.Nodes[4].State = Down
+	p = mustNew(t, m)
+	if got := p.Domains(); got != 4 {
+		t.Fatalf("4 up nodes: %d domains", got)
+	}
+	if got := Tolerance(p.Place(r, 6), 2); got != 1 {
+		t.Fatalf("4+2 on 4 nodes tolerates %d, want 1", got)
+	}
+	if got := Tolerance(p.Place(r, 4), 2); got != 2 {
+		t.Fatalf("2+2 on 4 nodes tolerates %d, want 2", got)
+	}
+	// Six nodes in three racks: racks are the failure unit.
+	p = mustNew(t, Map{Nodes: nodes(6, 3)})
+	if got := p.Domains(); got != 3 {
+		t.Fatalf("3 racks: %d domains", got)
+	}
+	if got := Tolerance(p.Place(r, 6), 2); got != 1 {
+		t.Fatalf("4+2 over 3 racks tolerates %d racks, want 1", got)
+	}
+	if got := Tolerance(p.Place(r, 3), 2); got != 2 {
+		t.Fatalf("1+2 over 3 racks tolerates %d racks, want 2", got)
+	}
+	if got := Tolerance(nil, 2); got != 0 {
+		t.Fatalf("no homes: %d", got)
+	}
+}
