@@ -248,6 +248,27 @@ func (d *Disk) Stats() Stats {
 
 func (d *Disk) setSize(n int64) { d.size.Store(n) }
 
+// pendingRefs lists the block chunks stored (or being stored) but not yet
+// under the committed head.
+func (d *Disk) pendingRefs() []chunkstore.Ref {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []chunkstore.Ref
+	for _, l := range append([]*layer{d.cur}, d.frozen...) {
+		for _, r := range l.refs {
+			if !r.IsZero() {
+				out = append(out, r)
+			}
+		}
+	}
+	for _, b := range d.inflight {
+		if b.hashed && !b.ref.IsZero() {
+			out = append(out, b.ref)
+		}
+	}
+	return out
+}
+
 // --- helpers ---
 
 func (d *Disk) getBuf() []byte {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/gc"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -412,10 +413,12 @@ func (s *Service) Diff(ctx context.Context, name, from, to string, fn func(Range
 
 // Roots calls fn for every chunk reachable from the control plane's vdisk
 // records: every head and snapshot head, and every tree node and block
-// under them. Subtrees shared between heads (snapshots, clones) are walked
-// once. It is the blockd part of the chunk store's garbage-collection mark
-// phase; chunks written by flushes in progress are protected by the
-// collector's grace period, not by Roots.
+// under them, plus the blocks that vdisks open on this node stored but did
+// not commit yet. Subtrees shared between heads (snapshots, clones) are
+// walked once. It is the blockd part of the chunk store's garbage-collection
+// mark phase (see GCRoots); chunks written by other nodes' flushes in
+// progress are protected by the collector's grace period, which must exceed
+// Config.WritebackInterval + Config.FlushTimeout.
 func (s *Service) Roots(ctx context.Context, fn func(chunkstore.Ref) error) error {
 	type root struct {
 		ref        chunkstore.Ref
@@ -434,6 +437,16 @@ func (s *Service) Roots(ctx context.Context, fn func(chunkstore.Ref) error) erro
 	})
 	if err != nil {
 		return err
+	}
+	// Blocks stored by the open vdisks of this node but not yet under a
+	// committed head (the collector's grace period protects those of
+	// other nodes).
+	for _, d := range s.openDisks() {
+		for _, r := range d.pendingRefs() {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
 	}
 	seen := map[chunkstore.Ref]struct{}{}
 	mark := func(r chunkstore.Ref) bool {
@@ -457,4 +470,11 @@ func (s *Service) Roots(ctx context.Context, fn func(chunkstore.Ref) error) erro
 		}
 	}
 	return nil
+}
+
+// GCRoots returns Roots as the chunk store collector's gc.Roots.
+func (s *Service) GCRoots() gc.Roots {
+	return gc.RootsFunc(func(ctx context.Context, _ chunkstore.Fetcher, mark func(chunkstore.Ref)) error {
+		return s.Roots(ctx, func(r chunkstore.Ref) error { mark(r); return nil })
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/raft/fsm"
@@ -301,4 +302,29 @@ func (f *failAfter) Write(p []byte) (int, error) {
 	}
 	f.n -= len(p)
 	return len(p), nil
+}
+
+// Blocks an open vdisk stored but did not commit yet are GC roots too.
+func TestRootsIncludePendingBlocks(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", func(c *Config) { c.MaxDirtyBytes = 1 << 20; c.WritebackBytes = 4096 })
+	ctx := context.Background()
+	mustCreate(t, s, "p", 1<<20, 4096, "db")
+	d, _ := mustOpen(t, s, "p")
+	data := bytes.Repeat([]byte{9}, 64<<10)
+	if err := d.WriteAt(ctx, data, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	want := chunkstore.Sum(data[:4096])
+	waitFor(t, "background write-back", 10*time.Second, func() bool { return d.Stats().PendingBlocks > 0 })
+	if !d.Head().IsZero() {
+		t.Fatal("committed without a flush")
+	}
+	found := false
+	if err := s.GCRoots().Mark(ctx, e.store, func(r chunkstore.Ref) { found = found || r == want }); err != nil {
+		t.Fatal(err)
+	}
+	if !found {
+		t.Fatal("a stored, uncommitted block is not a GC root")
+	}
 }

@@ -385,6 +385,23 @@ func (s *Service) releaseLease(name string, epoch uint64) {
 	}
 }
 
+// openDisks returns the read-write Disks open on this node.
+func (s *Service) openDisks() []*Disk {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*Disk
+	for _, e := range s.open {
+		select {
+		case <-e.ready:
+			if e.d != nil && !e.d.ro {
+				out = append(out, e.d)
+			}
+		default:
+		}
+	}
+	return out
+}
+
 // localRW returns the read-write Disk of name open on this node, if any.
 func (s *Service) localRW(name string) *Disk {
 	s.mu.Lock()
