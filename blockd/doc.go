@@ -24,20 +24,33 @@
 //
 // A vdisk opened read-write on a node (Service.Open, one shared Disk per
 // vdisk whatever the number of NBD connections) holds the vdisk's lease,
-// renewed in the background. Writes go to a bounded write-back cache of
-// whole blocks (a partial write reads the rest of its block first); TRIM
-// and WRITE_ZEROES of whole blocks only record zero ranges. FLUSH (and
-// FUA) stores every dirty block as a chunk in parallel, writes the changed
-// tree nodes (path copying: only nodes on changed paths), and commits the
-// new head through the control plane as a compare-and-swap carrying the
-// lease epoch; only then does it answer. So an answered FLUSH survives the
-// loss of the serving process, and a node that lost its lease (paused,
-// partitioned, taken over) can never move the head again: its flushes fail,
-// it turns read-only and logs loudly. Dirty data past
-// Config.WritebackBytes, or older than Config.WritebackInterval, is
-// flushed early; writers wait when Config.MaxDirtyBytes are in the cache,
-// and fail with an error (EIO to NBD clients) if flushing keeps failing.
-// A failed flush keeps the data in memory and is retried.
+// renewed in the background. The Disk keeps layers, newest first:
+//
+//   - dirty blocks in memory. A sector-aligned write into a block that is
+//     not in memory records only its sectors (a partial block) and never
+//     waits for the block's old content; that content is prefetched and
+//     merged when the block is written back. Only unaligned writes read
+//     the block first. TRIM and WRITE_ZEROES of whole blocks record zero
+//     blocks or, for large ranges, a zeroed span.
+//   - blocks being written back: background write-back stores the oldest
+//     dirty blocks as chunks as soon as Config.WritebackBytes are dirty,
+//     Config.Parallelism at a time, so writers only wait when
+//     Config.MaxDirtyBytes are in memory (and fail with an error, EIO to
+//     NBD clients, if writing back keeps failing).
+//   - the pending layer: zeroed spans and the Refs of stored blocks, not
+//     yet in the tree; and frozen pending layers of commits in progress.
+//   - the committed tree at the head.
+//
+// A commit (FLUSH, FUA, every Config.WritebackInterval, or when the pending
+// layer grows large) writes back every block dirtied before it, freezes the
+// pending layer, applies it to the tree (path copying: only the nodes on
+// changed paths are written, while the last block writes finish), and moves
+// the head through the control plane as a compare-and-swap carrying the
+// lease epoch; only then is the FLUSH answered. So an answered FLUSH
+// survives the loss of the serving process, and a node that lost its lease
+// (paused, partitioned, taken over) can never move the head again: its
+// flushes fail, it turns read-only and logs loudly. A failed store write
+// puts its block back in memory; the next commit retries it.
 //
 // Read-only opens (NAME:ro, the head at open time, and NAME@SNAP) take no
 // lease and share one Disk per head. Reads look at the write-back cache,
