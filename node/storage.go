@@ -268,9 +268,7 @@ func (s *storage) collect(ctx context.Context, dryRun bool) (gc.Result, error) {
 	}); err != nil {
 		return gc.Result{}, err
 	}
-	vdisks := gc.RootsFunc(func(ctx context.Context, f chunkstore.Fetcher, mark func(chunkstore.Ref)) error {
-		return n.blockd.Roots(ctx, func(r chunkstore.Ref) error { mark(r); return nil })
-	})
+	vdisks := n.blockd.GCRoots()
 	flistRoots := gc.RootsFunc(func(ctx context.Context, f chunkstore.Fetcher, mark func(chunkstore.Ref)) error {
 		for _, ref := range flists {
 			if err := flist.MarkStored(ctx, f, ref, mark); err != nil {
