@@ -3,6 +3,7 @@ package blockd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -794,5 +795,78 @@ func TestRetryAfterFailedPut(t *testing.T) {
 	want := append(append(bytes.Repeat([]byte{1}, 512), bytes.Repeat([]byte{2}, 512)...), bytes.Repeat([]byte{1}, 512)...)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("committed %v…, want %v…", got[:8], want[:8])
+	}
+}
+
+// partitionedControl fails the lease renewals of one node, as if it could
+// not reach the control plane.
+type partitionedControl struct {
+	*raft.Local
+	cut  atomic.Bool
+	node string
+}
+
+func (p *partitionedControl) Apply(ctx context.Context, op string, args any) (json.RawMessage, error) {
+	if p.cut.Load() {
+		if la, ok := args.(fsm.LeaseArgs); ok && la.Node == p.node {
+			return nil, errors.New("control plane unreachable")
+		}
+		if _, ok := args.(fsm.VDiskHeadArgs); ok {
+			return nil, errors.New("control plane unreachable")
+		}
+	}
+	return p.Local.Apply(ctx, op, args)
+}
+
+// A holder that cannot renew loses its lease after the TTL; another node
+// takes the vdisk over, and the old holder's flushes are refused with a
+// stale epoch once it can talk again.
+func TestLeaseLapsesAndFences(t *testing.T) {
+	e := newEnv()
+	pc := &partitionedControl{Local: e.ctl, node: "n1"}
+	cfg := func(c *Config) {
+		c.Control = pc
+		c.LeaseTTL = 2 * time.Second
+		c.LeaseRenew = 300 * time.Millisecond
+		c.FlushTimeout = 3 * time.Second
+	}
+	s1 := e.service(t, "n1", cfg)
+	s2 := e.service(t, "n2", cfg)
+	ctx := context.Background()
+	mustCreate(t, s1, "lap", 1<<20, 4096, "db")
+	d1, _ := mustOpen(t, s1, "lap")
+	if err := d1.WriteAt(ctx, []byte("first"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	pc.cut.Store(true)
+	d1.WriteAt(ctx, []byte("lost!"), 0, false) // never flushed
+	var d2 *Disk
+	waitFor(t, "the lease to lapse", 30*time.Second, func() bool {
+		d, rel, err := s2.Open(ctx, "lap")
+		if err != nil {
+			return false
+		}
+		t.Cleanup(rel)
+		d2 = d
+		return true
+	})
+	if d2.Epoch() <= d1.Epoch() {
+		t.Fatalf("epoch %d after takeover, holder had %d", d2.Epoch(), d1.Epoch())
+	}
+	got := make([]byte, 5)
+	d2.ReadAt(ctx, got, 0)
+	if string(got) != "first" {
+		t.Fatalf("new holder reads %q, want the flushed %q", got, "first")
+	}
+	pc.cut.Store(false)
+	if err := d1.Flush(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("old holder's flush after takeover: %v", err)
+	}
+	if !strings.Contains(d1.Flush(ctx).Error(), "stale") {
+		t.Fatalf("fencing error does not say the epoch is stale: %v", d1.Flush(ctx))
+	}
+	d2.ReadAt(ctx, got, 0)
+	if string(got) != "first" {
+		t.Fatalf("fenced holder changed the vdisk: %q", got)
 	}
 }
