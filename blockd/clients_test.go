@@ -320,7 +320,7 @@ func TestClientFioVerifyAfterReopen(t *testing.T) {
 	common := func(n *node) []string {
 		return []string{"--name=verify", "--ioengine=nbd", "--uri=" + n.uri("fio"),
 			"--rw=randwrite", "--bs=4k", "--size=128M", "--iodepth=32", "--verify=crc32c",
-			"--randseed=4321", "--output-format=json"}
+			"--randseed=4321", "--output-format=json", "--verify_state_save=0"}
 	}
 	run(t, "fio", append(common(n1), "--do_verify=0")...)
 	n1.stop(t)
