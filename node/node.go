@@ -185,7 +185,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.storage = storage
-	n.closers = append(n.closers, func() error { shardLn.Close(); return storage.close() })
+	n.closers = append(n.closers, func() error {
+		if storage.server == nil { // the shard server owns the listener once it serves
+			shardLn.Close()
+		}
+		return storage.close()
+	})
 
 	rs, err := raft.Open(raft.Config{
 		ID: cfg.ID, Dir: filepath.Join(cfg.Dir, "raft"), BindAddr: cfg.hostPort(cfg.RaftPort),

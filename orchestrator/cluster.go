@@ -2,10 +2,12 @@ package orchestrator
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sort"
 
 	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/orchestrator/client"
 	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
@@ -210,11 +212,20 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 	}
 	if id == s.cfg.NodeID {
 		// The leader removes itself: hand over first so the cluster
-		// keeps a leader that can finish the job.
+		// keeps a leader that can finish the job, then let it.
 		if err := s.cfg.Raft.TransferLeadership(); err != nil {
 			return httpx.Errorf(http.StatusConflict, "conflict", "cannot remove the leader %s: leadership transfer failed: %v", id, err)
 		}
-		return httpx.Errorf(http.StatusServiceUnavailable, "no_leader", "leadership moved away from %s; retry the removal", id)
+		api, err := s.leaderAPI(ctx)
+		if err != nil {
+			return err
+		}
+		var secret string
+		s.cfg.Raft.ReadStale(func(st *fsm.State) error { secret = st.Secret; return nil })
+		if err := client.New(api.Host, secret).Do(ctx, http.MethodDelete, "/api/v1/nodes/"+id, nil, nil); err != nil {
+			return fmt.Errorf("removal of %s by the new leader: %w", id, err)
+		}
+		return nil
 	}
 	// Map first, while the node still receives the log: a live node
 	// learns it was removed and stops. Then out of Raft.

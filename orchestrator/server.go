@@ -213,7 +213,7 @@ func (s *Server) leaderAPI(ctx context.Context) (*url.URL, error) {
 	for {
 		id, _ := s.cfg.Raft.Leader()
 		var api string
-		if id != "" {
+		if id != "" && id != s.cfg.NodeID {
 			s.cfg.Raft.ReadStale(func(st *fsm.State) error {
 				if n := st.Nodes[id]; n != nil {
 					api = n.APIAddr
