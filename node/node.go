@@ -323,6 +323,23 @@ func (n *Node) join(ctx context.Context) error {
 	if err := n.waitSelf(ctx); err != nil {
 		return err
 	}
+	if resp.Voter {
+		// Caught up: now it is safe to count this node in the quorum.
+		sc := client.New(joinURL(n.cfg.Join), resp.Secret)
+		for {
+			err := sc.Do(ctx, http.MethodPost, "/api/v1/nodes/"+n.id+"/promote", nil, nil)
+			if err == nil {
+				break
+			}
+			n.log.Info("promotion to voter not possible yet, retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("node: promotion to voter: %w (last error: %v)", ctx.Err(), err)
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		n.log.Info("promoted to voter")
+	}
 	return saveIdentity(n.cfg.Dir, identity{ID: n.id, ClusterID: resp.ClusterID})
 }
 

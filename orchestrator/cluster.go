@@ -161,20 +161,24 @@ func (s *Server) Join(ctx context.Context, n fsm.Node) (*JoinResponse, error) {
 			inRaft = true
 		}
 	}
+	// A new node always enters as a non-voter: a voter that never comes
+	// up (a typo in an address, a firewall) would cost the cluster its
+	// quorum. The node promotes itself once it has caught up (Voter in
+	// the answer says it should).
 	voter := voters < s.cfg.MaxVoters
 	if existing != nil {
 		if existing.Addr != n.Addr || existing.RaftAddr != n.RaftAddr {
 			return nil, httpx.Errorf(http.StatusConflict, "exists", "node id %s is already a member at %s; give the new node another --id", n.ID, existing.Addr)
 		}
-		voter = existing.Voter
+		voter = voter || existing.Voter
 	} else {
-		n.Voter = voter
+		n.Voter = false
 		if err := s.apply(ctx, fsm.OpNodeAdd, fsm.NodeAddArgs{Node: n}); err != nil {
 			return nil, err
 		}
 	}
 	if !inRaft {
-		if err := s.cfg.Raft.AddMember(ctx, n.ID, n.RaftAddr, voter); err != nil {
+		if err := s.cfg.Raft.AddMember(ctx, n.ID, n.RaftAddr, false); err != nil {
 			if existing == nil {
 				// Undo the map entry so the join can be retried cleanly.
 				_ = s.apply(context.WithoutCancel(ctx), fsm.OpNodeRemove, fsm.NodeIDArgs{ID: n.ID})
