@@ -3,11 +3,17 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zosproject/zos/blockd/nbd/nbdbench"
 	"github.com/zosproject/zos/node"
@@ -19,8 +25,19 @@ type NBDConfig struct {
 	Runtime time.Duration // per fio job; default 10s
 	Size    int64         // vdisk and anchor export size; default 1 GiB
 	Nodes   int           // cluster size; default 3
-	// Targets besides zos: default nbdkit-memory and qemu-nbd-raw.
+	// Targets besides zos: default (nil) nbdkit-memory and qemu-nbd-raw;
+	// empty or ["none"] measures zos alone.
 	Anchors []string
+	// Workloads selects jobs of nbdbench.DefaultWorkloads by name; empty
+	// runs them all.
+	Workloads []string
+	// CPUProfile, if set, receives a CPU profile of this process (the
+	// nodes run in it) while the zos target runs.
+	CPUProfile string
+	// Metrics, if set, receives a summary of the serving node's blockd
+	// and NBD metrics (counters; histogram counts and means) after the zos
+	// target ran: cache hits, flush phases, write stalls.
+	Metrics io.Writer
 	Logger  *slog.Logger
 }
 
@@ -40,6 +57,9 @@ func NBD(ctx context.Context, cfg NBDConfig) (*nbdbench.Report, error) {
 	if cfg.Anchors == nil {
 		cfg.Anchors = []string{nbdbench.TargetNbdkit, nbdbench.TargetQemuNBD}
 	}
+	if len(cfg.Anchors) == 1 && cfg.Anchors[0] == "none" {
+		cfg.Anchors = []string{}
+	}
 	dir, err := os.MkdirTemp("", "zos-bench-nbd-")
 	if err != nil {
 		return nil, err
@@ -57,6 +77,90 @@ func NBD(ctx context.Context, cfg NBDConfig) (*nbdbench.Report, error) {
 	}
 	n0 := dev.Nodes[0].Config()
 	uri := fmt.Sprintf("nbd://%s:%d/bench", n0.Bind, n0.NBDPort)
+	var jobs []nbdbench.Workload
+	for _, name := range cfg.Workloads {
+		found := false
+		for _, w := range nbdbench.DefaultWorkloads {
+			if w.Name == name {
+				jobs = append(jobs, w)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("bench: unknown nbd job %q", name)
+		}
+	}
+	if cfg.CPUProfile != "" || cfg.Metrics != nil {
+		// Only the zos target runs in this process: profile while the
+		// jobs run on it, then the anchors without the profiler.
+		if cfg.CPUProfile != "" {
+			f, err := os.Create(cfg.CPUProfile)
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return nil, err
+			}
+		}
+		rep, err := nbdbench.Run(ctx, nbdbench.Config{Runtime: cfg.Runtime, Size: cfg.Size, Dir: dir, ZosURI: uri,
+			Targets: []string{nbdbench.TargetZos}, Workloads: jobs, Logger: cfg.Logger})
+		if cfg.CPUProfile != "" {
+			pprof.StopCPUProfile()
+		}
+		if cfg.Metrics != nil {
+			writeMetrics(cfg.Metrics, dev.Nodes[0].Registry(), "zos_blockd_", "zos_nbd_requests_total")
+		}
+		if err != nil || len(cfg.Anchors) == 0 {
+			return rep, err
+		}
+		more, err := nbdbench.Run(ctx, nbdbench.Config{Runtime: cfg.Runtime, Size: cfg.Size, Dir: dir,
+			Targets: cfg.Anchors, Workloads: jobs, Logger: cfg.Logger})
+		if more != nil {
+			rep.Targets = append(rep.Targets, more.Targets...)
+			rep.Results = append(rep.Results, more.Results...)
+		}
+		return rep, err
+	}
 	return nbdbench.Run(ctx, nbdbench.Config{Runtime: cfg.Runtime, Size: cfg.Size, Dir: dir, ZosURI: uri,
-		Targets: append([]string{nbdbench.TargetZos}, cfg.Anchors...), Logger: cfg.Logger})
+		Targets: append([]string{nbdbench.TargetZos}, cfg.Anchors...), Workloads: jobs, Logger: cfg.Logger})
+}
+
+// writeMetrics prints the metrics of g whose names start with one of
+// prefixes: counters and gauges by value, histograms as count and mean.
+func writeMetrics(w io.Writer, g prometheus.Gatherer, prefixes ...string) {
+	mfs, err := g.Gather()
+	if err != nil {
+		fmt.Fprintf(w, "metrics: %v\n", err)
+		return
+	}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if !slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			id := name
+			if len(labels) > 0 {
+				id += "{" + strings.Join(labels, ",") + "}"
+			}
+			switch {
+			case m.GetHistogram() != nil:
+				h := m.GetHistogram()
+				mean := 0.0
+				if h.GetSampleCount() > 0 {
+					mean = h.GetSampleSum() / float64(h.GetSampleCount())
+				}
+				fmt.Fprintf(w, "%s count=%d mean=%.6g\n", id, h.GetSampleCount(), mean)
+			case m.GetCounter() != nil:
+				fmt.Fprintf(w, "%s %.6g\n", id, m.GetCounter().GetValue())
+			case m.GetGauge() != nil:
+				fmt.Fprintf(w, "%s %.6g\n", id, m.GetGauge().GetValue())
+			}
+		}
+	}
 }

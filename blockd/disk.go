@@ -1375,6 +1375,12 @@ func (d *Disk) runCommit(c *commitRun) {
 func (d *Disk) doCommit(c *commitRun) error {
 	ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
 	defer cancel()
+	t0 := time.Now()
+	phase := func(name string) {
+		now := time.Now()
+		d.svc.m.flushPhase.WithLabelValues(name).Observe(now.Sub(t0).Seconds())
+		t0 = now
+	}
 	// 1. Write back every block dirtied up to c.seq and wait until each is
 	// named (hashed); no new background write-back meanwhile.
 	d.mu.Lock()
@@ -1445,6 +1451,7 @@ func (d *Disk) doCommit(c *commitRun) error {
 	if len(layers) == 0 {
 		return nil
 	}
+	phase("drain")
 	// 3. Apply the frozen layers to the tree, oldest first (the node
 	// writes overlap the block writes still running).
 	root := head
@@ -1475,6 +1482,7 @@ func (d *Disk) doCommit(c *commitRun) error {
 			return fmt.Errorf("blockd: vdisk %s: update tree: %w", d.label, err)
 		}
 	}
+	phase("tree")
 	// 4. The head may only name stored chunks: wait for the block writes.
 	d.mu.Lock()
 	for {
@@ -1503,11 +1511,13 @@ func (d *Disk) doCommit(c *commitRun) error {
 		d.mu.Lock()
 	}
 	d.mu.Unlock()
+	phase("blocks")
 	// 5. Move the head.
 	if root != head {
 		if err := d.commitHead(ctx, head, root); err != nil {
 			return err
 		}
+		phase("head")
 	}
 	d.mu.Lock()
 	d.head = root

@@ -9,6 +9,7 @@ type metrics struct {
 	dirtyBytes    prometheus.Gauge
 	openDisks     *prometheus.GaugeVec
 	flushSeconds  prometheus.Histogram
+	flushPhase    *prometheus.HistogramVec
 	flushBlocks   prometheus.Counter
 	flushErrors   prometheus.Counter
 	cacheHits     *prometheus.CounterVec
@@ -31,6 +32,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "zos", Subsystem: "blockd",
 			Name: "flush_seconds", Help: "Latency of flushes (store writes, tree update and head commit).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		flushPhase: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "flush_phase_seconds", Help: "Time of the phases of a commit: drain (dirty blocks named), tree (tree nodes built and stored), blocks (waiting for block chunks after the tree), head (head moved through the control plane).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}, []string{"phase"}),
 		flushBlocks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
 			Name: "flush_blocks_total", Help: "Blocks written back by flushes."}),
 		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
@@ -55,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "write_stalls_total", Help: "Writes that waited for the write-back cache to drain."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.dirtyBytes, m.openDisks, m.flushSeconds, m.flushBlocks, m.flushErrors, m.cacheHits,
+		reg.MustRegister(m.dirtyBytes, m.openDisks, m.flushSeconds, m.flushPhase, m.flushBlocks, m.flushErrors, m.cacheHits,
 			m.cacheMisses, m.readBytes, m.writtenBytes, m.storedBytes, m.leaseRenewals, m.leaseFailures, m.leaseLost, m.writeStalls)
 	}
 	return m

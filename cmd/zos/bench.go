@@ -78,8 +78,15 @@ func newBenchNBDCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&cfg.Runtime, "runtime", 10*time.Second, "time per fio job")
 	cmd.Flags().Int64Var(&cfg.Size, "size", 1<<30, "export size in bytes")
 	cmd.Flags().IntVar(&cfg.Nodes, "nodes", 3, "cluster nodes")
+	cmd.Flags().StringSliceVar(&cfg.Workloads, "jobs", nil, "fio jobs to run (default all: 4k-randrw-qd32,1m-seqread,1m-seqwrite,4k-randwrite-fsync16)")
+	cmd.Flags().StringSliceVar(&cfg.Anchors, "anchors", nil, "anchor targets (default nbdkit-memory,qemu-nbd-raw; \"none\" for zos alone)")
+	cmd.Flags().StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the in-process cluster while the zos target runs")
+	metrics := cmd.Flags().Bool("metrics", false, "print the serving node's blockd metrics (cache hits, flush phases) to stderr after the zos target")
 	out := addOutputFlag(cmd)
 	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if *metrics {
+			cfg.Metrics = c.ErrOrStderr()
+		}
 		rep, err := bench.NBD(c.Context(), cfg)
 		if err != nil {
 			return err
