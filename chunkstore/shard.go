@@ -236,11 +236,27 @@ func (i ShardInfo) CheckShape() error {
 type ShardResult struct {
 	Shard Shard
 	Err   error
+	// Release, if set, recycles the buffer holding Shard.Data. A caller
+	// done with the data may call it (once; Data must not be used after);
+	// one that does not leaves the buffer to the garbage collector.
+	Release func()
+}
+
+// ReleaseResults calls the Release of every result that has one.
+func ReleaseResults(res []ShardResult) {
+	for i := range res {
+		if res[i].Release != nil {
+			res[i].Release()
+			res[i].Release = nil
+		}
+	}
 }
 
 // ShardPutter stores shards. A batch is durable when PutShards returns nil;
 // on error none, some or all of the batch may be stored. Putting a shard that
 // is already stored with the same checksum only refreshes its Written time.
+// The shards' data is neither retained nor read after PutShards returns,
+// whatever the outcome (callers reuse their buffers).
 type ShardPutter interface {
 	PutShards(ctx context.Context, shards []Shard) error
 }

@@ -35,6 +35,10 @@
 //     appended to again. Tested with pebble's crashable in-memory FS
 //     (random crashes keeping random unsynced blocks) and an error-injecting
 //     FS (internal/faultfs).
+//   - PutShards never reads the caller's shard data after it returns: a
+//     cancelled ctx abandons a write only if the writer has not taken it
+//     yet, else the call waits for it (callers recycle their buffers). Reads
+//     come in pooled buffers (ShardResult.Release).
 //   - Putting a shard already stored with the same checksum rewrites nothing
 //     but refreshes its write time, which garbage collection uses as its
 //     grace clock.

@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/internal/bufpool"
 	"github.com/zosproject/zos/internal/slogx"
 )
 
@@ -468,7 +469,22 @@ func (s *Store) scanRef(ref chunkstore.Ref, fn func(chunkstore.ShardKey, loc) bo
 
 // readRecord reads and verifies the record of k at l. A verification failure
 // quarantines the shard (drops it from the index) and returns ErrCorrupt.
-func (s *Store) readRecord(k chunkstore.ShardKey, l loc) (chunkstore.Shard, error) {
+func (s *Store) readRecord(k chunkstore.ShardKey, l loc) (chunkstore.Shard, func(), error) {
+	var buf []byte
+	sh, err := s.readRecordInto(k, l, func(n int) []byte {
+		buf = bufpool.Get(n)
+		return buf
+	})
+	if err != nil || buf == nil {
+		if buf != nil {
+			bufpool.Put(buf)
+		}
+		return sh, nil, err
+	}
+	return sh, func() { bufpool.Put(buf) }, nil
+}
+
+func (s *Store) readRecordInto(k chunkstore.ShardKey, l loc, alloc func(int) []byte) (chunkstore.Shard, error) {
 	for attempt := 0; ; attempt++ {
 		seg := s.acquire(l.seg)
 		if seg == nil {
@@ -483,7 +499,7 @@ func (s *Store) readRecord(k chunkstore.ShardKey, l loc) (chunkstore.Shard, erro
 			l = nl
 			continue
 		}
-		buf := make([]byte, l.recordLen())
+		buf := alloc(int(l.recordLen()))
 		n, err := seg.f.ReadAt(buf, l.off)
 		s.release(seg)
 		if err != nil && !(errors.Is(err, io.EOF) && n == len(buf)) {
@@ -521,7 +537,8 @@ func (s *Store) quarantine(k chunkstore.ShardKey, l loc, cause error) error {
 	return cause
 }
 
-// GetShards reads and verifies shards.
+// GetShards reads and verifies shards. Each shard read sets Release (its
+// buffer is pooled).
 func (s *Store) GetShards(ctx context.Context, keys []chunkstore.ShardKey) ([]chunkstore.ShardResult, error) {
 	if err := s.checkOpen(ctx); err != nil {
 		return nil, err
@@ -538,7 +555,7 @@ func (s *Store) GetShards(ctx context.Context, keys []chunkstore.ShardKey) ([]ch
 			res[i].Err = err
 			continue
 		}
-		res[i].Shard, res[i].Err = s.readRecord(ck, l)
+		res[i].Shard, res[i].Release, res[i].Err = s.readRecord(ck, l)
 	}
 	return res, nil
 }
@@ -596,7 +613,8 @@ func (s *Store) EnumerateShards(ctx context.Context, after chunkstore.ShardKey, 
 // PutShards validates the shards (shape and checksum) and stores them
 // durably in one group commit with other concurrent writers. A shard already
 // stored with the same checksum is not rewritten; only its write time is
-// refreshed.
+// refreshed. The shards' data is not read after PutShards returns (a
+// cancelled ctx abandons the write only if it has not started).
 func (s *Store) PutShards(ctx context.Context, shards []chunkstore.Shard) error {
 	if err := s.checkOpen(ctx); err != nil {
 		return err
@@ -646,8 +664,11 @@ func (s *Store) DeleteShards(ctx context.Context, keys []chunkstore.ShardKey, wr
 	return o.deleted, nil
 }
 
-// submit queues o for the writer and waits for it. A cancelled ctx stops
-// the wait, not the write: the op may still be applied.
+// submit queues o for the writer and waits for it. A cancelled ctx
+// abandons the op if the writer has not taken it yet (it is then never
+// applied); once taken, submit waits for it to be applied, so that no
+// caller's shard data is read after its call returned (callers reuse
+// their buffers).
 func (s *Store) submit(ctx context.Context, o *op) error {
 	select {
 	case s.ops <- o:
@@ -660,15 +681,22 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 	case <-o.done:
 		return o.err
 	case <-s.stopped:
-		// The writer finished; it closed o.done if it took o.
+	case <-ctx.Done():
+		if o.state.CompareAndSwap(opQueued, opAbandoned) {
+			return ctx.Err()
+		}
 		select {
 		case <-o.done:
 			return o.err
-		default:
-			return ErrClosed
+		case <-s.stopped:
 		}
-	case <-ctx.Done():
-		return ctx.Err()
+	}
+	// The writer finished; it closed o.done if it took o.
+	select {
+	case <-o.done:
+		return o.err
+	default:
+		return ErrClosed
 	}
 }
 

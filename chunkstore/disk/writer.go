@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -29,10 +30,22 @@ type op struct {
 	qloc   loc                   // opQuarantine: only if the index still says this
 	relocs []reloc               // opRelocate
 	done   chan struct{}         // closed when applied (or failed)
+	state  atomic.Int32          // opQueued, then opTaken by the writer or opAbandoned by its caller
 	err    error
 	// results
 	deleted int
 }
+
+// op states: the writer takes an op, or its cancelled caller abandons it,
+// whichever comes first (an abandoned op is never applied).
+const (
+	opQueued int32 = iota
+	opTaken
+	opAbandoned
+)
+
+// take claims o for the writer; false if its caller abandoned it.
+func (o *op) take() bool { return o.state.CompareAndSwap(opQueued, opTaken) }
 
 // reloc moves a verified record out of a segment being compacted.
 type reloc struct {
@@ -53,14 +66,19 @@ func (s *Store) writeLoop() {
 			s.failPending()
 			return
 		}
+		if !first.take() {
+			continue
+		}
 		group := []*op{first}
 		size := first.bytes
 	drain:
 		for size < s.cfg.MaxBatchBytes && len(group) < 1024 {
 			select {
 			case o := <-s.ops:
-				group = append(group, o)
-				size += o.bytes
+				if o.take() {
+					group = append(group, o)
+					size += o.bytes
+				}
 			default:
 				break drain
 			}
@@ -73,8 +91,10 @@ func (s *Store) failPending() {
 	for {
 		select {
 		case o := <-s.ops:
-			o.err = ErrClosed
-			close(o.done)
+			if o.take() {
+				o.err = ErrClosed
+				close(o.done)
+			}
 		default:
 			return
 		}

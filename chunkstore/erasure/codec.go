@@ -6,6 +6,7 @@ import (
 
 	"github.com/klauspost/reedsolomon"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/internal/bufpool"
 )
 
 // Codec splits chunks into shards and joins them back, with one cached
@@ -58,6 +59,54 @@ func (c *Codec) Encode(p chunkstore.Profile, data []byte) ([][]byte, error) {
 		return nil, fmt.Errorf("erasure: encode %s: %w", p, err)
 	}
 	return shards, nil
+}
+
+// EncodeShared is Encode without copying the chunk: the full data shards
+// alias data, the last (zero padded) data shard and the parity shards live
+// in a pooled buffer. The shards are valid until release is called (once,
+// after every reader of them is done) and as long as data is unchanged.
+func (c *Codec) EncodeShared(p chunkstore.Profile, data []byte) (shards [][]byte, release func(), err error) {
+	if err := p.Validate(); err != nil {
+		return nil, nil, err
+	}
+	k, n := int(p.K), p.N()
+	size := chunkstore.ShardSize(len(data), k)
+	if size == 0 {
+		shards, err := c.Encode(p, data)
+		return shards, func() {}, err
+	}
+	full := min(len(data)/size, k) // data shards entirely inside data
+	buf := bufpool.Get((n - full) * size)
+	shards = make([][]byte, n)
+	for i := range shards {
+		if i < full {
+			shards[i] = data[i*size : (i+1)*size : (i+1)*size]
+			continue
+		}
+		j := i - full
+		shards[i] = buf[j*size : (j+1)*size : (j+1)*size]
+		if i < k {
+			m := 0
+			if off := i * size; off < len(data) {
+				m = copy(shards[i], data[off:])
+			}
+			clear(shards[i][m:])
+		}
+	}
+	release = func() { bufpool.Put(buf) }
+	if p.M == 0 {
+		return shards, release, nil
+	}
+	enc, err := c.encoder(p)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	if err := enc.Encode(shards); err != nil {
+		release()
+		return nil, nil, fmt.Errorf("erasure: encode %s: %w", p, err)
+	}
+	return shards, release, nil
 }
 
 // Decode rebuilds the chunk of chunkSize bytes from shards (indexed by

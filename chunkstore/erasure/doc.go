@@ -16,6 +16,12 @@
 // erasure pools. Missing shards of a successful write are queued for repair
 // (and heal rebuilds them if the node stays away).
 //
+// The data path copies as little as it can: the full data shards of a put
+// are slices of the caller's chunk (Codec.EncodeShared; only the padded
+// last data shard and the parity are written, into pooled buffers), the
+// chunk is hashed while it is encoded, each node's checksums are computed
+// by its sender, and shards read are recycled once decoded.
+//
 // Tiny chunks are replicated (profile 1+m) rather than coded: below
 // DefaultReplicateBelow (4 KiB) a put writes m+1 shards instead of k+m and
 // is ~2x faster. Measured by BenchmarkSmallChunks, 6 loopback servers, 4+2:

@@ -31,8 +31,9 @@ type gathering struct {
 }
 
 type found struct {
-	shard chunkstore.Shard
-	node  string
+	shard   chunkstore.Shard
+	node    string
+	release func() // recycles shard.Data's buffer, if set
 }
 
 // askKey: an index asked of a node, for one profile or (zero) any.
@@ -234,6 +235,7 @@ func (g *gathering) record(node string, keys []chunkstore.ShardKey, res []chunks
 		}
 		k := r.Shard.Key
 		if k.Ref != g.ref || !keys[j].Matches(k) || k.Validate() != nil || int(k.Index) >= k.Profile.N() {
+			release(r)
 			continue
 		}
 		g.present[foundKey{node: node, key: k}] = true
@@ -243,7 +245,31 @@ func (g *gathering) record(node string, keys []chunkstore.ShardKey, res []chunks
 			g.got[k.Profile] = m
 		}
 		if _, ok := m[int(k.Index)]; !ok {
-			m[int(k.Index)] = found{shard: r.Shard, node: node}
+			m[int(k.Index)] = found{shard: r.Shard, node: node, release: r.Release}
+		} else {
+			release(r)
+		}
+	}
+}
+
+func release(r chunkstore.ShardResult) {
+	if r.Release != nil {
+		r.Release()
+	}
+}
+
+// release recycles the buffers of every shard gathered. Nothing gathered
+// may be used afterwards (decode copies what it returns).
+func (g *gathering) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range g.got {
+		for i, f := range m {
+			if f.release != nil {
+				f.release()
+			}
+			f.release, f.shard.Data = nil, nil
+			m[i] = f
 		}
 	}
 }

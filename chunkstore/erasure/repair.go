@@ -156,6 +156,7 @@ func (s *Store) RepairPositions(ctx context.Context, ref chunkstore.Ref, q chunk
 		return res, nil
 	}
 	g := s.newGathering(ref, true)
+	defer g.release()
 	g.guess = q
 	got, err := g.run(ctx)
 	if err != nil {

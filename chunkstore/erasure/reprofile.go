@@ -354,6 +354,7 @@ func (s *Store) deleteProfile(ctx context.Context, ref chunkstore.Ref, p chunkst
 // profile (guessing p first), without read repair.
 func (s *Store) read(ctx context.Context, ref chunkstore.Ref, p chunkstore.Profile) ([]byte, error) {
 	g := s.newGathering(ref, true)
+	defer g.release()
 	g.guess = p
 	q, err := g.run(ctx)
 	if err != nil {

@@ -211,6 +211,7 @@ func (s *Store) Inspect(ctx context.Context, ref chunkstore.Ref) (ChunkStatus, e
 					keys[j] = si.Key
 				}
 				out[i].res, err = st.GetShards(ctx, keys)
+				chunkstore.ReleaseResults(out[i].res) // only the verdicts are used
 			}
 			out[i].err = err
 		})

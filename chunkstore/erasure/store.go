@@ -1,6 +1,7 @@
 package erasure
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -319,18 +320,25 @@ func (s *Store) put(ctx context.Context, data []byte, base chunkstore.Profile) (
 	if err := ctx.Err(); err != nil {
 		return chunkstore.Ref{}, err
 	}
-	ref := chunkstore.Sum(data)
 	p := s.profileFor(base, len(data))
-	// Fewer failure domains than shards: write the profile heal would
-	// re-encode the chunk to (see Fit), not one it would have to.
-	if t, need := Fit(s.Placer(), ref, p); need {
-		p = t
-	}
-	shards, err := s.codec.Encode(p, data)
+	ref, shards, release, err := s.hashAndEncode(p, data)
 	if err != nil {
 		return ref, err
 	}
+	// Fewer failure domains than shards: write the profile heal would
+	// re-encode the chunk to (see Fit), not one it would have to.
+	if t, need := Fit(s.Placer(), ref, p); need {
+		release()
+		p = t
+		if shards, release, err = s.codec.EncodeShared(p, data); err != nil {
+			return ref, err
+		}
+	}
+	// Every write has returned when writeShards does (shard stores never
+	// read the data after their PutShards returns), so the buffers are
+	// free again after it.
 	written, errs := s.writeShards(ctx, ref, p, len(data), shards, nil)
+	defer release()
 	s.m.puts.Inc()
 	s.m.putBytes.Add(float64(len(data)))
 	if err := ctx.Err(); err != nil {
@@ -342,9 +350,33 @@ func (s *Store) put(ctx context.Context, data []byte, base chunkstore.Profile) (
 	}
 	if len(written) < p.N() {
 		s.m.partialPuts.Inc()
-		s.queueRepair(repairJob{ref: ref, profile: p, chunkSize: len(data), shards: shards})
+		s.queueRepair(repairJob{ref: ref, profile: p, chunkSize: len(data), data: bytes.Clone(data)})
 	}
 	return ref, nil
+}
+
+// parallelBelow: chunks at least this large are hashed and encoded in
+// parallel (two cores halve a put's CPU latency; tiny chunks are not worth
+// a goroutine).
+const parallelBelow = 256 << 10
+
+// hashAndEncode computes the chunk's Ref and its shards under p, in
+// parallel for large chunks.
+func (s *Store) hashAndEncode(p chunkstore.Profile, data []byte) (chunkstore.Ref, [][]byte, func(), error) {
+	if len(data) < parallelBelow || p.M == 0 {
+		ref := chunkstore.Sum(data)
+		shards, release, err := s.codec.EncodeShared(p, data)
+		return ref, shards, release, err
+	}
+	var ref chunkstore.Ref
+	done := make(chan struct{})
+	go func() {
+		ref = chunkstore.Sum(data)
+		close(done)
+	}()
+	shards, release, err := s.codec.EncodeShared(p, data)
+	<-done
+	return ref, shards, release, err
 }
 
 // writeShards writes the given positions (all if nil) of ref's shards to
@@ -366,11 +398,12 @@ func (s *Store) writeShards(ctx context.Context, ref chunkstore.Ref, p chunkstor
 	var errs []error
 	var wg sync.WaitGroup
 	for _, r := range reqs {
-		for _, i := range r.positions {
-			key := chunkstore.ShardKey{Ref: ref, Profile: p, Index: uint8(i)}
-			r.shards = append(r.shards, chunkstore.NewShard(key, chunkSize, shards[i]))
-		}
 		wg.Go(func() {
+			// Checksums here: each node's are computed while others send.
+			for _, i := range r.positions {
+				key := chunkstore.ShardKey{Ref: ref, Profile: p, Index: uint8(i)}
+				r.shards = append(r.shards, chunkstore.NewShard(key, chunkSize, shards[i]))
+			}
 			err := s.putNode(ctx, r.node, r.shards)
 			mu.Lock()
 			defer mu.Unlock()
@@ -404,6 +437,7 @@ func (s *Store) Fetch(ctx context.Context, ref chunkstore.Ref) ([]byte, error) {
 	}
 	s.m.fetches.Inc()
 	g := s.newGathering(ref, true)
+	defer g.release()
 	q, err := g.run(ctx)
 	if err != nil {
 		s.m.fetchErrors.Inc()

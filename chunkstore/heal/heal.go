@@ -583,6 +583,7 @@ func (h *Healer) push(ctx context.Context, home placement.Node, si chunkstore.Sh
 	if err != nil {
 		return err
 	}
+	defer chunkstore.ReleaseResults(res) // PutShards does not keep the data
 	if res[0].Err != nil {
 		return res[0].Err
 	}

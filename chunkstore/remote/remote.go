@@ -12,6 +12,9 @@
 //     connection is dropped (a stalled peer would block the others); dials
 //     and handshakes have Config.DialTimeout. A cancelled context returns at
 //     once.
+//   - Frames are sent with one vectored write each (shard data is not
+//     copied) and shards are received into pooled buffers: a caller done
+//     with a GetShards result may recycle it with its Release.
 //   - Transport failures wrap chunkstore.ErrUnavailable; a wrong cluster
 //     secret is ErrAuth. All requests are idempotent, so a request whose
 //     connection broke is retried once on a fresh one.
@@ -56,7 +59,9 @@ type Config struct {
 	Addr string
 	// Secret is the cluster secret (at least 16 bytes). Required.
 	Secret []byte
-	// Conns is the number of connections kept to the server. Default 2.
+	// Conns is the number of connections kept to the server (requests are
+	// spread over them; a large frame holds one while it is sent).
+	// Default 4.
 	Conns int
 	// DialTimeout bounds connecting and the handshake. Default 5s.
 	DialTimeout time.Duration
@@ -69,7 +74,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.Conns == 0 {
-		c.Conns = 2
+		c.Conns = 4
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 5 * time.Second
@@ -228,7 +233,6 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	cn := &conn{
 		client:     c,
 		nc:         nc,
-		bw:         bufio.NewWriterSize(nc, 256<<10),
 		calls:      map[uint32]*call{},
 		readerDone: make(chan struct{}),
 	}
@@ -242,7 +246,6 @@ type conn struct {
 	client *Client
 	nc     net.Conn
 	wmu    sync.Mutex
-	bw     *bufio.Writer
 
 	mu         sync.Mutex
 	calls      map[uint32]*call
@@ -291,10 +294,11 @@ func (cn *conn) kill(err error) {
 
 func (cn *conn) readLoop() {
 	defer close(cn.readerDone)
-	br := bufio.NewReaderSize(cn.nc, 256<<10)
+	br := bufio.NewReaderSize(cn.nc, 64<<10) // large frames are read past it, not through it
 	c := cn.client
 	for {
-		f, _, err := wire.ReadFrame(br, nil)
+		// Pooled: a shard's buffer goes back with its result's Release.
+		f, release, err := wire.ReadFramePooled(br)
 		if err != nil {
 			if errors.Is(err, wire.ErrProtocol) {
 				c.log.Warn("server sent garbage; dropping the connection", "err", err)
@@ -310,10 +314,11 @@ func (cn *conn) readLoop() {
 		cl := cn.calls[f.ID]
 		if cl == nil {
 			cn.mu.Unlock()
+			release()
 			continue // answer to an abandoned call
 		}
 		cl.last.Store(time.Now().UnixNano())
-		finished, perr := cl.accept(f)
+		finished, perr := cl.accept(f, release)
 		if finished && perr == nil {
 			delete(cn.calls, f.ID)
 			close(cl.done)
@@ -328,19 +333,29 @@ func (cn *conn) readLoop() {
 }
 
 // accept takes one frame for the call; it reports whether the call is
-// complete, or a protocol error.
-func (cl *call) accept(f wire.Frame) (bool, error) {
+// complete, or a protocol error. release recycles the frame's buffer: a
+// shard received keeps it as its result's Release; other frames are
+// decoded and released, or (answers decoded later) left to the GC.
+func (cl *call) accept(f wire.Frame, release func()) (bool, error) {
 	switch f.Type {
 	case wire.TypeError:
 		cl.err = wire.DecodeError(f.Payload)
+		release()
 		return true, nil
 	case wire.TypeGetItem:
 		idx, res, err := wire.DecodeGetItem(f.Payload)
 		if err != nil {
+			release()
 			return false, err
 		}
 		if idx < 0 || idx >= cl.want || cl.items[idx].Err != errPending {
+			release()
 			return false, fmt.Errorf("%w: unexpected get item %d", wire.ErrProtocol, idx)
+		}
+		if res.Err == nil {
+			res.Release = release
+		} else {
+			release()
 		}
 		cl.items[idx] = res
 		cl.got++
@@ -380,10 +395,7 @@ func (cn *conn) roundTrip(ctx context.Context, typ byte, parts [][]byte, want in
 
 	cn.wmu.Lock()
 	cn.nc.SetWriteDeadline(time.Now().Add(c.cfg.RequestTimeout))
-	err := wire.WriteFrame(cn.bw, typ, id, parts...)
-	if err == nil {
-		err = cn.bw.Flush()
-	}
+	err := wire.WriteFrameTo(cn.nc, typ, id, parts...)
 	cn.wmu.Unlock()
 	if err != nil {
 		if errors.Is(err, chunkstore.ErrTooLarge) {
@@ -478,7 +490,8 @@ func (c *Client) PutShards(ctx context.Context, shards []chunkstore.Shard) error
 	return nil
 }
 
-// GetShards reads shards; each is verified on arrival.
+// GetShards reads shards; each is verified on arrival. Shards received
+// set Release (their buffers are pooled).
 func (c *Client) GetShards(ctx context.Context, keys []chunkstore.ShardKey) ([]chunkstore.ShardResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -493,10 +506,17 @@ func (c *Client) GetShards(ctx context.Context, keys []chunkstore.ShardKey) ([]c
 		}
 		for j, r := range cl.items {
 			if r.Err == nil {
+				var bad error
 				if !part[j].Matches(r.Shard.Key) {
-					r = chunkstore.ShardResult{Err: fmt.Errorf("%w: shard server %s answered %s for %s", chunkstore.ErrCorrupt, c.cfg.Addr, r.Shard.Key, part[j])}
+					bad = fmt.Errorf("%w: shard server %s answered %s for %s", chunkstore.ErrCorrupt, c.cfg.Addr, r.Shard.Key, part[j])
 				} else if err := r.Shard.Verify(); err != nil {
-					r = chunkstore.ShardResult{Err: fmt.Errorf("%w (received from %s)", err, c.cfg.Addr)}
+					bad = fmt.Errorf("%w (received from %s)", err, c.cfg.Addr)
+				}
+				if bad != nil {
+					if r.Release != nil {
+						r.Release()
+					}
+					r = chunkstore.ShardResult{Err: bad}
 				}
 			}
 			out = append(out, r)

@@ -262,6 +262,7 @@ func (s *Scrubber) scrubBatch(ctx context.Context, batch []chunkstore.ShardInfo)
 	if err != nil {
 		return err
 	}
+	chunkstore.ReleaseResults(res) // read and verified: only the verdicts matter
 	s.update(func(r *Result) {
 		r.Scanned += int64(len(batch))
 		r.Bytes += bytes

@@ -19,6 +19,8 @@
 //     most a deadline, never forever.
 //   - Shards are verified by the store on put (checksum) and on get; the
 //     server never sends bytes that failed verification.
+//   - Requests are read into pooled buffers, recycled when their handler
+//     returns; responses go out with one vectored write (no copy).
 //
 // # Usage
 //
@@ -242,7 +244,6 @@ type conn struct {
 	c    net.Conn
 	log  *slog.Logger
 	wmu  sync.Mutex
-	bw   *bufio.Writer
 	werr error
 }
 
@@ -258,8 +259,8 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	cn := &conn{s: s, c: c, log: log, bw: bufio.NewWriterSize(c, 256<<10)}
-	br := bufio.NewReaderSize(c, 256<<10)
+	cn := &conn{s: s, c: c, log: log}
+	br := bufio.NewReaderSize(c, 64<<10) // large frames are read past it, not through it
 	sem := make(chan struct{}, s.cfg.MaxInFlight)
 	var handlers sync.WaitGroup
 	defer handlers.Wait()
@@ -273,13 +274,16 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		c.SetReadDeadline(time.Now().Add(s.cfg.FrameTimeout))
-		f, _, err := wire.ReadFrame(br, nil) // fresh buffer: handlers keep payloads
+		// A pooled buffer per frame: its handler releases it when done
+		// (stores do not keep shard data after PutShards returns).
+		f, release, err := wire.ReadFramePooled(br)
 		if err != nil {
 			s.m.badPeers.WithLabelValues("frame").Inc()
 			log.Warn("bad or stalled frame; closing", "err", err)
 			return
 		}
 		if !wire.IsRequest(f.Type) {
+			release()
 			s.m.badPeers.WithLabelValues("type").Inc()
 			log.Warn("not a request; closing", "type", f.Type)
 			return
@@ -288,10 +292,12 @@ func (s *Server) serveConn(c net.Conn) {
 		select {
 		case sem <- struct{}{}:
 		case <-s.ctx.Done():
+			release()
 			return
 		}
 		handlers.Go(func() {
 			defer func() { <-sem }()
+			defer release()
 			if err := cn.handle(f); err != nil {
 				// A malformed request: the peer is not speaking the
 				// protocol; drop it.
@@ -311,11 +317,7 @@ func (cn *conn) write(typ byte, id uint32, parts ...[]byte) {
 		return
 	}
 	cn.c.SetWriteDeadline(time.Now().Add(cn.s.cfg.FrameTimeout))
-	err := wire.WriteFrame(cn.bw, typ, id, parts...)
-	if err == nil {
-		err = cn.bw.Flush()
-	}
-	if err != nil {
+	if err := wire.WriteFrameTo(cn.c, typ, id, parts...); err != nil {
 		cn.werr = err
 		cn.log.Debug("write failed; closing", "err", err)
 		cn.c.Close()
@@ -370,6 +372,7 @@ func (cn *conn) handle(f wire.Frame) error {
 				err = fmt.Errorf("store returned %d results for %d keys", len(res), len(part))
 			}
 			if err != nil {
+				chunkstore.ReleaseResults(res)
 				s.m.errors.WithLabelValues(name).Inc()
 				cn.fail(f.ID, err)
 				return nil
@@ -379,6 +382,9 @@ func (cn *conn) handle(f wire.Frame) error {
 					s.m.errors.WithLabelValues(name).Inc()
 				}
 				cn.write(wire.TypeGetItem, f.ID, wire.GetItemHeader(nil, i+j, r.Shard, r.Err), r.Shard.Data)
+				if r.Release != nil {
+					r.Release() // written (synchronously): the store may reuse it
+				}
 			}
 		}
 	case wire.TypeStat:

@@ -39,8 +39,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/internal/bufpool"
 )
 
 // Magic opens the handshake in both directions.
@@ -100,6 +102,31 @@ type Frame struct {
 
 // ReadFrame reads one frame. buf is reused when large enough.
 func ReadFrame(r io.Reader, buf []byte) (Frame, []byte, error) {
+	return readFrame(r, buf, nil)
+}
+
+// ReadFramePooled reads one frame into a buffer from chunkstore's buffer
+// pool when it is small enough to be allocated at once; release returns
+// it (call it once nothing refers to the payload any more).
+func ReadFramePooled(r io.Reader) (Frame, func(), error) {
+	var pooled []byte
+	f, _, err := readFrame(r, nil, func(n int) []byte {
+		pooled = bufpool.Get(n)
+		return pooled
+	})
+	release := func() {
+		if pooled != nil {
+			bufpool.Put(pooled)
+			pooled = nil
+		}
+	}
+	if err != nil {
+		release()
+	}
+	return f, release, err
+}
+
+func readFrame(r io.Reader, buf []byte, alloc func(int) []byte) (Frame, []byte, error) {
 	var hdr [frameHeader]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return Frame{}, buf, err
@@ -111,7 +138,11 @@ func ReadFrame(r io.Reader, buf []byte) (Frame, []byte, error) {
 	f := Frame{Type: hdr[4], ID: binary.LittleEndian.Uint32(hdr[5:])}
 	size := int(n) - 5
 	if cap(buf) < size && size <= eagerAlloc {
-		buf = make([]byte, size)
+		if alloc != nil && size > 0 {
+			buf = alloc(size)
+		} else {
+			buf = make([]byte, size)
+		}
 	}
 	if cap(buf) >= size {
 		buf = buf[:size]
@@ -163,6 +194,32 @@ func WriteFrame(w *bufio.Writer, typ byte, id uint32, parts ...[]byte) error {
 		}
 	}
 	return nil
+}
+
+// WriteFrameTo writes a frame whose payload is the concatenation of parts
+// with one vectored write (writev on a TCP connection): the parts are not
+// copied. Callers serialise writes on w.
+func WriteFrameTo(w io.Writer, typ byte, id uint32, parts ...[]byte) error {
+	size := 5
+	for _, p := range parts {
+		size += len(p)
+	}
+	if size > MaxFrame {
+		return fmt.Errorf("%w: frame of %d bytes exceeds the %d limit", chunkstore.ErrTooLarge, size, MaxFrame)
+	}
+	var hdr [frameHeader]byte
+	binary.LittleEndian.PutUint32(hdr[0:], uint32(size))
+	hdr[4] = typ
+	binary.LittleEndian.PutUint32(hdr[5:], id)
+	bufs := make(net.Buffers, 0, 1+len(parts))
+	bufs = append(bufs, hdr[:])
+	for _, p := range parts {
+		if len(p) > 0 {
+			bufs = append(bufs, p)
+		}
+	}
+	_, err := bufs.WriteTo(w)
+	return err
 }
 
 // ---- handshake
