@@ -67,6 +67,12 @@ type Config struct {
 	// GCGrace: chunks written this recently are never collected. Default 1h.
 	GCGrace time.Duration
 
+	// NBD over TLS: a certificate and key in PEM files turn STARTTLS on;
+	// NBDTLSClientCA additionally requires client certificates signed by
+	// that CA; NBDTLSRequired refuses clients that do not upgrade.
+	NBDTLSCert, NBDTLSKey, NBDTLSClientCA string
+	NBDTLSRequired                        bool
+
 	// LeaseTTL of read-write vdisk attachments (0: blockd's default).
 	LeaseTTL time.Duration
 
@@ -143,6 +149,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Bootstrap && c.Join != "" {
 		return errors.New("node: --bootstrap and --join exclude each other")
+	}
+	if (c.NBDTLSCert == "") != (c.NBDTLSKey == "") {
+		return errors.New("node: --nbd-tls-cert and --nbd-tls-key go together")
+	}
+	if (c.NBDTLSRequired || c.NBDTLSClientCA != "") && c.NBDTLSCert == "" {
+		return errors.New("node: --nbd-tls-required and --nbd-tls-client-ca need --nbd-tls-cert and --nbd-tls-key")
 	}
 	if c.DeadAfter < 2*c.ProbeInterval {
 		return errors.New("node: DeadAfter must be at least two probe intervals")

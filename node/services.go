@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -24,7 +26,13 @@ func (n *Node) startBlockd(ln net.Listener) error {
 		return fmt.Errorf("node: blockd: %w", err)
 	}
 	n.blockd = svc
-	srv, err := nbd.New(nbd.Config{Exports: svc.Exports(), Logger: n.cfg.Logger, Registerer: n.reg})
+	tlsCfg, err := n.nbdTLS()
+	if err != nil {
+		svc.Close()
+		return err
+	}
+	srv, err := nbd.New(nbd.Config{Exports: svc.Exports(), TLS: tlsCfg, RequireTLS: n.cfg.NBDTLSRequired,
+		Logger: n.cfg.Logger, Registerer: n.reg})
 	if err != nil {
 		svc.Close()
 		return fmt.Errorf("node: NBD server: %w", err)
@@ -96,4 +104,28 @@ func (n *Node) nodeOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.api.RequireNode(h).ServeHTTP(w, r)
 	})
+}
+
+// nbdTLS loads the NBD server's certificate (nil: no TLS).
+func (n *Node) nbdTLS() (*tls.Config, error) {
+	if n.cfg.NBDTLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(n.cfg.NBDTLSCert, n.cfg.NBDTLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("node: NBD TLS certificate: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if n.cfg.NBDTLSClientCA != "" {
+		pem, err := os.ReadFile(n.cfg.NBDTLSClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("node: NBD TLS client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("node: NBD TLS client CA %s holds no certificate", n.cfg.NBDTLSClientCA)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
 }

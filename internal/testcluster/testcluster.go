@@ -157,6 +157,12 @@ func (c *Cluster) start(p *Proc) {
 	p.mu.Unlock()
 }
 
+// Args returns the command-line arguments of the node (after "zos").
+func (p *Proc) Args() []string { return append([]string(nil), p.args...) }
+
+// SetArgs replaces the arguments used at the next Restart.
+func (p *Proc) SetArgs(args []string) { p.args = args }
+
 // Kill sends SIGKILL to node i and waits for it to die.
 func (c *Cluster) Kill(i int) { c.signal(i, syscall.SIGKILL) }
 
