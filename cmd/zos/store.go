@@ -33,7 +33,7 @@ func newStoreCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		prog, done := vdiskProgress("put "+args[0], st.Size())
+		prog, done := byteProgress("put "+args[0], st.Size())
 		q := "?note=" + url.QueryEscape(args[0])
 		if *pool != "" {
 			q += "&pool=" + url.QueryEscape(*pool)
@@ -71,7 +71,7 @@ func newStoreCmd() *cobra.Command {
 			}
 			w = f
 		}
-		prog, done := vdiskProgress("get "+ref.Short(), resp.ContentLength)
+		prog, done := byteProgress("get "+ref.Short(), resp.ContentLength)
 		_, err = io.Copy(w, &countingReader{r: resp.Body, fn: prog})
 		done()
 		if f != nil {

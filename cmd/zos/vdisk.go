@@ -11,12 +11,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/zosproject/zos/blockd"
 	"github.com/zosproject/zos/orchestrator/client"
@@ -94,7 +91,7 @@ func vdiskCreateCmd() *cobra.Command {
 			if *pool != "" {
 				q.Set("pool", *pool)
 			}
-			prog, done := vdiskProgress("import "+name, st.Size())
+			prog, done := byteProgress("import "+name, st.Size())
 			resp, err := cl.Stream(cmd.Context(), http.MethodPost, "/api/v1/vdisks?"+q.Encode(), &countingReader{r: f, fn: prog}, nil)
 			done()
 			if err != nil {
@@ -313,7 +310,7 @@ func vdiskExportCmd() *cobra.Command {
 			defer f.Close()
 			w = &sparseWriter{f: f}
 		}
-		prog, done := vdiskProgress("export "+args[0], resp.ContentLength)
+		prog, done := byteProgress("export "+args[0], resp.ContentLength)
 		n, err := io.CopyBuffer(w, &countingReader{r: resp.Body, fn: prog}, make([]byte, 1<<20))
 		done()
 		if err != nil {
@@ -348,7 +345,7 @@ func vdiskImportCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		prog, done := vdiskProgress("import "+args[0], st.Size())
+		prog, done := byteProgress("import "+args[0], st.Size())
 		var info blockd.VDiskInfo
 		err = client.FromEnv().Do(cmd.Context(), http.MethodPut, vdiskPath(args[0], "import"), &countingReader{r: f, fn: prog}, &info)
 		done()
@@ -393,20 +390,6 @@ func vdiskDiffCmd() *cobra.Command {
 	return c
 }
 
-// countingReader reports the bytes read so far.
-type countingReader struct {
-	r  io.Reader
-	n  int64
-	fn func(int64)
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	c.fn(c.n)
-	return n, err
-}
-
 // sparseWriter writes to a new file, skipping zero pieces so the holes of
 // an exported vdisk stay holes (the caller truncates the file to its size).
 type sparseWriter struct {
@@ -433,45 +416,4 @@ func (s *sparseWriter) Write(p []byte) (int, error) {
 		p = p[k:]
 	}
 	return total, nil
-}
-
-// vdiskProgress returns a progress callback (bytes so far) and its finish
-// function: a bar when stderr is a terminal, a line every 5 s otherwise.
-func vdiskProgress(what string, total int64) (func(int64), func()) {
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		bar := progressbar.NewOptions64(total,
-			progressbar.OptionSetWriter(os.Stderr),
-			progressbar.OptionSetDescription(what),
-			progressbar.OptionShowBytes(true),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish())
-		return func(n int64) { _ = bar.Set64(n) }, func() { _ = bar.Finish() }
-	}
-	start := time.Now()
-	var last atomic.Int64
-	last.Store(start.UnixNano())
-	var cur atomic.Int64
-	report := func(final bool) {
-		n := cur.Load()
-		el := time.Since(start).Seconds()
-		rate := float64(n) / max(el, 1e-3)
-		pct := ""
-		if total > 0 {
-			pct = fmt.Sprintf(" (%.0f%%)", 100*float64(n)/float64(total))
-		}
-		state := ""
-		if final {
-			state = " done"
-		}
-		fmt.Fprintf(os.Stderr, "%s: %s of %s%s, %s/s%s\n", what, humanBytes(n), humanBytes(max(total, 0)), pct, humanBytes(int64(rate)), state)
-	}
-	return func(n int64) {
-			cur.Store(n)
-			if now := time.Now().UnixNano(); now-last.Load() >= int64(5*time.Second) {
-				last.Store(now)
-				report(false)
-			}
-		}, func() {
-			report(true)
-		}
 }
