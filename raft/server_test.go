@@ -24,9 +24,6 @@ type testCluster struct {
 	servers map[string]*Server
 	trans   map[string]*hraft.InmemTransport
 	dirs    map[string]string
-	// partitioned servers cannot forward (the transport is disconnected
-	// separately).
-	fast bool
 }
 
 type directForwarder struct{ c *testCluster }

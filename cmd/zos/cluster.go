@@ -150,7 +150,7 @@ func newPoolCmd() *cobra.Command {
 		k, err1 := strconv.Atoi(args[1])
 		m, err2 := strconv.Atoi(args[2])
 		if err1 != nil || err2 != nil {
-			return fmt.Errorf("K and M must be numbers")
+			return fmt.Errorf("pool profile: k and m must be numbers, got %q and %q", args[1], args[2])
 		}
 		return client.FromEnv().Do(cmd.Context(), http.MethodPost, "/api/v1/pools", fsm.PoolArgs{Name: args[0], K: k, M: m}, nil)
 	}
