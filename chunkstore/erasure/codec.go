@@ -1,10 +1,13 @@
 package erasure
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/reedsolomon"
+	"github.com/zeebo/blake3"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/internal/bufpool"
 )
@@ -107,6 +110,100 @@ func (c *Codec) EncodeShared(p chunkstore.Profile, data []byte) (shards [][]byte
 		return nil, nil, fmt.Errorf("erasure: encode %s: %w", p, err)
 	}
 	return shards, release, nil
+}
+
+// errNoShortcut: Rebuild cannot work on the shards in place (a data shard
+// with non-zero padding, or a profile without parity missing data); the
+// caller decodes and re-encodes instead.
+var errNoShortcut = errors.New("erasure: rebuild needs a full decode")
+
+// Rebuild returns the shards at positions want of a chunk of chunkSize
+// bytes, profile p, given some of its shards (indexed by position, nil
+// where missing), without assembling the chunk: missing data shards and
+// wanted shards are computed in pooled buffers (only those), and the chunk
+// is verified against ref by hashing the data shards in place. The result
+// is indexed by position (nil where not wanted) and valid until release.
+func (c *Codec) Rebuild(p chunkstore.Profile, chunkSize int, shards [][]byte, ref chunkstore.Ref, want []int) (out [][]byte, release func(), err error) {
+	k, n := int(p.K), p.N()
+	size := chunkstore.ShardSize(chunkSize, k)
+	if len(shards) != n || size == 0 {
+		return nil, nil, errNoShortcut
+	}
+	work := make([][]byte, n)
+	have := 0
+	for i, sh := range shards {
+		if sh == nil {
+			continue
+		}
+		if len(sh) != size {
+			return nil, nil, fmt.Errorf("%w: shard %d is %d bytes, want %d", chunkstore.ErrCorrupt, i, len(sh), size)
+		}
+		work[i] = sh
+		have++
+	}
+	required := make([]bool, n)
+	need := false
+	for i := range n {
+		if work[i] == nil && (i < k || slices.Contains(want, i)) {
+			required[i], need = true, true
+		}
+	}
+	var bufs [][]byte
+	release = func() {
+		for _, b := range bufs {
+			bufpool.Put(b)
+		}
+		bufs = nil
+	}
+	if need {
+		if have < k {
+			return nil, nil, fmt.Errorf("%w: %d of %d shards, need %d", chunkstore.ErrUnavailable, have, n, k)
+		}
+		if p.M == 0 {
+			return nil, nil, errNoShortcut
+		}
+		for i, r := range required {
+			if r {
+				b := bufpool.Get(size)
+				bufs = append(bufs, b)
+				work[i] = b[:0]
+			}
+		}
+		enc, err := c.encoder(p)
+		if err != nil {
+			release()
+			return nil, nil, err
+		}
+		if err := enc.ReconstructSome(work, required); err != nil {
+			release()
+			return nil, nil, fmt.Errorf("%w: reconstruct %s: %v", chunkstore.ErrCorrupt, p, err)
+		}
+	}
+	// Verify: the data shards hash to ref, and the padding is zero (the
+	// parity was computed over zero padding).
+	h := blake3.New()
+	for i := range k {
+		d := work[i]
+		end := min(size, max(chunkSize-i*size, 0))
+		h.Write(d[:end])
+		for _, b := range d[end:] {
+			if b != 0 {
+				release()
+				return nil, nil, errNoShortcut
+			}
+		}
+	}
+	var got chunkstore.Ref
+	h.Sum(got[:0])
+	if got != ref {
+		release()
+		return nil, nil, fmt.Errorf("%w: chunk %s rebuilt from shards %s hashes to %s", chunkstore.ErrCorrupt, ref.Short(), p, got.Short())
+	}
+	out = make([][]byte, n)
+	for _, i := range want {
+		out[i] = work[i]
+	}
+	return out, release, nil
 }
 
 // Decode rebuilds the chunk of chunkSize bytes from shards (indexed by

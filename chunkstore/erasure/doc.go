@@ -66,13 +66,15 @@
 //
 // # Maintenance
 //
-// Repair / RepairPositions rebuild missing shards (used by heal and scrub),
-// WalkChunks merges every node's shard listing, Inspect reports where each
-// shard of a chunk is, whether it is healthy, how many failures it
-// tolerates and whether it is undersized (its profile no longer fits;
-// counted as degraded) ("zos store stat"), Status gathers per-node
-// counters and optionally a census of healthy, degraded, undersized and
-// unreadable chunks and stale shards ("zos store status").
+// Repair / RepairPositions rebuild missing shards (used by heal and scrub)
+// from any k others without assembling the chunk: it is verified by hashing
+// the data shards in place, and only the missing shards are computed
+// (Codec.Rebuild). WalkChunks merges every node's shard listing. Inspect
+// reports where each shard of a chunk is, whether it is healthy, how many
+// failures it tolerates and whether it is undersized (its profile no
+// longer fits; counted as degraded) ("zos store stat"). Status gathers
+// per-node counters and optionally a census of healthy, degraded,
+// undersized and unreadable chunks and stale shards ("zos store status").
 //
 // # Usage
 //

@@ -367,18 +367,25 @@ func (g *gathering) chunkSize(q chunkstore.Profile) int {
 	return int(best)
 }
 
-// decode joins the gathered shards of q and verifies the Ref. degraded
-// reports whether a reconstruction was needed.
-func (g *gathering) decode(q chunkstore.Profile) (data []byte, degraded bool, err error) {
+// shards returns the chunk size most shards of q agree on and the
+// gathered shards of q with that size, indexed by position.
+func (g *gathering) shards(q chunkstore.Profile) (int, [][]byte) {
 	size := g.chunkSize(q)
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	shards := make([][]byte, q.N())
 	for i, f := range g.got[q] {
 		if int(f.shard.ChunkSize) == size {
 			shards[i] = f.shard.Data
 		}
 	}
-	g.mu.Unlock()
+	return size, shards
+}
+
+// decode joins the gathered shards of q and verifies the Ref. degraded
+// reports whether a reconstruction was needed.
+func (g *gathering) decode(q chunkstore.Profile) (data []byte, degraded bool, err error) {
+	size, shards := g.shards(q)
 	for i := range int(q.K) {
 		if shards[i] == nil {
 			degraded = true

@@ -48,10 +48,12 @@ func (s *Store) repairLoop() {
 func (s *Store) runRepair(ctx context.Context, j repairJob) error {
 	shards := j.shards
 	if shards == nil {
+		var release func()
 		var err error
-		if shards, err = s.codec.Encode(j.profile, j.data); err != nil {
+		if shards, release, err = s.codec.EncodeShared(j.profile, j.data); err != nil {
 			return err
 		}
+		defer release()
 	}
 	positions := j.positions
 	if positions == nil {
@@ -165,18 +167,25 @@ func (s *Store) RepairPositions(ctx context.Context, ref chunkstore.Ref, q chunk
 	if got != q {
 		return res, fmt.Errorf("%w: %w: chunk %s: asked to repair %s shards but found %s", ErrOtherProfile, chunkstore.ErrCorrupt, ref.Short(), q, got)
 	}
-	data, _, err := g.decode(q)
+	// Compute just the missing shards from the gathered ones, verifying
+	// the chunk without assembling it; decode and re-encode if that
+	// cannot be done.
+	size, gathered := g.shards(q)
+	shards, release, err := s.codec.Rebuild(q, size, gathered, ref, positions)
+	if errors.Is(err, errNoShortcut) {
+		var data []byte
+		if data, _, err = g.decode(q); err == nil {
+			shards, release, err = s.codec.EncodeShared(q, data)
+		}
+	}
 	if err != nil {
 		return res, err
 	}
-	shards, err := s.codec.Encode(q, data)
-	if err != nil {
-		return res, err
-	}
-	written, errs := s.writeShards(ctx, ref, q, len(data), shards, positions)
+	defer release()
+	written, errs := s.writeShards(ctx, ref, q, size, shards, positions)
 	slices.Sort(written)
 	res.Written = written
-	res.Bytes = int64(len(written)) * int64(chunkstore.ShardSize(len(data), int(q.K)))
+	res.Bytes = int64(len(written)) * int64(chunkstore.ShardSize(size, int(q.K)))
 	s.m.repairedShards.Add(float64(len(written)))
 	if len(written) < len(positions) {
 		return res, fmt.Errorf("%w: chunk %s: wrote %d of %d missing shards: %w", chunkstore.ErrUnavailable, ref.Short(), len(written), len(positions), errors.Join(errs...))

@@ -272,11 +272,12 @@ func (s *Store) Reprofile(ctx context.Context, ref chunkstore.Ref, from, to chun
 			if err != nil {
 				return res, err
 			}
-			shards, err := s.codec.Encode(to, data)
+			shards, release, err := s.codec.EncodeShared(to, data)
 			if err != nil {
 				return res, err
 			}
 			written, errs := s.writeShards(ctx, ref, to, len(data), shards, missing)
+			release()
 			slices.Sort(written)
 			res.Written = written
 			res.Bytes = int64(len(written)) * int64(chunkstore.ShardSize(len(data), int(to.K)))

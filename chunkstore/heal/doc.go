@@ -17,10 +17,12 @@
 //   - a local shard whose home is another node is pushed there if the home
 //     lacks it, and deleted here once the home has it (move);
 //   - positions missing at their home are rebuilt — read k shards from
-//     wherever they are, verify the chunk against its Ref, re-encode, write
-//     — by exactly one node: the home of the lowest position that is present
-//     at its home (every holder sees the same stats, so the work is split
-//     over all survivors and each missing shard is rebuilt once).
+//     wherever they are (the node's own from its disk), verify the chunk
+//     against its Ref by hashing the data shards in place, compute only the
+//     missing shards (erasure.Codec.Rebuild), write them — by exactly one
+//     node: the home of the lowest position that is present at its home
+//     (every holder sees the same stats, so the work is split over all
+//     survivors and each missing shard is rebuilt once).
 //
 // # Re-encoding when the cluster shrinks
 //

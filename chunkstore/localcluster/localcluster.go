@@ -208,6 +208,22 @@ func (c *Cluster) Restart(i int) error {
 	return nil
 }
 
+// Replace stops node i, discards its store and brings it back empty under
+// the same ID and address, as when a failed disk is replaced: the map does
+// not change, and healing rebuilds the node's shards onto it.
+func (c *Cluster) Replace(i int) error {
+	c.Stop(i)
+	c.mu.Lock()
+	n := c.Nodes[i]
+	c.mu.Unlock()
+	if c.cfg.Dir == "" {
+		n.FS = vfs.NewMem()
+	} else if err := os.RemoveAll(n.Dir); err != nil {
+		return err
+	}
+	return c.Restart(i)
+}
+
 // Map returns the current cluster map.
 func (c *Cluster) Map() placement.Map {
 	c.mu.Lock()
