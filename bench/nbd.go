@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/zosproject/zos/blockd/nbd/nbdbench"
 	"github.com/zosproject/zos/node"
@@ -155,7 +157,8 @@ func writeMetrics(w io.Writer, g prometheus.Gatherer, prefixes ...string) {
 				if h.GetSampleCount() > 0 {
 					mean = h.GetSampleSum() / float64(h.GetSampleCount())
 				}
-				fmt.Fprintf(w, "%s count=%d mean=%.6g\n", id, h.GetSampleCount(), mean)
+				fmt.Fprintf(w, "%s count=%d mean=%.3g p50<=%.3g p90<=%.3g p99<=%.3g\n", id, h.GetSampleCount(), mean,
+					bucketQuantile(h, 0.5), bucketQuantile(h, 0.9), bucketQuantile(h, 0.99))
 			case m.GetCounter() != nil:
 				fmt.Fprintf(w, "%s %.6g\n", id, m.GetCounter().GetValue())
 			case m.GetGauge() != nil:
@@ -163,4 +166,19 @@ func writeMetrics(w io.Writer, g prometheus.Gatherer, prefixes ...string) {
 			}
 		}
 	}
+}
+
+// bucketQuantile is the upper bound of the histogram bucket holding the
+// q-quantile (+Inf past the last bucket).
+func bucketQuantile(h interface {
+	GetSampleCount() uint64
+	GetBucket() []*dto.Bucket
+}, q float64) float64 {
+	want := uint64(math.Ceil(q * float64(h.GetSampleCount())))
+	for _, b := range h.GetBucket() {
+		if b.GetCumulativeCount() >= want {
+			return b.GetUpperBound()
+		}
+	}
+	return math.Inf(1)
 }

@@ -18,12 +18,20 @@ const (
 	DefaultBlockSize         = 64 << 10
 	DefaultFanout            = tree.DefaultFanout
 	DefaultLeaseTTL          = 15 * time.Second
-	DefaultMaxDirtyBytes     = 128 << 20
 	DefaultWritebackInterval = 5 * time.Second
-	DefaultBlockCacheBytes   = 256 << 20
 	DefaultNodeCacheBytes    = 64 << 20
 	DefaultParallelism       = 128
 	DefaultFlushTimeout      = 2 * time.Minute
+
+	// DefaultMaxDirtyBytes (per vdisk), DefaultNodeDirtyBytes (all vdisks
+	// of the node) and DefaultBlockCacheBytes are capped at 1/8, 1/4 and
+	// 1/8 of the memory the process may use (RAM, or its cgroup's limit).
+	// Like the page cache under qemu-nbd, the write-back cache absorbs
+	// rewrites of hot blocks and the clean cache serves hot blocks
+	// without store round trips; doc.go has the measurements.
+	DefaultMaxDirtyBytes   = 1 << 30
+	DefaultNodeDirtyBytes  = 4 << 30
+	DefaultBlockCacheBytes = 1 << 30
 )
 
 // StoreFor returns the chunk store holding the data of vdisks of a pool and
@@ -62,6 +70,10 @@ type Config struct {
 	// being-flushed data); writers wait when it is full. Write-back starts
 	// early when WritebackBytes (MaxDirtyBytes/2 by default) are dirty.
 	MaxDirtyBytes, WritebackBytes int64
+	// NodeDirtyBytes bounds the write-back caches of all vdisks open on
+	// the node together: past it writers wait, and past half of it every
+	// vdisk writes back.
+	NodeDirtyBytes int64
 	// WritebackInterval flushes dirty data that waited this long even
 	// without a FLUSH from the client; negative disables.
 	WritebackInterval time.Duration
@@ -99,7 +111,10 @@ func (c Config) withDefaults() Config {
 		c.LeaseRenew = c.LeaseTTL / 3
 	}
 	if c.MaxDirtyBytes == 0 {
-		c.MaxDirtyBytes = DefaultMaxDirtyBytes
+		c.MaxDirtyBytes = fractionOfMemory(DefaultMaxDirtyBytes, 8, 32<<20)
+	}
+	if c.NodeDirtyBytes == 0 {
+		c.NodeDirtyBytes = max(fractionOfMemory(DefaultNodeDirtyBytes, 4, 64<<20), c.MaxDirtyBytes)
 	}
 	if c.WritebackBytes == 0 {
 		c.WritebackBytes = c.MaxDirtyBytes / 2
@@ -108,7 +123,7 @@ func (c Config) withDefaults() Config {
 		c.WritebackInterval = DefaultWritebackInterval
 	}
 	if c.BlockCacheBytes == 0 {
-		c.BlockCacheBytes = DefaultBlockCacheBytes
+		c.BlockCacheBytes = fractionOfMemory(DefaultBlockCacheBytes, 8, 32<<20)
 	}
 	if c.NodeCacheBytes == 0 {
 		c.NodeCacheBytes = DefaultNodeCacheBytes
@@ -143,6 +158,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: MaxDirtyBytes %d is below one block (%d)", ErrConfig, c.MaxDirtyBytes, MaxBlockSize)
 	case c.WritebackBytes <= 0 || c.WritebackBytes > c.MaxDirtyBytes:
 		return fmt.Errorf("%w: WritebackBytes %d must be in (0, MaxDirtyBytes]", ErrConfig, c.WritebackBytes)
+	case c.NodeDirtyBytes < MaxBlockSize:
+		return fmt.Errorf("%w: NodeDirtyBytes %d is below one block (%d)", ErrConfig, c.NodeDirtyBytes, MaxBlockSize)
 	case c.Parallelism < 1:
 		return fmt.Errorf("%w: Parallelism %d < 1", ErrConfig, c.Parallelism)
 	case c.FlushTimeout < 0:

@@ -557,23 +557,30 @@ func (d *Disk) notifyLocked() {
 	d.space = make(chan struct{})
 }
 
-// reserve waits until the write-back cache has room. It fails if the cache
-// stays full because write-back keeps failing.
+// reserve waits until the write-back cache of the vdisk and the node's
+// have room. It fails if the vdisk's stays full because write-back keeps
+// failing.
 func (d *Disk) reserve(ctx context.Context) error {
 	stalled := false
 	for {
+		nodeCh, done := d.svc.dirty.wait()
 		d.mu.Lock()
 		if err := d.writableLocked(); err != nil {
 			d.mu.Unlock()
+			done()
 			return err
 		}
-		if d.dirtyBytes+d.inflightBytes < d.svc.cfg.MaxDirtyBytes {
+		own := d.dirtyBytes+d.inflightBytes >= d.svc.cfg.MaxDirtyBytes
+		node := d.svc.nodeDirtyFull()
+		if !own && !node {
 			d.mu.Unlock()
+			done()
 			return nil
 		}
-		if stalled && d.jobs == 0 && d.commit == nil && d.wbErr != nil {
+		if stalled && d.jobs == 0 && d.commit == nil && d.wbErr != nil && own {
 			err := d.wbErr
 			d.mu.Unlock()
+			done()
 			return fmt.Errorf("blockd: vdisk %s: write-back cache full and writing back fails: %w", d.label, err)
 		}
 		if !stalled {
@@ -583,17 +590,23 @@ func (d *Disk) reserve(ctx context.Context) error {
 		d.pumpLocked(true)
 		ch := d.space
 		d.mu.Unlock()
+		if node {
+			d.svc.kickWriteback()
+		}
 		select {
 		case <-ch:
+		case <-nodeCh:
 		case <-ctx.Done():
+			done()
 			return ctx.Err()
 		}
+		done()
 	}
 }
 
 func (d *Disk) addDirtyLocked(delta int64) {
 	d.dirtyBytes += delta
-	d.svc.m.dirtyBytes.Add(float64(delta))
+	d.svc.accountDirty(delta)
 }
 
 // setLocked replaces the dirty entry of idx with b.
@@ -962,6 +975,9 @@ func (d *Disk) pumpLocked(force bool) {
 		return
 	}
 	limit := d.svc.cfg.WritebackBytes
+	if d.svc.nodeDirtyHigh() {
+		force = true
+	}
 	for d.jobs < d.svc.cfg.Parallelism && (d.dirtyBytes > limit || force && d.dirtyBytes > 0) {
 		if !d.startOldestLocked() {
 			break
@@ -1101,7 +1117,7 @@ func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
 	b.done, b.err = true, err
 	delete(d.inflight, idx)
 	d.inflightBytes -= b.cost()
-	d.svc.m.dirtyBytes.Add(-float64(b.cost()))
+	d.svc.accountDirty(-b.cost())
 	d.jobs--
 	d.gen++
 	switch {
@@ -1707,7 +1723,7 @@ func (d *Disk) close(ctx context.Context) error {
 	d.cancel()
 	d.wg.Wait()
 	d.mu.Lock()
-	d.svc.m.dirtyBytes.Add(-float64(d.dirtyBytes + d.inflightBytes))
+	d.svc.accountDirty(-(d.dirtyBytes + d.inflightBytes))
 	d.dirtyBytes, d.inflightBytes = 0, 0
 	d.dirty, d.inflight = map[uint64]*dblock{}, map[uint64]*dblock{}
 	d.fifo = nil

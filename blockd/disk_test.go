@@ -419,6 +419,62 @@ func TestWritebackBound(t *testing.T) {
 	}
 }
 
+// The node-wide bound holds across vdisks: a vdisk with dirty data below
+// its own bound and no writer is made to write back when another vdisk's
+// writer needs the node's room.
+func TestNodeDirtyBound(t *testing.T) {
+	e := newEnv()
+	const node = 4 << 20
+	s := e.service(t, "n1", func(c *Config) {
+		c.MaxDirtyBytes, c.WritebackBytes, c.NodeDirtyBytes = 8<<20, 8<<20, node
+	})
+	ctx := context.Background()
+	mustCreate(t, s, "idle", 16<<20, 65536, "db")
+	mustCreate(t, s, "busy", 64<<20, 65536, "db")
+	idle, _ := mustOpen(t, s, "idle")
+	busy, _ := mustOpen(t, s, "busy")
+	p := bytes.Repeat([]byte{7}, 256<<10)
+	// 1.5 MiB dirty on idle: under every bound and under half the node's,
+	// nothing is written back.
+	puts := e.store.puts.Load()
+	for off := int64(0); off < 3<<19; off += int64(len(p)) {
+		if err := idle.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.store.puts.Load() - puts; n != 0 {
+		t.Fatalf("%d puts below every bound", n)
+	}
+	peak := int64(0)
+	for off := int64(0); off < 64<<20; off += int64(len(p)) {
+		p[0] = byte(off >> 18)
+		if err := busy.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		peak = max64(peak, s.dirty.used.Load())
+	}
+	if peak > node+int64(len(p))+64<<10 {
+		t.Fatalf("node dirty peaked at %d, bound %d", peak, node)
+	}
+	if st := idle.Stats(); st.DirtyBlocks == 24 {
+		t.Fatalf("the idle vdisk kept all its dirty blocks: %+v", st)
+	}
+	for _, d := range []*Disk{idle, busy} {
+		if err := d.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]byte, 1)
+	for off := int64(0); off < 64<<20; off += int64(len(p)) {
+		if err := busy.ReadAt(ctx, got, off); err != nil || got[0] != byte(off>>18) {
+			t.Fatalf("at %d: %v %v", off, got, err)
+		}
+	}
+	if err := idle.ReadAt(ctx, got, 3<<19-1); err != nil || got[0] != 7 {
+		t.Fatalf("idle: %v %v", got, err)
+	}
+}
+
 func max64(a, b int64) int64 {
 	if a > b {
 		return a

@@ -29,6 +29,7 @@ type Service struct {
 
 	blocks *refcache.Cache // clean blocks, node-wide
 	nodes  *refcache.Cache // tree nodes, node-wide
+	dirty  *budget         // write-back cache memory, node-wide
 
 	ctx    context.Context // parent of every Disk; cancelled by Close
 	cancel context.CancelFunc
@@ -58,7 +59,7 @@ func New(cfg Config) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, log: cfg.Logger.With("component", "blockd"), m: newMetrics(cfg.Registerer),
-		blocks: refcache.New(cfg.BlockCacheBytes), nodes: refcache.New(cfg.NodeCacheBytes),
+		blocks: refcache.New(cfg.BlockCacheBytes), nodes: refcache.New(cfg.NodeCacheBytes), dirty: newBudget(),
 		ctx: ctx, cancel: cancel,
 		open: map[string]*openEntry{}, busy: map[string]string{}, trees: map[string]*tree.Tree{},
 	}
@@ -98,6 +99,37 @@ func (s *Service) Close() error {
 	}
 	s.cancel()
 	return first
+}
+
+// accountDirty adds delta bytes to the node's write-back cache memory.
+func (s *Service) accountDirty(delta int64) {
+	s.dirty.add(delta)
+	s.m.dirtyBytes.Add(float64(delta))
+}
+
+// nodeDirtyFull reports whether the node's write-back caches are full.
+func (s *Service) nodeDirtyFull() bool { return s.dirty.used.Load() >= s.cfg.NodeDirtyBytes }
+
+// nodeDirtyHigh reports whether the node's write-back caches are past half
+// of their bound: every vdisk then writes back.
+func (s *Service) nodeDirtyHigh() bool { return s.dirty.used.Load() > s.cfg.NodeDirtyBytes/2 }
+
+// kickWriteback starts write-back on every open read-write vdisk (a writer
+// waits for the node's write-back caches to drain).
+func (s *Service) kickWriteback() {
+	s.mu.Lock()
+	var disks []*Disk
+	for _, e := range s.open {
+		if e.d != nil && !e.d.ro {
+			disks = append(disks, e.d)
+		}
+	}
+	s.mu.Unlock()
+	for _, d := range disks {
+		d.mu.Lock()
+		d.pumpLocked(true)
+		d.mu.Unlock()
+	}
 }
 
 // storeFor returns the store and tree of a vdisk of pool and type.
