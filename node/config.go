@@ -62,6 +62,12 @@ type Config struct {
 	// (0: unlimited).
 	HealInterval time.Duration
 	HealRate     float64
+	// OutAfter: a node down this long is out — its data is rebuilt (or
+	// re-encoded) on the others. Until then reads reconstruct and new
+	// writes avoid it, but nothing is moved, so a reboot causes no churn.
+	// Removed nodes are out at once. Default 10m (Ceph's down-out
+	// interval); negative means at once.
+	OutAfter time.Duration
 	// ScrubInterval between scrubs of the local shards. Default 24h.
 	ScrubInterval time.Duration
 	// GCGrace: chunks written this recently are never collected. Default 1h.
@@ -116,6 +122,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HealInterval == 0 {
 		c.HealInterval = 5 * time.Minute
+	}
+	if c.OutAfter == 0 {
+		c.OutAfter = 10 * time.Minute
 	}
 	if c.ScrubInterval == 0 {
 		c.ScrubInterval = 24 * time.Hour

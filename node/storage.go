@@ -197,27 +197,54 @@ func (s *storage) healLoop() {
 			}
 		case <-t.C:
 		}
+		if wait := s.untilOut(); wait > 0 {
+			// A node is down but not yet out: it may come back, and
+			// rebuilding or re-encoding its data now would be churn.
+			// Reads reconstruct meanwhile; heal once it is out.
+			n.log.Info("heal postponed: a node is down but not out yet", "for", wait.Round(time.Second))
+			s.kickAfter(wait)
+			continue
+		}
 		p, err := s.healer.Run(n.ctx)
 		if err != nil && n.ctx.Err() == nil {
 			n.log.Warn("heal pass failed", "err", err)
 			continue
 		}
-		if p.Rebuilt+p.Moved+p.Dropped+p.Failed > 0 {
+		if p.Rebuilt+p.Moved+p.Dropped+p.Failed+p.Reprofiled+p.Superseded > 0 {
 			n.log.Info("heal pass done", "epoch", p.Epoch, "chunks", p.Chunks, "rebuilt", p.Rebuilt,
-				"moved", p.Moved, "dropped", p.Dropped, "failed", p.Failed)
+				"moved", p.Moved, "dropped", p.Dropped, "reprofiled", p.Reprofiled, "superseded", p.Superseded, "failed", p.Failed)
 		}
 		if p.Failed > 0 {
 			// Some chunks could not be healed yet (a peer unreachable):
 			// try again soon rather than at the next period.
-			go func() {
-				select {
-				case <-n.ctx.Done():
-				case <-time.After(10 * time.Second):
-					s.kickHeal()
-				}
-			}()
+			s.kickAfter(10 * time.Second)
 		}
 	}
+}
+
+// untilOut returns how long until every down node has been down for
+// OutAfter (0 when none is merely down).
+func (s *storage) untilOut() time.Duration {
+	var wait time.Duration
+	now := time.Now()
+	s.n.raft.ReadStale(func(st *fsm.State) error {
+		for _, nd := range st.Nodes {
+			if nd.State != fsm.NodeDown {
+				continue
+			}
+			if w := time.Unix(0, nd.Changed).Add(s.n.cfg.OutAfter).Sub(now); w > wait {
+				wait = w
+			}
+		}
+		return nil
+	})
+	return wait
+}
+
+// kickAfter asks for a heal pass after d (unless the node stops).
+func (s *storage) kickAfter(d time.Duration) {
+	t := time.AfterFunc(d, s.kickHeal)
+	context.AfterFunc(s.n.ctx, func() { t.Stop() })
 }
 
 // storeFor returns the store new chunks of a pool (and vdisk type) are

@@ -42,6 +42,7 @@ A node restarted on its --dir rejoins with its state.`,
 	f.DurationVar(&cfg.DeadAfter, "dead-after", 0, "mark a silent member down after this long (default 30s)")
 	f.DurationVar(&cfg.HealInterval, "heal-interval", 0, "period of heal passes; one also follows every cluster-map change (default 5m)")
 	f.Float64Var(&cfg.HealRate, "heal-rate", 0, "limit rebuild traffic to this many bytes/s (default unlimited)")
+	f.DurationVar(&cfg.OutAfter, "out-after", 0, "a node down this long is out: its data is rebuilt on the others (default 10m; negative: at once)")
 	f.DurationVar(&cfg.ScrubInterval, "scrub-interval", 0, "period of background scrubs of the local shards (default 24h)")
 	f.DurationVar(&cfg.GCGrace, "gc-grace", 0, "chunks written this recently are never garbage collected (default 1h)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "lifetime of a read-write vdisk lease without renewal (default 15s)")
