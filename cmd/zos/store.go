@@ -107,6 +107,8 @@ func newStoreCmd() *cobra.Command {
 				switch {
 				case !ch.Readable:
 					health = "UNREADABLE"
+				case ch.Undersized:
+					health = "undersized → " + ch.Target
 				case ch.Degraded:
 					health = "degraded"
 				}
@@ -118,9 +120,9 @@ func newStoreCmd() *cobra.Command {
 					}
 					shards = append(shards, fmt.Sprintf("%d:%s", sh.Index, mark))
 				}
-				rows = append(rows, []string{ch.Ref.Short(), ch.Coding, humanBytes(ch.Size), health, strings.Join(shards, " ")})
+				rows = append(rows, []string{ch.Ref.Short(), ch.Coding, humanBytes(ch.Size), health, fmt.Sprint(ch.Tolerance), strings.Join(shards, " ")})
 			}
-			table(w, []string{"CHUNK", "PROFILE", "SIZE", "STATE", "SHARDS (index:home, ! = missing or corrupt)"}, rows)
+			table(w, []string{"CHUNK", "PROFILE", "SIZE", "STATE", "SURVIVES", "SHARDS (index:home, ! = missing or corrupt)"}, rows)
 		})
 	}
 
@@ -213,8 +215,8 @@ func printStoreStatus(c *cobra.Command, st node.StoreStatus) {
 	w := c.OutOrStdout()
 	fmt.Fprintf(w, "map epoch:  %d\nprofile:    %s (new chunks)\nshards:     %d (%s)\n", st.Epoch, st.Profile, st.Shards, humanBytes(st.Bytes))
 	if cs := st.Census; cs != nil {
-		fmt.Fprintf(w, "chunks:     %d (%s): %d healthy, %d degraded, %d unreadable, %d misplaced shard copies\n",
-			cs.Chunks, humanBytes(cs.Bytes), cs.Healthy, cs.Degraded, cs.Unreadable, cs.Misplaced)
+		fmt.Fprintf(w, "chunks:     %d (%s): %d healthy, %d degraded (%d undersized), %d unreadable; %d misplaced and %d stale shard copies\n",
+			cs.Chunks, humanBytes(cs.Bytes), cs.Healthy, cs.Degraded, cs.Undersized, cs.Unreadable, cs.Misplaced, cs.Stale)
 	}
 	fmt.Fprintln(w)
 	heal := map[string]node.LocalStatus{}
@@ -236,7 +238,7 @@ func printStoreStatus(c *cobra.Command, st node.StoreStatus) {
 			if p.BytesTotal > 0 {
 				pct = 100 * float64(p.BytesDone) / float64(p.BytesTotal)
 			}
-			rebuild = fmt.Sprintf("%.0f%% rebuilt %d moved %d", pct, p.Rebuilt, p.Moved)
+			rebuild = fmt.Sprintf("%.0f%% rebuilt %d moved %d re-encoded %d", pct, p.Rebuilt, p.Moved, p.Reprofiled)
 			if p.Running {
 				rebuild += fmt.Sprintf(" %s/s ETA %s", humanBytes(int64(p.Rate)), p.ETA.Round(time.Second))
 			}
