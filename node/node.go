@@ -150,6 +150,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		cfg.Capacity, _ = diskUsage(cfg.Dir)
 	}
 	n := &Node{cfg: cfg, id: cfg.ID, log: cfg.Logger.With("node", cfg.ID), done: make(chan struct{})}
+	if cfg.GCGrace < 5*time.Minute {
+		n.log.Warn("gc grace period shorter than a vdisk flush may take; chunks of flushes in progress could be collected", "gc_grace", cfg.GCGrace)
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
