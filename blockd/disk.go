@@ -427,17 +427,32 @@ func (d *Disk) content(ctx context.Context, idx uint64, src source) ([]byte, err
 	return nil, nil
 }
 
-// cachedLocked reports whether src's content is available without a store
-// read of block data.
-func (d *Disk) cachedLocked(ctx context.Context, idx uint64, src source) bool {
+// cachedLocked returns src's content (possibly trimmed; nil for zeroes)
+// if it is in memory: the write-back cache, or the block cache with the
+// tree path in the node cache. It never reads the store, so it may be
+// called with d.mu held. The content is immutable.
+func (d *Disk) cachedLocked(idx uint64, src source) ([]byte, bool) {
+	ref := src.ref
 	switch src.kind {
-	case srcZero, srcMem:
-		return true
-	case srcRef:
-		_, ok := d.svc.blocks.Peek(src.ref)
-		return ok
+	case srcZero:
+		return nil, true
+	case srcMem:
+		return src.data, true
+	case srcTree:
+		r, ok := d.tree.LookupCached(src.head, idx)
+		if !ok {
+			return nil, false
+		}
+		ref = r
 	}
-	return false
+	if ref.IsZero() || ref == emptyRef {
+		return nil, true
+	}
+	b, ok := d.svc.blocks.Peek(ref)
+	if !ok || int64(len(b)) > d.bs { // blockData reports an oversized block
+		return nil, false
+	}
+	return b, true
 }
 
 // --- reads ---
@@ -455,32 +470,40 @@ func (d *Disk) ReadAt(ctx context.Context, p []byte, off int64) error {
 		mask  []uint64 // sectors already filled from a partial dirty block
 	}
 	var misses []miss
-	d.segments(off, int64(len(p)), func(idx uint64, inOff int, pOff, l int64) error {
-		dst := p[pOff : pOff+l]
+	for pos := int64(0); pos < int64(len(p)); {
+		abs := off + pos
+		idx := uint64(abs >> d.shift)
+		inOff := int(abs & (d.bs - 1))
+		l := min(d.bs-int64(inOff), int64(len(p))-pos)
+		dst := p[pos : pos+l]
+		pos += l
 		d.mu.Lock()
 		b := d.dirty[idx]
 		if b != nil && b.complete() {
 			copyBlock(dst, b.data, inOff)
 			d.mu.Unlock()
-			return nil
+			continue
 		}
-		m := miss{idx: idx, inOff: inOff, dst: dst, src: d.belowDirtyLocked(idx)}
+		src := d.belowDirtyLocked(idx)
+		if b == nil {
+			if data, ok := d.cachedLocked(idx, src); ok {
+				d.mu.Unlock()
+				copyBlock(dst, data, inOff) // immutable
+				continue
+			}
+		}
+		m := miss{idx: idx, inOff: inOff, dst: dst, src: src}
 		if b != nil { // partial: take its sectors now
 			copy(dst, b.data[inOff:])
 			m.mask = slices.Clone(b.mask)
 		}
 		d.mu.Unlock()
-		if m.src.kind == srcZero && m.mask == nil {
-			clear(dst)
-			return nil
-		}
-		if m.src.kind == srcMem && m.mask == nil {
-			copyBlock(dst, m.src.data, inOff) // in-flight data is immutable
-			return nil
-		}
 		misses = append(misses, m)
+	}
+	if len(misses) == 0 {
+		d.svc.m.readBytes.Add(float64(len(p)))
 		return nil
-	})
+	}
 	err := par.Do(ctx, len(misses), d.svc.cfg.Parallelism, func(ctx context.Context, i int) error {
 		m := misses[i]
 		data, err := d.content(ctx, m.idx, m.src)
@@ -731,12 +754,9 @@ func (d *Disk) writeBlock(ctx context.Context, idx uint64, inOff int, src []byte
 		}
 		buf := d.getBuf()
 		nb := &dblock{data: buf, keep: keep}
-		switch below.kind {
-		case srcZero:
-			clear(buf)
-		case srcMem:
-			copyBlock(buf, below.data, 0)
-		default:
+		if base, ok := d.cachedLocked(idx, below); ok {
+			copyBlock(buf, base, 0) // complete at once: no read at write-back
+		} else {
 			nb.mask = make([]uint64, (d.bs/sector+63)/64)
 		}
 		copy(buf[inOff:], src)
@@ -775,23 +795,26 @@ func (d *Disk) writeBlock(ctx context.Context, idx uint64, inOff int, src []byte
 		if b := d.dirty[idx]; b != nil {
 			part = b
 		}
-		if noFetch && !d.cachedLocked(ctx, idx, below) {
+		base, cached := d.cachedLocked(idx, below)
+		if !cached {
+			if noFetch {
+				d.mu.Unlock()
+				return fmt.Errorf("%w: block %d of %s is not cached", nbd.ErrNotFast, idx, d.label)
+			}
 			d.mu.Unlock()
-			return fmt.Errorf("%w: block %d of %s is not cached", nbd.ErrNotFast, idx, d.label)
-		}
-		d.mu.Unlock()
-		base, err := d.content(ctx, idx, below)
-		if err != nil {
-			return err
-		}
-		d.mu.Lock()
-		if d.gen != gen || d.dirty[idx] != part {
-			d.mu.Unlock()
-			continue // the block changed meanwhile
-		}
-		if err := d.writableLocked(); err != nil {
-			d.mu.Unlock()
-			return err
+			var err error
+			if base, err = d.content(ctx, idx, below); err != nil {
+				return err
+			}
+			d.mu.Lock()
+			if d.gen != gen || d.dirty[idx] != part {
+				d.mu.Unlock()
+				continue // the block changed meanwhile
+			}
+			if err := d.writableLocked(); err != nil {
+				d.mu.Unlock()
+				return err
+			}
 		}
 		if part != nil { // fill the partial block's missing sectors
 			d.fillLocked(part, base)

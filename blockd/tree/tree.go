@@ -223,6 +223,37 @@ func (t *Tree) Lookup(ctx context.Context, root chunkstore.Ref, idx uint64) (chu
 	}
 }
 
+// LookupCached is Lookup from the node cache alone: ok is false when a
+// node on the path is not cached (nothing is fetched, so it never blocks on
+// the store).
+func (t *Tree) LookupCached(root chunkstore.Ref, idx uint64) (ref chunkstore.Ref, ok bool) {
+	if root.IsZero() {
+		return chunkstore.Ref{}, true
+	}
+	b, ok := t.cache.Peek(root)
+	if !ok {
+		return chunkstore.Ref{}, false
+	}
+	n := node(b)
+	l := n.level()
+	if !t.covers(l, 0, idx) {
+		return chunkstore.Ref{}, true
+	}
+	for {
+		c := n.child(t.fanout, t.slotOf(l, idx))
+		if c.IsZero() || l == 0 {
+			return c, true
+		}
+		if b, ok = t.cache.Peek(c); !ok {
+			return chunkstore.Ref{}, false
+		}
+		l--
+		if n = node(b); n.level() != l {
+			return chunkstore.Ref{}, false // Lookup reports the bad node
+		}
+	}
+}
+
 // parallel runs fn for 0..n-1, at most par at once.
 func parallel(ctx context.Context, n, limit int, fn func(ctx context.Context, i int) error) error {
 	return par.Do(ctx, n, limit, fn)

@@ -82,6 +82,12 @@ func checkModel(t *testing.T, tr *Tree, root chunkstore.Ref, model map[uint64]ch
 		if got != model[i] {
 			t.Fatalf("Lookup(%d) = %s, want %s", i, got.Short(), model[i].Short())
 		}
+		// The path was just read: with a cache it is there.
+		if c, ok := tr.LookupCached(root, i); tr.cache != nil && (!ok || c != got) {
+			t.Fatalf("LookupCached(%d) = %s, %v, want %s", i, c.Short(), ok, got.Short())
+		} else if tr.cache == nil && ok && !root.IsZero() {
+			t.Fatalf("LookupCached(%d) without a cache = %s, true", i, c.Short())
+		}
 	}
 	var walked []Change
 	if err := tr.Walk(ctx, root, 0, ^uint64(0), func(i uint64, r chunkstore.Ref) error {

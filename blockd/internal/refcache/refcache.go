@@ -31,7 +31,8 @@ type Cache struct {
 	inflight map[chunkstore.Ref]*call
 
 	// OnHit and OnMiss, if set before use, are called (without locks held)
-	// for every Get that found the value or had to fetch it.
+	// for every Get (or Peek hit) that found the value, and every Get
+	// that had to fetch it.
 	OnHit, OnMiss func()
 }
 
@@ -55,18 +56,25 @@ func New(maxBytes int64) *Cache {
 
 func cost(b []byte) int64 { return int64(cap(b)) + entryOverhead }
 
-// Peek returns the cached value without fetching.
+// Peek returns the cached value without fetching. A value found counts as
+// a hit (OnHit); a value not found is no miss, as nothing is fetched.
 func (c *Cache) Peek(ref chunkstore.Ref) ([]byte, bool) {
 	if c == nil {
 		return nil, false
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.items[ref]; ok {
-		c.ll.MoveToFront(el)
-		return el.Value.(*entry).data, true
+	el, ok := c.items[ref]
+	if !ok {
+		c.mu.Unlock()
+		return nil, false
 	}
-	return nil, false
+	c.ll.MoveToFront(el)
+	d := el.Value.(*entry).data
+	c.mu.Unlock()
+	if c.OnHit != nil {
+		c.OnHit()
+	}
+	return d, true
 }
 
 // Add inserts (or refreshes) a value. data must not be modified afterwards.
