@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,8 @@ type dblock struct {
 	keep bool   // all-zero content stays allocated (NO_HOLE)
 	born uint64 // write sequence number that created it
 	busy bool   // a write-back job is reading its base
+	// owned: (in flight only) a commit names and stores the block itself.
+	owned bool
 	// superseded: (in flight only) a newer zeroing covers the block; the
 	// job's result is dropped.
 	superseded bool
@@ -1044,7 +1047,7 @@ func (d *Disk) startOldestLocked() bool {
 func (d *Disk) startLocked(idx uint64, b *dblock) {
 	b.busy = true
 	// A block put back after a failed write-back starts afresh.
-	b.ref, b.hashed, b.done, b.err, b.superseded = chunkstore.Ref{}, false, false, nil, false
+	b.ref, b.hashed, b.done, b.err, b.superseded, b.owned = chunkstore.Ref{}, false, false, nil, false, false
 	d.jobs++
 	var src source
 	needBase := !b.complete()
@@ -1099,44 +1102,68 @@ func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
 		d.fillLocked(b, base)
 	}
 	b.busy = false
+	d.moveInflightLocked(idx, b)
+	d.mu.Unlock()
+
+	// b is complete and no longer written to: name it, then store it.
+	ref, data := nameBlock(b)
+	d.mu.Lock()
+	b.ref, b.hashed = ref, true
+	d.notifyLocked()
+	d.mu.Unlock()
+	err = d.putBlock(ctx, idx, ref, data)
+	d.mu.Lock()
+	d.storedLocked(idx, b, data, err)
+	d.mu.Unlock()
+}
+
+// moveInflightLocked moves complete dirty block b of idx in flight: it is
+// no longer written to (a newer write makes a new dirty block over it).
+func (d *Disk) moveInflightLocked(idx uint64, b *dblock) {
 	delete(d.dirty, idx)
 	d.dirtyBytes -= b.cost()
 	d.inflight[idx] = b
 	d.inflightBytes += b.cost()
 	d.gen++
-	d.mu.Unlock()
+}
 
-	// b is complete and no longer written to: name it, then store it.
-	var ref chunkstore.Ref
+// nameBlock returns the Ref of a complete block and the bytes to store
+// (without trailing zeroes): the zero Ref for zeroes, emptyRef for zeroes
+// that stay allocated.
+func nameBlock(b *dblock) (chunkstore.Ref, []byte) {
 	var data []byte
 	if b.data != nil {
 		data = trimZeros(b.data)
 	}
 	switch {
 	case len(data) > 0:
-		ref = chunkstore.Sum(data)
+		return chunkstore.Sum(data), data
 	case b.keep:
-		ref = emptyRef
+		return emptyRef, nil
 	}
-	d.mu.Lock()
-	b.ref, b.hashed = ref, true
-	d.notifyLocked()
-	d.mu.Unlock()
-	if !ref.IsZero() {
-		var got chunkstore.Ref
-		got, err = d.store.Put(ctx, data)
-		switch {
-		case err != nil:
-			err = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, idx, err)
-		case got != ref:
-			err = fmt.Errorf("%w: store named block %d %s, its content hashes to %s", chunkstore.ErrCorrupt, idx, got.Short(), ref.Short())
-		default:
-			d.svc.m.storedBytes.Add(float64(len(data)))
-		}
-	}
+	return chunkstore.Ref{}, nil
+}
 
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// putBlock stores a named block's bytes (nothing for zero blocks).
+func (d *Disk) putBlock(ctx context.Context, idx uint64, ref chunkstore.Ref, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	got, err := d.store.Put(ctx, data)
+	switch {
+	case err != nil:
+		return fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, idx, err)
+	case got != ref:
+		return fmt.Errorf("%w: store named block %d %s, its content hashes to %s", chunkstore.ErrCorrupt, idx, got.Short(), ref.Short())
+	}
+	d.svc.m.storedBytes.Add(float64(len(data)))
+	return nil
+}
+
+// storedLocked ends the write-back of in-flight block b: its Ref enters
+// the current layer and its content the block cache, or, if the store
+// failed, it goes back to the dirty layer.
+func (d *Disk) storedLocked(idx uint64, b *dblock, data []byte, err error) {
 	b.done, b.err = true, err
 	delete(d.inflight, idx)
 	d.inflightBytes -= b.cost()
@@ -1151,9 +1178,9 @@ func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
 	case b.superseded:
 	default:
 		d.cur.zeros = d.cur.zeros.remove(idx)
-		d.cur.refs[idx] = ref
+		d.cur.refs[idx] = b.ref
 		if len(data) > 0 {
-			d.svc.blocks.Add(ref, data)
+			d.svc.blocks.Add(b.ref, data)
 		}
 		d.svc.m.flushBlocks.Inc()
 	}
@@ -1420,8 +1447,11 @@ func (d *Disk) doCommit(c *commitRun) error {
 		d.svc.m.flushPhase.WithLabelValues(name).Observe(now.Sub(t0).Seconds())
 		t0 = now
 	}
-	// 1. Write back every block dirtied up to c.seq and wait until each is
-	// named (hashed); no new background write-back meanwhile.
+	// 1. Name every block dirtied up to c.seq; no new background
+	// write-back meanwhile. The commit takes the complete blocks itself
+	// (hashed here, stored below in one round with the tree nodes); partial
+	// blocks need their base read, which write-back jobs do.
+	var own []ownBlock
 	d.mu.Lock()
 	d.pause = true
 	d.wbErr = nil
@@ -1431,11 +1461,13 @@ func (d *Disk) doCommit(c *commitRun) error {
 			if err == nil {
 				err = d.wbErr
 			}
+			d.abandonLocked(own)
 			d.pause = false
 			d.mu.Unlock()
 			return err
 		}
 		pending := false
+		var fresh []ownBlock
 		for i, b := range d.dirty {
 			if b.born > c.seq {
 				continue
@@ -1444,8 +1476,30 @@ func (d *Disk) doCommit(c *commitRun) error {
 				pending = true // being completed, or after the one in flight
 				continue
 			}
+			if b.complete() {
+				b.ref, b.hashed, b.done, b.err, b.superseded = chunkstore.Ref{}, false, false, nil, false
+				b.owned = true
+				d.jobs++
+				d.moveInflightLocked(i, b)
+				fresh = append(fresh, ownBlock{idx: i, b: b})
+				continue
+			}
 			d.startLocked(i, b)
 			pending = true
+		}
+		if len(fresh) > 0 {
+			// Hash outside the lock: in-flight blocks are not written to.
+			d.mu.Unlock()
+			par.Do(context.Background(), len(fresh), runtime.GOMAXPROCS(0), func(_ context.Context, k int) error {
+				fresh[k].ref, fresh[k].data = nameBlock(fresh[k].b)
+				return nil
+			})
+			d.mu.Lock()
+			for _, o := range fresh {
+				o.b.ref, o.b.hashed = o.ref, true
+			}
+			own = append(own, fresh...)
+			continue // blocks may have become ready meanwhile
 		}
 		for _, b := range d.inflight {
 			if b.born <= c.seq && !b.hashed {
@@ -1461,6 +1515,7 @@ func (d *Disk) doCommit(c *commitRun) error {
 		case <-ch:
 		case <-ctx.Done():
 			d.mu.Lock()
+			d.abandonLocked(own)
 			d.pause = false
 			d.mu.Unlock()
 			return fmt.Errorf("blockd: vdisk %s: flush: %w", d.label, ctx.Err())
@@ -1474,7 +1529,9 @@ func (d *Disk) doCommit(c *commitRun) error {
 		if b.born <= c.seq && !b.superseded {
 			d.cur.zeros = d.cur.zeros.remove(i)
 			d.cur.refs[i] = b.ref
-			storing = append(storing, b)
+			if !b.owned {
+				storing = append(storing, b)
+			}
 		}
 	}
 	if !d.cur.empty() {
@@ -1487,42 +1544,59 @@ func (d *Disk) doCommit(c *commitRun) error {
 	head := d.head
 	d.pumpLocked(false)
 	d.mu.Unlock()
+	phase("drain")
 	if len(layers) == 0 {
+		d.storeOwned(ctx, own, nil)
 		return nil
 	}
-	phase("drain")
-	// 3. Apply the frozen layers to the tree, oldest first (the node
-	// writes overlap the block writes still running).
-	root := head
-	var err error
-	for _, l := range layers {
-		for _, s := range l.zeros {
-			if root, err = d.tree.Punch(ctx, root, s.from, s.to); err != nil {
-				return fmt.Errorf("blockd: vdisk %s: punch [%d, %d): %w", d.label, s.from, s.to, err)
+	// 3. Apply the frozen layers to the tree in memory, oldest first.
+	var staged *tree.Staged
+	{
+		b := d.tree.NewBatch(head)
+		err := func() error {
+			for _, l := range layers {
+				for _, s := range l.zeros {
+					if err := b.Punch(ctx, s.from, s.to); err != nil {
+						return fmt.Errorf("blockd: vdisk %s: punch [%d, %d): %w", d.label, s.from, s.to, err)
+					}
+				}
+				changes := make([]tree.Change, 0, len(l.refs))
+				for i, r := range l.refs {
+					if len(l.zeros) > 0 && l.zeros.contains(i) {
+						continue // older than the span
+					}
+					changes = append(changes, tree.Change{Index: i, Ref: r})
+				}
+				slices.SortFunc(changes, func(a, b tree.Change) int {
+					switch {
+					case a.Index < b.Index:
+						return -1
+					case a.Index > b.Index:
+						return 1
+					}
+					return 0
+				})
+				if err := b.Update(ctx, changes); err != nil {
+					return fmt.Errorf("blockd: vdisk %s: update tree: %w", d.label, err)
+				}
 			}
-		}
-		changes := make([]tree.Change, 0, len(l.refs))
-		for i, r := range l.refs {
-			if len(l.zeros) > 0 && l.zeros.contains(i) {
-				continue // older than the span
-			}
-			changes = append(changes, tree.Change{Index: i, Ref: r})
-		}
-		slices.SortFunc(changes, func(a, b tree.Change) int {
-			switch {
-			case a.Index < b.Index:
-				return -1
-			case a.Index > b.Index:
-				return 1
-			}
-			return 0
-		})
-		if root, err = d.tree.Update(ctx, root, changes); err != nil {
-			return fmt.Errorf("blockd: vdisk %s: update tree: %w", d.label, err)
+			var err error
+			staged, err = b.Stage(ctx)
+			return err
+		}()
+		if err != nil {
+			d.storeOwned(ctx, own, nil) // stored for the next commit
+			return err
 		}
 	}
+	root := staged.Root
+	// 4. One round of puts: the blocks the commit took and the new tree
+	// nodes, in parallel; then the head may name them once the blocks of
+	// earlier write-back jobs are stored too.
+	if err := d.storeOwned(ctx, own, staged); err != nil {
+		return err
+	}
 	phase("tree")
-	// 4. The head may only name stored chunks: wait for the block writes.
 	d.mu.Lock()
 	for {
 		var failed error
@@ -1564,6 +1638,81 @@ func (d *Disk) doCommit(c *commitRun) error {
 	d.gen++
 	d.mu.Unlock()
 	return nil
+}
+
+// ownBlock is a block a commit names and stores itself.
+type ownBlock struct {
+	idx  uint64
+	b    *dblock
+	ref  chunkstore.Ref
+	data []byte
+}
+
+// storeOwned puts the commit's own blocks and the staged tree nodes (if
+// any) in one parallel round. Every own block ends as write-back jobs end
+// (storedLocked). A failed block put is a *blockStoreError.
+func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Staged) error {
+	var nodes []chunkstore.Ref
+	if staged != nil {
+		nodes = make([]chunkstore.Ref, 0, len(staged.Nodes))
+		for r := range staged.Nodes {
+			nodes = append(nodes, r)
+		}
+	}
+	if len(own)+len(nodes) == 0 {
+		return nil
+	}
+	var mu sync.Mutex
+	var blockErr error
+	err := par.Do(ctx, len(own)+len(nodes), d.svc.cfg.Parallelism, func(ctx context.Context, k int) error {
+		if k >= len(own) {
+			r := nodes[k-len(own)]
+			return d.tree.PutNode(ctx, r, staged.Nodes[r])
+		}
+		o := own[k]
+		err := d.putBlock(ctx, o.idx, o.ref, o.data)
+		d.mu.Lock()
+		d.storedLocked(o.idx, o.b, o.data, err)
+		d.mu.Unlock()
+		if err != nil {
+			mu.Lock()
+			blockErr = err
+			mu.Unlock()
+		}
+		return nil // the other puts go on: their blocks are stored for the retry
+	})
+	// Blocks the round never tried (a node put failed, the ctx ended) go
+	// back to the dirty layer.
+	d.mu.Lock()
+	d.abandonLocked(own)
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if blockErr != nil {
+		return &blockStoreError{blockErr}
+	}
+	return nil
+}
+
+// abandonLocked gives the commit's own blocks, not yet stored, back to the
+// dirty layer (the commit failed before storing them).
+func (d *Disk) abandonLocked(own []ownBlock) {
+	for _, o := range own {
+		if o.b.done {
+			continue
+		}
+		o.b.done = true
+		delete(d.inflight, o.idx)
+		d.inflightBytes -= o.b.cost()
+		d.svc.accountDirty(-o.b.cost())
+		d.jobs--
+		d.gen++
+		d.restoreLocked(o.idx, o.b)
+	}
+	if len(own) > 0 {
+		d.notifyLocked()
+	}
 }
 
 // blockStoreError is a commit failed by the store write of a block it

@@ -190,6 +190,9 @@ func (t *Tree) rootLevel(ctx context.Context, root chunkstore.Ref, m map[chunkst
 	if root.IsZero() {
 		return -1, nil
 	}
+	if n, ok := m[root]; ok {
+		return n.level(), nil
+	}
 	n, err := t.load(ctx, root)
 	if err != nil {
 		return 0, err
@@ -347,11 +350,14 @@ func (t *Tree) vslots(v view, dst []int) []int {
 	return dst
 }
 
-// writer collects the nodes an operation creates and stores them at the end.
+// writer collects the nodes the operations of a Batch create. New nodes
+// are also entered in old, where every step looks first, so a later
+// operation of the batch builds on an earlier one's nodes before any is
+// stored.
 type writer struct {
 	t   *Tree
 	new map[chunkstore.Ref][]byte
-	old map[chunkstore.Ref]node // nodes loaded during the operation
+	old map[chunkstore.Ref]node // nodes loaded or made during the batch
 }
 
 func (t *Tree) newWriter() *writer {
@@ -365,56 +371,163 @@ func (w *writer) add(level int, slots []chunkstore.Ref) chunkstore.Ref {
 	}
 	r := chunkstore.Sum(b)
 	w.new[r] = b
+	w.old[r] = node(b)
 	return r
 }
 
 func (w *writer) node(ctx context.Context, ref chunkstore.Ref) (node, error) {
-	if b, ok := w.new[ref]; ok {
-		return node(b), nil
-	}
 	if n, ok := w.old[ref]; ok {
 		return n, nil
 	}
 	return w.t.load(ctx, ref)
 }
 
-// finish makes root canonical (the smallest height: a root whose only
-// entry is slot 0 is replaced by that child) and stores every new node
-// still reachable from it.
-func (w *writer) finish(ctx context.Context, root chunkstore.Ref) (chunkstore.Ref, error) {
+// Batch applies several operations to a tree in memory; Stage then gives
+// the resulting root and the new nodes it needs, which the caller stores
+// (Tree.Store) together with other chunks in one round of puts. A Batch is
+// not safe for concurrent use.
+type Batch struct {
+	t    *Tree
+	w    *writer
+	root chunkstore.Ref
+}
+
+// NewBatch starts a batch of operations on the tree at root.
+func (t *Tree) NewBatch(root chunkstore.Ref) *Batch {
+	return &Batch{t: t, w: t.newWriter(), root: root}
+}
+
+// Root returns the (not necessarily canonical) root after the operations
+// so far.
+func (b *Batch) Root() chunkstore.Ref { return b.root }
+
+// Update applies changes (strictly ascending by Index); see Tree.Update.
+func (b *Batch) Update(ctx context.Context, changes []Change) error {
+	for i := 1; i < len(changes); i++ {
+		if changes[i].Index <= changes[i-1].Index {
+			return fmt.Errorf("%w: %d after %d", ErrUnsorted, changes[i].Index, changes[i-1].Index)
+		}
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	t, w := b.t, b.w
+	rl, err := t.rootLevel(ctx, b.root, w.old)
+	if err != nil {
+		return err
+	}
+	level := max(rl, t.levelFor(changes[len(changes)-1].Index))
+	nr, err := t.update(ctx, w, b.root, rl, level, 0, changes)
+	if err != nil {
+		return err
+	}
+	b.root = nr
+	return nil
+}
+
+// Punch removes every index in [from, to); see Tree.Punch.
+func (b *Batch) Punch(ctx context.Context, from, to uint64) error {
+	if to <= from {
+		return nil
+	}
+	return b.punch(ctx, from, to-1)
+}
+
+func (b *Batch) punch(ctx context.Context, lo, hi uint64) error {
+	t, w := b.t, b.w
+	rl, err := t.rootLevel(ctx, b.root, w.old)
+	if err != nil || rl < 0 {
+		return err
+	}
+	nr, err := t.punchNode(ctx, w, b.root, rl, 0, lo, hi)
+	if err != nil {
+		return err
+	}
+	b.root = nr
+	return nil
+}
+
+// Staged is a tree built in memory: its canonical root and the nodes not
+// yet stored that the root needs.
+type Staged struct {
+	Root  chunkstore.Ref
+	Nodes map[chunkstore.Ref][]byte
+}
+
+// Stage makes the root canonical (the smallest height: a root whose only
+// entry is slot 0 is replaced by that child) and collects the new nodes
+// reachable from it (nodes made and then replaced within the batch are
+// left out). The Batch may go on after Stage.
+func (b *Batch) Stage(ctx context.Context) (*Staged, error) {
+	w := b.w
+	root := b.root
 	for !root.IsZero() {
 		n, err := w.node(ctx, root)
 		if err != nil {
-			return chunkstore.Ref{}, err
+			return nil, err
 		}
 		if n.level() == 0 || n.count(w.t.fanout) != 1 || !n.has(w.t.fanout, 0) {
 			break
 		}
-		delete(w.new, root) // a dropped top node is referenced nowhere else
 		root = n.child(w.t.fanout, 0)
 	}
-	refs := make([]chunkstore.Ref, 0, len(w.new))
-	for r := range w.new {
+	st := &Staged{Root: root, Nodes: map[chunkstore.Ref][]byte{}}
+	var visit func(r chunkstore.Ref)
+	visit = func(r chunkstore.Ref) {
+		data, ok := w.new[r]
+		if !ok {
+			return // stored before the batch
+		}
+		if _, seen := st.Nodes[r]; seen {
+			return
+		}
+		st.Nodes[r] = data
+		if n := node(data); n.level() > 0 {
+			n.each(w.t.fanout, func(_ int, c chunkstore.Ref) bool {
+				visit(c)
+				return true
+			})
+		}
+	}
+	visit(root)
+	return st, nil
+}
+
+// Store puts the staged nodes in parallel and caches them.
+func (t *Tree) Store(ctx context.Context, st *Staged) error {
+	refs := make([]chunkstore.Ref, 0, len(st.Nodes))
+	for r := range st.Nodes {
 		refs = append(refs, r)
 	}
-	err := parallel(ctx, len(refs), w.t.par, func(ctx context.Context, i int) error {
-		b := w.new[refs[i]]
-		got, err := w.t.s.Put(ctx, b)
-		if err != nil {
-			return fmt.Errorf("tree: store node: %w", err)
-		}
-		if got != refs[i] {
-			return fmt.Errorf("tree: store returned ref %s for node %s", got.Short(), refs[i].Short())
-		}
-		return nil
+	err := parallel(ctx, len(refs), t.par, func(ctx context.Context, i int) error {
+		return t.PutNode(ctx, refs[i], st.Nodes[refs[i]])
 	})
+	return err
+}
+
+// PutNode stores one staged node (named ref) and caches it.
+func (t *Tree) PutNode(ctx context.Context, ref chunkstore.Ref, data []byte) error {
+	got, err := t.s.Put(ctx, data)
+	if err != nil {
+		return fmt.Errorf("tree: store node: %w", err)
+	}
+	if got != ref {
+		return fmt.Errorf("tree: store returned ref %s for node %s", got.Short(), ref.Short())
+	}
+	t.cache.Add(ref, data)
+	return nil
+}
+
+// commit stages b and stores its nodes.
+func (b *Batch) commit(ctx context.Context) (chunkstore.Ref, error) {
+	st, err := b.Stage(ctx)
 	if err != nil {
 		return chunkstore.Ref{}, err
 	}
-	for r, b := range w.new {
-		w.t.cache.Add(r, b)
+	if err := b.t.Store(ctx, st); err != nil {
+		return chunkstore.Ref{}, err
 	}
-	return root, nil
+	return st.Root, nil
 }
 
 // Update applies changes (strictly ascending by Index) to the tree at root
@@ -422,25 +535,14 @@ func (w *writer) finish(ctx context.Context, root chunkstore.Ref) (chunkstore.Re
 // written (path copying); the old tree stays intact, so snapshots of it
 // remain valid. Node fetches and puts run in parallel.
 func (t *Tree) Update(ctx context.Context, root chunkstore.Ref, changes []Change) (chunkstore.Ref, error) {
-	for i := 1; i < len(changes); i++ {
-		if changes[i].Index <= changes[i-1].Index {
-			return chunkstore.Ref{}, fmt.Errorf("%w: %d after %d", ErrUnsorted, changes[i].Index, changes[i-1].Index)
-		}
+	b := t.NewBatch(root)
+	if err := b.Update(ctx, changes); err != nil {
+		return chunkstore.Ref{}, err
 	}
-	if len(changes) == 0 {
+	if b.root == root {
 		return root, nil
 	}
-	w := t.newWriter()
-	rl, err := t.rootLevel(ctx, root, w.old)
-	if err != nil {
-		return chunkstore.Ref{}, err
-	}
-	level := max(rl, t.levelFor(changes[len(changes)-1].Index))
-	nr, err := t.update(ctx, w, root, rl, level, 0, changes)
-	if err != nil {
-		return chunkstore.Ref{}, err
-	}
-	return w.finish(ctx, nr)
+	return b.commit(ctx)
 }
 
 func (t *Tree) update(ctx context.Context, w *writer, ref chunkstore.Ref, realLevel, level int, base uint64, changes []Change) (chunkstore.Ref, error) {
@@ -526,16 +628,14 @@ func (t *Tree) Punch(ctx context.Context, root chunkstore.Ref, from, to uint64) 
 }
 
 func (t *Tree) punch(ctx context.Context, root chunkstore.Ref, lo, hi uint64) (chunkstore.Ref, error) {
-	w := t.newWriter()
-	rl, err := t.rootLevel(ctx, root, w.old)
-	if err != nil || rl < 0 {
-		return root, err
-	}
-	nr, err := t.punchNode(ctx, w, root, rl, 0, lo, hi)
-	if err != nil {
+	b := t.NewBatch(root)
+	if err := b.punch(ctx, lo, hi); err != nil {
 		return chunkstore.Ref{}, err
 	}
-	return w.finish(ctx, nr)
+	if b.root == root {
+		return root, nil
+	}
+	return b.commit(ctx)
 }
 
 // last is the last index a node of level at base covers.

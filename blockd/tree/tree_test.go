@@ -500,3 +500,142 @@ func FuzzOps(f *testing.F) {
 		}
 	})
 }
+
+// A Batch of punches and updates gives the root the same operations give
+// one by one, and Stage names exactly the nodes that root needs: after
+// Store, a tree without a cache reads it whole from the store, and nodes
+// made and replaced within the batch are never written.
+func TestBatchModel(t *testing.T) {
+	for _, fanout := range []int{16, 256} {
+		t.Run(fmt.Sprintf("fanout%d", fanout), func(t *testing.T) {
+			seed := rand.Uint64()
+			t.Logf("seed %d", seed)
+			rng := rand.New(rand.NewPCG(seed, 2))
+			tr, s := newTree(t, fanout, true)
+			one, _ := newTree(t, fanout, true)          // one by one, in another store
+			cold, err := New(s, Config{Fanout: fanout}) // no cache: reads the store
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			model := map[uint64]chunkstore.Ref{}
+			var root chunkstore.Ref
+			spaces := []uint64{64, 5000, 1 << 20, 1 << 40}
+			for step := 0; step < 40; step++ {
+				b := tr.NewBatch(root)
+				seq := root // the same operations one by one
+				for op := 0; op < 1+rng.IntN(4); op++ {
+					space := spaces[rng.IntN(len(spaces))]
+					if rng.IntN(3) == 0 {
+						from := rng.Uint64() % space
+						to := from + uint64(rng.IntN(1<<uint(rng.IntN(20))))
+						if err := b.Punch(ctx, from, to); err != nil {
+							t.Fatal(err)
+						}
+						if seq, err = one.Punch(ctx, seq, from, to); err != nil {
+							t.Fatal(err)
+						}
+						for i := range model {
+							if i >= from && i < to {
+								delete(model, i)
+							}
+						}
+						continue
+					}
+					batch := map[uint64]chunkstore.Ref{}
+					for k := 0; k < 1+rng.IntN(30); k++ {
+						i := rng.Uint64() % space
+						if rng.IntN(5) == 0 {
+							batch[i] = chunkstore.Ref{}
+						} else {
+							batch[i] = blockRef(i, step*10+op)
+						}
+					}
+					if err := b.Update(ctx, sortedChanges(batch)); err != nil {
+						t.Fatal(err)
+					}
+					if seq, err = one.Update(ctx, seq, sortedChanges(batch)); err != nil {
+						t.Fatal(err)
+					}
+					for i, r := range batch {
+						if r.IsZero() {
+							delete(model, i)
+						} else {
+							model[i] = r
+						}
+					}
+				}
+				st, err := b.Stage(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Root != seq {
+					t.Fatalf("step %d: batch root %s, one by one %s", step, st.Root.Short(), seq.Short())
+				}
+				if err := tr.Store(ctx, st); err != nil {
+					t.Fatal(err)
+				}
+				// Every staged node is reachable from the root.
+				reach := map[chunkstore.Ref]bool{}
+				if err := cold.Refs(ctx, st.Root, nil, func(r chunkstore.Ref, isNode bool) error {
+					if isNode {
+						reach[r] = true
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				for r := range st.Nodes {
+					if !reach[r] {
+						t.Fatalf("step %d: staged node %s is not reachable from the root", step, r.Short())
+					}
+				}
+				root = st.Root
+				checkModel(t, cold, root, model, nil)
+			}
+		})
+	}
+}
+
+// The nodes of a batch are stored only by Store: staging writes nothing.
+func TestBatchStagesWithoutWriting(t *testing.T) {
+	tr, s := newTree(t, 16, true)
+	ctx := context.Background()
+	root, err := tr.Update(ctx, chunkstore.Ref{}, []Change{{1, blockRef(1, 0)}, {300, blockRef(300, 0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	puts := s.puts.Load()
+	b := tr.NewBatch(root)
+	if err := b.Update(ctx, []Change{{2, blockRef(2, 0)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Punch(ctx, 300, 301); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Update(ctx, []Change{{5000, blockRef(5000, 0)}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.Stage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.puts.Load() != puts {
+		t.Fatalf("staging wrote %d chunks", s.puts.Load()-puts)
+	}
+	if _, err := s.Fetch(ctx, st.Root); !errors.Is(err, chunkstore.ErrNotFound) {
+		t.Fatalf("staged root fetched before Store: %v", err)
+	}
+	if err := tr.Store(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.puts.Load() - puts; got != int64(len(st.Nodes)) {
+		t.Fatalf("Store wrote %d chunks, staged %d", got, len(st.Nodes))
+	}
+	cold, _ := New(s, Config{Fanout: 16})
+	for i, want := range map[uint64]chunkstore.Ref{1: blockRef(1, 0), 2: blockRef(2, 0), 300: {}, 5000: blockRef(5000, 0)} {
+		if got, err := cold.Lookup(ctx, st.Root, i); err != nil || got != want {
+			t.Fatalf("Lookup(%d) = %s, %v", i, got.Short(), err)
+		}
+	}
+}
