@@ -27,6 +27,8 @@ type NBDConfig struct {
 	Runtime time.Duration // per fio job; default 10s
 	Size    int64         // vdisk and anchor export size; default 1 GiB
 	Nodes   int           // cluster size; default 3
+	// BlockSize of the vdisk; 0 means blockd's default.
+	BlockSize int64
 	// Targets besides zos: default (nil) nbdkit-memory and qemu-nbd-raw;
 	// empty or ["none"] measures zos alone.
 	Anchors []string
@@ -74,7 +76,7 @@ func NBD(ctx context.Context, cfg NBDConfig) (*nbdbench.Report, error) {
 	}
 	defer dev.Close()
 	c := client.New(dev.Nodes[0].APIAddr(), dev.Token)
-	if err := c.Do(ctx, http.MethodPost, "/api/v1/vdisks", map[string]any{"name": "bench", "size": cfg.Size}, nil); err != nil {
+	if err := c.Do(ctx, http.MethodPost, "/api/v1/vdisks", map[string]any{"name": "bench", "size": cfg.Size, "block_size": cfg.BlockSize}, nil); err != nil {
 		return nil, fmt.Errorf("bench: create vdisk: %w", err)
 	}
 	n0 := dev.Nodes[0].Config()
@@ -82,7 +84,7 @@ func NBD(ctx context.Context, cfg NBDConfig) (*nbdbench.Report, error) {
 	var jobs []nbdbench.Workload
 	for _, name := range cfg.Workloads {
 		found := false
-		for _, w := range nbdbench.DefaultWorkloads {
+		for _, w := range append(slices.Clip(nbdbench.DefaultWorkloads), nbdbench.MoreWorkloads...) {
 			if w.Name == name {
 				jobs = append(jobs, w)
 				found = true

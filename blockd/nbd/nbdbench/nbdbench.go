@@ -61,6 +61,12 @@ var DefaultWorkloads = []Workload{
 	{Name: "4k-randwrite-fsync16", RW: "randwrite", BS: "4k", IODepth: 32, Fsync: 16},
 }
 
+// MoreWorkloads are diagnostic jobs outside the set: the latency
+// of one synced write at a time (one FLUSH per write, nothing to coalesce).
+var MoreWorkloads = []Workload{
+	{Name: "4k-randwrite-fsync1-qd1", RW: "randwrite", BS: "4k", IODepth: 1, Fsync: 1},
+}
+
 // Config configures Run. Zero fields take defaults.
 type Config struct {
 	// Runtime of each job; default 10s.
