@@ -49,3 +49,39 @@ func BenchmarkClusterPut(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClusterCommitPuts measures the store round trip of one commit
+// of a 4k-randwrite-fsync16 workload: blocks and tree leaves put in
+// parallel, waiting for all (ns/op is the latency of the round).
+//
+//	go test -run=^$ -bench=ClusterCommitPuts -benchtime=200x ./blockd/vdiskbench/
+func BenchmarkClusterCommitPuts(b *testing.B) {
+	for _, bs := range []int{16 << 10, 64 << 10} {
+		for _, n := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%dK-x%d", bs>>10, n), func(b *testing.B) {
+				c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), FirstHost: 160})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				var chunks [][]byte
+				for i := 0; i < n; i++ {
+					chunks = append(chunks, make([]byte, bs), make([]byte, 8<<10))
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					var wg sync.WaitGroup
+					for _, ch := range chunks {
+						rand.Read(ch[:64])
+						wg.Go(func() {
+							if _, err := c.Store.Put(context.Background(), ch); err != nil {
+								b.Error(err)
+							}
+						})
+					}
+					wg.Wait()
+				}
+			})
+		}
+	}
+}
