@@ -589,24 +589,20 @@ func (d *Disk) notifyLocked() {
 func (d *Disk) reserve(ctx context.Context) error {
 	stalled := false
 	for {
-		nodeCh, done := d.svc.dirty.wait()
 		d.mu.Lock()
 		if err := d.writableLocked(); err != nil {
 			d.mu.Unlock()
-			done()
 			return err
 		}
 		own := d.dirtyBytes+d.inflightBytes >= d.svc.cfg.MaxDirtyBytes
 		node := d.svc.nodeDirtyFull()
 		if !own && !node {
 			d.mu.Unlock()
-			done()
 			return nil
 		}
 		if stalled && d.jobs == 0 && d.commit == nil && d.wbErr != nil && own {
 			err := d.wbErr
 			d.mu.Unlock()
-			done()
 			return fmt.Errorf("blockd: vdisk %s: write-back cache full and writing back fails: %w", d.label, err)
 		}
 		if !stalled {
@@ -616,8 +612,15 @@ func (d *Disk) reserve(ctx context.Context) error {
 		d.pumpLocked(true)
 		ch := d.space
 		d.mu.Unlock()
+		var nodeCh <-chan struct{}
+		done := func() {}
 		if node {
+			nodeCh, done = d.svc.dirty.wait()
 			d.svc.kickWriteback()
+			if !d.svc.nodeDirtyFull() { // released before we waited
+				done()
+				continue
+			}
 		}
 		select {
 		case <-ch:
