@@ -47,6 +47,11 @@ func Flist(ctx context.Context, cfg FlistConfig) (FlistResult, error) {
 		cfg.WarmSize = 100 << 20
 	}
 	res := FlistResult{Root: cfg.Root}
+	for _, d := range []string{"cold", "warm", "walk"} {
+		if err := os.MkdirAll(filepath.Join(work, d), 0o755); err != nil {
+			return res, err
+		}
+	}
 	if res.ColdStart, err = flistbench.ColdStart(ctx, flistbench.ColdStartConfig{Root: cfg.Root, Binary: cfg.Binary, WorkDir: filepath.Join(work, "cold")}); err != nil {
 		return res, fmt.Errorf("cold start: %w", err)
 	}
