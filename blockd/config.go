@@ -15,11 +15,10 @@ import (
 // Defaults for Config; doc.go explains how the block size and fanout were
 // chosen.
 const (
-	DefaultBlockSize         = 64 << 10
+	DefaultBlockSize         = 16 << 10
 	DefaultFanout            = tree.DefaultFanout
 	DefaultLeaseTTL          = 15 * time.Second
 	DefaultWritebackInterval = 5 * time.Second
-	DefaultNodeCacheBytes    = 64 << 20
 	DefaultParallelism       = 128
 	DefaultFlushTimeout      = 2 * time.Minute
 
@@ -32,6 +31,9 @@ const (
 	DefaultMaxDirtyBytes   = 1 << 30
 	DefaultNodeDirtyBytes  = 4 << 30
 	DefaultBlockCacheBytes = 1 << 30
+	// DefaultNodeCacheBytes (capped at 1/32 of memory) holds the leaves of
+	// 128 GiB of 16 KiB blocks.
+	DefaultNodeCacheBytes = 256 << 20
 )
 
 // StoreFor returns the chunk store holding the data of vdisks of a pool and
@@ -126,7 +128,7 @@ func (c Config) withDefaults() Config {
 		c.BlockCacheBytes = fractionOfMemory(DefaultBlockCacheBytes, 8, 32<<20)
 	}
 	if c.NodeCacheBytes == 0 {
-		c.NodeCacheBytes = DefaultNodeCacheBytes
+		c.NodeCacheBytes = fractionOfMemory(DefaultNodeCacheBytes, 32, 16<<20)
 	}
 	if c.Parallelism == 0 {
 		c.Parallelism = DefaultParallelism

@@ -26,37 +26,50 @@
 // vdisk whatever the number of NBD connections) holds the vdisk's lease,
 // renewed in the background. The Disk keeps layers, newest first:
 //
-//   - dirty blocks in memory. A sector-aligned write into a block that is
-//     not in memory records only its sectors (a partial block) and never
-//     waits for the block's old content; that content is prefetched and
-//     merged when the block is written back. Only unaligned writes read
-//     the block first. TRIM and WRITE_ZEROES of whole blocks record zero
-//     blocks or, for large ranges, a zeroed span.
+//   - dirty blocks in memory. A sector-aligned write into a block whose
+//     content is in memory (dirty, being written back, or in the block
+//     cache with its tree path in the node cache) completes the block at
+//     once; into a block that is not, it records only its sectors (a
+//     partial block) and never waits for the block's old content; that
+//     content is prefetched and merged when the block is written back.
+//     Only unaligned writes into uncached blocks read the block first.
+//     TRIM and WRITE_ZEROES of whole blocks record zero blocks or, for
+//     large ranges, a zeroed span.
 //   - blocks being written back: background write-back stores the oldest
-//     dirty blocks as chunks as soon as Config.WritebackBytes are dirty,
-//     Config.Parallelism at a time, so writers only wait when
-//     Config.MaxDirtyBytes are in memory (and fail with an error, EIO to
-//     NBD clients, if writing back keeps failing).
+//     dirty blocks as chunks as soon as Config.WritebackBytes are dirty
+//     (or the write-back memory of the whole node passes half of
+//     Config.NodeDirtyBytes), Config.Parallelism at a time, so writers only
+//     wait when Config.MaxDirtyBytes of the vdisk or NodeDirtyBytes of the
+//     node are in memory (and fail with an error, EIO to NBD clients, if
+//     writing back keeps failing).
 //   - the pending layer: zeroed spans and the Refs of stored blocks, not
 //     yet in the tree; and frozen pending layers of commits in progress.
 //   - the committed tree at the head.
 //
 // A commit (FLUSH, FUA, every Config.WritebackInterval, or when the pending
-// layer grows large) writes back every block dirtied before it, freezes the
-// pending layer, applies it to the tree (path copying: only the nodes on
-// changed paths are written, while the last block writes finish), and moves
-// the head through the control plane as a compare-and-swap carrying the
-// lease epoch; only then is the FLUSH answered. So an answered FLUSH
-// survives the loss of the serving process, and a node that lost its lease
-// (paused, partitioned, taken over) can never move the head again: its
-// flushes fail, it turns read-only and logs loudly. A failed store write
-// puts its block back in memory; the next commit retries it.
+// layer grows large) names every block dirtied before it (it hashes the
+// complete ones itself; partial ones are completed from their base by
+// write-back jobs), freezes the pending layer and applies it to the tree
+// in memory (tree.Batch; path copying: only the nodes on changed paths are
+// new). A node's Ref is the hash of its content, so the whole new tree is
+// known before anything is stored: the blocks and the new nodes go to the
+// store in one parallel round of puts. Once they and the blocks of earlier
+// write-back jobs are stored, the commit moves the head through the
+// control plane as a compare-and-swap carrying the lease epoch; only then
+// is the FLUSH answered. So an answered FLUSH survives the loss of the
+// serving process, and a node that lost its lease (paused, partitioned,
+// taken over) can never move the head again: its flushes fail, it turns
+// read-only and logs loudly. A failed store write puts its block back in
+// memory; the next commit retries it.
 //
 // Read-only opens (NAME:ro, the head at open time, and NAME@SNAP) take no
 // lease and share one Disk per head. Reads look at the write-back cache,
 // then the committed tree; a node-wide LRU of clean blocks and one of tree
 // nodes (both keyed by Ref, so clones share their origin's cache) spare
-// the store. Block status comes from the tree: absent blocks are
+// the store. A block is verified once, when the store returns it (the
+// store checks it against its Ref); reads of cached blocks then copy from
+// memory with no store round trip, goroutine or allocation, and blocks
+// written back stay in the clean cache. Block status comes from the tree: absent blocks are
 // hole+zero, blocks zeroed with NO_HOLE are allocated zero (the empty
 // chunk), the rest is data.
 //
@@ -75,32 +88,80 @@
 //	go srv.Serve(ctx, ln)
 //	blockd.RegisterHTTP(mux, svc) // /api/v1/vdisks…
 //
-// # Block size and fanout (from BenchmarkBlockSize* and BenchmarkTreeFanout)
+// # Memory
 //
-// Measured in bench_test.go over an in-memory store that adds 200 µs to
-// every chunk Put and Fetch, standing for a round trip to an erasure-coded
-// cluster (on 2 shared cores, figures are noisy; compare within a column):
+// A node holds at most Config.NodeDirtyBytes of write-back data (each
+// vdisk at most MaxDirtyBytes), BlockCacheBytes of clean blocks and
+// NodeCacheBytes of tree nodes, plus the buffers of requests in flight;
+// by default 4 GiB, 1 GiB, 1 GiB and 256 MiB, capped at 1/4, 1/8, 1/8 and
+// 1/32 of the memory the process may use (RAM, or its cgroup's limit).
+// The write-back cache plays the page cache's part under qemu-nbd: a
+// vdisk whose hot set fits in it absorbs rewrites without store round
+// trips until a FLUSH or the WritebackInterval commit, and that commit
+// pays for them, storing every dirty block at the chunk store's rate.
 //
-//	block size            4K      16K     32K     64K     256K    1M
-//	1M seq write MB/s     134     494     668     953     902     316
-//	  chunks per MiB      257     64      32      16      4       1
-//	4k randwrite+fsync16  8981    7683    7648    7594    5133    811   writes/s
-//	  stored bytes/write  6.0K    11.4K   20.7K   38.9K   160K    668K
-//	4k cold read fetches  4K      16K     32K     64K     256K    1M    (same latency)
-//	tree bytes per TiB    8 GiB   2 GiB   1 GiB   512 MiB 128 MiB 32 MiB
+// # Performance
 //
-// Sequential throughput is bound by the number of chunks (each is a store
-// round trip and, on a cluster, an erasure-coded stripe); random synced
-// writes are bound by the flush's two round trips (blocks, then tree
-// nodes), so their rate hardly depends on the block size up to 64 KiB
-// while the bytes stored per write grow with it. 64 KiB (DefaultBlockSize)
-// gives the best sequential throughput, the same synced random write rate
-// as 4–32 KiB, and a tree of 0.05% of the data; workloads dominated by
-// small synced random writes (databases) can pick 16 KiB at create time.
+// `zos bench nbd --runtime 5s --size 268435456` (3 in-process nodes, 16
+// KiB blocks; zos over qemu-nbd on a raw file in the same run; three
+// runs, one of them on a machine busy with other work, hence the low
+// ends):
+//
+//	4k randrw QD32          0.84-2.52x
+//	1M seq read             1.05-2.02x
+//	1M seq write            0.82-1.53x
+//	4k randwrite fsync=16   0.13-0.23x
+//
+// A commit's time (zos_blockd_flush_phase_seconds, fsync16, p50): naming
+// the dirty blocks (drain) <= 0.4 ms, the store round of blocks and tree
+// nodes 6-13 ms, the head through Raft <= 1.6 ms (about 0.8 ms mean). One
+// synced 4 KiB write at a time (4k-randwrite-fsync1-qd1) takes about 4 ms:
+// 2.8 ms for the round of one block and two nodes, 0.9 ms for Raft.
+// Synced writes are therefore bound by the chunk store's round of puts,
+// whose time grows with the number of chunks in it (16 blocks and 16
+// nodes take 13-25 ms where one takes 2 ms: BenchmarkClusterCommitPuts in
+// blockd/vdiskbench), not by blockd.
+//
+// # Block size (measured on the cluster)
+//
+// `zos bench nbd --runtime 5s --size 268435456 --block-size B`: fio's nbd
+// engine against a vdisk on 3 in-process nodes (real shard servers with
+// fsync, 2+1 erasure coding, Raft heads), zos over qemu-nbd on a raw file
+// in the same run, two runs per size on 2 shared cores (noisy: read the
+// ranges, not the digits):
+//
+//	block size             16K         32K         64K         128K
+//	4k randrw QD32         2.28-2.50x  2.18-2.50x  2.15-2.37x  1.96-2.39x
+//	1M seq read            1.38-2.25x  1.50-1.76x  1.78-1.89x  1.93-2.18x
+//	1M seq write           1.15-1.51x  1.35-1.46x  1.29-1.53x  1.40-1.71x
+//	4k randwrite fsync=16  0.14-0.16x  0.13-0.14x  0.11x       0.07-0.08x
+//	  alone, IOPS, 5 runs  2069        1871        1425                    (median)
+//	                       1452-2413   1007-2111   1016-1500               (range)
+//
+// The same jobs on a 2 GiB export, twice the write-back cache, so writes
+// are bound by the chunk store (one run; MiB/s and IOPS):
+//
+//	block size             16K         32K         64K
+//	1M seq write           94          151         198
+//	4k randrw QD32         11792       6512        3285
+//	4k randwrite fsync=16  767         739         611   (after the seq write's backlog)
+//
+// The worst ratio is always the synced random writes: a FLUSH stores
+// every block written since the last one, whole, and the chunk store's
+// round of puts costs per chunk and per byte, so a 4 KiB synced write
+// costs a 16 KiB chunk instead of 64 KiB. 16 KiB (DefaultBlockSize) gives
+// the best worst case in both regimes (and 3.6x the random IOPS of 64 KiB
+// when the working set exceeds the caches: a 4 KiB write dirties, and a 4
+// KiB read fetches, a quarter of the bytes). Its costs: sequential writes
+// that overflow the write-back cache go at half the rate of 64 KiB (a
+// chunk per 16 KiB, and the store's rate is per chunk), four times the
+// chunks, and a tree of 2 GiB per TiB (0.2%). vdisks written mostly
+// sequentially (boot images, backups) can pick 64 KiB at create time.
 //
 // The tree fanout trades node bytes written per flush against depth (one
 // store round trip per level on a cold lookup). A flush of 16 random blocks
-// into a tree of 4M blocks (256 GiB at 64 KiB):
+// into a tree of 4M blocks (64 GiB at 16 KiB), measured in bench_test.go
+// over an in-memory store:
 //
 //	fanout               64      128     256     512     1024
 //	levels               4       4       3       3       3

@@ -43,7 +43,7 @@ func vdiskCreateCmd() *cobra.Command {
 	c := &cobra.Command{Use: "create NAME --size SIZE [--block-size B] [--type boot|db|cache|tmp] [--from NAME@SNAP | --image FILE.raw]",
 		Short: "Create a vdisk: empty, a clone of a snapshot, or from a raw image", Args: cobra.ExactArgs(1)}
 	size := c.Flags().String("size", "", "size (bytes or 10G, 512M…); with --image defaults to the image size, with --from to the snapshot's")
-	bs := c.Flags().String("block-size", "", "block size, a power of two from 4K to 1M (default 64K)")
+	bs := c.Flags().String("block-size", "", "block size, a power of two from 4K to 1M (default 16K)")
 	typ := c.Flags().String("type", "", "boot, db, cache or tmp (default db; boot with --from)")
 	pool := c.Flags().String("pool", "", "storage pool (default: default)")
 	from := c.Flags().String("from", "", "clone this snapshot (NAME@SNAP): copy-on-write, instant")
