@@ -73,8 +73,8 @@ type Config struct {
 	// early when WritebackBytes (MaxDirtyBytes/2 by default) are dirty.
 	MaxDirtyBytes, WritebackBytes int64
 	// NodeDirtyBytes bounds the write-back caches of all vdisks open on
-	// the node together: past it writers wait, and past half of it every
-	// vdisk writes back.
+	// the node together: past half of it the vdisks being written write
+	// back; past it writers wait and every vdisk writes back.
 	NodeDirtyBytes int64
 	// WritebackInterval flushes dirty data that waited this long even
 	// without a FLUSH from the client; negative disables.

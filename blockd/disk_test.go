@@ -30,6 +30,8 @@ type flakyStore struct {
 	// failEvery, when > 0, fails every n-th Put and Fetch.
 	failEvery atomic.Int64
 	ops       atomic.Int64
+	// putDelay (ns) slows every Put down, like a remote store.
+	putDelay atomic.Int64
 }
 
 func (f *flakyStore) flaky() bool {
@@ -44,6 +46,9 @@ func (f *flakyStore) Put(ctx context.Context, b []byte) (chunkstore.Ref, error) 
 		return chunkstore.Ref{}, errInjected
 	}
 	f.puts.Add(1)
+	if d := f.putDelay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 	return f.Store.Put(ctx, b)
 }
 
@@ -421,12 +426,13 @@ func TestWritebackBound(t *testing.T) {
 
 // The node-wide bound holds across vdisks: a vdisk with dirty data below
 // its own bound and no writer is made to write back when another vdisk's
-// writer needs the node's room.
+// writer waits for the node's room.
 func TestNodeDirtyBound(t *testing.T) {
 	e := newEnv()
 	const node = 4 << 20
 	s := e.service(t, "n1", func(c *Config) {
 		c.MaxDirtyBytes, c.WritebackBytes, c.NodeDirtyBytes = 8<<20, 8<<20, node
+		c.Parallelism = 2 // with slow puts, the writer outruns write-back
 	})
 	ctx := context.Background()
 	mustCreate(t, s, "idle", 16<<20, 65536, "db")
@@ -445,6 +451,7 @@ func TestNodeDirtyBound(t *testing.T) {
 	if n := e.store.puts.Load() - puts; n != 0 {
 		t.Fatalf("%d puts below every bound", n)
 	}
+	e.store.putDelay.Store(int64(2 * time.Millisecond))
 	peak := int64(0)
 	for off := int64(0); off < 64<<20; off += int64(len(p)) {
 		p[0] = byte(off >> 18)
@@ -459,6 +466,7 @@ func TestNodeDirtyBound(t *testing.T) {
 	if st := idle.Stats(); st.DirtyBlocks == 24 {
 		t.Fatalf("the idle vdisk kept all its dirty blocks: %+v", st)
 	}
+	e.store.putDelay.Store(0)
 	for _, d := range []*Disk{idle, busy} {
 		if err := d.Flush(ctx); err != nil {
 			t.Fatal(err)

@@ -40,8 +40,9 @@
 //     (or the write-back memory of the whole node passes half of
 //     Config.NodeDirtyBytes), Config.Parallelism at a time, so writers only
 //     wait when Config.MaxDirtyBytes of the vdisk or NodeDirtyBytes of the
-//     node are in memory (and fail with an error, EIO to NBD clients, if
-//     writing back keeps failing).
+//     node are in memory (then every vdisk of the node writes back; writes
+//     fail with an error, EIO to NBD clients, if writing back keeps
+//     failing).
 //   - the pending layer: zeroed spans and the Refs of stored blocks, not
 //     yet in the tree; and frozen pending layers of commits in progress.
 //   - the committed tree at the head.
