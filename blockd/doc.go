@@ -104,14 +104,13 @@
 // # Performance
 //
 // `zos bench nbd --runtime 5s --size 268435456` (3 in-process nodes, 16
-// KiB blocks; zos over qemu-nbd on a raw file in the same run; three
-// runs, one of them on a machine busy with other work, hence the low
-// ends):
+// KiB blocks; zos over qemu-nbd on a raw file in the same run; five runs
+// on 2 cores shared with other work, hence the low ends; median first):
 //
-//	4k randrw QD32          0.84-2.52x
-//	1M seq read             1.05-2.02x
-//	1M seq write            0.82-1.53x
-//	4k randwrite fsync=16   0.13-0.23x
+//	4k randrw QD32          2.14x  (0.84-2.52x)
+//	1M seq read             1.96x  (1.05-2.09x)
+//	1M seq write            1.50x  (0.82-1.57x)
+//	4k randwrite fsync=16   0.17x  (0.10-0.23x)
 //
 // A commit's time (zos_blockd_flush_phase_seconds, fsync16, p50): naming
 // the dirty blocks (drain) <= 0.4 ms, the store round of blocks and tree
