@@ -18,35 +18,47 @@ import (
 //	go test -run=^$ -bench=ClusterPut -benchtime=2000x ./blockd/vdiskbench/
 func BenchmarkClusterPut(b *testing.B) {
 	for _, size := range []int{16 << 10, 64 << 10, 256 << 10} {
-		b.Run(fmt.Sprintf("%dK", size>>10), func(b *testing.B) {
-			c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), FirstHost: 160})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
-			bufs := make([][]byte, 256)
-			for i := range bufs {
-				bufs[i] = make([]byte, size)
-				rand.Read(bufs[i])
-			}
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, 128)
-			for i := 0; i < b.N; i++ {
-				buf := bufs[i%len(bufs)]
-				buf[0], buf[1], buf[2] = byte(i), byte(i>>8), byte(i>>16)
-				data := append([]byte(nil), buf...)
-				sem <- struct{}{}
-				wg.Go(func() {
-					defer func() { <-sem }()
-					if _, err := c.Store.Put(context.Background(), data); err != nil {
-						b.Error(err)
-					}
-				})
-			}
-			wg.Wait()
-		})
+		b.Run(fmt.Sprintf("%dK", size>>10), func(b *testing.B) { clusterPut(b, size, 128) })
+	}
+}
+
+// BenchmarkClusterPutParallelism: 16 KiB chunks with 16 to 256 in flight
+// (blockd's Config.Parallelism).
+func BenchmarkClusterPutParallelism(b *testing.B) {
+	for _, n := range []int{16, 32, 64, 128, 192, 256, 512} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) { clusterPut(b, 16<<10, n) })
+	}
+}
+
+func clusterPut(b *testing.B, size, inflight int) {
+	{
+		c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), FirstHost: 160})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		bufs := make([][]byte, 256)
+		for i := range bufs {
+			bufs[i] = make([]byte, size)
+			rand.Read(bufs[i])
+		}
+		b.SetBytes(int64(size))
+		b.ResetTimer()
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, inflight)
+		for i := 0; i < b.N; i++ {
+			buf := bufs[i%len(bufs)]
+			buf[0], buf[1], buf[2] = byte(i), byte(i>>8), byte(i>>16)
+			data := append([]byte(nil), buf...)
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if _, err := c.Store.Put(context.Background(), data); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
 	}
 }
 
