@@ -97,3 +97,35 @@ func (w wholeChunks) Remove(ctx context.Context, refs ...Ref) error {
 	_, err := w.s.DeleteShards(ctx, keys, 0)
 	return err
 }
+
+// PutMany stores the chunks as one PutShards call (chunkstore.BatchReceiver):
+// a shard store writes and syncs them together. On error none of them may
+// be assumed stored.
+func (w wholeChunks) PutMany(ctx context.Context, chunks [][]byte) ([]Ref, error) {
+	for i, c := range chunks {
+		if len(c) > MaxChunkSize {
+			return nil, fmt.Errorf("%w: chunk %d of the batch: %d bytes", ErrTooLarge, i, len(c))
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	refs := make([]Ref, len(chunks))
+	shards := make([]Shard, 0, len(chunks))
+	seen := make(map[Ref]bool, len(chunks))
+	for i, c := range chunks {
+		refs[i] = Sum(c)
+		if seen[refs[i]] {
+			continue
+		}
+		seen[refs[i]] = true
+		shards = append(shards, NewShard(wholeKey(refs[i]), len(c), c))
+	}
+	if len(shards) == 0 {
+		return refs, nil
+	}
+	if err := w.s.PutShards(ctx, shards); err != nil {
+		return nil, err
+	}
+	return refs, nil
+}

@@ -6,6 +6,7 @@ type metrics struct {
 	reg            *prometheus.Registry
 	collectors     []prometheus.Collector
 	puts           prometheus.Counter
+	putBatches     prometheus.Counter
 	putBytes       prometheus.Counter
 	putErrors      prometheus.Counter
 	partialPuts    prometheus.Counter
@@ -26,6 +27,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m := &metrics{
 		reg:            reg,
 		puts:           c("zos_chunk_puts_total", "Chunks put."),
+		putBatches:     c("zos_chunk_put_batches_total", "PutMany batches (their chunks count in zos_chunk_puts_total)."),
 		putBytes:       c("zos_chunk_put_bytes_total", "Chunk bytes put."),
 		putErrors:      c("zos_chunk_put_errors_total", "Puts that stored fewer than the durable minimum of shards."),
 		partialPuts:    c("zos_chunk_partial_puts_total", "Puts acknowledged with some shards missing (queued for repair)."),
@@ -38,7 +40,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		repairsDropped: c("zos_chunk_read_repairs_dropped_total", "Background repairs dropped because the queue was full."),
 		repairedShards: c("zos_chunk_repaired_shards_total", "Shards rewritten by repair."),
 	}
-	m.collectors = []prometheus.Collector{m.puts, m.putBytes, m.putErrors, m.partialPuts, m.fetches, m.fetchBytes,
+	m.collectors = []prometheus.Collector{m.puts, m.putBatches, m.putBytes, m.putErrors, m.partialPuts, m.fetches, m.fetchBytes,
 		m.fetchErrors, m.degraded, m.corruptShards, m.repairsQueued, m.repairsDropped, m.repairedShards}
 	if reg != nil {
 		for _, x := range m.collectors {

@@ -2,6 +2,9 @@
 // implementation passes: put/fetch/stat/enumerate/remove, deduplication,
 // not-found, oversize and empty chunks, concurrency and context cancellation.
 //
+// Stores that implement chunkstore.BatchReceiver also run RunBatch (Run
+// calls it; over other stores it checks chunkstore.PutMany's fallback).
+//
 // Usage, in an implementation's tests:
 //
 //	func TestConformance(t *testing.T) {
@@ -50,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) chunkstore.Store) {
 			tc.fn(t, newStore(t))
 		})
 	}
+	t.Run("Batch", func(t *testing.T) { RunBatch(t, newStore) })
 }
 
 // Data returns n deterministic pseudo-random bytes derived from seed.
