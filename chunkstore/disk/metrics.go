@@ -10,6 +10,7 @@ type metrics struct {
 	compacted    prometheus.Counter
 	writeErrors  prometheus.Counter
 	commit       prometheus.Histogram
+	commitOps    prometheus.Histogram
 }
 
 func newMetrics(s *Store, reg *prometheus.Registry) *metrics {
@@ -31,12 +32,17 @@ func newMetrics(s *Store, reg *prometheus.Registry) *metrics {
 			Name: "zos_disk_commit_seconds", Help: "Time to apply and sync one group commit.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
+		commitOps: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "zos_disk_commit_ops", Help: "Requests (puts, deletes, relocations) applied by one group commit: they share its fsync and index commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.collectors = []prometheus.Collector{
-		m.corrupt, m.writtenBytes, m.compacted, m.writeErrors, m.commit,
+		m.corrupt, m.writtenBytes, m.compacted, m.writeErrors, m.commit, m.commitOps,
+		gauge("zos_disk_write_queue", "Write requests waiting for the writer (the next group commit).", func() float64 { return float64(len(s.ops)) }),
 		gauge("zos_disk_shards", "Live shards in the local store.", func() float64 { return float64(s.shards.Load()) }),
 		gauge("zos_disk_shard_bytes", "Live shard data bytes in the local store.", func() float64 { return float64(s.dataBytes.Load()) }),
 		gauge("zos_disk_dead_bytes", "Dead bytes in segment files awaiting compaction.", func() float64 { return float64(s.Stats().DeadBytes) }),

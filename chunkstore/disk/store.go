@@ -57,7 +57,8 @@ type Store struct {
 	compacted atomic.Int64
 	written   atomic.Int64
 	read      atomic.Int64
-	rollNext  bool // writer-only: roll before the next append (after a failed sync)
+	rollNext  bool   // writer-only: roll before the next append (after a failed sync)
+	wbuf      []byte // writer-only: records of the group not yet written (see flush)
 
 	metrics *metrics
 }
@@ -90,6 +91,7 @@ func Open(cfg Config) (*Store, error) {
 		segDir:  cfg.FS.PathJoin(cfg.Dir, "seg"),
 		segs:    map[uint32]*segment{},
 		ops:     make(chan *op, 256),
+		wbuf:    make([]byte, 0, writeBufSize),
 		closing: make(chan struct{}),
 		stopped: make(chan struct{}),
 	}

@@ -113,6 +113,8 @@ type group struct {
 	written int64
 	wrote   bool // appended to a segment
 	now     int64
+	wseg    *segment // the segment s.wbuf's records go to
+	woff    int64    // at this offset
 }
 
 func (g *group) get(k chunkstore.ShardKey) (loc, bool, error) {
@@ -185,8 +187,19 @@ func (g *group) matching(q chunkstore.ShardKey) ([]chunkstore.ShardKey, []loc, e
 	return keys, locs, err
 }
 
+// Records of a group are gathered in the writer's buffer and written with
+// one pwrite per writeBufSize (a batch of 32 small shards is one system
+// call, not 64); records of at least writeDirect bytes are written from
+// the caller's buffer. The buffer is flushed before a segment is synced or
+// rolled.
+const (
+	writeBufSize = 1 << 20
+	writeDirect  = 256 << 10
+)
+
 // append writes one record to the active segment, rolling it first if it
-// is full, and returns its location.
+// is full, and returns its location. The bytes may stay in the write
+// buffer until flush.
 func (g *group) append(si chunkstore.ShardInfo, data, record []byte) (loc, error) {
 	s := g.s
 	n := int64(recHeaderLen) + int64(si.Size)
@@ -198,17 +211,39 @@ func (g *group) append(si chunkstore.ShardInfo, data, record []byte) (loc, error
 		seg = s.active
 	}
 	off := seg.size.Load()
-	if record == nil {
-		hdr := make([]byte, recHeaderLen)
-		recordHeader(hdr, si)
-		if err := writeFull(seg, hdr, off); err != nil {
+	if n >= writeDirect {
+		if err := g.flush(); err != nil {
 			return loc{}, err
 		}
-		if err := writeFull(seg, data, off+recHeaderLen); err != nil {
+		if record == nil {
+			hdr := make([]byte, recHeaderLen)
+			recordHeader(hdr, si)
+			if err := writeFull(seg, hdr, off); err != nil {
+				return loc{}, err
+			}
+			if err := writeFull(seg, data, off+recHeaderLen); err != nil {
+				return loc{}, err
+			}
+		} else if err := writeFull(seg, record, off); err != nil {
 			return loc{}, err
 		}
-	} else if err := writeFull(seg, record, off); err != nil {
-		return loc{}, err
+	} else {
+		if len(s.wbuf) > 0 && (int64(len(s.wbuf))+n > writeBufSize || g.wseg != seg || g.woff+int64(len(s.wbuf)) != off) {
+			if err := g.flush(); err != nil {
+				return loc{}, err
+			}
+		}
+		if len(s.wbuf) == 0 {
+			g.wseg, g.woff = seg, off
+		}
+		if record == nil {
+			at := len(s.wbuf)
+			s.wbuf = append(s.wbuf, make([]byte, recHeaderLen)...)
+			recordHeader(s.wbuf[at:], si)
+			s.wbuf = append(s.wbuf, data...)
+		} else {
+			s.wbuf = append(s.wbuf, record...)
+		}
 	}
 	seg.size.Store(off + n)
 	g.wrote = true
@@ -216,6 +251,18 @@ func (g *group) append(si chunkstore.ShardInfo, data, record []byte) (loc, error
 	l := loc{seg: seg.id, off: off, size: si.Size, chunk: si.ChunkSize, sum: si.Sum, written: si.Written}
 	g.live[seg.id] += n
 	return l, nil
+}
+
+// flush writes the buffered records. The buffer is emptied whatever the
+// outcome (a failed group is acknowledged to no one).
+func (g *group) flush() error {
+	s := g.s
+	if len(s.wbuf) == 0 {
+		return nil
+	}
+	err := writeFull(g.wseg, s.wbuf, g.woff)
+	s.wbuf = s.wbuf[:0]
+	return err
 }
 
 func writeFull(seg *segment, b []byte, off int64) error {
@@ -235,6 +282,9 @@ func writeFull(seg *segment, b []byte, off int64) error {
 // roll seals the active segment (syncing what this group wrote to it) and
 // starts a new one.
 func (s *Store) roll(g *group) error {
+	if err := g.flush(); err != nil {
+		return err
+	}
 	old := s.active
 	if g.wrote && !s.cfg.NoSync && !s.rollNext {
 		if err := old.f.SyncData(); err != nil {
@@ -271,6 +321,11 @@ func (s *Store) apply(ops []*op) {
 		if err = s.applyOne(g, o); err != nil {
 			break
 		}
+	}
+	if err == nil {
+		err = g.flush()
+	} else {
+		s.wbuf = s.wbuf[:0] // the group fails: nothing of it is written
 	}
 	if err == nil && g.wrote && !s.cfg.NoSync {
 		if serr := s.active.f.SyncData(); serr != nil {
@@ -318,6 +373,7 @@ func (s *Store) apply(ops []*op) {
 	s.written.Add(g.written)
 	s.metrics.writtenBytes.Add(float64(g.written))
 	s.metrics.commit.Observe(time.Since(start).Seconds())
+	s.metrics.commitOps.Observe(float64(len(ops)))
 	for _, o := range ops {
 		close(o.done)
 	}

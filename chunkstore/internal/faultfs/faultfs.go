@@ -1,7 +1,8 @@
 // Package faultfs wraps a pebble vfs.FS to inject disk faults in tests:
-// errors on reads, writes and syncs, and short writes, selected by operation
-// and path. Combine with vfs.NewCrashableMem and CrashClone to simulate a
-// crash before fsync.
+// errors on reads, writes and syncs, short writes, and operations held
+// until a test releases them, selected by operation and path. It also
+// counts syncs per file (Syncs). Combine with vfs.NewCrashableMem and
+// CrashClone to simulate a crash before fsync.
 package faultfs
 
 import (
@@ -37,6 +38,9 @@ type Rule struct {
 	Short bool
 	// Times limits how often the rule fires (0 = until removed).
 	Times int
+	// Hold, if set, makes the operation wait until Hold is closed and then
+	// proceed normally (no error): a slow disk, or a gate a test opens.
+	Hold <-chan struct{}
 }
 
 // FS is a fault-injecting vfs.FS.
@@ -45,6 +49,7 @@ type FS struct {
 	mu    sync.Mutex
 	rules []*rule
 	hits  int
+	syncs map[string]int // path -> successful syncs
 }
 
 type rule struct {
@@ -90,6 +95,43 @@ func (f *FS) Hits() int {
 	return f.hits
 }
 
+// Syncs reports how many syncs (Sync, SyncData, SyncTo) of files whose
+// path contains pathContains have succeeded.
+func (f *FS) Syncs(pathContains string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for p, k := range f.syncs {
+		if strings.Contains(p, pathContains) {
+			n += k
+		}
+	}
+	return n
+}
+
+func (f *FS) synced(path string, err error) {
+	if err != nil {
+		return
+	}
+	f.mu.Lock()
+	if f.syncs == nil {
+		f.syncs = map[string]int{}
+	}
+	f.syncs[path]++
+	f.mu.Unlock()
+}
+
+// fault returns the rule that fails op on path, after waiting for a
+// matching Hold rule if there is one.
+func (f *FS) fault(op Op, path string) *rule {
+	r := f.match(op, path)
+	if r != nil && r.Hold != nil {
+		<-r.Hold
+		return nil
+	}
+	return r
+}
+
 func (f *FS) match(op Op, path string) *rule {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -115,7 +157,7 @@ func (f *FS) wrap(file vfs.File, path string, err error) (vfs.File, error) {
 }
 
 func (f *FS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	if r := f.match(Create, name); r != nil {
+	if r := f.fault(Create, name); r != nil {
 		return nil, r.Err
 	}
 	file, err := f.FS.Create(name, c)
@@ -153,7 +195,7 @@ type File struct {
 }
 
 func (f *File) Write(p []byte) (int, error) {
-	if r := f.fs.match(Write, f.path); r != nil {
+	if r := f.fs.fault(Write, f.path); r != nil {
 		if r.Short && len(p) > 1 {
 			n, _ := f.File.Write(p[:len(p)/2])
 			return n, r.Err
@@ -164,7 +206,7 @@ func (f *File) Write(p []byte) (int, error) {
 }
 
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
-	if r := f.fs.match(Write, f.path); r != nil {
+	if r := f.fs.fault(Write, f.path); r != nil {
 		if r.Short && len(p) > 1 {
 			n, _ := f.File.WriteAt(p[:len(p)/2], off)
 			return n, r.Err
@@ -175,38 +217,44 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (f *File) Read(p []byte) (int, error) {
-	if r := f.fs.match(Read, f.path); r != nil {
+	if r := f.fs.fault(Read, f.path); r != nil {
 		return 0, r.Err
 	}
 	return f.File.Read(p)
 }
 
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
-	if r := f.fs.match(Read, f.path); r != nil {
+	if r := f.fs.fault(Read, f.path); r != nil {
 		return 0, r.Err
 	}
 	return f.File.ReadAt(p, off)
 }
 
 func (f *File) Sync() error {
-	if r := f.fs.match(Sync, f.path); r != nil {
+	if r := f.fs.fault(Sync, f.path); r != nil {
 		return r.Err
 	}
-	return f.File.Sync()
+	err := f.File.Sync()
+	f.fs.synced(f.path, err)
+	return err
 }
 
 func (f *File) SyncData() error {
-	if r := f.fs.match(Sync, f.path); r != nil {
+	if r := f.fs.fault(Sync, f.path); r != nil {
 		return r.Err
 	}
-	return f.File.SyncData()
+	err := f.File.SyncData()
+	f.fs.synced(f.path, err)
+	return err
 }
 
 func (f *File) SyncTo(length int64) (bool, error) {
-	if r := f.fs.match(Sync, f.path); r != nil {
+	if r := f.fs.fault(Sync, f.path); r != nil {
 		return false, r.Err
 	}
-	return f.File.SyncTo(length)
+	full, err := f.File.SyncTo(length)
+	f.fs.synced(f.path, err)
+	return full, err
 }
 
 // IsInjected reports whether err is (or wraps) an injected EIO.
