@@ -14,6 +14,12 @@
 //   - erasure: the cluster store — chunks coded into k+m shards placed by
 //     chunkstore/placement over the cluster map.
 //
+// Batches (batch.go): BatchReceiver is the optional capability of storing
+// many chunks in one round (PutMany); the erasure store sends each node one
+// request for the whole batch, so that it writes and syncs once. PutMany
+// (the function) uses it when a store has it and falls back to concurrent
+// Puts; a *BatchError names the chunks of a batch that were not stored.
+//
 // Shards (shard.go) are what nodes store: ShardKey (Ref, Profile, Index),
 // ShardInfo (sizes, CRC-32C, write time) and the ShardStore interfaces that
 // the disk store and the remote client implement. Around them: blob (data of

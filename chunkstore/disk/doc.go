@@ -22,7 +22,10 @@
 //   - A PutShards that returns nil is durable: records are appended to the
 //     active segment, the segment is fdatasync'ed, then the index batch is
 //     committed with pebble's synced WAL. Concurrent writers share one fsync
-//     and one index commit (group commit). Config.NoSync trades this away.
+//     and one index commit (group commit): the writer applies every request
+//     queued while the previous group was syncing as one group (up to
+//     MaxBatchBytes or 1024 requests), whose small records go to the
+//     segment in one pwrite per MiB. Config.NoSync trades this away.
 //   - Every record carries a header CRC-32C and the shard's data CRC-32C; a
 //     read verifies both and the index's copy, and never returns corrupt
 //     bytes. A corrupt shard is quarantined: dropped from the index (counted
@@ -45,6 +48,19 @@
 //   - Deletes only touch the index; compaction (background, or Compact)
 //     copies the live records of sealed segments that are at least
 //     CompactRatio dead and deletes the file once no reader holds it.
+//
+// # Group commit, measured
+//
+// BenchmarkGroupCommit (ext4, fsync; 32 shards of 8 KiB, what one node gets
+// from a 2+1 batch of 32 chunks of 16 KiB): one PutShards of all 32 takes
+// one commit (one segment fdatasync, one WAL sync), p50 0.9-1.8 ms; 32
+// concurrent PutShards of one shard take about 2 commits (the first
+// request's, then the 31 queued behind it), p50 1.4-2.4 ms. TestGroupCommit
+// checks the grouping exactly: 32 requests queued behind a held fsync are
+// applied by one commit. Writing a group's records with one pwrite instead
+// of two per record cut the cluster's batch latency by about a quarter
+// (BenchmarkPutBatch in chunkstore/erasure). Metrics: zos_disk_commit_ops
+// (requests per group commit), zos_disk_write_queue, zos_disk_commit_seconds.
 //
 // # Usage
 //

@@ -16,6 +16,27 @@
 // erasure pools. Missing shards of a successful write are queued for repair
 // (and heal rebuilds them if the node stays away).
 //
+// PutMany (chunkstore.BatchReceiver) stores a batch of chunks in one
+// round: each chunk is encoded as Put would (in parallel; same profile
+// choice, tiny-chunk replication and Fit), then every node gets ONE
+// PutShards request with all its shards of the batch (several, sent
+// concurrently, only past 16 MiB or 4096 shards per node: each is one
+// wire frame), so it appends them all and syncs once. Each chunk succeeds
+// or fails on its own by the MinDurable rule; partial ones are queued for
+// repair; failed ones are listed in a *chunkstore.BatchError (the others
+// are durable). Duplicates in a batch are written once. Measured by
+// BenchmarkPutBatch (3 loopback nodes, 2+1, disk stores with fsync on the
+// 2-core dev machine shared with other work; PutMany versus the same
+// chunks as parallel Puts, alternating in one run; 3 runs, ms per batch):
+//
+//	                          PutMany p50  p99     parallel Puts p50  p99
+//	1 x 16 KiB                1.2-1.6      1.8-4.5   1.2-1.6          1.6-5.0
+//	8 x 16 KiB                1.7-2.3      2.9-9.4   3.5-9.0          9.8-22
+//	32 x 16 KiB               3.5-4.5      10-17     7.8-22           27-58
+//	16 x 16 KiB + 16 x 8 KiB  3.1-4.6      5.7-16    7.6-14           16-57
+//
+// (the last is blockd's fsync16 commit round: 2.4-3.1x faster at p50).
+//
 // The data path copies as little as it can: the full data shards of a put
 // are slices of the caller's chunk (Codec.EncodeShared; only the padded
 // last data shard and the parity are written, into pooled buffers), the
@@ -81,6 +102,7 @@
 //	pool := remote.NewPool(remote.Config{Secret: secret})
 //	s, err := erasure.New(erasure.Config{Map: m, Dialer: erasure.PoolDialer(pool, map[string]chunkstore.ShardStore{selfID: localDisk})})
 //	ref, err := s.Put(ctx, data)
+//	refs, err := s.PutMany(ctx, chunks) // or chunkstore.PutMany(ctx, anyStore, chunks)
 //	data, err := s.Fetch(ctx, ref)
 //	s.SetMap(newMap) // when Raft changes the cluster map
 package erasure
