@@ -1651,38 +1651,98 @@ type ownBlock struct {
 	data []byte
 }
 
+// Commit rounds go to the store in batches (chunkstore.PutMany): the
+// erasure store sends each node one request per batch, so that it appends
+// and syncs a whole batch once instead of once per chunk. Batches of at
+// most commitBatchChunks chunks and commitBatchBytes bytes, commitBatches
+// of them in flight, keep a large flush pipelined.
+const (
+	commitBatchChunks = 256
+	commitBatchBytes  = 8 << 20
+	commitBatches     = 4
+)
+
 // storeOwned puts the commit's own blocks and the staged tree nodes (if
-// any) in one parallel round. Every own block ends as write-back jobs end
-// (storedLocked). A failed block put is a *blockStoreError.
+// any) in one round of batched puts. Every own block ends as write-back
+// jobs end (storedLocked). A failed block put is a *blockStoreError; a
+// failed node put fails the round.
 func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Staged) error {
-	var nodes []chunkstore.Ref
+	// The round's chunks: own blocks with data (k < len(own)), then nodes.
+	type item struct {
+		k    int // index into own, or -1 for a node
+		ref  chunkstore.Ref
+		data []byte
+	}
+	var items []item
+	for k, o := range own {
+		if len(o.data) == 0 {
+			d.mu.Lock()
+			d.storedLocked(o.idx, o.b, o.data, nil)
+			d.mu.Unlock()
+			continue
+		}
+		items = append(items, item{k, o.ref, o.data})
+	}
 	if staged != nil {
-		nodes = make([]chunkstore.Ref, 0, len(staged.Nodes))
-		for r := range staged.Nodes {
-			nodes = append(nodes, r)
+		for r, data := range staged.Nodes {
+			items = append(items, item{-1, r, data})
 		}
 	}
-	if len(own)+len(nodes) == 0 {
-		return nil
+	var batches [][]item
+	for len(items) > 0 {
+		n, size := 0, 0
+		for n < len(items) && n < commitBatchChunks && (n == 0 || size+len(items[n].data) <= commitBatchBytes) {
+			size += len(items[n].data)
+			n++
+		}
+		batches = append(batches, items[:n])
+		items = items[n:]
 	}
+
 	var mu sync.Mutex
 	var blockErr error
-	err := par.Do(ctx, len(own)+len(nodes), d.svc.cfg.Parallelism, func(ctx context.Context, k int) error {
-		if k >= len(own) {
-			r := nodes[k-len(own)]
-			return d.tree.PutNode(ctx, r, staged.Nodes[r])
+	err := par.Do(ctx, len(batches), commitBatches, func(ctx context.Context, j int) error {
+		batch := batches[j]
+		chunks := make([][]byte, len(batch))
+		for i, it := range batch {
+			chunks[i] = it.data
 		}
-		o := own[k]
-		err := d.putBlock(ctx, o.idx, o.ref, o.data)
-		d.mu.Lock()
-		d.storedLocked(o.idx, o.b, o.data, err)
-		d.mu.Unlock()
-		if err != nil {
-			mu.Lock()
-			blockErr = err
-			mu.Unlock()
+		refs, err := chunkstore.PutMany(ctx, d.store, chunks)
+		var be *chunkstore.BatchError
+		if err != nil && !errors.As(err, &be) {
+			return fmt.Errorf("blockd: vdisk %s: store %d chunks: %w", d.label, len(batch), err)
 		}
-		return nil // the other puts go on: their blocks are stored for the retry
+		var nodeErr error
+		for i, it := range batch {
+			var perr error
+			switch {
+			case be != nil && be.Err(i) != nil:
+				perr = be.Err(i)
+			case refs[i] != it.ref:
+				perr = fmt.Errorf("%w: stored chunk %s, its content hashes to %s", chunkstore.ErrCorrupt, it.ref.Short(), refs[i].Short())
+			}
+			if it.k < 0 {
+				if perr != nil {
+					nodeErr = fmt.Errorf("blockd: vdisk %s: store tree node: %w", d.label, perr)
+				} else {
+					d.tree.CacheNode(it.ref, it.data)
+				}
+				continue
+			}
+			o := own[it.k]
+			if perr != nil {
+				perr = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, o.idx, perr)
+				mu.Lock()
+				blockErr = perr
+				mu.Unlock()
+			} else {
+				d.svc.m.storedBytes.Add(float64(len(o.data)))
+			}
+			d.mu.Lock()
+			d.storedLocked(o.idx, o.b, o.data, perr)
+			d.mu.Unlock()
+		}
+		return nodeErr // the other batches go on: their blocks are stored for the retry
 	})
 	// Blocks the round never tried (a node put failed, the ctx ended) go
 	// back to the dirty layer.

@@ -518,6 +518,10 @@ func (t *Tree) PutNode(ctx context.Context, ref chunkstore.Ref, data []byte) err
 	return nil
 }
 
+// CacheNode caches a staged node (named ref) that the caller stored
+// itself, e.g. in a batch with other chunks.
+func (t *Tree) CacheNode(ref chunkstore.Ref, data []byte) { t.cache.Add(ref, data) }
+
 // commit stages b and stores its nodes.
 func (b *Batch) commit(ctx context.Context) (chunkstore.Ref, error) {
 	st, err := b.Stage(ctx)
