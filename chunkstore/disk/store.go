@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/internal/bufpool"
@@ -109,11 +110,16 @@ func Open(cfg Config) (*Store, error) {
 	}
 	cache := pebble.NewCache(cfg.CacheSize)
 	defer cache.Unref()
-	db, err := pebble.Open(s.fs.PathJoin(cfg.Dir, "index"), &pebble.Options{
+	opts := &pebble.Options{
 		FS:     s.fs,
 		Cache:  cache,
 		Logger: slogx.Pebble{L: s.log.With("component", "disk-index")},
-	})
+	}
+	// Every put looks its keys up first (same bytes stored already?), and
+	// shard keys are random, so most lookups miss: bloom filters let a miss
+	// skip the sstables (L1+ inherit L0's policy).
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	db, err := pebble.Open(s.fs.PathJoin(cfg.Dir, "index"), opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: open index: %v", ErrIO, err)
 	}
