@@ -61,13 +61,13 @@ func (l *Local) Apply(ctx context.Context, op string, args any) (json.RawMessage
 		return nil, err
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	v, err := l.state.Apply(&c)
 	l.state.Index++
-	l.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(v)
+	return json.Marshal(v) // under the lock: v may point into state
 }
 
 // Read implements Control.
