@@ -104,23 +104,33 @@
 // # Performance
 //
 // `zos bench nbd --runtime 5s --size 268435456` (3 in-process nodes, 16
-// KiB blocks; zos over qemu-nbd on a raw file in the same run; five runs
-// on 2 cores shared with other work, hence the low ends; median first):
+// KiB blocks; zos over qemu-nbd on a raw file in the same run; three
+// consecutive runs on a quiet machine, after commits were batched):
 //
-//	4k randrw QD32          2.14x  (0.84-2.52x)
-//	1M seq read             1.96x  (1.05-2.09x)
-//	1M seq write            1.50x  (0.82-1.57x)
-//	4k randwrite fsync=16   0.17x  (0.10-0.23x)
+//	4k randrw QD32          1.94-2.25x
+//	1M seq read             1.68-1.77x
+//	1M seq write            1.16-1.52x
+//	4k randwrite fsync=16   0.30-0.35x  (0.36-0.44x alone)
 //
-// A commit's time (zos_blockd_flush_phase_seconds, fsync16, p50): naming
-// the dirty blocks (drain) <= 0.4 ms, the store round of blocks and tree
-// nodes 6-13 ms, the head through Raft <= 1.6 ms (about 0.8 ms mean). One
-// synced 4 KiB write at a time (4k-randwrite-fsync1-qd1) takes about 4 ms:
-// 2.8 ms for the round of one block and two nodes, 0.9 ms for Raft.
-// Synced writes are therefore bound by the chunk store's round of puts,
-// whose time grows with the number of chunks in it (16 blocks and 16
-// nodes take 13-25 ms where one takes 2 ms: BenchmarkClusterCommitPuts in
-// blockd/vdiskbench), not by blockd.
+// A commit's time (zos_blockd_flush_phase_seconds, fsync16): naming the
+// dirty blocks (drain) about 0.6 ms mean, the store round of blocks and
+// tree nodes 7.6 ms mean (p50 <= 6.4 ms), the head through Raft about 1
+// ms mean. Commits coalesce: every FLUSH that arrives while one runs is
+// answered by the next. The store round goes out in batches
+// (chunkstore.PutMany, at most 256 chunks / 8 MiB each, 4 in flight): one
+// request per storage node per batch, which appends and fsyncs it once.
+// That took fsync16 from 0.10-0.23x (a Put per chunk) to the figures
+// above. Synced writes are still bound by that round plus Raft, where
+// qemu-nbd does one local fdatasync.
+//
+// The next step for synced writes (not built): a per-vdisk write journal.
+// A FLUSH would append one record (the dirty blocks, their indices and the
+// lease epoch) to m+1 storage nodes in one round and answer; the tree and
+// the head would follow in the background, and a node taking the vdisk
+// over would replay the records newer than the head whose epoch precedes
+// its own. That is what Longhorn and Ceph RBD pay per flush (one
+// replicated append), and it drops the tree nodes and the Raft commit from
+// the synced path.
 //
 // # Block size (measured on the cluster)
 //
