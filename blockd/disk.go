@@ -131,6 +131,7 @@ type Disk struct {
 	ro    bool
 	epoch uint64
 	store chunkstore.Store
+	batch *chunkstore.Batcher // write-back puts, grouped (commits batch themselves)
 	tree  *tree.Tree
 	log   *slog.Logger
 
@@ -184,6 +185,7 @@ func newDisk(svc *Service, p diskParams) *Disk {
 		svc: svc, name: p.name, label: p.label, typ: p.typ, bs: p.bs,
 		shift: uint(bits.TrailingZeros64(uint64(p.bs))), ro: p.readOnly, epoch: p.epoch,
 		store: p.store, tree: p.tree, ctx: ctx, cancel: cancel,
+		batch:       chunkstore.NewBatcher(p.store, chunkstore.BatcherConfig{Timeout: svc.cfg.FlushTimeout}),
 		log:         svc.log.With("vdisk", p.label),
 		sem:         make(chan struct{}, svc.cfg.Parallelism),
 		prefetchSem: make(chan struct{}, svc.cfg.Parallelism),
@@ -1152,7 +1154,7 @@ func (d *Disk) putBlock(ctx context.Context, idx uint64, ref chunkstore.Ref, dat
 	if len(data) == 0 {
 		return nil
 	}
-	got, err := d.store.Put(ctx, data)
+	got, err := d.batch.Put(ctx, data)
 	switch {
 	case err != nil:
 		return fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, idx, err)

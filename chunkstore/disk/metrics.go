@@ -11,6 +11,7 @@ type metrics struct {
 	writeErrors  prometheus.Counter
 	commit       prometheus.Histogram
 	commitOps    prometheus.Histogram
+	filterSkips  prometheus.Counter
 }
 
 func newMetrics(s *Store, reg *prometheus.Registry) *metrics {
@@ -36,12 +37,15 @@ func newMetrics(s *Store, reg *prometheus.Registry) *metrics {
 			Name: "zos_disk_commit_ops", Help: "Requests (puts, deletes, relocations) applied by one group commit: they share its fsync and index commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
+		filterSkips: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "zos_disk_filter_skips_total", Help: "Index lookups of a put skipped because the key filter knew the key was new.",
+		}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	m.collectors = []prometheus.Collector{
-		m.corrupt, m.writtenBytes, m.compacted, m.writeErrors, m.commit, m.commitOps,
+		m.corrupt, m.writtenBytes, m.compacted, m.writeErrors, m.commit, m.commitOps, m.filterSkips,
 		gauge("zos_disk_write_queue", "Write requests waiting for the writer (the next group commit).", func() float64 { return float64(len(s.ops)) }),
 		gauge("zos_disk_shards", "Live shards in the local store.", func() float64 { return float64(s.shards.Load()) }),
 		gauge("zos_disk_shard_bytes", "Live shard data bytes in the local store.", func() float64 { return float64(s.dataBytes.Load()) }),

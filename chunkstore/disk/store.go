@@ -52,6 +52,7 @@ type Store struct {
 
 	compactMu sync.Mutex // one compaction at a time
 
+	filter    keyFilter // index keys, for the writer (filter.go)
 	shards    atomic.Int64
 	dataBytes atomic.Int64
 	corrupt   atomic.Int64
@@ -173,6 +174,12 @@ func (s *Store) load() error {
 			_ = it.Close()
 			return err
 		}
+		k, err := keyFromIndex(it.Key())
+		if err != nil {
+			_ = it.Close()
+			return err
+		}
+		s.filter.add(k)
 		live[l.seg] += l.recordLen()
 		end[l.seg] = max(end[l.seg], l.off+l.recordLen())
 		s.shards.Add(1)

@@ -124,6 +124,10 @@ func (g *group) get(k chunkstore.ShardKey) (loc, bool, error) {
 		}
 		return *l, true, nil
 	}
+	if !g.s.filter.mayContain(k) {
+		g.s.metrics.filterSkips.Inc()
+		return loc{}, false, nil
+	}
 	l, err := g.s.lookup(k)
 	if errors.Is(err, chunkstore.ErrNotFound) {
 		return loc{}, false, nil
@@ -136,6 +140,7 @@ func (g *group) set(k chunkstore.ShardKey, l loc) error {
 		return err
 	}
 	g.pending[k] = &l
+	g.s.filter.add(k)
 	return nil
 }
 

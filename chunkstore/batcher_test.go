@@ -1,0 +1,163 @@
+package chunkstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/zosproject/zos/chunkstore"
+)
+
+// gatedBatches is a BatchReceiver that records its batch sizes, fails
+// chunks starting with 0xff, and holds each batch until released.
+type gatedBatches struct {
+	mu      sync.Mutex
+	sizes   []int
+	started chan int
+	release chan struct{}
+}
+
+func (g *gatedBatches) Put(ctx context.Context, data []byte) (chunkstore.Ref, error) {
+	return chunkstore.Ref{}, errors.New("Put called on a BatchReceiver")
+}
+
+func (g *gatedBatches) PutMany(ctx context.Context, chunks [][]byte) ([]chunkstore.Ref, error) {
+	g.mu.Lock()
+	g.sizes = append(g.sizes, len(chunks))
+	g.mu.Unlock()
+	g.started <- len(chunks)
+	<-g.release
+	refs := make([]chunkstore.Ref, len(chunks))
+	var be chunkstore.BatchError
+	for i, c := range chunks {
+		refs[i] = chunkstore.Sum(c)
+		if len(c) > 0 && c[0] == 0xff {
+			be.Failed = append(be.Failed, i)
+			be.Errs = append(be.Errs, fmt.Errorf("%w: bad chunk", chunkstore.ErrUnavailable))
+		}
+	}
+	if len(be.Failed) > 0 {
+		return refs, &be
+	}
+	return refs, nil
+}
+
+// TestBatcherGroups: a lone Put goes out at once; Puts arriving while
+// batches are in flight share the next batch; each Put gets its own Ref
+// or error.
+func TestBatcherGroups(t *testing.T) {
+	g := &gatedBatches{started: make(chan int, 100), release: make(chan struct{})}
+	b := chunkstore.NewBatcher(g, chunkstore.BatcherConfig{MaxBatches: 1, MaxChunks: 64})
+
+	type result struct {
+		i   int
+		ref chunkstore.Ref
+		err error
+	}
+	results := make(chan result, 200)
+	put := func(i int, data []byte) {
+		go func() {
+			ref, err := b.Put(context.Background(), data)
+			results <- result{i, ref, err}
+		}()
+	}
+	chunk := func(i int) []byte {
+		if i%10 == 9 {
+			return []byte{0xff, byte(i)}
+		}
+		return []byte{byte(i), 1, 2}
+	}
+
+	put(0, chunk(0))
+	if n := <-g.started; n != 1 {
+		t.Fatalf("the first batch has %d chunks, want the lone Put", n)
+	}
+	// 100 Puts queue behind the held batch.
+	for i := 1; i <= 100; i++ {
+		put(i, chunk(i))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for b.Queued() < 100 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 100 Puts queued", b.Queued())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(g.release)
+
+	got := map[int]result{}
+	for range 101 {
+		select {
+		case r := <-results:
+			got[r.i] = r
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d of 101 Puts returned", len(got))
+		}
+	}
+	for i := 0; i <= 100; i++ {
+		r := got[i]
+		if i%10 == 9 {
+			if !errors.Is(r.err, chunkstore.ErrUnavailable) {
+				t.Fatalf("put %d: want its own failure, got %v", i, r.err)
+			}
+			continue
+		}
+		if r.err != nil || r.ref != chunkstore.Sum(chunk(i)) {
+			t.Fatalf("put %d: %v %v", i, r.ref, r.err)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	total := 0
+	for _, n := range g.sizes {
+		if n > 64 {
+			t.Fatalf("a batch of %d chunks; the bound is 64", n)
+		}
+		total += n
+	}
+	if total != 101 {
+		t.Fatalf("batches %v hold %d chunks, want 101", g.sizes, total)
+	}
+	// 100 queued Puts in batches of at most 64: exactly two after the
+	// lone one.
+	if len(g.sizes) != 3 || g.sizes[1] != 64 || g.sizes[2] != 36 {
+		t.Fatalf("batches %v, want [1 64 36]", g.sizes)
+	}
+}
+
+// TestBatcherRefusals: oversize chunks and ended contexts are refused
+// before anything is queued; a store without PutMany works through Put.
+func TestBatcherRefusals(t *testing.T) {
+	r := &failingReceiver{}
+	b := chunkstore.NewBatcher(r, chunkstore.BatcherConfig{})
+	if _, err := b.Put(context.Background(), make([]byte, chunkstore.MaxChunkSize+1)); !errors.Is(err, chunkstore.ErrTooLarge) {
+		t.Fatalf("oversize: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Put(ctx, []byte{2}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+	if r.puts.Load() != 0 {
+		t.Fatal("a refused Put reached the store")
+	}
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			ref, err := b.Put(context.Background(), []byte{byte(i), 9})
+			switch {
+			case i%2 == 1 && !errors.Is(err, chunkstore.ErrUnavailable):
+				t.Errorf("put %d: want its failure, got %v", i, err)
+			case i%2 == 0 && (err != nil || ref != chunkstore.Sum([]byte{byte(i), 9})):
+				t.Errorf("put %d: %v %v", i, ref, err)
+			}
+		})
+	}
+	wg.Wait()
+	if r.puts.Load() != 50 {
+		t.Fatalf("%d puts reached the store, want 50", r.puts.Load())
+	}
+}
