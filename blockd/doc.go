@@ -103,14 +103,21 @@
 //
 // # Performance
 //
-// `zos bench nbd --runtime 5s --size 268435456` (3 in-process nodes, 16
-// KiB blocks; zos over qemu-nbd on a raw file in the same run; three
-// consecutive runs on a quiet machine, after commits were batched):
+// `zos bench nbd --runtime 5s --size S` (3 in-process nodes, 16 KiB
+// blocks; zos over qemu-nbd on a raw file in the same run; two runs per
+// size on the final code; docs/benchmarks.md has the whole table):
 //
-//	4k randrw QD32          1.94-2.25x
-//	1M seq read             1.68-1.77x
-//	1M seq write            1.16-1.52x
-//	4k randwrite fsync=16   0.30-0.35x  (0.36-0.44x alone)
+//	                        256 MiB (fits the caches)  2 GiB (does not)
+//	4k randrw QD32          1.62-2.28x                 0.43-0.81x
+//	1M seq read             1.74-1.94x                 0.21x
+//	1M seq write            0.93-1.58x                 0.12-0.13x
+//	4k randwrite fsync=16   0.29-0.52x                 0.14-0.27x
+//
+// Beyond the caches every block is a chunk-store round trip, and the
+// store's rate for 16 KiB chunks (about 9k writes and 15k reads a second
+// on two cores, CPU-bound) is the limit. Write-back puts go through a
+// chunkstore.Batcher, so the puts queued while a batch is in flight share
+// the next one (one request and one fsync per node per batch).
 //
 // A commit's time (zos_blockd_flush_phase_seconds, fsync16): naming the
 // dirty blocks (drain) about 0.6 ms mean, the store round of blocks and
@@ -119,9 +126,8 @@
 // answered by the next. The store round goes out in batches
 // (chunkstore.PutMany, at most 256 chunks / 8 MiB each, 4 in flight): one
 // request per storage node per batch, which appends and fsyncs it once.
-// That took fsync16 from 0.10-0.23x (a Put per chunk) to the figures
-// above. Synced writes are still bound by that round plus Raft, where
-// qemu-nbd does one local fdatasync.
+// That took fsync16 from 0.10-0.23x (a Put per chunk) to 0.29-0.52x. Synced writes are still bound by that round plus Raft,
+// where qemu-nbd does one local fdatasync.
 //
 // The next step for synced writes (not built): a per-vdisk write journal.
 // A FLUSH would append one record (the dirty blocks, their indices and the
