@@ -471,3 +471,48 @@ func TestCancelledPutsNeverReadLater(t *testing.T) {
 	}
 	t.Logf("%d of %d shards stored", stored, 4*50*3)
 }
+
+// TestQueryAnyProfile: a read of one index under any profile finds the
+// shard whatever its profile, the first in key order when the Ref is
+// stored under several (point lookups for a few profiles, a scan for
+// many), and nothing for a Ref that is not there.
+func TestQueryAnyProfile(t *testing.T) {
+	for _, profiles := range [][]chunkstore.Profile{
+		{{K: 2, M: 1}},
+		{{K: 4, M: 2}, {K: 2, M: 1}},
+		{{K: 4, M: 2}, {K: 3, M: 2}, {K: 2, M: 2}, {K: 2, M: 1}, {K: 1, M: 2}, {K: 6, M: 3}},
+	} {
+		t.Run(fmt.Sprint(len(profiles)), func(t *testing.T) {
+			s := open(t, disk.Config{})
+			var first chunkstore.Profile
+			for i, p := range profiles {
+				mustPut(t, s, shardsOf(1, 100000, p)...)
+				if i == 0 || p.K < first.K || p.K == first.K && p.M < first.M {
+					first = p
+				}
+				// Another Ref under each profile, so that lookups see
+				// keys next to the one asked for.
+				mustPut(t, s, shardsOf(uint64(10+i), 50000, p)...)
+			}
+			want := shardsOf(1, 100000, first)
+			for idx := range int(first.K + first.M) {
+				q := chunkstore.ShardKey{Ref: want[0].Key.Ref, Index: uint8(idx)}
+				r := get(t, s, q)
+				if r.Err != nil || r.Shard.Key != want[idx].Key || !bytes.Equal(r.Shard.Data, want[idx].Data) {
+					t.Fatalf("index %d under any profile: %v %v, want %v", idx, r.Shard.Key, r.Err, want[idx].Key)
+				}
+			}
+			// An index only the larger profiles have.
+			if len(profiles) > 1 {
+				q := chunkstore.ShardKey{Ref: want[0].Key.Ref, Index: 5}
+				if r := get(t, s, q); r.Err != nil || r.Shard.Key.Index != 5 || int(r.Shard.Key.Profile.K+r.Shard.Key.Profile.M) <= 5 {
+					t.Fatalf("index 5 under any profile: %v %v", r.Shard.Key, r.Err)
+				}
+			}
+			missing := chunkstore.ShardKey{Ref: chunkstore.Sum([]byte("absent")), Index: 0}
+			if r := get(t, s, missing); !errors.Is(r.Err, chunkstore.ErrNotFound) {
+				t.Fatalf("absent Ref: %v", r.Err)
+			}
+		})
+	}
+}

@@ -53,6 +53,9 @@ type Store struct {
 	compactMu sync.Mutex // one compaction at a time
 
 	filter    keyFilter // index keys, for the writer (filter.go)
+	// profiles lists every profile of a key set in the index since Open,
+	// sorted in key order (copy on write; the writer and load add).
+	profiles atomic.Pointer[[]chunkstore.Profile]
 	shards    atomic.Int64
 	dataBytes atomic.Int64
 	corrupt   atomic.Int64
@@ -180,6 +183,7 @@ func (s *Store) load() error {
 			return err
 		}
 		s.filter.add(k)
+		s.noteProfile(k.Profile)
 		live[l.seg] += l.recordLen()
 		end[l.seg] = max(end[l.seg], l.off+l.recordLen())
 		s.shards.Add(1)
@@ -427,11 +431,55 @@ func (s *Store) lookup(k chunkstore.ShardKey) (loc, error) {
 	return decodeLoc(v)
 }
 
+// maxPointProfiles bounds the profiles resolve tries one by one before it
+// scans instead.
+const maxPointProfiles = 4
+
+// noteProfile records that keys of profile p are in the index.
+func (s *Store) noteProfile(p chunkstore.Profile) {
+	cur := s.profiles.Load()
+	if cur != nil && slices.Contains(*cur, p) {
+		return
+	}
+	var next []chunkstore.Profile
+	if cur != nil {
+		next = slices.Clone(*cur)
+	}
+	next = append(next, p)
+	slices.SortFunc(next, func(a, b chunkstore.Profile) int {
+		if a.K != b.K {
+			return int(a.K) - int(b.K)
+		}
+		return int(a.M) - int(b.M)
+	})
+	s.profiles.Store(&next)
+}
+
 // resolve finds the first shard matching a (possibly wildcard) key.
 func (s *Store) resolve(k chunkstore.ShardKey) (chunkstore.ShardKey, loc, error) {
 	if !k.IsQuery() {
 		l, err := s.lookup(k)
 		return k, l, err
+	}
+	if k.Index != chunkstore.AnyIndex {
+		// Any profile, one index (what a read asks first): a point lookup
+		// per profile this store holds, in key order, is much cheaper than
+		// an iterator over the Ref's keys — when the store holds only a
+		// few profiles, as stores do.
+		if ps := s.profiles.Load(); ps != nil && len(*ps) <= maxPointProfiles {
+			for _, p := range *ps {
+				if int(k.Index) >= int(p.K)+int(p.M) {
+					continue
+				}
+				c := chunkstore.ShardKey{Ref: k.Ref, Profile: p, Index: k.Index}
+				l, err := s.lookup(c)
+				if errors.Is(err, chunkstore.ErrNotFound) {
+					continue
+				}
+				return c, l, err
+			}
+			return k, loc{}, fmt.Errorf("%w: shard %s", chunkstore.ErrNotFound, k)
+		}
 	}
 	var found bool
 	var fk chunkstore.ShardKey

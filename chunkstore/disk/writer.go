@@ -141,6 +141,7 @@ func (g *group) set(k chunkstore.ShardKey, l loc) error {
 	}
 	g.pending[k] = &l
 	g.s.filter.add(k)
+	g.s.noteProfile(k.Profile)
 	return nil
 }
 
