@@ -52,10 +52,10 @@ type Store struct {
 
 	compactMu sync.Mutex // one compaction at a time
 
-	filter    keyFilter // index keys, for the writer (filter.go)
+	filter keyFilter // index keys, for the writer (filter.go)
 	// profiles lists every profile of a key set in the index since Open,
 	// sorted in key order (copy on write; the writer and load add).
-	profiles atomic.Pointer[[]chunkstore.Profile]
+	profiles  atomic.Pointer[[]chunkstore.Profile]
 	shards    atomic.Int64
 	dataBytes atomic.Int64
 	corrupt   atomic.Int64
