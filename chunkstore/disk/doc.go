@@ -72,6 +72,13 @@
 // the filter says the key was never set (filter.go). The index's sstables
 // also carry bloom filters, for the lookups that remain.
 //
+// Reads ask for one shard index under any profile (a reader does not know
+// the profile a chunk was written with). With at most four profiles in
+// the store — the usual case: the pool's, 1+m for tiny chunks, k+0 for
+// cache data — that is a point lookup per profile in key order, not an
+// iterator over the Ref's keys (an iterator costs more than the Gets:
+// 14% -> 9% of a node's CPU under uncached vdisk reads).
+//
 // # Usage
 //
 //	s, err := disk.Open(disk.Config{Dir: "/var/lib/zos/shards", Registry: reg})
