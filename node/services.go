@@ -81,12 +81,8 @@ func (n *Node) startAPI(ln net.Listener) error {
 		return err
 	}
 	n.api = api
-	// Requests outlive n.ctx (cancelled first by Close) until Shutdown has
-	// let them finish: a leader removing itself answers its caller only
-	// after the new leader has removed it, by when it is stopping.
-	reqCtx, reqCancel := context.WithCancel(context.WithoutCancel(n.ctx))
 	n.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return reqCtx }}
+		BaseContext: func(net.Listener) context.Context { return n.ctx }}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -97,12 +93,7 @@ func (n *Node) startAPI(ln net.Listener) error {
 	n.closers = append(n.closers, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		defer reqCancel()
-		if err := n.http.Shutdown(ctx); err != nil {
-			reqCancel()
-			return errors.Join(err, n.http.Close())
-		}
-		return nil
+		return n.http.Shutdown(ctx)
 	})
 	return nil
 }
