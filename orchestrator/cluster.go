@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"time"
 
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/orchestrator/client"
@@ -226,7 +227,12 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 		}
 		var secret string
 		s.cfg.Raft.ReadStale(func(st *fsm.State) error { secret = st.Secret; return nil })
-		if err := client.New(api.Host, secret).Do(ctx, http.MethodDelete, "/api/v1/nodes/"+id, nil, nil); err != nil {
+		// The new leader's removal stops this node, which cancels this
+		// request's context (maybe before the answer arrives): wait for
+		// the answer regardless, within a bound.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := client.New(api.Host, secret).Do(rctx, http.MethodDelete, "/api/v1/nodes/"+id, nil, nil); err != nil {
 			return fmt.Errorf("removal of %s by the new leader: %w", id, err)
 		}
 		return nil
