@@ -287,15 +287,15 @@ func TestRemoveAndDeadNode(t *testing.T) {
 	if err := kvPut(ctx, c.Client(1), "after-removal"); err != nil {
 		t.Fatal(err)
 	}
-	// The leader removes itself through its own API: it hands over, the
-	// new leader removes it, and it stops.
+	// The leader leaves through its own API (`zos cluster leave` at its
+	// address): it hands over, the new leader removes it, and it stops.
 	cs, err = status(t, c, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lead := int(cs.LeaderID[1] - '1')
-	if out, err := c.CLI(lead, "cluster", "remove", cs.LeaderID); err != nil {
-		t.Fatalf("the leader removing itself: %v\n%s", err, out)
+	if out, err := c.CLI(lead, "cluster", "leave"); err != nil || !strings.Contains(out, cs.LeaderID+" left the cluster") {
+		t.Fatalf("the leader leaving: %v\n%s", err, out)
 	}
 	testcluster.Eventually(t, 30*time.Second, func() error {
 		if c.Alive(lead) {

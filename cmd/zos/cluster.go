@@ -59,6 +59,22 @@ func newClusterCmd() *cobra.Command {
 		fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
 		return nil
 	}
+	leave := &cobra.Command{Use: "leave", Short: "The node at ZOS_ADDR leaves the cluster for good: its data is rebuilt elsewhere and it stops (a leader hands over first)", Args: cobra.NoArgs}
+	leave.RunE = func(cmd *cobra.Command, args []string) error {
+		c := client.FromEnv()
+		var st orchestrator.ClusterStatus
+		if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/cluster", nil, &st); err != nil {
+			return err
+		}
+		if st.AnsweredBy == "" {
+			return fmt.Errorf("the node at %s did not say who it is", c.Addr)
+		}
+		if err := c.Do(cmd.Context(), http.MethodDelete, "/api/v1/nodes/"+st.AnsweredBy, nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s left the cluster\n", st.AnsweredBy)
+		return nil
+	}
 	voter := func(use, verb string) *cobra.Command {
 		c := &cobra.Command{Use: use + " NODE", Short: verb + " a node as a Raft voter", Args: cobra.ExactArgs(1)}
 		c.RunE = func(cmd *cobra.Command, args []string) error {
@@ -70,7 +86,7 @@ func newClusterCmd() *cobra.Command {
 		}
 		return c
 	}
-	cmd.AddCommand(status, nodes, remove, voter("promote", "Promote"), voter("demote", "Demote"))
+	cmd.AddCommand(status, nodes, remove, leave, voter("promote", "Promote"), voter("demote", "Demote"))
 	return cmd
 }
 
