@@ -28,8 +28,9 @@ test: deps-test build ## install the test tools and run every test
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
-check: ## gofmt, go vet, staticcheck and go test -race
+check: ## gofmt, go mod tidy, go vet, staticcheck and go test -race
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet $(PKGS)
 	staticcheck $(PKGS)
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
