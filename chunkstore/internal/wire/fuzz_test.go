@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bufio"
 	"bytes"
 	"testing"
 )
@@ -56,10 +55,8 @@ func FuzzDecode(f *testing.F) {
 // FuzzReadFrame reads frames from an arbitrary stream until an error.
 func FuzzReadFrame(f *testing.F) {
 	var buf bytes.Buffer
-	w := bufio.NewWriter(&buf)
-	WriteFrame(w, TypePing, 1)
-	WriteFrame(w, TypeGet, 2, AppendKeys(nil, nil))
-	w.Flush()
+	WriteFrameTo(&buf, TypePing, 1)
+	WriteFrameTo(&buf, TypeGet, 2, AppendKeys(nil, nil))
 	f.Add(buf.Bytes())
 	f.Add([]byte{5, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, stream []byte) {

@@ -30,7 +30,6 @@
 package wire
 
 import (
-	"bufio"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -170,30 +169,6 @@ func unexpected(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-// WriteFrame writes a frame whose payload is the concatenation of parts.
-func WriteFrame(w *bufio.Writer, typ byte, id uint32, parts ...[]byte) error {
-	size := 5
-	for _, p := range parts {
-		size += len(p)
-	}
-	if size > MaxFrame {
-		return fmt.Errorf("%w: frame of %d bytes exceeds the %d limit", chunkstore.ErrTooLarge, size, MaxFrame)
-	}
-	var hdr [frameHeader]byte
-	binary.LittleEndian.PutUint32(hdr[0:], uint32(size))
-	hdr[4] = typ
-	binary.LittleEndian.PutUint32(hdr[5:], id)
-	if _, err := w.Write(hdr[:]); err != nil {
-		return err
-	}
-	for _, p := range parts {
-		if _, err := w.Write(p); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // WriteFrameTo writes a frame whose payload is the concatenation of parts

@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"net"
@@ -25,11 +24,9 @@ func sampleShards() []chunkstore.Shard {
 func TestRoundTrips(t *testing.T) {
 	shards := sampleShards()
 	var buf bytes.Buffer
-	w := bufio.NewWriter(&buf)
-	if err := WriteFrame(w, TypePut, 7, PutParts(shards)...); err != nil {
+	if err := WriteFrameTo(&buf, TypePut, 7, PutParts(shards)...); err != nil {
 		t.Fatal(err)
 	}
-	w.Flush()
 	f, _, err := ReadFrame(&buf, nil)
 	if err != nil || f.Type != TypePut || f.ID != 7 {
 		t.Fatalf("frame %+v %v", f, err)
