@@ -2,6 +2,7 @@ package blockd
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1572,15 +1573,7 @@ func (d *Disk) doCommit(c *commitRun) error {
 					}
 					changes = append(changes, tree.Change{Index: i, Ref: r})
 				}
-				slices.SortFunc(changes, func(a, b tree.Change) int {
-					switch {
-					case a.Index < b.Index:
-						return -1
-					case a.Index > b.Index:
-						return 1
-					}
-					return 0
-				})
+				slices.SortFunc(changes, func(a, b tree.Change) int { return cmp.Compare(a.Index, b.Index) })
 				if err := b.Update(ctx, changes); err != nil {
 					return fmt.Errorf("blockd: vdisk %s: update tree: %w", d.label, err)
 				}

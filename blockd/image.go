@@ -1,6 +1,7 @@
 package blockd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -268,15 +269,7 @@ func (s *Service) buildTree(ctx context.Context, st chunkstore.Store, tr *tree.T
 		if err := context.Cause(ctx); err != nil {
 			return err
 		}
-		slices.SortFunc(batch, func(a, b tree.Change) int {
-			switch {
-			case a.Index < b.Index:
-				return -1
-			case a.Index > b.Index:
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(batch, func(a, b tree.Change) int { return cmp.Compare(a.Index, b.Index) })
 		var err error
 		root, err = tr.Update(ctx, root, batch)
 		pending = 0
