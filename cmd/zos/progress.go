@@ -27,6 +27,13 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // byteProgress returns a progress callback (bytes so far) and its finish
 // function: a bar when stderr is a terminal, a line every 5 s otherwise.
+// progressReader wraps r so that reading it shows progress towards total
+// bytes (byteProgress); done ends the display.
+func progressReader(what string, r io.Reader, total int64) (_ io.Reader, done func()) {
+	prog, done := byteProgress(what, total)
+	return &countingReader{r: r, fn: prog}, done
+}
+
 func byteProgress(what string, total int64) (func(int64), func()) {
 	if term.IsTerminal(int(os.Stderr.Fd())) {
 		bar := progressbar.NewOptions64(total,

@@ -33,7 +33,7 @@ func newStoreCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		prog, done := byteProgress("put "+args[0], st.Size())
+		body, done := progressReader("put "+args[0], f, st.Size())
 		q := "?note=" + url.QueryEscape(args[0])
 		if *pool != "" {
 			q += "&pool=" + url.QueryEscape(*pool)
@@ -42,7 +42,7 @@ func newStoreCmd() *cobra.Command {
 			q += "&pin=false"
 		}
 		var resp node.PutBlobResponse
-		err = client.FromEnv().Do(c.Context(), http.MethodPost, "/api/v1/store/blobs"+q, &countingReader{r: f, fn: prog}, &resp)
+		err = client.FromEnv().Do(c.Context(), http.MethodPost, "/api/v1/store/blobs"+q, body, &resp)
 		done()
 		if err != nil {
 			return err
@@ -71,8 +71,8 @@ func newStoreCmd() *cobra.Command {
 			}
 			w = f
 		}
-		prog, done := byteProgress("get "+ref.Short(), resp.ContentLength)
-		_, err = io.Copy(w, &countingReader{r: resp.Body, fn: prog})
+		body, done := progressReader("get "+ref.Short(), resp.Body, resp.ContentLength)
+		_, err = io.Copy(w, body)
 		done()
 		if f != nil {
 			if cerr := f.Close(); err == nil {

@@ -91,8 +91,8 @@ func vdiskCreateCmd() *cobra.Command {
 			if *pool != "" {
 				q.Set("pool", *pool)
 			}
-			prog, done := byteProgress("import "+name, st.Size())
-			resp, err := cl.Stream(cmd.Context(), http.MethodPost, "/api/v1/vdisks?"+q.Encode(), &countingReader{r: f, fn: prog}, nil)
+			body, done := progressReader("import "+name, f, st.Size())
+			resp, err := cl.Stream(cmd.Context(), http.MethodPost, "/api/v1/vdisks?"+q.Encode(), body, nil)
 			done()
 			if err != nil {
 				return err
@@ -310,8 +310,8 @@ func vdiskExportCmd() *cobra.Command {
 			defer f.Close()
 			w = &sparseWriter{f: f}
 		}
-		prog, done := byteProgress("export "+args[0], resp.ContentLength)
-		n, err := io.CopyBuffer(w, &countingReader{r: resp.Body, fn: prog}, make([]byte, 1<<20))
+		body, done := progressReader("export "+args[0], resp.Body, resp.ContentLength)
+		n, err := io.CopyBuffer(w, body, make([]byte, 1<<20))
 		done()
 		if err != nil {
 			return fmt.Errorf("export %s: %w (after %d bytes)", args[0], err, n)
@@ -345,9 +345,9 @@ func vdiskImportCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		prog, done := byteProgress("import "+args[0], st.Size())
+		body, done := progressReader("import "+args[0], f, st.Size())
 		var info blockd.VDiskInfo
-		err = client.FromEnv().Do(cmd.Context(), http.MethodPut, vdiskPath(args[0], "import"), &countingReader{r: f, fn: prog}, &info)
+		err = client.FromEnv().Do(cmd.Context(), http.MethodPut, vdiskPath(args[0], "import"), body, &info)
 		done()
 		if err != nil {
 			return err
