@@ -1646,21 +1646,12 @@ type ownBlock struct {
 	data []byte
 }
 
-// Commit rounds go to the store in batches (chunkstore.PutMany): the
-// erasure store sends each node one request per batch, so that it appends
-// and syncs a whole batch once instead of once per chunk. Batches of at
-// most commitBatchChunks chunks and commitBatchBytes bytes, commitBatches
-// of them in flight, keep a large flush pipelined.
-const (
-	commitBatchChunks = 256
-	commitBatchBytes  = 8 << 20
-	commitBatches     = 4
-)
-
 // storeOwned puts the commit's own blocks and the staged tree nodes (if
-// any) in one round of batched puts. Every own block ends as write-back
-// jobs end (storedLocked). A failed block put is a *blockStoreError; a
-// failed node put fails the round.
+// any) in one round: all through the disk's Batcher at once, so that they
+// go out in as few batches as its bounds allow (the erasure store sends
+// each node one request per batch, which it appends and syncs once).
+// Every own block ends as write-back jobs end (storedLocked). A failed
+// block put is a *blockStoreError; a failed node put fails the round.
 func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Staged) error {
 	// The round's chunks: own blocks with data (k < len(own)), then nodes.
 	type item struct {
@@ -1683,64 +1674,50 @@ func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Stag
 			items = append(items, item{-1, r, data})
 		}
 	}
-	var batches [][]item
-	for len(items) > 0 {
-		n, size := 0, 0
-		for n < len(items) && n < commitBatchChunks && (n == 0 || size+len(items[n].data) <= commitBatchBytes) {
-			size += len(items[n].data)
-			n++
-		}
-		batches = append(batches, items[:n])
-		items = items[n:]
+	chunks := make([][]byte, len(items))
+	for i, it := range items {
+		chunks[i] = it.data
 	}
-
-	var mu sync.Mutex
+	refs, err := chunkstore.PutMany(ctx, d.batch, chunks)
+	var be *chunkstore.BatchError
+	if err != nil && !errors.As(err, &be) {
+		// Nothing of the round may be assumed stored.
+		d.mu.Lock()
+		d.abandonLocked(own)
+		d.mu.Unlock()
+		return fmt.Errorf("blockd: vdisk %s: store %d chunks: %w", d.label, len(items), err)
+	}
+	err = nil
 	var blockErr error
-	err := par.Do(ctx, len(batches), commitBatches, func(ctx context.Context, j int) error {
-		batch := batches[j]
-		chunks := make([][]byte, len(batch))
-		for i, it := range batch {
-			chunks[i] = it.data
+	for i, it := range items {
+		var perr error
+		switch {
+		case be != nil && be.Err(i) != nil:
+			perr = be.Err(i)
+		case refs[i] != it.ref:
+			perr = fmt.Errorf("%w: stored chunk %s, its content hashes to %s", chunkstore.ErrCorrupt, it.ref.Short(), refs[i].Short())
 		}
-		refs, err := chunkstore.PutMany(ctx, d.store, chunks)
-		var be *chunkstore.BatchError
-		if err != nil && !errors.As(err, &be) {
-			return fmt.Errorf("blockd: vdisk %s: store %d chunks: %w", d.label, len(batch), err)
-		}
-		var nodeErr error
-		for i, it := range batch {
-			var perr error
-			switch {
-			case be != nil && be.Err(i) != nil:
-				perr = be.Err(i)
-			case refs[i] != it.ref:
-				perr = fmt.Errorf("%w: stored chunk %s, its content hashes to %s", chunkstore.ErrCorrupt, it.ref.Short(), refs[i].Short())
-			}
-			if it.k < 0 {
-				if perr != nil {
-					nodeErr = fmt.Errorf("blockd: vdisk %s: store tree node: %w", d.label, perr)
-				} else {
-					d.tree.CacheNode(it.ref, it.data)
-				}
-				continue
-			}
-			o := own[it.k]
+		if it.k < 0 {
 			if perr != nil {
-				perr = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, o.idx, perr)
-				mu.Lock()
-				blockErr = perr
-				mu.Unlock()
+				err = fmt.Errorf("blockd: vdisk %s: store tree node: %w", d.label, perr)
 			} else {
-				d.svc.m.storedBytes.Add(float64(len(o.data)))
+				d.tree.CacheNode(it.ref, it.data)
 			}
-			d.mu.Lock()
-			d.storedLocked(o.idx, o.b, o.data, perr)
-			d.mu.Unlock()
+			continue
 		}
-		return nodeErr // the other batches go on: their blocks are stored for the retry
-	})
-	// Blocks the round never tried (a node put failed, the ctx ended) go
-	// back to the dirty layer.
+		o := own[it.k]
+		if perr != nil {
+			perr = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, o.idx, perr)
+			blockErr = perr
+		} else {
+			d.svc.m.storedBytes.Add(float64(len(o.data)))
+		}
+		d.mu.Lock()
+		d.storedLocked(o.idx, o.b, o.data, perr)
+		d.mu.Unlock()
+	}
+	// Blocks not stored yet go back to the dirty layer (none, normally:
+	// every block of the round was answered above).
 	d.mu.Lock()
 	d.abandonLocked(own)
 	d.mu.Unlock()

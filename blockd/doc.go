@@ -123,11 +123,12 @@
 // dirty blocks (drain) about 0.6 ms mean, the store round of blocks and
 // tree nodes 7.6 ms mean (p50 <= 6.4 ms), the head through Raft about 1
 // ms mean. Commits coalesce: every FLUSH that arrives while one runs is
-// answered by the next. The store round goes out in batches
-// (chunkstore.PutMany, at most 256 chunks / 8 MiB each, 4 in flight): one
-// request per storage node per batch, which appends and fsyncs it once.
-// That took fsync16 from 0.10-0.23x (a Put per chunk) to 0.29-0.52x. Synced writes are still bound by that round plus Raft,
-// where qemu-nbd does one local fdatasync.
+// answered by the next. The store round goes through the same Batcher as
+// write-back (chunkstore.PutMany; at most 256 chunks / 8 MiB per batch, 4
+// batches in flight): one request per storage node per batch, which
+// appends and fsyncs it once. That took fsync16 from 0.10-0.23x (a Put
+// per chunk) to 0.29-0.52x. Synced writes are still bound by that round
+// plus Raft, where qemu-nbd does one local fdatasync.
 //
 // The next step for synced writes (not built): a per-vdisk write journal.
 // A FLUSH would append one record (the dirty blocks, their indices and the

@@ -17,7 +17,7 @@ import (
 // store that is one request, one append and one fsync per node per batch
 // instead of per chunk.
 //
-// A Batcher is a Receiver with Put's guarantees: a nil error means the
+// A Batcher is a Receiver (and a BatchReceiver) with Put's guarantees: a nil error means the
 // chunk is durable, and the data is not retained after Put returns — so
 // Put waits for its batch even when ctx ends (a batch is bounded by
 // Timeout). Its zero value is not usable; use NewBatcher.
@@ -70,22 +70,58 @@ func NewBatcher(r Receiver, cfg BatcherConfig) *Batcher {
 // Put stores data in the next batch and returns its Ref once the batch is
 // done. ctx is checked before the chunk is queued.
 func (b *Batcher) Put(ctx context.Context, data []byte) (Ref, error) {
-	if err := ctx.Err(); err != nil {
+	refs, err := b.PutMany(ctx, [][]byte{data})
+	var be *BatchError
+	if errors.As(err, &be) {
+		return Ref{}, be.Errs[0]
+	}
+	if err != nil {
 		return Ref{}, err
 	}
-	if len(data) > MaxChunkSize {
-		return Ref{}, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(data))
+	return refs[0], nil
+}
+
+// PutMany queues every chunk at once, so that they go out together in as
+// few batches as the bounds allow (sharing them with concurrent Puts), and
+// waits for all of them: chunkstore.BatchReceiver's contract. ctx is
+// checked before anything is queued.
+func (b *Batcher) PutMany(ctx context.Context, chunks [][]byte) ([]Ref, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	p := &batchPut{data: data, done: make(chan struct{})}
+	for i, c := range chunks {
+		if len(c) > MaxChunkSize {
+			return nil, fmt.Errorf("%w: chunk %d of the batch: %d bytes", ErrTooLarge, i, len(c))
+		}
+	}
+	ps := make([]*batchPut, len(chunks))
+	for i, c := range chunks {
+		ps[i] = &batchPut{data: c, done: make(chan struct{})}
+	}
 	b.mu.Lock()
-	b.queue = append(b.queue, p)
-	if b.running < b.maxBatches {
+	b.queue = append(b.queue, ps...)
+	for k := 0; k < (len(ps)+b.maxChunks-1)/b.maxChunks && b.running < b.maxBatches; k++ {
 		b.running++
 		go b.run()
 	}
 	b.mu.Unlock()
-	<-p.done
-	return p.ref, p.err
+	refs := make([]Ref, len(chunks))
+	var be BatchError
+	for i, p := range ps {
+		<-p.done
+		refs[i] = p.ref
+		if p.err != nil {
+			if refs[i].IsZero() {
+				refs[i] = Sum(chunks[i])
+			}
+			be.Failed = append(be.Failed, i)
+			be.Errs = append(be.Errs, p.err)
+		}
+	}
+	if len(be.Failed) > 0 {
+		return refs, &be
+	}
+	return refs, nil
 }
 
 // Queued returns how many Puts wait for a batch.

@@ -160,4 +160,26 @@ func TestBatcherRefusals(t *testing.T) {
 	if r.puts.Load() != 50 {
 		t.Fatalf("%d puts reached the store, want 50", r.puts.Load())
 	}
+
+	// PutMany: every chunk stored or named in the BatchError.
+	var chunks [][]byte
+	for i := range 300 {
+		chunks = append(chunks, []byte{byte(i), 7})
+	}
+	refs, err := b.PutMany(context.Background(), chunks)
+	var be *chunkstore.BatchError
+	if !errors.As(err, &be) || len(be.Failed) != 150 {
+		t.Fatalf("PutMany: want the 150 odd chunks failed, got %v", err)
+	}
+	for i, c := range chunks {
+		if refs[i] != chunkstore.Sum(c) {
+			t.Fatalf("ref %d is not its chunk's", i)
+		}
+		if (be.Err(i) != nil) != (i%2 == 1) {
+			t.Fatalf("chunk %d: error %v", i, be.Err(i))
+		}
+	}
+	if _, err := b.PutMany(context.Background(), [][]byte{{2}, make([]byte, chunkstore.MaxChunkSize+1)}); !errors.Is(err, chunkstore.ErrTooLarge) {
+		t.Fatalf("PutMany with an oversize chunk: %v", err)
+	}
 }
