@@ -70,6 +70,18 @@ func (e *BatchError) Err(i int) error {
 	return nil
 }
 
+// CheckBatch is what every PutMany checks before writing anything: no
+// chunk larger than MaxChunkSize (ErrTooLarge names the first), and ctx
+// not done.
+func CheckBatch(ctx context.Context, chunks [][]byte) error {
+	for i, c := range chunks {
+		if len(c) > MaxChunkSize {
+			return fmt.Errorf("%w: chunk %d of the batch: %d bytes", ErrTooLarge, i, len(c))
+		}
+	}
+	return ctx.Err()
+}
+
 // putManyFallback bounds the concurrent Puts of PutMany over a store
 // without the capability.
 const putManyFallback = 32
@@ -81,12 +93,7 @@ func PutMany(ctx context.Context, r Receiver, chunks [][]byte) ([]Ref, error) {
 	if b, ok := r.(BatchReceiver); ok {
 		return b.PutMany(ctx, chunks)
 	}
-	for i, c := range chunks {
-		if len(c) > MaxChunkSize {
-			return nil, fmt.Errorf("%w: chunk %d of the batch: %d bytes", ErrTooLarge, i, len(c))
-		}
-	}
-	if err := ctx.Err(); err != nil {
+	if err := CheckBatch(ctx, chunks); err != nil {
 		return nil, err
 	}
 	refs := make([]Ref, len(chunks))

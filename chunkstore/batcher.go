@@ -3,7 +3,6 @@ package chunkstore
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 )
@@ -86,13 +85,8 @@ func (b *Batcher) Put(ctx context.Context, data []byte) (Ref, error) {
 // waits for all of them: chunkstore.BatchReceiver's contract. ctx is
 // checked before anything is queued.
 func (b *Batcher) PutMany(ctx context.Context, chunks [][]byte) ([]Ref, error) {
-	if err := ctx.Err(); err != nil {
+	if err := CheckBatch(ctx, chunks); err != nil {
 		return nil, err
-	}
-	for i, c := range chunks {
-		if len(c) > MaxChunkSize {
-			return nil, fmt.Errorf("%w: chunk %d of the batch: %d bytes", ErrTooLarge, i, len(c))
-		}
 	}
 	ps := make([]*batchPut, len(chunks))
 	for i, c := range chunks {

@@ -102,12 +102,7 @@ func (w wholeChunks) Remove(ctx context.Context, refs ...Ref) error {
 // a shard store writes and syncs them together. On error none of them may
 // be assumed stored.
 func (w wholeChunks) PutMany(ctx context.Context, chunks [][]byte) ([]Ref, error) {
-	for i, c := range chunks {
-		if len(c) > MaxChunkSize {
-			return nil, fmt.Errorf("%w: chunk %d of the batch: %d bytes", ErrTooLarge, i, len(c))
-		}
-	}
-	if err := ctx.Err(); err != nil {
+	if err := CheckBatch(ctx, chunks); err != nil {
 		return nil, err
 	}
 	refs := make([]Ref, len(chunks))

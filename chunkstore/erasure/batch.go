@@ -67,12 +67,7 @@ type batchPart struct {
 }
 
 func (s *Store) putMany(ctx context.Context, chunks [][]byte, base chunkstore.Profile) ([]chunkstore.Ref, error) {
-	for i, d := range chunks {
-		if len(d) > chunkstore.MaxChunkSize {
-			return nil, fmt.Errorf("%w: chunk %d of the batch: %d bytes", chunkstore.ErrTooLarge, i, len(d))
-		}
-	}
-	if err := ctx.Err(); err != nil {
+	if err := chunkstore.CheckBatch(ctx, chunks); err != nil {
 		return nil, err
 	}
 	refs := make([]chunkstore.Ref, len(chunks))
