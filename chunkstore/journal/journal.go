@@ -1,0 +1,82 @@
+// Package journal is a fenced, replicated write-ahead log keyed by name,
+// kept by the storage nodes beside their shards. blockd uses one journal per
+// read-write vdisk so that a FLUSH costs one replicated append instead of a
+// store round plus a Raft commit (see blockd/doc.go).
+//
+// A journal holds Records. Each carries the writer's lease epoch and a
+// sequence number that grows within an epoch; the payload is opaque here.
+// Records are ordered by (Epoch, Seq).
+//
+// Three implementations share the Log interface:
+//   - Dir: one node's journals, as files in a directory (append + fdatasync).
+//   - remote.Client: a node's Dir over the shard protocol.
+//   - Replicated: a journal over the cluster; an append is acknowledged
+//     once every one of n nodes (the first n of a rendezvous ranking of the
+//     name over the up nodes) has it durably; a read merges what all
+//     reachable nodes hold, and needs answers from all but n-1 of them so
+//     that it sees at least one copy of every acknowledged record.
+//
+// Fencing: Read(name, seal) raises the name's seal to seal on every node
+// that answers; from then on those nodes refuse appends with an older
+// epoch (ErrFenced). A writer that lost its lease cannot get an append
+// acknowledged by all n nodes once one of them was sealed.
+package journal
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"math"
+)
+
+// Record is one journal entry.
+type Record struct {
+	Epoch   uint64
+	Seq     uint64
+	Payload []byte
+}
+
+// Compare orders records by (Epoch, Seq).
+func Compare(a, b Record) int {
+	if c := cmp.Compare(a.Epoch, b.Epoch); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Seq, b.Seq)
+}
+
+// Before reports whether (epoch, seq) of r is at or before (epoch, seq).
+func (r Record) Before(epoch, seq uint64) bool {
+	return r.Epoch < epoch || r.Epoch == epoch && r.Seq <= seq
+}
+
+// All, as Trim's (epoch, seq), drops every record.
+const All = math.MaxUint64
+
+// MaxName is the longest journal name.
+const MaxName = 255
+
+// MaxBytes bounds the records one Read returns (and so one journal's
+// size): a writer keeps its journal well below it by trimming.
+const MaxBytes = 48 << 20
+
+// Log is a journal store.
+type Log interface {
+	// Append adds records (all of epoch epoch) to name's journal; when it
+	// returns nil they are durable. It fails with ErrFenced when name is
+	// sealed at a newer epoch.
+	Append(ctx context.Context, name string, epoch uint64, recs []Record) error
+	// Read seals name at epoch seal (if higher than its seal) and returns
+	// its records in (Epoch, Seq) order. A seal of 0 reads without
+	// sealing. A name never written has no records.
+	Read(ctx context.Context, name string, seal uint64) ([]Record, error)
+	// Trim drops name's records at or before (epoch, seq); Trim(name, All,
+	// All) drops the whole journal and its seal.
+	Trim(ctx context.Context, name string, epoch, seq uint64) error
+}
+
+// ErrFenced: the journal was sealed by a newer epoch; the writer lost its
+// lease.
+var ErrFenced = errors.New("journal: fenced by a newer epoch")
+
+// ErrInvalid: a bad name, epoch or record.
+var ErrInvalid = errors.New("journal: invalid request")
