@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -467,6 +468,9 @@ func (s *State) applyVDiskHead(c *Command) (any, error) {
 	v.Head = a.New
 	v.Generation++
 	v.Modified = c.Time
+	if a.Seq > 0 && (a.Epoch > v.JournalEpoch || a.Epoch == v.JournalEpoch && a.Seq > v.JournalSeq) {
+		v.JournalEpoch, v.JournalSeq = a.Epoch, a.Seq
+	}
 	return v, nil
 }
 
@@ -527,6 +531,10 @@ func (s *State) applyRollback(c *Command) (any, error) {
 		return nil, errf(ErrLeased, "vdisk %s is attached read-write on node %s; detach it before rolling back", a.Name, holder)
 	}
 	v.Head, v.Size = snap.Head, snap.Size
+	// The journal's records describe the state rolled away from: none may
+	// be replayed (later writers have higher epochs).
+	v.Journaled = false
+	v.JournalEpoch, v.JournalSeq = v.LeaseEpoch, math.MaxUint64
 	v.Generation++
 	v.Modified = c.Time
 	return v, nil
@@ -593,6 +601,9 @@ func (s *State) applyLeaseAcquire(c *Command) (any, error) {
 	v.LeaseEpoch++
 	l := &Lease{Node: a.Node, Epoch: v.LeaseEpoch, Expires: c.Time + a.TTL, Granted: c.Time}
 	v.Lease = l
+	if a.Journal {
+		v.Journaled = true
+	}
 	return l, nil
 }
 
@@ -632,6 +643,9 @@ func (s *State) applyLeaseRelease(c *Command) (any, error) {
 		return nil, err
 	}
 	v.Lease = nil
+	if a.Clean {
+		v.Journaled = false
+	}
 	return nil, nil
 }
 

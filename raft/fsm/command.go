@@ -121,6 +121,9 @@ type (
 		Epoch uint64         `json:"epoch"`
 		Old   chunkstore.Ref `json:"old"`
 		New   chunkstore.Ref `json:"new"`
+		// Seq, when set, says the new head holds the writer's journal
+		// records up to (Epoch, Seq) (VDisk.JournalSeq).
+		Seq uint64 `json:"seq,omitempty"`
 	}
 	SnapshotArgs struct {
 		Name string `json:"name"`
@@ -137,6 +140,11 @@ type (
 		Node  string `json:"node"`
 		Epoch uint64 `json:"epoch,omitempty"` // renew and release
 		TTL   int64  `json:"ttl,omitempty"`   // ns; acquire and renew
+		// Journal (acquire): the writer keeps a journal (VDisk.Journaled).
+		Journal bool `json:"journal,omitempty"`
+		// Clean (release): every acknowledged write is in the head; the
+		// journal needs no replay.
+		Clean bool `json:"clean,omitempty"`
 	}
 	FlistPutArgs struct {
 		Flist Flist `json:"flist"`

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -469,4 +470,40 @@ func FuzzApply(f *testing.F) {
 			t.Fatalf("state after %s does not restore: %v", b, err)
 		}
 	})
+}
+
+// The journal state of a vdisk: a journaling writer marks it, head commits
+// move the mark forward only, a clean release clears it, and a rollback
+// discards every record so far.
+func TestJournalMark(t *testing.T) {
+	h := newHarness(t)
+	h.ok(OpVDiskCreate, VDiskCreateArgs{Name: "d", Size: 1 << 30, BlockSize: 4096, Type: VDiskDB})
+	h.ok(OpVDiskSnapshot, SnapshotArgs{Name: "d", Snap: "s0"})
+	l1 := h.ok(OpLeaseAcquire, LeaseArgs{Name: "d", Node: "n1", TTL: 10 * sec, Journal: true}).(*Lease)
+	v := h.s.VDisks["d"]
+	if !v.Journaled {
+		t.Fatal("a journaling writer's lease does not mark the vdisk")
+	}
+	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l1.Epoch, New: ref("a"), Seq: 10})
+	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l1.Epoch, Old: ref("a"), New: ref("b"), Seq: 7})
+	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l1.Epoch, Old: ref("b"), New: ref("c")})
+	if v.JournalEpoch != l1.Epoch || v.JournalSeq != 10 {
+		t.Fatalf("mark (%d, %d), want (%d, 10): it must only grow", v.JournalEpoch, v.JournalSeq, l1.Epoch)
+	}
+	// An unclean release (and a lease without a journal) keep the mark.
+	h.ok(OpLeaseRelease, LeaseArgs{Name: "d", Node: "n1", Epoch: l1.Epoch})
+	l2 := h.ok(OpLeaseAcquire, LeaseArgs{Name: "d", Node: "n1", TTL: 10 * sec}).(*Lease)
+	if !v.Journaled {
+		t.Fatal("the journaled mark was lost before a replay")
+	}
+	h.ok(OpLeaseRelease, LeaseArgs{Name: "d", Node: "n1", Epoch: l2.Epoch, Clean: true})
+	if v.Journaled {
+		t.Fatal("a clean release left the vdisk journaled")
+	}
+	l3 := h.ok(OpLeaseAcquire, LeaseArgs{Name: "d", Node: "n2", TTL: 10 * sec, Journal: true}).(*Lease)
+	h.ok(OpLeaseRelease, LeaseArgs{Name: "d", Node: "n2", Epoch: l3.Epoch})
+	h.ok(OpVDiskRollback, SnapshotArgs{Name: "d", Snap: "s0"})
+	if v.Journaled || v.JournalEpoch != l3.Epoch || v.JournalSeq != math.MaxUint64 {
+		t.Fatalf("after rollback: journaled %v, mark (%d, %d): every record must be discarded", v.Journaled, v.JournalEpoch, v.JournalSeq)
+	}
 }

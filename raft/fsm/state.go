@@ -112,6 +112,15 @@ type VDisk struct {
 	Lease      *Lease      `json:"lease,omitempty"`
 	// LeaseEpoch is the last epoch issued; it only grows.
 	LeaseEpoch uint64 `json:"lease_epoch"`
+	// Journaled: a writer may have acknowledged writes that are only in
+	// the vdisk's journal (blockd): set when a lease is granted to a
+	// journaling writer, cleared by its clean release and by rollback. A
+	// node opening the vdisk replays the journal first.
+	Journaled bool `json:"journaled,omitempty"`
+	// JournalEpoch and JournalSeq: the head holds every journal record at
+	// or before (JournalEpoch, JournalSeq); replay skips those. Only grows.
+	JournalEpoch uint64 `json:"journal_epoch,omitempty"`
+	JournalSeq   uint64 `json:"journal_seq,omitempty"`
 	// Parent records where a clone came from ("name@snap"), informational.
 	Parent   string `json:"parent,omitempty"`
 	Created  int64  `json:"created"`
