@@ -56,8 +56,18 @@ const All = math.MaxUint64
 const MaxName = 255
 
 // MaxBytes bounds the records one Read returns (and so one journal's
-// size): a writer keeps its journal well below it by trimming.
+// size): a writer keeps its journal well below it by trimming. Each record
+// counts as len(Payload)+RecordOverhead bytes; an Append that would take a
+// journal past it fails with ErrFull.
 const MaxBytes = 48 << 20
+
+// RecordOverhead is what a record costs toward MaxBytes beyond its payload
+// (its framing on disk and on the wire), so that empty records cannot grow
+// a journal without bound.
+const RecordOverhead = 32
+
+// MaxRecords is the most records one Append may carry.
+const MaxRecords = 1 << 16
 
 // Log is a journal store.
 type Log interface {
@@ -80,3 +90,10 @@ var ErrFenced = errors.New("journal: fenced by a newer epoch")
 
 // ErrInvalid: a bad name, epoch or record.
 var ErrInvalid = errors.New("journal: invalid request")
+
+// ErrFull: the append would take the journal past MaxBytes; the writer
+// must commit and Trim first.
+var ErrFull = errors.New("journal: full")
+
+// ErrClosed: the Log was closed.
+var ErrClosed = errors.New("journal: closed")
