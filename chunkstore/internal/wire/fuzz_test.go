@@ -2,7 +2,10 @@ package wire
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
+
+	"github.com/zosproject/zos/chunkstore/journal"
 )
 
 // FuzzDecode feeds arbitrary payloads to every decoder: no panics, and what
@@ -18,8 +21,15 @@ func FuzzDecode(f *testing.F) {
 	f.Add(byte(TypeStatRes), []byte{1, 0, 0, 0, 1, 2, 0, 'h', 'i'})
 	f.Add(byte(TypeError), []byte{3, 2, 0, 'n', 'o'})
 	f.Add(byte(TypeStatsRs), make([]byte, 72))
+	recs := sampleRecords()
+	f.Add(byte(10), bytes.Join(JAppendParts("vdisk-1", 3, recs), nil))
+	f.Add(byte(11), AppendJRead(nil, "vdisk-1", 4))
+	f.Add(byte(12), AppendJTrim(nil, "vdisk-1", 3, 9))
+	f.Add(byte(13), bytes.Join(JRecordsParts(recs), nil))
+	f.Add(byte(13), bytes.Join(JRecordsParts(nil), nil))
+	f.Add(byte(TypeError), AppendError(nil, fmt.Errorf("%w: sealed at 5", journal.ErrFenced)))
 	f.Fuzz(func(t *testing.T, typ byte, p []byte) {
-		switch typ % 10 {
+		switch typ % 14 {
 		case 0:
 			if s, err := DecodePut(p); err == nil {
 				if got := bytes.Join(PutParts(s), nil); !bytes.Equal(got, p) {
@@ -48,6 +58,26 @@ func FuzzDecode(f *testing.F) {
 			DecodeStats(p)
 		case 9:
 			DecodeU32(p)
+		case 10:
+			if name, epoch, recs, err := DecodeJAppend(p); err == nil {
+				if got := bytes.Join(JAppendParts(name, epoch, recs), nil); !bytes.Equal(got, p) {
+					t.Fatalf("jappend re-encodes differently")
+				}
+			}
+		case 11:
+			if name, seal, err := DecodeJRead(p); err == nil && !bytes.Equal(AppendJRead(nil, name, seal), p) {
+				t.Fatalf("jread re-encodes differently")
+			}
+		case 12:
+			if name, epoch, seq, err := DecodeJTrim(p); err == nil && !bytes.Equal(AppendJTrim(nil, name, epoch, seq), p) {
+				t.Fatalf("jtrim re-encodes differently")
+			}
+		case 13:
+			if recs, err := DecodeJRecords(p); err == nil {
+				if got := bytes.Join(JRecordsParts(recs), nil); !bytes.Equal(got, p) {
+					t.Fatalf("jrecords re-encode differently")
+				}
+			}
 		}
 	})
 }

@@ -27,6 +27,16 @@
 // come in any order, matched by id. A Get is answered by one GetItem frame
 // per key (streamed as the server reads them); every other request by one
 // frame; any request may instead be answered by an Error frame.
+//
+// # Journal requests
+//
+// JAppend, JRead and JTrim carry the journal.Log calls to a node's
+// journal (chunkstore/journal). JAppend and JTrim are answered by OK,
+// JRead by JRecords. Records travel as
+//
+//	count u32 | count × (epoch u64 | seq u64 | len u32 | payload)
+//
+// with the payloads as their own parts of the frame (not copied).
 package wire
 
 import (
@@ -39,9 +49,12 @@ import (
 	"io"
 	"math"
 	"net"
+	"slices"
+	"strings"
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/internal/bufpool"
+	"github.com/zosproject/zos/chunkstore/journal"
 )
 
 // Magic opens the handshake in both directions.
@@ -67,17 +80,21 @@ const (
 	TypeEnum    = 5
 	TypePing    = 6
 	TypeStats   = 7
-	TypeOK      = 0x81 // answer to Put, Ping
+	TypeJAppend = 8
+	TypeJRead   = 9
+	TypeJTrim   = 10
+	TypeOK      = 0x81 // answer to Put, Ping, JAppend, JTrim
 	TypeGetItem = 0x82
 	TypeStatRes = 0x83
 	TypeDelRes  = 0x84
 	TypeEnumRes = 0x85
 	TypeStatsRs = 0x87
+	TypeJRecs   = 0x89 // answer to JRead
 	TypeError   = 0xff
 )
 
 // IsRequest reports whether t is a request type.
-func IsRequest(t byte) bool { return t >= TypePut && t <= TypeStats }
+func IsRequest(t byte) bool { return t >= TypePut && t <= TypeJTrim }
 
 // ErrProtocol: the peer sent something that is not this protocol.
 var ErrProtocol = errors.New("shard protocol error")
@@ -511,6 +528,9 @@ const (
 	StatusError      = 3 // server-side failure (I/O, closed store)
 	StatusBadRequest = 4 // the request was invalid
 	StatusTooLarge   = 5
+	StatusFenced     = 6 // journal.ErrFenced
+	StatusInvalid    = 7 // journal.ErrInvalid
+	StatusFull       = 8 // journal.ErrFull
 )
 
 // StatusOf classifies err for the wire.
@@ -524,6 +544,12 @@ func StatusOf(err error) byte {
 		return StatusCorrupt
 	case errors.Is(err, chunkstore.ErrTooLarge):
 		return StatusTooLarge
+	case errors.Is(err, journal.ErrFenced):
+		return StatusFenced
+	case errors.Is(err, journal.ErrInvalid):
+		return StatusInvalid
+	case errors.Is(err, journal.ErrFull):
+		return StatusFull
 	case errors.Is(err, chunkstore.ErrBadRef), errors.Is(err, chunkstore.ErrBadProfile), errors.Is(err, ErrProtocol):
 		return StatusBadRequest
 	}
@@ -548,8 +574,23 @@ func ErrorOf(status byte, msg string) error {
 		return fmt.Errorf("%w (remote: %s)", chunkstore.ErrTooLarge, msg)
 	case StatusBadRequest:
 		return fmt.Errorf("%w: request refused: %s", ErrRemote, msg)
+	case StatusFenced:
+		return remoteSentinel(journal.ErrFenced, msg)
+	case StatusInvalid:
+		return remoteSentinel(journal.ErrInvalid, msg)
+	case StatusFull:
+		return remoteSentinel(journal.ErrFull, msg)
 	}
 	return fmt.Errorf("%w: %s", ErrRemote, msg)
+}
+
+// remoteSentinel wraps sentinel with the server's message, without
+// repeating the sentinel's own text when the message starts with it.
+func remoteSentinel(sentinel error, msg string) error {
+	if rest, ok := strings.CutPrefix(msg, sentinel.Error()+": "); ok {
+		msg = rest
+	}
+	return fmt.Errorf("%w (remote: %s)", sentinel, msg)
 }
 
 func appendStr(b []byte, s string) []byte {
@@ -674,4 +715,139 @@ func DecodeStats(p []byte) (chunkstore.ShardStoreStats, error) {
 	s := chunkstore.ShardStoreStats{Shards: v[0], Bytes: v[1], DiskBytes: v[2], DeadBytes: v[3], Corrupt: v[4],
 		Segments: int(v[5]), Compacted: v[6], WriteBytes: v[7], ReadBytes: v[8]}
 	return s, d.end()
+}
+
+// ---- journal
+
+// jRecHead is the encoded size of a record without its payload.
+const jRecHead = 8 + 8 + 4
+
+// appendRecHead encodes a record's head (its payload follows).
+func appendRecHead(b []byte, r journal.Record) []byte {
+	b = binary.LittleEndian.AppendUint64(b, r.Epoch)
+	b = binary.LittleEndian.AppendUint64(b, r.Seq)
+	return binary.LittleEndian.AppendUint32(b, uint32(len(r.Payload)))
+}
+
+// recordParts appends to parts the encoding of recs after head (a prefix
+// the caller built): the payloads are parts of their own, not copied.
+func recordParts(head []byte, recs []journal.Record) [][]byte {
+	meta := binary.LittleEndian.AppendUint32(head, uint32(len(recs)))
+	meta = slices.Grow(meta, jRecHead*len(recs))
+	parts := make([][]byte, 0, 1+2*len(recs))
+	start := 0
+	for _, r := range recs {
+		meta = appendRecHead(meta, r)
+		if len(r.Payload) > 0 {
+			parts = append(parts, meta[start:len(meta):len(meta)], r.Payload)
+			start = len(meta)
+		}
+	}
+	if start < len(meta) {
+		parts = append(parts, meta[start:len(meta):len(meta)])
+	}
+	return parts
+}
+
+// records decodes a list of records; payloads alias the decoder's bytes.
+// maxCount bounds the count.
+func (d *decoder) records(maxCount int) []journal.Record {
+	n := d.u32()
+	if d.err != nil {
+		return nil
+	}
+	if int64(n) > int64(maxCount) {
+		d.fail("%d records exceeds the %d limit", n, maxCount)
+		return nil
+	}
+	if int(n) > len(d.b)/jRecHead {
+		d.fail("%d records cannot fit in %d bytes", n, len(d.b))
+		return nil
+	}
+	out := make([]journal.Record, 0, n)
+	for range n {
+		epoch, seq, l := d.u64(), d.u64(), d.u32()
+		p := d.take(int(l))
+		if d.err != nil {
+			return nil
+		}
+		out = append(out, journal.Record{Epoch: epoch, Seq: seq, Payload: p[:len(p):len(p)]})
+	}
+	return out
+}
+
+// JAppendParts returns the payload of a JAppend request as parts (the
+// records' payloads are not copied):
+//
+//	name (u16 len | bytes) | epoch u64 | records
+func JAppendParts(name string, epoch uint64, recs []journal.Record) [][]byte {
+	head := appendStr(make([]byte, 0, 2+len(name)+8+4+jRecHead*len(recs)), name)
+	head = binary.LittleEndian.AppendUint64(head, epoch)
+	return recordParts(head, recs)
+}
+
+// DecodeJAppend decodes a JAppend request. The payloads alias p. Only the
+// encoding is checked: the journal checks the values.
+func DecodeJAppend(p []byte) (name string, epoch uint64, recs []journal.Record, err error) {
+	d := &decoder{b: p}
+	name = d.str()
+	epoch = d.u64()
+	recs = d.records(journal.MaxRecords)
+	if err := d.end(); err != nil {
+		return "", 0, nil, err
+	}
+	return name, epoch, recs, nil
+}
+
+// AppendJRead encodes a JRead request: name | seal u64.
+func AppendJRead(b []byte, name string, seal uint64) []byte {
+	b = appendStr(b, name)
+	return binary.LittleEndian.AppendUint64(b, seal)
+}
+
+// DecodeJRead decodes AppendJRead.
+func DecodeJRead(p []byte) (name string, seal uint64, err error) {
+	d := &decoder{b: p}
+	name = d.str()
+	seal = d.u64()
+	if err := d.end(); err != nil {
+		return "", 0, err
+	}
+	return name, seal, nil
+}
+
+// AppendJTrim encodes a JTrim request: name | epoch u64 | seq u64.
+func AppendJTrim(b []byte, name string, epoch, seq uint64) []byte {
+	b = appendStr(b, name)
+	b = binary.LittleEndian.AppendUint64(b, epoch)
+	return binary.LittleEndian.AppendUint64(b, seq)
+}
+
+// DecodeJTrim decodes AppendJTrim.
+func DecodeJTrim(p []byte) (name string, epoch, seq uint64, err error) {
+	d := &decoder{b: p}
+	name = d.str()
+	epoch, seq = d.u64(), d.u64()
+	if err := d.end(); err != nil {
+		return "", 0, 0, err
+	}
+	return name, epoch, seq, nil
+}
+
+// JRecordsParts returns the payload of a JRecords answer as parts (the
+// payloads are not copied).
+func JRecordsParts(recs []journal.Record) [][]byte {
+	return recordParts(make([]byte, 0, 4+jRecHead*len(recs)), recs)
+}
+
+// DecodeJRecords decodes a JRecords answer. The payloads alias p; the
+// count is bounded by the bytes present (a journal read may return more
+// than MaxItems records).
+func DecodeJRecords(p []byte) ([]journal.Record, error) {
+	d := &decoder{b: p}
+	recs := d.records(math.MaxInt32)
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	return recs, nil
 }

@@ -2,11 +2,15 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/journal"
 )
 
 func sampleShards() []chunkstore.Shard {
@@ -79,6 +83,104 @@ func TestRoundTrips(t *testing.T) {
 	st := chunkstore.ShardStoreStats{Shards: 1, Bytes: 2, DiskBytes: 3, DeadBytes: 4, Corrupt: 5, Segments: 6, Compacted: 7, WriteBytes: 8, ReadBytes: 9}
 	if s2, err := DecodeStats(AppendStats(nil, st)); err != nil || s2 != st {
 		t.Fatalf("stats %+v %v", s2, err)
+	}
+}
+
+func sampleRecords() []journal.Record {
+	return []journal.Record{
+		{Epoch: 3, Seq: 1, Payload: []byte("first write")},
+		{Epoch: 3, Seq: 2}, // empty payload
+		{Epoch: 3, Seq: 7, Payload: bytes.Repeat([]byte{0xab}, 5000)},
+	}
+}
+
+func sameRecords(a, b []journal.Record) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Epoch != b[i].Epoch || a[i].Seq != b[i].Seq || !bytes.Equal(a[i].Payload, b[i].Payload) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestJournalRoundTrips(t *testing.T) {
+	recs := sampleRecords()
+	parts := JAppendParts("vdisk-1", 3, recs)
+	// The payloads travel as their own parts, not copied.
+	found := false
+	for _, p := range parts {
+		if len(p) > 0 && &p[0] == &recs[2].Payload[0] {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("JAppendParts copied a payload")
+	}
+	var buf bytes.Buffer
+	if err := WriteFrameTo(&buf, TypeJAppend, 9, parts...); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := ReadFrame(&buf, nil)
+	if err != nil || f.Type != TypeJAppend || f.ID != 9 || !IsRequest(f.Type) {
+		t.Fatalf("frame %+v %v", f, err)
+	}
+	name, epoch, got, err := DecodeJAppend(f.Payload)
+	if err != nil || name != "vdisk-1" || epoch != 3 || !sameRecords(got, recs) {
+		t.Fatalf("jappend: %q %d %v %v", name, epoch, got, err)
+	}
+	if name, seal, err := DecodeJRead(AppendJRead(nil, "vdisk-2", 8)); err != nil || name != "vdisk-2" || seal != 8 {
+		t.Fatalf("jread: %q %d %v", name, seal, err)
+	}
+	if name, e, s, err := DecodeJTrim(AppendJTrim(nil, "vdisk-3", journal.All, journal.All)); err != nil || name != "vdisk-3" || e != journal.All || s != journal.All {
+		t.Fatalf("jtrim: %q %d %d %v", name, e, s, err)
+	}
+	for _, rs := range [][]journal.Record{recs, nil, recs[1:2]} {
+		got, err := DecodeJRecords(bytes.Join(JRecordsParts(rs), nil))
+		if err != nil || !sameRecords(got, rs) {
+			t.Fatalf("jrecords: %v %v", got, err)
+		}
+	}
+	for _, s := range []error{journal.ErrFenced, journal.ErrInvalid, journal.ErrFull} {
+		err := DecodeError(AppendError(nil, fmt.Errorf("%w: journal \"x\" is sealed at epoch 5", s)))
+		if !errors.Is(err, s) || strings.Count(err.Error(), s.Error()) != 1 || !strings.Contains(err.Error(), "sealed at epoch 5") {
+			t.Fatalf("error frame for %v: %v", s, err)
+		}
+	}
+	for _, typ := range []byte{TypeJAppend, TypeJRead, TypeJTrim} {
+		if !IsRequest(typ) {
+			t.Fatalf("type %d is not a request", typ)
+		}
+	}
+	if IsRequest(TypeJRecs) || IsRequest(11) {
+		t.Fatal("IsRequest too wide")
+	}
+}
+
+func TestJournalMalformed(t *testing.T) {
+	p := bytes.Join(JAppendParts("vd", 1, sampleRecords()), nil)
+	for i := range len(p) {
+		if _, _, _, err := DecodeJAppend(p[:i]); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("jappend truncated at %d: %v", i, err)
+		}
+	}
+	// A record count that cannot fit is refused before allocating.
+	huge := binary.LittleEndian.AppendUint32(nil, 1<<31)
+	if _, err := DecodeJRecords(append(huge, make([]byte, 40)...)); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("huge count: %v", err)
+	}
+	// More records than an append may carry.
+	tooMany := appendStr(nil, "vd")
+	tooMany = binary.LittleEndian.AppendUint64(tooMany, 1)
+	tooMany = binary.LittleEndian.AppendUint32(tooMany, journal.MaxRecords+1)
+	tooMany = append(tooMany, make([]byte, jRecHead*(journal.MaxRecords+1))...)
+	if _, _, _, err := DecodeJAppend(tooMany); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("too many records: %v", err)
+	}
+	if _, _, err := DecodeJRead(append(AppendJRead(nil, "vd", 1), 0)); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("trailing byte: %v", err)
 	}
 }
 
