@@ -1,7 +1,9 @@
 // Package shard is the shard server every node runs (port 9900 in
 // production): it serves a chunkstore.ShardStore (the node's disk store) to
 // the other nodes over TCP with the binary protocol of
-// chunkstore/internal/wire. Clients are in chunkstore/remote.
+// chunkstore/internal/wire, and, when Config.Journal is set, the node's
+// write journals (a journal.Log, normally a journal.Dir). Clients are in
+// chunkstore/remote.
 //
 // # Guarantees
 //
@@ -20,11 +22,16 @@
 //   - Shards are verified by the store on put (checksum) and on get; the
 //     server never sends bytes that failed verification.
 //   - Requests are read into pooled buffers, recycled when their handler
-//     returns; responses go out with one vectored write (no copy).
+//     returns; responses go out with one vectored write (no copy). A
+//     journal append's payloads alias the request's buffer: the journal
+//     must not keep them after Append returns (journal.Dir does not).
+//   - Journal requests (append, read, trim) to a server without a journal
+//     are answered with an error saying so; journal.ErrFenced,
+//     ErrInvalid and ErrFull reach the client as themselves.
 //
 // # Usage
 //
-//	srv, err := shard.Start(shard.Config{Addr: ":9900", Secret: secret, Store: diskStore, Registry: reg})
+//	srv, err := shard.Start(shard.Config{Addr: ":9900", Secret: secret, Store: diskStore, Journal: journalDir, Registry: reg})
 //	defer srv.Close()
 package shard
 
@@ -42,6 +49,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/internal/wire"
+	"github.com/zosproject/zos/chunkstore/journal"
 )
 
 // DefaultPort is the shard server's port (0-db's).
@@ -56,6 +64,9 @@ type Config struct {
 	Secret []byte
 	// Store serves the shards. Required.
 	Store chunkstore.ShardStore
+	// Journal, if set, serves the node's write journals (journal
+	// requests to a server without one fail).
+	Journal journal.Log
 	// HandshakeTimeout bounds the handshake. Default 10s.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a connection with no request for this long.
@@ -435,8 +446,82 @@ func (cn *conn) handle(f wire.Frame) error {
 			return nil
 		}
 		cn.write(wire.TypeStatsRs, f.ID, wire.AppendStats(nil, stats))
+	case wire.TypeJAppend, wire.TypeJRead, wire.TypeJTrim:
+		return cn.handleJournal(ctx, f, name)
 	}
 	return nil
+}
+
+// errNoJournal answers journal requests to a server without a journal.
+var errNoJournal = errors.New("this node keeps no journal (its shard server has no Config.Journal)")
+
+// handleJournal serves a journal request (as handle does).
+func (cn *conn) handleJournal(ctx context.Context, f wire.Frame, name string) error {
+	s := cn.s
+	var err error
+	switch f.Type {
+	case wire.TypeJAppend:
+		jname, epoch, recs, derr := wire.DecodeJAppend(f.Payload)
+		if derr != nil {
+			return derr
+		}
+		if err = s.checkJournal(); err == nil {
+			// recs alias the frame's pooled buffer, released when the
+			// handler returns: the journal does not keep them.
+			err = s.cfg.Journal.Append(ctx, jname, epoch, recs)
+		}
+		if err == nil {
+			cn.write(wire.TypeOK, f.ID)
+		}
+	case wire.TypeJRead:
+		jname, seal, derr := wire.DecodeJRead(f.Payload)
+		if derr != nil {
+			return derr
+		}
+		var recs []journal.Record
+		if err = s.checkJournal(); err == nil {
+			recs, err = s.cfg.Journal.Read(ctx, jname, seal)
+		}
+		if err == nil {
+			parts := wire.JRecordsParts(recs)
+			if n := partsLen(parts); n > wire.MaxFrame-5 {
+				err = fmt.Errorf("%w: journal %q: %d records of %d bytes exceed a frame", journal.ErrFull, jname, len(recs), n)
+			} else {
+				cn.write(wire.TypeJRecs, f.ID, parts...)
+			}
+		}
+	case wire.TypeJTrim:
+		jname, epoch, seq, derr := wire.DecodeJTrim(f.Payload)
+		if derr != nil {
+			return derr
+		}
+		if err = s.checkJournal(); err == nil {
+			err = s.cfg.Journal.Trim(ctx, jname, epoch, seq)
+		}
+		if err == nil {
+			cn.write(wire.TypeOK, f.ID)
+		}
+	}
+	if err != nil {
+		s.m.errors.WithLabelValues(name).Inc()
+		cn.fail(f.ID, err)
+	}
+	return nil
+}
+
+func (s *Server) checkJournal() error {
+	if s.cfg.Journal == nil {
+		return errNoJournal
+	}
+	return nil
+}
+
+func partsLen(parts [][]byte) int {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	return n
 }
 
 func typeName(t byte) string {
@@ -455,6 +540,12 @@ func typeName(t byte) string {
 		return "ping"
 	case wire.TypeStats:
 		return "stats"
+	case wire.TypeJAppend:
+		return "jappend"
+	case wire.TypeJRead:
+		return "jread"
+	case wire.TypeJTrim:
+		return "jtrim"
 	}
 	return "other"
 }
