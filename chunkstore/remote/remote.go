@@ -17,7 +17,12 @@
 //     with a GetShards result may recycle it with its Release.
 //   - Transport failures wrap chunkstore.ErrUnavailable; a wrong cluster
 //     secret is ErrAuth. All requests are idempotent, so a request whose
-//     connection broke is retried once on a fresh one.
+//     connection broke is retried once on a fresh one (a journal append
+//     sent twice is read once: records are keyed by (Epoch, Seq)).
+//   - A Client is also the journal.Log of the server's node: appends send
+//     their payloads without copying them and do not keep them after
+//     returning; journal.ErrFenced, ErrInvalid and ErrFull come back as
+//     themselves.
 //
 // # Usage
 //
@@ -25,6 +30,7 @@
 //	defer c.Close()
 //	res, err := c.GetShards(ctx, keys)     // chunkstore.ShardStore
 //	chunks := c.Chunks()                   // chunkstore.Store view (1+0 shards)
+//	err = c.Append(ctx, "vdisk", epoch, recs) // journal.Log
 //
 // Pool caches one Client per address for the erasure store.
 package remote
@@ -42,6 +48,7 @@ import (
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/internal/wire"
+	"github.com/zosproject/zos/chunkstore/journal"
 )
 
 // ErrAuth: the server and this client do not share the cluster secret.
@@ -630,6 +637,51 @@ func (c *Client) Chunks() chunkstore.Store { return chunkstore.WholeChunks(c) }
 
 var _ chunkstore.ShardStore = (*Client)(nil)
 var _ chunkstore.ShardStatser = (*Client)(nil)
+var _ journal.Log = (*Client)(nil)
+
+// Append appends recs to the server's journal name (journal.Log). It
+// returns once the server has them durably; recs are not kept.
+func (c *Client) Append(ctx context.Context, name string, epoch uint64, recs []journal.Record) error {
+	if err := journal.CheckAppend(name, epoch, recs); err != nil {
+		return err
+	}
+	cl, err := c.do(ctx, wire.TypeJAppend, wire.JAppendParts(name, epoch, recs), 0)
+	if err != nil {
+		return err
+	}
+	return expect(cl, wire.TypeOK)
+}
+
+// Read seals the server's journal name at seal and returns its records
+// (journal.Log).
+func (c *Client) Read(ctx context.Context, name string, seal uint64) ([]journal.Record, error) {
+	if err := journal.CheckName(name); err != nil {
+		return nil, err
+	}
+	cl, err := c.do(ctx, wire.TypeJRead, [][]byte{wire.AppendJRead(nil, name, seal)}, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := expect(cl, wire.TypeJRecs); err != nil {
+		return nil, err
+	}
+	// The answer's buffer is not recycled (accept leaves it to the GC):
+	// the records may alias it.
+	return wire.DecodeJRecords(cl.resp.Payload)
+}
+
+// Trim drops the server's records of journal name at or before (epoch,
+// seq) (journal.Log).
+func (c *Client) Trim(ctx context.Context, name string, epoch, seq uint64) error {
+	if err := journal.CheckName(name); err != nil {
+		return err
+	}
+	cl, err := c.do(ctx, wire.TypeJTrim, [][]byte{wire.AppendJTrim(nil, name, epoch, seq)}, 0)
+	if err != nil {
+		return err
+	}
+	return expect(cl, wire.TypeOK)
+}
 
 // Pool keeps one Client per address, for callers that talk to many shard
 // servers (the erasure store, the healer). It is safe for concurrent use.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/disk"
 	"github.com/zosproject/zos/chunkstore/internal/wire"
+	"github.com/zosproject/zos/chunkstore/journal"
 	"github.com/zosproject/zos/chunkstore/remote"
 	"github.com/zosproject/zos/chunkstore/shard"
 	"github.com/zosproject/zos/chunkstore/storetest"
@@ -385,5 +387,154 @@ func TestReconnect(t *testing.T) {
 			t.Fatalf("after restart: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// journalServer starts a shard server whose node keeps its journals in a
+// journal.Dir.
+func journalServer(t *testing.T, host int, reg *prometheus.Registry) (*shard.Server, *journal.Dir) {
+	t.Helper()
+	d, err := journal.OpenDir(journal.DirConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	srv, _ := server(t, host, shard.Config{Journal: d, Registry: reg})
+	return srv, d
+}
+
+func jrec(epoch, seq uint64, n int) journal.Record {
+	return journal.Record{Epoch: epoch, Seq: seq, Payload: storetest.Data(epoch<<32|seq, n)}
+}
+
+func sameRecords(t *testing.T, got []journal.Record, want ...journal.Record) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d records, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].Epoch != want[i].Epoch || got[i].Seq != want[i].Seq || !bytes.Equal(got[i].Payload, want[i].Payload) {
+			t.Fatalf("record %d is %d/%d (%d bytes), want %d/%d (%d bytes)", i, got[i].Epoch, got[i].Seq, len(got[i].Payload),
+				want[i].Epoch, want[i].Seq, len(want[i].Payload))
+		}
+	}
+}
+
+// TestJournal: a Client is the journal.Log of its server's node.
+func TestJournal(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	srv, dir := journalServer(t, 9, reg)
+	var c journal.Log = client(t, srv.Addr().String(), remote.Config{})
+	ctx := ctx(t)
+	recs, err := c.Read(ctx, "vd", 0)
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("read of a journal never written: %v %v", recs, err)
+	}
+	// 12 MiB: larger than a frame the server reads in one go.
+	a, b, big := jrec(2, 1, 100), jrec(2, 2, 0), jrec(2, 3, 12<<20)
+	if err := c.Append(ctx, "vd", 2, []journal.Record{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Append(ctx, "vd", 2, []journal.Record{big}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Read(ctx, "vd", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameRecords(t, got, a, b, big)
+	// The server's Dir has them too (it is the same journal).
+	local, err := dir.Read(ctx, "vd", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameRecords(t, local, a, b, big)
+
+	// Sealing fences older epochs, and the client sees ErrFenced.
+	if _, err := c.Read(ctx, "vd", 3); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Append(ctx, "vd", 2, []journal.Record{jrec(2, 4, 10)})
+	if !errors.Is(err, journal.ErrFenced) || !strings.Contains(err.Error(), "sealed at epoch 3") {
+		t.Fatalf("append below the seal: %v", err)
+	}
+	c3 := jrec(3, 1, 10)
+	if err := c.Append(ctx, "vd", 3, []journal.Record{c3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Trim(ctx, "vd", 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	got, err = c.Read(ctx, "vd", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameRecords(t, got, c3) // the 12 MiB prefix was worth a rewrite
+	if err := c.Trim(ctx, "vd", journal.All, journal.All); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Read(ctx, "vd", 0); err != nil || len(got) != 0 {
+		t.Fatalf("after Trim(All, All): %d records, %v", len(got), err)
+	}
+	// Bad input is refused (here, before it is sent).
+	if err := c.Append(ctx, "", 1, []journal.Record{jrec(1, 1, 1)}); !errors.Is(err, journal.ErrInvalid) {
+		t.Fatalf("empty name: %v", err)
+	}
+	// The requests are counted under their own op names.
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == "zos_shard_server_requests_total" {
+			for _, m := range mf.GetMetric() {
+				ops[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if ops["jappend"] != 4 || ops["jread"] != 5 || ops["jtrim"] != 2 {
+		t.Fatalf("request counts %v", ops)
+	}
+}
+
+// TestJournalErrorsCrossTheWire: a server-side journal's ErrInvalid and
+// ErrFull reach the client as themselves.
+func TestJournalErrorsCrossTheWire(t *testing.T) {
+	for _, sentinel := range []error{journal.ErrInvalid, journal.ErrFull, journal.ErrFenced} {
+		srv, _ := server(t, 10, shard.Config{Journal: failingLog{fmt.Errorf("%w: as told", sentinel)}})
+		c := client(t, srv.Addr().String(), remote.Config{})
+		if _, err := c.Read(ctx(t), "vd", 1); !errors.Is(err, sentinel) || !strings.Contains(err.Error(), "as told") {
+			t.Fatalf("%v: got %v", sentinel, err)
+		}
+	}
+}
+
+type failingLog struct{ err error }
+
+func (f failingLog) Append(context.Context, string, uint64, []journal.Record) error { return f.err }
+func (f failingLog) Read(context.Context, string, uint64) ([]journal.Record, error) {
+	return nil, f.err
+}
+func (f failingLog) Trim(context.Context, string, uint64, uint64) error { return f.err }
+
+// TestNoJournal: a server without a journal answers journal requests with
+// a clear error and keeps the connection.
+func TestNoJournal(t *testing.T) {
+	srv, _ := server(t, 11, shard.Config{})
+	c := client(t, srv.Addr().String(), remote.Config{})
+	ctx := ctx(t)
+	err := c.Append(ctx, "vd", 1, []journal.Record{jrec(1, 1, 10)})
+	if !errors.Is(err, wire.ErrRemote) || !strings.Contains(err.Error(), "keeps no journal") {
+		t.Fatalf("append: %v", err)
+	}
+	if _, err := c.Read(ctx, "vd", 1); err == nil || !strings.Contains(err.Error(), "keeps no journal") {
+		t.Fatalf("read: %v", err)
+	}
+	if err := c.Trim(ctx, "vd", 1, 1); err == nil || !strings.Contains(err.Error(), "keeps no journal") {
+		t.Fatalf("trim: %v", err)
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("the connection did not survive: %v", err)
 	}
 }
