@@ -1,0 +1,403 @@
+package journal_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/disk"
+	"github.com/zosproject/zos/chunkstore/journal"
+	"github.com/zosproject/zos/chunkstore/placement"
+	"github.com/zosproject/zos/chunkstore/remote"
+	"github.com/zosproject/zos/chunkstore/shard"
+)
+
+var secret = []byte("journal-test-secret-0123456789")
+
+// node is one storage node: a shard server over a disk store (in memory)
+// and a journal.Dir (on disk).
+type node struct {
+	id, addr string
+	host     int
+	jdir     string
+	fs       vfs.FS
+	dir      *journal.Dir
+	store    *disk.Store
+	srv      *shard.Server
+}
+
+// cluster is a few nodes on 127.0.0.x and the map over them. The first
+// node's journal is reached directly (as a node reaches its own), the
+// others through remote clients.
+type cluster struct {
+	t      testing.TB
+	noSync bool
+	mu     sync.Mutex
+	m      placement.Map
+	nodes  []*node
+	pool   *remote.Pool
+}
+
+func startCluster(t testing.TB, n int, noSync bool) *cluster {
+	c := &cluster{t: t, noSync: noSync, m: placement.Map{Epoch: 1}, pool: newPool()}
+	t.Cleanup(c.close)
+	for i := range n {
+		nd := &node{id: fmt.Sprintf("node-%d", i+1), host: 60 + i, jdir: t.TempDir(), fs: vfs.NewMem()}
+		c.nodes = append(c.nodes, nd)
+		if err := c.start(nd, fmt.Sprintf("127.0.0.%d:0", nd.host)); err != nil {
+			t.Fatal(err)
+		}
+		c.m.Nodes = append(c.m.Nodes, placement.Node{ID: nd.id, Addr: nd.addr, Weight: 1, State: placement.Up})
+	}
+	return c
+}
+
+func newPool() *remote.Pool {
+	return remote.NewPool(remote.Config{Secret: secret, DialTimeout: 5 * time.Second, RequestTimeout: 20 * time.Second})
+}
+
+func (c *cluster) start(nd *node, addr string) error {
+	d, err := journal.OpenDir(journal.DirConfig{Dir: nd.jdir, NoSync: c.noSync})
+	if err != nil {
+		return err
+	}
+	st, err := disk.Open(disk.Config{Dir: "/s", FS: nd.fs, CompactInterval: -1, NoSync: true})
+	if err != nil {
+		d.Close()
+		return err
+	}
+	var srv *shard.Server
+	for try := 0; ; try++ { // a restarted node's port may linger briefly
+		srv, err = shard.Start(shard.Config{Addr: addr, Secret: secret, Store: st, Journal: d})
+		if err == nil || try == 50 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		st.Close()
+		d.Close()
+		return err
+	}
+	c.mu.Lock()
+	nd.dir, nd.store, nd.srv, nd.addr = d, st, srv, srv.Addr().String()
+	c.mu.Unlock()
+	return nil
+}
+
+// stop stops node i as if it was killed: its files stay.
+func (c *cluster) stop(i int) {
+	c.mu.Lock()
+	nd := c.nodes[i]
+	srv, st, d := nd.srv, nd.store, nd.dir
+	nd.srv, nd.store, nd.dir = nil, nil, nil
+	c.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+		st.Close()
+		d.Close()
+	}
+}
+
+// restart brings node i back on its address with its files, with fresh
+// clients (the old ones back off dialing the dead address).
+func (c *cluster) restart(i int) {
+	nd := c.nodes[i]
+	if err := c.start(nd, nd.addr); err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	old := c.pool
+	c.pool = newPool()
+	c.mu.Unlock()
+	old.Close()
+}
+
+func (c *cluster) setState(i int, s placement.State) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m.Nodes[i].State = s
+	c.m.Epoch++
+}
+
+func (c *cluster) Map() placement.Map {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.m
+	m.Nodes = slices.Clone(c.m.Nodes)
+	return m
+}
+
+func (c *cluster) dial(n placement.Node) (journal.Log, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n.ID == c.nodes[0].id {
+		if c.nodes[0].dir == nil {
+			return nil, fmt.Errorf("%w: node %s is stopped", chunkstore.ErrUnavailable, n.ID)
+		}
+		return c.nodes[0].dir, nil
+	}
+	return c.pool.Get(n.Addr)
+}
+
+func (c *cluster) replicated(copies int) *journal.Replicated {
+	r, err := journal.NewReplicated(journal.ReplicatedConfig{Map: c.Map, Dial: c.dial, Copies: copies, Timeout: 30 * time.Second})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return r
+}
+
+// holders returns the indexes of the nodes an append of name goes to.
+func (c *cluster) holders(name string, copies int) []int {
+	p, err := placement.New(c.Map())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var out []int
+	for _, id := range p.PlaceIDs(journal.RefOf(name), copies) {
+		for i, nd := range c.nodes {
+			if nd.id == id {
+				out = append(out, i)
+			}
+		}
+	}
+	return out
+}
+
+func (c *cluster) close() {
+	for i := range c.nodes {
+		c.stop(i)
+	}
+	c.mu.Lock()
+	c.pool.Close()
+	c.mu.Unlock()
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func rec(epoch, seq uint64, n int) journal.Record {
+	r := rand.New(rand.NewPCG(epoch, seq))
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(r.Uint32())
+	}
+	return journal.Record{Epoch: epoch, Seq: seq, Payload: p}
+}
+
+func same(t testing.TB, got []journal.Record, want []journal.Record) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d records, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].Epoch != want[i].Epoch || got[i].Seq != want[i].Seq || !bytes.Equal(got[i].Payload, want[i].Payload) {
+			t.Fatalf("record %d is %d/%d, want %d/%d", i, got[i].Epoch, got[i].Seq, want[i].Epoch, want[i].Seq)
+		}
+	}
+}
+
+// TestReplicatedHolderLoss: appends go to exactly Copies nodes; with one
+// of them gone a takeover's Read still returns every acknowledged record
+// and fences the old writer, even after the lost holder comes back.
+func TestReplicatedHolderLoss(t *testing.T) {
+	c := startCluster(t, 4, false)
+	r := c.replicated(2)
+	ctx := testCtx(t)
+	const name = "pool/vdisk-a"
+	var acked []journal.Record
+	for s := range uint64(12) {
+		recs := []journal.Record{rec(1, 2*s, 1000+int(s)*100), rec(1, 2*s+1, 64<<10)}
+		if err := r.Append(ctx, name, 1, recs); err != nil {
+			t.Fatal(err)
+		}
+		acked = append(acked, recs...)
+	}
+	holders := c.holders(name, 2)
+	for i, nd := range c.nodes {
+		got, err := nd.dir.Read(ctx, name, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(holders, i) {
+			same(t, got, acked)
+		} else if len(got) != 0 {
+			t.Fatalf("%s is not a holder but has %d records", nd.id, len(got))
+		}
+	}
+
+	// One holder dies; the new owner (epoch 2) reads.
+	lost := holders[0]
+	c.stop(lost)
+	got, err := r.Read(ctx, name, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, got, acked)
+	// The old writer is fenced by the surviving holder.
+	if err := r.Append(ctx, name, 1, []journal.Record{rec(1, 100, 10)}); !errors.Is(err, journal.ErrFenced) {
+		t.Fatalf("old writer's append: %v", err)
+	}
+	// The new owner cannot reach both holders until the map says the
+	// lost one is down.
+	next := []journal.Record{rec(2, 1, 500)}
+	err = r.Append(ctx, name, 2, next)
+	if !errors.Is(err, chunkstore.ErrUnavailable) || !strings.Contains(err.Error(), c.nodes[lost].id) {
+		t.Fatalf("append with a holder dead: %v", err)
+	}
+	c.setState(lost, placement.Down)
+	if err := r.Append(ctx, name, 2, next); err != nil {
+		t.Fatal(err)
+	}
+	got, err = r.Read(ctx, name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, got, append(slices.Clone(acked), next...))
+
+	// The lost holder comes back (never sealed: it did not answer): the
+	// old writer, whose holders it is again, is still fenced by the other.
+	c.restart(lost)
+	c.setState(lost, placement.Up)
+	if err := r.Append(ctx, name, 1, []journal.Record{rec(1, 101, 10)}); !errors.Is(err, journal.ErrFenced) {
+		t.Fatalf("old writer's append after the holder's return: %v", err)
+	}
+	// Trim reaches every node.
+	if err := r.Trim(ctx, name, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.Read(ctx, name, 0); err != nil || len(got) != 0 {
+		t.Fatalf("after trim: %d records, %v", len(got), err)
+	}
+	if err := r.Trim(ctx, name, journal.All, journal.All); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReplicatedFencing: a Read sealed at E makes appends at E-1 fail.
+func TestReplicatedFencing(t *testing.T) {
+	c := startCluster(t, 3, true)
+	r := c.replicated(2)
+	ctx := testCtx(t)
+	if err := r.Append(ctx, "vd", 4, []journal.Record{rec(4, 1, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Read(ctx, "vd", 5); err != nil {
+		t.Fatal(err)
+	}
+	err := r.Append(ctx, "vd", 4, []journal.Record{rec(4, 2, 10)})
+	if !errors.Is(err, journal.ErrFenced) || !strings.Contains(err.Error(), "sealed at epoch 5") {
+		t.Fatalf("append at the old epoch: %v", err)
+	}
+	if err := r.Append(ctx, "vd", 5, []journal.Record{rec(5, 1, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	// Bad input fails before any node is asked.
+	if err := r.Append(ctx, "vd", 5, []journal.Record{rec(6, 1, 10)}); !errors.Is(err, journal.ErrInvalid) {
+		t.Fatalf("mixed epochs: %v", err)
+	}
+}
+
+// TestReplicatedUnavailable: too few nodes answering is a clear
+// ErrUnavailable.
+func TestReplicatedUnavailable(t *testing.T) {
+	c := startCluster(t, 4, true)
+	r := c.replicated(2)
+	ctx := testCtx(t)
+	if err := r.Append(ctx, "vd", 1, []journal.Record{rec(1, 1, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	// One node down of four: reads and trims go on.
+	c.stop(3)
+	if _, err := r.Read(ctx, "vd", 0); err != nil {
+		t.Fatal(err)
+	}
+	// Two down: fewer than all but one answer.
+	c.stop(2)
+	_, err := r.Read(ctx, "vd", 2)
+	if !errors.Is(err, chunkstore.ErrUnavailable) || !strings.Contains(err.Error(), "needs answers from 3 of 4 nodes") ||
+		!strings.Contains(err.Error(), "2 answered") {
+		t.Fatalf("read with 2 of 4 nodes: %v", err)
+	}
+	if err := r.Trim(ctx, "vd", 1, 1); !errors.Is(err, chunkstore.ErrUnavailable) {
+		t.Fatalf("trim with 2 of 4 nodes: %v", err)
+	}
+	// With 3 copies, two silent nodes of four are tolerated.
+	if _, err := r.WithCopies(3).Read(ctx, "vd", 0); err != nil {
+		t.Fatalf("read with 3 copies and 2 of 4 nodes: %v", err)
+	}
+	// Fewer eligible nodes than copies.
+	c.setState(1, placement.Removed)
+	c.setState(2, placement.Down)
+	c.setState(3, placement.Down)
+	err = r.Append(ctx, "vd", 1, []journal.Record{rec(1, 2, 10)})
+	if !errors.Is(err, chunkstore.ErrUnavailable) || !strings.Contains(err.Error(), "needs 2 nodes") {
+		t.Fatalf("append with 1 node up: %v", err)
+	}
+}
+
+// TestReplicatedWithCopies: a view with 3 copies puts appends on 3 nodes.
+func TestReplicatedWithCopies(t *testing.T) {
+	c := startCluster(t, 4, true)
+	r := c.replicated(2).WithCopies(3)
+	ctx := testCtx(t)
+	want := []journal.Record{rec(1, 1, 100)}
+	if err := r.Append(ctx, "vd3", 1, want); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, nd := range c.nodes {
+		got, err := nd.dir.Read(ctx, "vd3", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > 0 {
+			same(t, got, want)
+			n++
+		}
+	}
+	if n != 3 {
+		t.Fatalf("the append is on %d nodes, want 3", n)
+	}
+	if _, err := journal.NewReplicated(journal.ReplicatedConfig{Map: c.Map}); !errors.Is(err, journal.ErrConfig) {
+		t.Fatalf("no Dial: %v", err)
+	}
+}
+
+// BenchmarkReplicatedAppend: one 64 KiB record per append, to 2 loopback
+// shard servers whose journals fdatasync.
+func BenchmarkReplicatedAppend(b *testing.B) {
+	c := startCluster(b, 2, false)
+	r := c.replicated(2)
+	ctx := testCtx(b)
+	p := rec(1, 1, 64<<10).Payload
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	var seq uint64
+	start := time.Now()
+	for b.Loop() {
+		seq++
+		if err := r.Append(ctx, "vd", 1, []journal.Record{{Epoch: 1, Seq: seq, Payload: p}}); err != nil {
+			b.Fatal(err)
+		}
+		if seq%500 == 0 {
+			if err := r.Trim(ctx, "vd", 1, seq); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N), "µs/append")
+}
