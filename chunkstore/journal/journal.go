@@ -20,6 +20,55 @@
 // that answers; from then on those nodes refuse appends with an older
 // epoch (ErrFenced). A writer that lost its lease cannot get an append
 // acknowledged by all n nodes once one of them was sealed.
+//
+// # What a Read returns
+//
+// Every acknowledged record, and maybe records that never were: an append
+// that failed on some of its nodes, or whose write a crash cut after it
+// reached the disk, may be read later (whole); so may an append of a
+// fenced writer to nodes that missed the seal (down during the takeover
+// Read). (Epoch, Seq) names one record: an append retried must carry the
+// same payload, and reads return one record per pair. Readers replay in
+// (Epoch, Seq) order from their mark; a new owner at epoch E should commit
+// a mark of at least (E, 0) once it has replayed, so that no record of an
+// older epoch is replayed again. Read may also return records a Trim
+// covered (see Dir.Trim).
+//
+// # Dir on disk
+//
+// Per name, a journal file <hex of RefOf(name)[:16]>.jnl and maybe a seal
+// file .seal beside it; a LOCK file (flock) keeps a second Dir out.
+// Integers are little-endian, checksums CRC-32C (Castagnoli):
+//
+//	journal file  "ZOSJNL01" | name len u16 | name | crc32c u32
+//	              then one frame per Append:
+//	              size u32 | crc32c u32 of the size bytes that follow |
+//	              epoch u64 | count u32 | count × (seq u64 | len u32 | payload)
+//	seal file     "ZOSSEAL1" | name len u16 | name | seal u64 | crc32c u32
+//
+// A name's seal is the larger of its seal file's and the highest epoch of
+// its records.
+//
+// # Crash safety (Dir)
+//
+//   - An Append is one pwritev of its frame at the end of the file, then
+//     one fdatasync: an acknowledged append is whole on disk, and an
+//     append is all or nothing. A crash mid-append leaves a torn tail:
+//     loading stops at the first frame that does not check, reads ignore
+//     the rest, and the next append truncates it.
+//   - A bad frame followed by a good one is no torn tail but damage to an
+//     acknowledged append: that journal fails reads and appends with
+//     chunkstore.ErrCorrupt (logged as an error) until Trim(name, All, All)
+//     removes it; its records live on in the other copies. Damage to the
+//     last frame cannot be told from a torn append: it is dropped with a
+//     warning.
+//   - Seal files, new journal files and rewrites are written to a
+//     temporary file, fsynced, renamed over the old one, and the directory
+//     fsynced: a crash leaves the old file or the new one (OpenDir removes
+//     leftover temporary files).
+//   - Before a Trim drops records, the seal they imply goes to the seal
+//     file. Emptying a journal truncates its file without an fsync: after
+//     a crash the covered records may come back, and readers skip them.
 package journal
 
 import (
