@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/journal"
 	"github.com/zosproject/zos/raft"
 )
 
@@ -51,6 +52,11 @@ type Config struct {
 	Control raft.Control
 	// StoreFor selects the chunk store of a vdisk. Required.
 	StoreFor StoreFor
+	// JournalFor, if set, returns the write journal of vdisks of a pool
+	// and type (nil: none). With a journal a FLUSH is one replicated
+	// append and the commit follows in the background; without, a FLUSH
+	// waits for the commit (see doc.go, "Write journal").
+	JournalFor func(pool, typ string) journal.Log
 	// Logger gets the service's logs (component=blockd); nil means
 	// slog.Default().
 	Logger *slog.Logger

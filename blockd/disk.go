@@ -20,6 +20,7 @@ import (
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/journal"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -167,6 +168,23 @@ type Disk struct {
 	closed        bool
 	space         chan struct{} // closed (and replaced) on progress: memory freed, job done
 	leaseUntil    time.Time
+	moreCommit    bool // a commit is wanted once the running one ends
+
+	// Write journal (journal.go); jlog nil: none, FLUSH commits.
+	jlog      journal.Log
+	jname     string // journalName
+	jbuf      []byte // ops captured since the last append: the next record's payload
+	jspare    []byte // a free payload buffer
+	jcount    uint64 // ops captured
+	jcut      uint64 // writeSeq at the last capture (a record's Seq)
+	jdone     uint64 // ops captured and appended (or committed)
+	jgap      uint64 // writes up to jgap may be missing from the journal and jbuf
+	jrun      *commitRun
+	jappended []jmark // appended records not trimmed yet
+	jlast     uint64  // Seq of the last record appended
+	jtrimming bool
+	jtrimAt   time.Time
+	jtimer    *time.Timer // the commit after appends (commitSoonLocked)
 }
 
 type diskParams struct {
@@ -675,6 +693,7 @@ func (d *Disk) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error
 	}
 	d.svc.m.writtenBytes.Add(float64(len(p)))
 	d.mu.Lock()
+	d.captureLocked(jWrite, 0, off, int64(len(p)), p)
 	d.pumpLocked(false)
 	d.mu.Unlock()
 	if fua {
@@ -946,6 +965,7 @@ func (d *Disk) Trim(ctx context.Context, off, length int64, fua bool) error {
 	if err := d.zeroWhole(ctx, from, to, false); err != nil {
 		return err
 	}
+	d.capture(jTrim, 0, off, length, nil)
 	if fua {
 		return d.Flush(ctx)
 	}
@@ -991,6 +1011,7 @@ func (d *Disk) WriteZeroes(ctx context.Context, off, length int64, flags nbd.Zer
 	if err := d.zeroWhole(ctx, from, to, keep); err != nil {
 		return err
 	}
+	d.capture(jZero, byte(flags&nbd.ZeroNoHole), off, length, nil)
 	if flags&nbd.ZeroFUA != 0 {
 		return d.Flush(ctx)
 	}
@@ -1372,9 +1393,23 @@ func reversed(ls []*layer) []*layer {
 // --- flush and commit ---
 
 // Flush implements nbd.Export: when it returns nil, every write completed
-// before the call is stored in the chunk store and the head naming it is
-// committed in the control plane. Concurrent flushes share the work.
+// before the call survives the loss of this process and of up to m storage
+// nodes: it is in the vdisk's journal on m+1 nodes (the commit follows in
+// the background), or, without a usable journal, committed as by Sync.
 func (d *Disk) Flush(ctx context.Context) error {
+	if d.ro {
+		return nil
+	}
+	if ok, err := d.flushJournal(ctx); ok {
+		return err
+	}
+	return d.Sync(ctx)
+}
+
+// Sync commits: when it returns nil, every write completed before the call
+// is stored in the chunk store and the head naming it is committed in the
+// control plane. Concurrent syncs share the work.
+func (d *Disk) Sync(ctx context.Context) error {
 	if d.ro {
 		return nil
 	}
@@ -1430,6 +1465,7 @@ func (d *Disk) runCommit(c *commitRun) {
 	if err == nil {
 		d.durableSeq = max(d.durableSeq, c.seq)
 		d.svc.m.flushSeconds.Observe(time.Since(start).Seconds())
+		d.committedLocked(c.seq)
 	} else {
 		d.svc.m.flushErrors.Inc()
 		if d.fenced == nil {
@@ -1439,6 +1475,14 @@ func (d *Disk) runCommit(c *commitRun) {
 	d.commit = nil
 	c.err = err
 	close(c.done)
+	if d.fenced == nil && !d.closed {
+		if d.moreCommit {
+			d.moreCommit = false
+			d.startCommitLocked()
+		} else if err == nil && d.jlog != nil && d.durableSeq < d.jlast {
+			d.commitSoonLocked() // appends made while this commit ran
+		}
+	}
 	d.notifyLocked()
 	d.pumpLocked(false)
 	d.mu.Unlock()
@@ -1625,7 +1669,7 @@ func (d *Disk) doCommit(c *commitRun) error {
 	phase("blocks")
 	// 5. Move the head.
 	if root != head {
-		if err := d.commitHead(ctx, head, root); err != nil {
+		if err := d.commitHead(ctx, head, root, c.seq); err != nil {
 			return err
 		}
 		phase("head")
@@ -1760,8 +1804,9 @@ func (e *blockStoreError) Unwrap() error { return e.err }
 // commitHead moves the head from old to new in the control plane, fenced by
 // the lease epoch. Transient control-plane errors are retried until ctx
 // ends; a refusal for a stale epoch fences the Disk.
-func (d *Disk) commitHead(ctx context.Context, old, new chunkstore.Ref) error {
-	args := fsm.VDiskHeadArgs{Name: d.name, Epoch: d.epoch, Old: old, New: new}
+// seq is the journal mark: the new head holds every write up to it.
+func (d *Disk) commitHead(ctx context.Context, old, new chunkstore.Ref, seq uint64) error {
+	args := fsm.VDiskHeadArgs{Name: d.name, Epoch: d.epoch, Old: old, New: new, Mark: true, Seq: seq}
 	delay := 20 * time.Millisecond
 	for {
 		_, err := d.svc.cfg.Control.Apply(ctx, fsm.OpVDiskHead, args)
@@ -1836,6 +1881,7 @@ func (d *Disk) timerLoop() {
 		if d.commit == nil && d.fenced == nil && !d.closed && d.durableSeq < d.writeSeq {
 			d.startCommitLocked()
 		}
+		d.maybeTrimLocked(true)
 		d.mu.Unlock()
 	}
 }
@@ -1908,23 +1954,43 @@ func (d *Disk) close(ctx context.Context) error {
 				d.log.Error("could not delete tmp vdisk on detach", "err", err)
 			} else {
 				d.log.Info("tmp vdisk deleted on detach")
+				d.svc.dropJournal(ctx, d.jlog, d.jname)
 			}
 		} else {
-			if err = d.Flush(ctx); err != nil {
-				d.log.Error("final flush failed; unflushed writes are lost", "err", err)
+			if err = d.Sync(ctx); err != nil {
+				d.log.Error("final commit failed; writes not in the journal are lost", "err", err)
 			}
 			d.mu.Lock()
 			fenced := d.fenced != nil
 			d.mu.Unlock()
 			if !fenced {
-				if _, rerr := cfg.Control.Apply(ctx, fsm.OpLeaseRelease, fsm.LeaseArgs{Name: d.name, Node: cfg.Node, Epoch: d.epoch}); rerr != nil && !errors.Is(rerr, fsm.ErrStaleEpoch) && !errors.Is(rerr, fsm.ErrNotFound) {
+				clean := err == nil
+				if clean && d.jlog != nil {
+					// Every journal record is in the head now (its mark
+					// covers them all); only their space is left to free.
+					if terr := d.jlog.Trim(ctx, d.jname, d.epoch, journal.All); terr != nil {
+						d.log.Warn("journal trim at detach failed (the head's mark covers it)", "err", terr)
+					}
+				}
+				if _, rerr := cfg.Control.Apply(ctx, fsm.OpLeaseRelease, fsm.LeaseArgs{Name: d.name, Node: cfg.Node, Epoch: d.epoch, Clean: clean}); rerr != nil && !errors.Is(rerr, fsm.ErrStaleEpoch) && !errors.Is(rerr, fsm.ErrNotFound) {
 					d.log.Warn("lease release failed; it lapses after its TTL", "err", rerr)
 				}
 			}
 		}
 	}
+	d.abort()
+	return err
+}
+
+// abort stops the Disk without committing: what is not committed (or in
+// its journal) is lost.
+func (d *Disk) abort() {
 	d.mu.Lock()
 	d.closed = true
+	if d.jtimer != nil {
+		d.jtimer.Stop()
+		d.jtimer = nil
+	}
 	d.notifyLocked()
 	d.mu.Unlock()
 	d.cancel()
@@ -1935,5 +2001,4 @@ func (d *Disk) close(ctx context.Context) error {
 	d.dirty, d.inflight = map[uint64]*dblock{}, map[uint64]*dblock{}
 	d.fifo = nil
 	d.mu.Unlock()
-	return err
 }

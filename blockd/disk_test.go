@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/journal"
 	"github.com/zosproject/zos/chunkstore/mem"
 	"github.com/zosproject/zos/internal/slogx"
 	"github.com/zosproject/zos/raft"
@@ -62,10 +63,25 @@ func (f *flakyStore) Fetch(ctx context.Context, r chunkstore.Ref) ([]byte, error
 type env struct {
 	ctl   *raft.Local
 	store *flakyStore
+	// journal is the vdisks' write journal, shared by the env's services
+	// like a replicated journal on the storage nodes (nil: none).
+	journal journal.Log
 }
 
 func newEnv() *env {
 	return &env{ctl: raft.NewLocal("n1", "n2"), store: &flakyStore{Store: mem.New()}}
+}
+
+// withJournal gives the env's services a write journal: a journal.Dir.
+func (e *env) withJournal(t testing.TB) *env {
+	t.Helper()
+	jd, err := journal.OpenDir(journal.DirConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { jd.Close() })
+	e.journal = jd
+	return e
 }
 
 func (e *env) service(t testing.TB, node string, mod func(*Config)) *Service {
@@ -74,6 +90,9 @@ func (e *env) service(t testing.TB, node string, mod func(*Config)) *Service {
 		Node: node, Control: e.ctl, Logger: slogx.Discard, Registerer: prometheus.NewRegistry(),
 		StoreFor:          func(pool, typ string) chunkstore.Store { return e.store },
 		WritebackInterval: -1,
+	}
+	if e.journal != nil {
+		cfg.JournalFor = func(pool, typ string) journal.Log { return e.journal }
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -116,12 +135,25 @@ func readAll(t testing.TB, d *Disk) []byte {
 // a byte-slice model, then reopens the vdisk on another Service and checks
 // what was flushed.
 func TestModel(t *testing.T) {
-	for _, bs := range []int64{4096, 65536} {
-		t.Run(fmt.Sprint(bs), func(t *testing.T) {
+	for _, jn := range []bool{false, true} {
+		for _, bs := range []int64{4096, 65536} {
+			t.Run(fmt.Sprintf("%s/%d", map[bool]string{false: "commit", true: "journal"}[jn], bs), func(t *testing.T) {
+				testModel(t, bs, jn)
+			})
+		}
+	}
+}
+
+func testModel(t *testing.T, bs int64, withJournal bool) {
+	{
+		{
 			seed := rand.Uint64()
 			t.Logf("seed %d", seed)
 			rng := rand.New(rand.NewPCG(seed, 7))
 			e := newEnv()
+			if withJournal {
+				e.withJournal(t)
+			}
 			s := e.service(t, "n1", func(c *Config) { c.MaxDirtyBytes = 1 << 20; c.WritebackBytes = 256 << 10 })
 			const size = 8<<20 + 3*512 // not a multiple of the block size
 			mustCreate(t, s, "m", size, bs, "db")
@@ -214,7 +246,7 @@ func TestModel(t *testing.T) {
 			if got := readAll(t, d2); !bytes.Equal(got, model) {
 				t.Fatal("reopened vdisk differs from the model")
 			}
-		})
+		}
 	}
 }
 
@@ -630,9 +662,17 @@ func xt(n int64, f nbd.ExtentFlags) nbd.Extent { return nbd.Extent{Length: n, Fl
 // each checks its own region against its model, and a fresh engine sees
 // everything after the final flush.
 func TestConcurrentModel(t *testing.T) {
+	t.Run("commit", func(t *testing.T) { testConcurrentModel(t, false) })
+	t.Run("journal", func(t *testing.T) { testConcurrentModel(t, true) })
+}
+
+func testConcurrentModel(t *testing.T, withJournal bool) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	e := newEnv()
+	if withJournal {
+		e.withJournal(t)
+	}
 	s := e.service(t, "n1", func(c *Config) {
 		c.MaxDirtyBytes = 1 << 20
 		c.WritebackBytes = 128 << 10

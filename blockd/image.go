@@ -32,14 +32,12 @@ type Image struct {
 }
 
 // Image resolves name (and snap, when not empty) to an Image. Exporting
-// the current head of a vdisk attached read-write on this node flushes it
-// first; one attached on another node is exported as of its last FLUSH.
+// the current head of a vdisk attached read-write on this node commits it
+// first; one attached on another node is exported as of its last commit.
 func (s *Service) Image(ctx context.Context, name, snap string) (*Image, error) {
 	if snap == "" {
-		if d := s.localRW(name); d != nil {
-			if err := d.Flush(ctx); err != nil {
-				return nil, fmt.Errorf("blockd: export %s: flush: %w", name, err)
-			}
+		if err := s.settle(ctx, name); err != nil {
+			return nil, fmt.Errorf("blockd: export %s: %w", name, err)
 		}
 	}
 	v, err := s.vdisk(ctx, name)
@@ -345,6 +343,11 @@ type Range struct {
 // subtrees are skipped without being read, so the cost follows the size of
 // the change. Adjacent changed blocks are merged into one Range.
 func (s *Service) Diff(ctx context.Context, name, from, to string, fn func(Range) error) error {
+	if to == "" {
+		if err := s.settle(ctx, name); err != nil {
+			return err
+		}
+	}
 	v, err := s.vdisk(ctx, name)
 	if err != nil {
 		return err

@@ -21,6 +21,11 @@ type metrics struct {
 	leaseFailures prometheus.Counter
 	leaseLost     prometheus.Counter
 	writeStalls   prometheus.Counter
+
+	journalSeconds  prometheus.Histogram
+	journalBytes    prometheus.Counter
+	journalErrors   prometheus.Counter
+	journalReplayed prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -57,10 +62,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "leases_lost_total", Help: "Read-write leases lost to another node or a deletion (the vdisk went read-only)."}),
 		writeStalls: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
 			Name: "write_stalls_total", Help: "Writes that waited for the write-back cache to drain."}),
+		journalSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "journal_append_seconds", Help: "Latency of journal appends (a FLUSH answered from the journal).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)}),
+		journalBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "journal_appended_bytes_total", Help: "Bytes appended to vdisk journals (per copy)."}),
+		journalErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "journal_append_errors_total", Help: "Journal appends that failed (the FLUSH committed instead)."}),
+		journalReplayed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "journal_replayed_records_total", Help: "Journal records replayed when a vdisk was attached after its writer failed."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.dirtyBytes, m.openDisks, m.flushSeconds, m.flushPhase, m.flushBlocks, m.flushErrors, m.cacheHits,
-			m.cacheMisses, m.readBytes, m.writtenBytes, m.storedBytes, m.leaseRenewals, m.leaseFailures, m.leaseLost, m.writeStalls)
+			m.cacheMisses, m.readBytes, m.writtenBytes, m.storedBytes, m.leaseRenewals, m.leaseFailures, m.leaseLost, m.writeStalls,
+			m.journalSeconds, m.journalBytes, m.journalErrors, m.journalReplayed)
 	}
 	return m
 }

@@ -232,10 +232,17 @@ func (s *Service) Delete(ctx context.Context, name string, force bool) error {
 			return fmt.Errorf("%w: vdisk %s is attached read-write on this node (%s); detach it first or use --force", ErrBusy, name, s.cfg.Node)
 		}
 	}
+	v, err := s.vdisk(ctx, name)
+	if err != nil {
+		return err
+	}
 	if err := s.apply(ctx, fsm.OpVDiskDelete, fsm.VDiskDeleteArgs{Name: name, Force: force}, nil); err != nil {
 		return err
 	}
 	s.log.Info("vdisk deleted", "vdisk", name, "force", force)
+	if s.cfg.JournalFor != nil {
+		s.dropJournal(ctx, s.cfg.JournalFor(v.Pool, v.Type), journalName(v))
+	}
 	return nil
 }
 
@@ -316,12 +323,15 @@ func (s *Service) Resize(ctx context.Context, name string, size int64, force boo
 // background), with the vdisk marked busy on this node. fn gets the record
 // read after the lease was granted.
 func (s *Service) withLease(ctx context.Context, name, what string, fn func(ctx context.Context, epoch uint64, v *fsm.VDisk) error) error {
+	if err := s.settle(ctx, name); err != nil {
+		return err
+	}
 	done, err := s.exclusive(name, what)
 	if err != nil {
 		return err
 	}
 	defer done()
-	l, err := s.acquire(ctx, name)
+	l, err := s.acquire(ctx, name, false)
 	if err != nil {
 		return err
 	}
@@ -371,14 +381,13 @@ func (s *Service) withLease(ctx context.Context, name, what string, fn func(ctx 
 }
 
 // Snapshot records the vdisk's head as snapshot snap (O(1)). A vdisk
-// attached read-write on this node is flushed first, so the snapshot holds
-// everything written before the call; one attached on another node is
-// snapshotted at its last FLUSH.
+// attached read-write on this node is committed first, so the snapshot
+// holds everything written before the call; one attached on another node
+// is snapshotted at its last commit (a FLUSH's commit follows it within
+// milliseconds); one whose writer failed has its journal replayed first.
 func (s *Service) Snapshot(ctx context.Context, name, snap string) (SnapshotInfo, error) {
-	if d := s.localRW(name); d != nil {
-		if err := d.Flush(ctx); err != nil {
-			return SnapshotInfo{}, fmt.Errorf("blockd: snapshot %s@%s: flush: %w", name, snap, err)
-		}
+	if err := s.settle(ctx, name); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("blockd: snapshot %s@%s: %w", name, snap, err)
 	}
 	var sn fsm.Snapshot
 	if err := s.apply(ctx, fsm.OpVDiskSnapshot, fsm.SnapshotArgs{Name: name, Snap: snap}, &sn); err != nil {
@@ -427,6 +436,11 @@ func (s *Service) Rollback(ctx context.Context, name, snap string) (VDiskInfo, e
 // cache vdisk can only be cloned to a cache vdisk and the others only to
 // non-cache types, because the two classes live in different stores.
 func (s *Service) Clone(ctx context.Context, src, snap, dst, typ string) (VDiskInfo, error) {
+	if snap == "" {
+		if err := s.settle(ctx, src); err != nil {
+			return VDiskInfo{}, err
+		}
+	}
 	v, err := s.vdisk(ctx, src)
 	if err != nil {
 		return VDiskInfo{}, err

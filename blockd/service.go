@@ -14,6 +14,7 @@ import (
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/journal"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -233,6 +234,11 @@ func (s *Service) Open(ctx context.Context, export string) (*Disk, func(), error
 	case ReadWrite:
 		key = "rw/" + name
 	default:
+		if mode != Snapshot {
+			if err := s.settle(ctx, name); err != nil {
+				return nil, nil, err
+			}
+		}
 		if v, err = s.vdisk(ctx, name); err != nil {
 			return nil, nil, err
 		}
@@ -374,7 +380,12 @@ func (s *Service) openDisk(ctx context.Context, export, name, snap string, mode 
 	if err != nil {
 		return nil, err
 	}
-	lease, err := s.acquire(ctx, name)
+	var jl journal.Log
+	if s.cfg.JournalFor != nil {
+		jl = s.cfg.JournalFor(v.Pool, v.Type)
+	}
+	wasJournaled := v.Journaled
+	lease, err := s.acquire(ctx, name, jl != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -383,14 +394,58 @@ func (s *Service) openDisk(ctx context.Context, export, name, snap string, mode 
 		s.releaseLease(name, lease.Epoch)
 		return nil, err
 	}
-	s.log.Info("vdisk attached read-write", "vdisk", name, "epoch", lease.Epoch, "head", v.Head.Short(), "type", v.Type)
-	return newDisk(s, diskParams{name: name, label: name, typ: v.Type, bs: v.BlockSize, size: v.Size, head: v.Head,
-		epoch: lease.Epoch, leaseUntil: time.Unix(0, lease.Expires), store: st, tree: tr}), nil
+	s.log.Info("vdisk attached read-write", "vdisk", name, "epoch", lease.Epoch, "head", v.Head.Short(), "type", v.Type, "journal", jl != nil)
+	d := newDisk(s, diskParams{name: name, label: name, typ: v.Type, bs: v.BlockSize, size: v.Size, head: v.Head,
+		epoch: lease.Epoch, leaseUntil: time.Unix(0, lease.Expires), store: st, tree: tr})
+	d.jname = journalName(v)
+	if jl != nil {
+		if err := d.replayJournal(ctx, jl, v, wasJournaled); err != nil {
+			d.abort()
+			s.releaseLease(name, lease.Epoch)
+			return nil, err
+		}
+	}
+	d.mu.Lock()
+	d.jlog = jl
+	d.mu.Unlock()
+	return d, nil
+}
+
+// settle makes the vdisk's head hold every acknowledged write before an
+// operation reads it: a vdisk attached read-write on this node is synced;
+// one whose last writer failed with writes only in its journal is
+// attached here for a moment, which replays them. A vdisk attached on
+// another node is left alone: its head follows its flushes by one commit.
+func (s *Service) settle(ctx context.Context, name string) error {
+	if d := s.localRW(name); d != nil {
+		return d.Sync(ctx)
+	}
+	var journaled, live bool
+	err := s.cfg.Control.Read(ctx, func(st *fsm.State) error {
+		v, ok := st.VDisks[name]
+		if !ok {
+			return &fsm.Error{Code: fsm.ErrNotFound.Code, Msg: fmt.Sprintf("vdisk %s not found", name)}
+		}
+		journaled = v.Journaled && v.Type != fsm.VDiskTmp
+		live = st.LeasedBy(v, time.Now().UnixNano()) != ""
+		return nil
+	})
+	if err != nil || !journaled || live {
+		return err
+	}
+	s.log.Info("replaying the journal of a vdisk whose writer failed", "vdisk", name)
+	_, release, err := s.Open(ctx, name)
+	if err != nil {
+		return fmt.Errorf("blockd: vdisk %s: replaying its journal: %w", name, err)
+	}
+	release()
+	return nil
 }
 
 // acquire takes the vdisk's read-write lease for this node.
-func (s *Service) acquire(ctx context.Context, name string) (*fsm.Lease, error) {
-	raw, err := s.cfg.Control.Apply(ctx, fsm.OpLeaseAcquire, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, TTL: int64(s.cfg.LeaseTTL)})
+// journal says the writer keeps a journal (fsm.VDisk.Journaled).
+func (s *Service) acquire(ctx context.Context, name string, journal bool) (*fsm.Lease, error) {
+	raw, err := s.cfg.Control.Apply(ctx, fsm.OpLeaseAcquire, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, TTL: int64(s.cfg.LeaseTTL), Journal: journal})
 	if err != nil {
 		if errors.Is(err, fsm.ErrLeased) {
 			holder := "?"

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -197,6 +198,17 @@ func TestVDiskCrash(t *testing.T) {
 	}
 	if err := m.check(data, 0); err != nil {
 		t.Fatal(err)
+	}
+	// FLUSHes were answered from the vdisk's journal, and takeovers
+	// replayed it (a kill between an append and its commit).
+	replays := 0
+	for _, p := range c.Nodes {
+		b, _ := os.ReadFile(p.Log)
+		replays += bytes.Count(b, []byte("journal replayed"))
+	}
+	t.Logf("%d takeovers of %d replayed the journal", replays, cycles)
+	if replays == 0 && cycles >= 20 {
+		t.Fatal("no takeover replayed a journal: FLUSH is not going through the journal")
 	}
 }
 

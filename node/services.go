@@ -21,7 +21,8 @@ import (
 // startBlockd starts the vdisk service and serves every vdisk over NBD.
 func (n *Node) startBlockd(ln net.Listener) error {
 	svc, err := blockd.New(blockd.Config{Node: n.id, Control: n.raft, StoreFor: n.storage.storeFor,
-		LeaseTTL: n.cfg.LeaseTTL, Logger: n.cfg.Logger, Registerer: n.reg})
+		JournalFor: n.storage.journalFor,
+		LeaseTTL:   n.cfg.LeaseTTL, Logger: n.cfg.Logger, Registerer: n.reg})
 	if err != nil {
 		return fmt.Errorf("node: blockd: %w", err)
 	}

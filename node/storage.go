@@ -14,6 +14,7 @@ import (
 	"github.com/zosproject/zos/chunkstore/erasure"
 	"github.com/zosproject/zos/chunkstore/gc"
 	"github.com/zosproject/zos/chunkstore/heal"
+	"github.com/zosproject/zos/chunkstore/journal"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/remote"
 	"github.com/zosproject/zos/chunkstore/scrub"
@@ -28,6 +29,8 @@ import (
 type storage struct {
 	n      *Node
 	local  *disk.Store
+	jdir   *journal.Dir        // this node's copies of vdisk journals
+	jrep   *journal.Replicated // vdisk journals over the cluster
 	server *shard.Server
 	pool   *remote.Pool
 	store  *erasure.Store
@@ -80,12 +83,18 @@ func (n *Node) openStorage() (*storage, net.Listener, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("node: shard store: %w", err)
 	}
+	jdir, err := journal.OpenDir(journal.DirConfig{Dir: filepath.Join(n.cfg.Dir, "journal"), Logger: n.cfg.Logger, Registry: n.reg})
+	if err != nil {
+		local.Close()
+		return nil, nil, fmt.Errorf("node: journal store: %w", err)
+	}
 	ln, err := net.Listen("tcp", n.cfg.hostPort(n.cfg.ShardPort))
 	if err != nil {
 		local.Close()
+		jdir.Close()
 		return nil, nil, fmt.Errorf("node: shard server: %w", err)
 	}
-	return &storage{n: n, local: local, kick: make(chan struct{}, 1)}, ln, nil
+	return &storage{n: n, local: local, jdir: jdir, kick: make(chan struct{}, 1)}, ln, nil
 }
 
 // start serves shards and builds the cluster store over the current map.
@@ -101,7 +110,7 @@ func (s *storage) start(ln net.Listener) error {
 	if secret == "" {
 		return errors.New("node: no cluster secret yet")
 	}
-	srv, err := shard.Serve(ln, shard.Config{Secret: []byte(secret), Store: s.local, Logger: n.cfg.Logger, Registry: n.reg})
+	srv, err := shard.Serve(ln, shard.Config{Secret: []byte(secret), Store: s.local, Journal: s.jdir, Logger: n.cfg.Logger, Registry: n.reg})
 	if err != nil {
 		return fmt.Errorf("node: shard server: %w", err)
 	}
@@ -114,6 +123,18 @@ func (s *storage) start(ln net.Listener) error {
 		return fmt.Errorf("node: cluster store: %w", err)
 	}
 	s.store = st
+	if s.jrep, err = journal.NewReplicated(journal.ReplicatedConfig{Map: st.Map, Logger: n.cfg.Logger,
+		Dial: func(nd placement.Node) (journal.Log, error) {
+			if nd.ID == n.id {
+				return s.jdir, nil
+			}
+			if nd.Addr == "" {
+				return nil, fmt.Errorf("%w: node %s has no shard server address", chunkstore.ErrUnavailable, nd.ID)
+			}
+			return s.pool.Get(nd.Addr)
+		}}); err != nil {
+		return fmt.Errorf("node: vdisk journals: %w", err)
+	}
 	if s.healer, err = heal.New(heal.Config{NodeID: n.id, Local: s.local, Store: st, RateLimit: n.cfg.HealRate,
 		Logger: n.cfg.Logger, Registry: n.reg}); err != nil {
 		return fmt.Errorf("node: healer: %w", err)
@@ -251,6 +272,20 @@ func (s *storage) kickAfter(d time.Duration) {
 // written to: the pool's profile, the automatic one for "auto" pools, and
 // no redundancy (k+0) for cache data.
 func (s *storage) storeFor(pool, typ string) chunkstore.Store {
+	prof := s.profileOf(pool, typ)
+	if prof == s.store.Profile() {
+		return s.store
+	}
+	v, err := s.store.WithProfile(prof)
+	if err != nil {
+		s.n.log.Error("bad pool profile; using the default", "pool", pool, "profile", prof.String(), "err", err)
+		return s.store
+	}
+	return v
+}
+
+// profileOf is the erasure profile of vdisks of a pool and type.
+func (s *storage) profileOf(pool, typ string) chunkstore.Profile {
 	var p *fsm.Pool
 	s.n.raft.ReadStale(func(st *fsm.State) error {
 		if x := st.Pools[pool]; x != nil {
@@ -268,15 +303,17 @@ func (s *storage) storeFor(pool, typ string) chunkstore.Store {
 	if typ == fsm.VDiskCache {
 		prof.M = 0
 	}
-	if prof == s.store.Profile() {
-		return s.store
+	return prof
+}
+
+// journalFor returns the write journal of vdisks of a pool and type: m+1
+// copies for a pool coded k+m, so that a flushed write survives what the
+// pool's chunks survive; none for cache vdisks (not redundant anyway).
+func (s *storage) journalFor(pool, typ string) journal.Log {
+	if typ == fsm.VDiskCache || s.jrep == nil {
+		return nil
 	}
-	v, err := s.store.WithProfile(prof)
-	if err != nil {
-		s.n.log.Error("bad pool profile; using the default", "pool", pool, "profile", prof.String(), "err", err)
-		return s.store
-	}
-	return v
+	return s.jrep.WithCopies(int(s.profileOf(pool, typ).M) + 1)
 }
 
 // collect runs a garbage collection from every root in Raft: vdisk heads and
@@ -330,6 +367,6 @@ func (s *storage) close() error {
 	if s.pool != nil {
 		errs = append(errs, s.pool.Close())
 	}
-	errs = append(errs, s.local.Close())
+	errs = append(errs, s.local.Close(), s.jdir.Close())
 	return errors.Join(errs...)
 }

@@ -348,6 +348,11 @@ func checkType(t string) error {
 }
 
 // leasedBy returns the node holding a live read-write lease, or "".
+// LeasedBy returns the node holding v's read-write lease at now (unix ns),
+// or "" when there is none: no lease, an expired one, or one of a node
+// that is not up.
+func (s *State) LeasedBy(v *VDisk, now int64) string { return s.leasedBy(v, now) }
+
 func (s *State) leasedBy(v *VDisk, now int64) string {
 	l := v.Lease
 	if l == nil || now >= l.Expires {
@@ -468,7 +473,7 @@ func (s *State) applyVDiskHead(c *Command) (any, error) {
 	v.Head = a.New
 	v.Generation++
 	v.Modified = c.Time
-	if a.Seq > 0 && (a.Epoch > v.JournalEpoch || a.Epoch == v.JournalEpoch && a.Seq > v.JournalSeq) {
+	if a.Mark && (a.Epoch > v.JournalEpoch || a.Epoch == v.JournalEpoch && a.Seq > v.JournalSeq) {
 		v.JournalEpoch, v.JournalSeq = a.Epoch, a.Seq
 	}
 	return v, nil

@@ -121,9 +121,11 @@ type (
 		Epoch uint64         `json:"epoch"`
 		Old   chunkstore.Ref `json:"old"`
 		New   chunkstore.Ref `json:"new"`
-		// Seq, when set, says the new head holds the writer's journal
-		// records up to (Epoch, Seq) (VDisk.JournalSeq).
-		Seq uint64 `json:"seq,omitempty"`
+		// Mark: the new head holds the writer's journal records up to
+		// (Epoch, Seq): VDisk.JournalEpoch/JournalSeq move there unless
+		// already past it.
+		Mark bool   `json:"mark,omitempty"`
+		Seq  uint64 `json:"seq,omitempty"`
 	}
 	SnapshotArgs struct {
 		Name string `json:"name"`

@@ -484,11 +484,11 @@ func TestJournalMark(t *testing.T) {
 	if !v.Journaled {
 		t.Fatal("a journaling writer's lease does not mark the vdisk")
 	}
-	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l1.Epoch, New: ref("a"), Seq: 10})
-	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l1.Epoch, Old: ref("a"), New: ref("b"), Seq: 7})
-	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l1.Epoch, Old: ref("b"), New: ref("c")})
+	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l1.Epoch, New: ref("a"), Mark: true, Seq: 10})
+	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l1.Epoch, Old: ref("a"), New: ref("b"), Mark: true, Seq: 7})
+	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l1.Epoch, Old: ref("b"), New: ref("c"), Seq: 20})
 	if v.JournalEpoch != l1.Epoch || v.JournalSeq != 10 {
-		t.Fatalf("mark (%d, %d), want (%d, 10): it must only grow", v.JournalEpoch, v.JournalSeq, l1.Epoch)
+		t.Fatalf("mark (%d, %d), want (%d, 10): it must only grow, and only when asked", v.JournalEpoch, v.JournalSeq, l1.Epoch)
 	}
 	// An unclean release (and a lease without a journal) keep the mark.
 	h.ok(OpLeaseRelease, LeaseArgs{Name: "d", Node: "n1", Epoch: l1.Epoch})
@@ -501,6 +501,12 @@ func TestJournalMark(t *testing.T) {
 		t.Fatal("a clean release left the vdisk journaled")
 	}
 	l3 := h.ok(OpLeaseAcquire, LeaseArgs{Name: "d", Node: "n2", TTL: 10 * sec, Journal: true}).(*Lease)
+	// A new writer marks (epoch, 0) after its replay: older records are
+	// never replayed again, its own all are.
+	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l3.Epoch, Old: ref("c"), New: ref("c"), Mark: true})
+	if v.JournalEpoch != l3.Epoch || v.JournalSeq != 0 {
+		t.Fatalf("mark (%d, %d) after a new writer's replay, want (%d, 0)", v.JournalEpoch, v.JournalSeq, l3.Epoch)
+	}
 	h.ok(OpLeaseRelease, LeaseArgs{Name: "d", Node: "n2", Epoch: l3.Epoch})
 	h.ok(OpVDiskRollback, SnapshotArgs{Name: "d", Snap: "s0"})
 	if v.Journaled || v.JournalEpoch != l3.Epoch || v.JournalSeq != math.MaxUint64 {

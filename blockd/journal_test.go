@@ -1,0 +1,255 @@
+package blockd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/zosproject/zos/blockd/nbd"
+	"github.com/zosproject/zos/raft/fsm"
+)
+
+func vdiskRecord(t *testing.T, e *env, name string) *fsm.VDisk {
+	t.Helper()
+	var v fsm.VDisk
+	err := e.ctl.Read(context.Background(), func(s *fsm.State) error {
+		x := s.VDisks[name]
+		if x == nil {
+			return errors.New("no vdisk " + name)
+		}
+		v = *x
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &v
+}
+
+// crash stops a Disk as a kill -9 of its node would: nothing more is
+// committed, the lease is not given back, and the node is marked down so
+// that the lease lapses at once.
+func crash(t *testing.T, e *env, d *Disk, node string) {
+	t.Helper()
+	d.abort()
+	if _, err := e.ctl.Apply(context.Background(), fsm.OpNodeState, fsm.NodeStateArgs{ID: node, State: fsm.NodeDown}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A FLUSH answered from the journal survives the writer's crash even when
+// no commit could store anything: random writes, zeroes and trims with
+// flushes, the last stretch while the chunk store refuses every put; then
+// the writer crashes and another node replays the journal on attach.
+func TestJournalCrashModel(t *testing.T) {
+	for _, bs := range []int64{4096, 65536} {
+		t.Run(map[int64]string{4096: "4K", 65536: "64K"}[bs], func(t *testing.T) {
+			seed := rand.Uint64()
+			t.Logf("seed %d", seed)
+			rng := rand.New(rand.NewPCG(seed, 11))
+			e := newEnv().withJournal(t)
+			s1 := e.service(t, "n1", func(c *Config) { c.WritebackInterval = 10 * time.Millisecond })
+			const size = 4<<20 + 512
+			mustCreate(t, s1, "jc", size, bs, "db")
+			d, _ := mustOpen(t, s1, "jc")
+			ctx := context.Background()
+			model := make([]byte, size)
+			durable := make([]byte, size)
+			const steps = 400
+			for step := range steps {
+				if step == steps*3/4 {
+					// From here on only the journal makes flushes durable.
+					e.store.failPut.Store(true)
+				}
+				off := rng.Int64N(size)
+				n := min(rng.Int64N(2*bs)+1, size-off)
+				switch op := rng.IntN(10); {
+				case op < 6:
+					p := make([]byte, n)
+					for i := range p {
+						p[i] = byte(rng.IntN(251) + 1)
+					}
+					if err := d.WriteAt(ctx, p, off, rng.IntN(20) == 0); err != nil {
+						t.Fatalf("step %d: write: %v", step, err)
+					}
+					copy(model[off:], p)
+				case op == 6:
+					if err := d.WriteZeroes(ctx, off, n, nbd.ZeroFlags(rng.IntN(2))*nbd.ZeroNoHole); err != nil {
+						t.Fatalf("step %d: zero: %v", step, err)
+					}
+					clear(model[off : off+n])
+				case op == 7:
+					if err := d.Trim(ctx, off, n, false); err != nil {
+						t.Fatalf("step %d: trim: %v", step, err)
+					}
+					from := (off + bs - 1) / bs * bs
+					to := (off + n) / bs * bs
+					if off+n == size {
+						to = size
+					}
+					if to > from {
+						clear(model[from:to])
+					}
+				default:
+					if err := d.Flush(ctx); err != nil {
+						t.Fatalf("step %d: flush: %v", step, err)
+					}
+					copy(durable, model)
+				}
+			}
+			if err := d.Flush(ctx); err != nil {
+				t.Fatalf("final flush with the store refusing puts: %v", err)
+			}
+			copy(durable, model)
+			crash(t, e, d, "n1")
+			if v := vdiskRecord(t, e, "jc"); !v.Journaled {
+				t.Fatal("the vdisk is not marked journaled after its writer crashed")
+			}
+			e.store.failPut.Store(false)
+
+			s2 := e.service(t, "n2", nil)
+			d2, rel2 := mustOpen(t, s2, "jc")
+			if got := readAll(t, d2); !bytes.Equal(got, durable) {
+				t.Fatalf("after replay the vdisk differs from what was flushed (first difference at %d)", firstDiff(got, durable))
+			}
+			rel2()
+			v := vdiskRecord(t, e, "jc")
+			if v.Journaled || v.JournalEpoch != d2.Epoch() || v.JournalSeq == 0 {
+				t.Fatalf("after a clean detach: journaled %v, mark (%d, %d), want false and epoch %d", v.Journaled, v.JournalEpoch, v.JournalSeq, d2.Epoch())
+			}
+			// The replayed state is in the head: a node without a journal
+			// reads it too.
+			e.journal = nil
+			s3 := e.service(t, "n1", nil)
+			if _, err := e.ctl.Apply(ctx, fsm.OpNodeState, fsm.NodeStateArgs{ID: "n1", State: fsm.NodeUp}); err != nil {
+				t.Fatal(err)
+			}
+			ro, _ := mustOpen(t, s3, "jc:ro")
+			if got := readAll(t, ro); !bytes.Equal(got, durable) {
+				t.Fatal("the committed head differs from what was flushed")
+			}
+		})
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// The node taking a vdisk over seals its journal: the old writer, which
+// still believes its lease valid, can no longer get a FLUSH acknowledged.
+func TestJournalFencesOldWriter(t *testing.T) {
+	e := newEnv().withJournal(t)
+	s1 := e.service(t, "n1", func(c *Config) { c.LeaseTTL = 2 * time.Hour; c.LeaseRenew = time.Hour })
+	s2 := e.service(t, "n2", nil)
+	ctx := context.Background()
+	mustCreate(t, s1, "jf", 1<<20, 4096, "db")
+	d1, _ := mustOpen(t, s1, "jf")
+	if err := d1.WriteAt(ctx, bytes.Repeat([]byte{1}, 4096), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	// n1 is declared down (its lease lapses in the control plane) while
+	// its engine, partitioned, still holds an hour of lease locally.
+	if _, err := e.ctl.Apply(ctx, fsm.OpNodeState, fsm.NodeStateArgs{ID: "n1", State: fsm.NodeDown}); err != nil {
+		t.Fatal(err)
+	}
+	d2, _ := mustOpen(t, s2, "jf")
+	e.store.failPut.Store(true) // d1 can only try its journal
+	if err := d1.WriteAt(ctx, bytes.Repeat([]byte{3}, 4096), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Flush(ctx); !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("old writer's flush after takeover: %v, want ErrLeaseLost", err)
+	}
+	e.store.failPut.Store(false)
+	got := make([]byte, 4096)
+	if err := d2.ReadAt(ctx, got, 0); err != nil || got[0] != 1 {
+		t.Fatalf("new writer reads %d (%v), want the flushed 1", got[0], err)
+	}
+}
+
+// Operations that read the head of a vdisk whose writer crashed replay its
+// journal first: a snapshot holds every flushed write.
+func TestJournalSettlesBeforeSnapshot(t *testing.T) {
+	e := newEnv().withJournal(t)
+	s1 := e.service(t, "n1", nil)
+	s2 := e.service(t, "n2", nil)
+	ctx := context.Background()
+	mustCreate(t, s1, "js", 1<<20, 4096, "db")
+	d1, _ := mustOpen(t, s1, "js")
+	e.store.failPut.Store(true)
+	if err := d1.WriteAt(ctx, []byte("journaled"), 8192, true); err != nil {
+		t.Fatal(err)
+	}
+	crash(t, e, d1, "n1")
+	e.store.failPut.Store(false)
+	if _, err := s2.Snapshot(ctx, "js", "after"); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := mustOpen(t, s2, "js@after")
+	got := make([]byte, 9)
+	if err := snap.ReadAt(ctx, got, 8192); err != nil || string(got) != "journaled" {
+		t.Fatalf("snapshot reads %q (%v), want the flushed write", got, err)
+	}
+	if v := vdiskRecord(t, e, "js"); v.Journaled || v.Lease != nil {
+		t.Fatalf("after settling: journaled %v, lease %+v", v.Journaled, v.Lease)
+	}
+}
+
+// A vdisk deleted and created again under the same name never replays the
+// old one's journal.
+func TestJournalNotReplayedIntoNewVDisk(t *testing.T) {
+	e := newEnv().withJournal(t)
+	s1 := e.service(t, "n1", nil)
+	s2 := e.service(t, "n2", nil)
+	ctx := context.Background()
+	mustCreate(t, s1, "jr", 1<<20, 4096, "db")
+	d1, _ := mustOpen(t, s1, "jr")
+	e.store.failPut.Store(true)
+	if err := d1.WriteAt(ctx, []byte("old vdisk"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	crash(t, e, d1, "n1")
+	e.store.failPut.Store(false)
+	// Delete without dropping the journal (as if its nodes were away).
+	if _, err := e.ctl.Apply(ctx, fsm.OpVDiskDelete, fsm.VDiskDeleteArgs{Name: "jr", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // a distinct creation time
+	mustCreate(t, s2, "jr", 1<<20, 4096, "db")
+	d2, _ := mustOpen(t, s2, "jr")
+	got := make([]byte, 9)
+	if err := d2.ReadAt(ctx, got, 0); err != nil || !isZero(got) {
+		t.Fatalf("new vdisk reads %q (%v), want zeroes", got, err)
+	}
+}
+
+func FuzzJournalOps(f *testing.F) {
+	f.Add(appendOp(appendOp(nil, jWrite, 0, 512, 3, []byte("abc")), jZero, byte(nbd.ZeroNoHole), 0, 4096, nil))
+	f.Add(appendOp(nil, jTrim, 0, 1<<40, 1<<20, nil))
+	f.Add([]byte{jWrite, 0, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		ops, err := decodeOps(p)
+		if err != nil {
+			return
+		}
+		var again []byte
+		for _, o := range ops {
+			if o.off < 0 || o.n <= 0 || o.kind == jWrite && int64(len(o.data)) != o.n {
+				t.Fatalf("decoded a bad op %+v", o)
+			}
+			again = appendOp(again, o.kind, o.flags, o.off, o.n, o.data)
+		}
+		if !bytes.Equal(again, p) {
+			t.Fatal("ops do not re-encode to their payload")
+		}
+	})
+}
