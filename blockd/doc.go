@@ -56,12 +56,53 @@
 // known before anything is stored: the blocks and the new nodes go to the
 // store in one parallel round of puts. Once they and the blocks of earlier
 // write-back jobs are stored, the commit moves the head through the
-// control plane as a compare-and-swap carrying the lease epoch; only then
-// is the FLUSH answered. So an answered FLUSH survives the loss of the
-// serving process, and a node that lost its lease (paused, partitioned,
-// taken over) can never move the head again: its flushes fail, it turns
-// read-only and logs loudly. A failed store write puts its block back in
-// memory; the next commit retries it.
+// control plane as a compare-and-swap carrying the lease epoch. A node
+// that lost its lease (paused, partitioned, taken over) can never move the
+// head again: its flushes fail, it turns read-only and logs loudly. A
+// failed store write puts its block back in memory; the next commit
+// retries it.
+//
+// # Write journal
+//
+// A FLUSH (or FUA) does not wait for that commit: every completed write,
+// trim and zeroing is also captured (offset, length, bytes), and a FLUSH
+// appends what was captured since the last one as one record to the
+// vdisk's journal (chunkstore/journal) on m+1 storage nodes of its pool
+// (k+m), answering once all of them have it on disk. The commit follows in
+// the background (after 50 ms, or at once when 4 MiB were appended), and
+// moves the head's journal mark in Raft (VDisk.JournalEpoch/JournalSeq) to
+// say which records the head now holds; covered records are trimmed. So an
+// answered FLUSH survives kill -9 of the serving process and the loss of
+// up to m storage nodes, as before, at the cost of one replicated append
+// instead of a store round plus a Raft commit: what Ceph RBD and Longhorn
+// pay per flush.
+//
+// Takeover: a node attaching the vdisk read-write reads the journal from
+// every storage node that answers (all but m must), which seals it with
+// the new lease epoch on each of them, so the old writer can no longer get
+// an append acknowledged by all m+1 nodes (it also stops answering from
+// the journal once its lease is past). It replays, oldest first, the
+// records of older epochs after the head's mark, commits, and marks at
+// least (its epoch, 0), so no older record is ever replayed again. Replay
+// is idempotent: a record the head already holds rewrites the same bytes.
+// Concurrent overlapping writes are replayed in the order they completed,
+// which the NBD protocol leaves undefined anyway.
+//
+// Operations that read the head (snapshot, clone of the current head,
+// export, diff, read-only attach, shrink) commit a vdisk attached
+// read-write on this node first; one whose writer failed with writes only
+// in its journal (VDisk.Journaled, lease lapsed) is attached for a moment
+// to replay them. One attached on another node is read at its last
+// commit, which follows each FLUSH within about 50 ms. Rollback discards
+// the journal (the mark moves past every epoch so far); a deleted vdisk's
+// journal is dropped, and is named by the vdisk's creation time so that a
+// vdisk created again under the same name never sees it.
+//
+// The journal is skipped, and a FLUSH commits as before, when it would not
+// pay or cannot be trusted: more than 16 MiB written since the last FLUSH
+// (bulk writes: the commit path stores them at the store's rate anyway),
+// more than 32 MiB appended and not yet committed, an append that failed,
+// and cache vdisks (not redundant, so no journal).
 //
 // Read-only opens (NAME:ro, the head at open time, and NAME@SNAP) take no
 // lease and share one Disk per head. Reads look at the write-back cache,
@@ -108,10 +149,10 @@
 // size on the final code; docs/benchmarks.md has the whole table):
 //
 //	                        256 MiB (fits the caches)  2 GiB (does not)
-//	4k randrw QD32          1.62-2.28x                 0.43-0.81x
-//	1M seq read             1.74-1.94x                 0.21x
-//	1M seq write            0.93-1.58x                 0.12-0.13x
-//	4k randwrite fsync=16   0.29-0.52x                 0.14-0.27x
+//	4k randrw QD32          2.27-2.31x                 0.39-0.42x
+//	1M seq read             1.78-1.81x                 0.20-0.22x
+//	1M seq write            1.45-1.73x                 0.05-0.06x (alone: 110-122 MiB/s)
+//	4k randwrite fsync=16   0.58-0.71x (alone 0.77x)   0.23-0.25x
 //
 // Beyond the caches every block is a chunk-store round trip, and the
 // store's rate for 16 KiB chunks (about 9k writes and 15k reads a second
@@ -119,25 +160,14 @@
 // chunkstore.Batcher, so the puts queued while a batch is in flight share
 // the next one (one request and one fsync per node per batch).
 //
-// A commit's time (zos_blockd_flush_phase_seconds, fsync16): naming the
-// dirty blocks (drain) about 0.6 ms mean, the store round of blocks and
-// tree nodes 7.6 ms mean (p50 <= 6.4 ms), the head through Raft about 1
-// ms mean. Commits coalesce: every FLUSH that arrives while one runs is
-// answered by the next. The store round goes through the same Batcher as
-// write-back (chunkstore.PutMany; at most 256 chunks / 8 MiB per batch, 4
-// batches in flight): one request per storage node per batch, which
-// appends and fsyncs it once. That took fsync16 from 0.10-0.23x (a Put
-// per chunk) to 0.29-0.52x. Synced writes are still bound by that round
-// plus Raft, where qemu-nbd does one local fdatasync.
-//
-// The next step for synced writes (not built): a per-vdisk write journal.
-// A FLUSH would append one record (the dirty blocks, their indices and the
-// lease epoch) to m+1 storage nodes in one round and answer; the tree and
-// the head would follow in the background, and a node taking the vdisk
-// over would replay the records newer than the head whose epoch precedes
-// its own. That is what Longhorn and Ceph RBD pay per flush (one
-// replicated append), and it drops the tree nodes and the Raft commit from
-// the synced path.
+// Synced writes: before the journal, a FLUSH waited for the commit's
+// store round (blocks and tree nodes through the Batcher, one request and
+// one fsync per storage node per batch; mean 7.6 ms under fsync16) and the
+// head through Raft (about 1 ms): 0.29-0.52x qemu-nbd. With the journal a
+// FLUSH is one append of the writes since the last one (about 100 KiB
+// under fsync16) to 2 nodes of the 3 (zos_blockd_journal_append_seconds:
+// p50 <= 1.6 ms), many FLUSHes share one append, and one commit follows
+// many FLUSHes: 0.58-0.77x in the runs above.
 //
 // # Block size (measured on the cluster)
 //
