@@ -130,7 +130,7 @@ type Result struct {
 	DiskRatio float64 // Disk / Anchor: the highest PUT ratio this disk allows
 	PutOfDisk float64 // Put / Disk
 	PutMBps   float64 // chunk bytes stored per second
-	GetMBps    float64 // chunk bytes read per second
+	GetMBps   float64 // chunk bytes read per second
 
 	// Rebuild after one node is lost: RebuildMBps counts the shard bytes
 	// rebuilt (the lost node's data); RestoreMBps counts the chunk bytes
