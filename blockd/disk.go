@@ -185,6 +185,7 @@ type Disk struct {
 	jtrimming bool
 	jtrimAt   time.Time
 	jtimer    *time.Timer // the commit after appends (commitSoonLocked)
+	jpause    time.Time   // no appends before (one failed)
 }
 
 type diskParams struct {

@@ -101,8 +101,9 @@
 // The journal is skipped, and a FLUSH commits as before, when it would not
 // pay or cannot be trusted: more than 16 MiB written since the last FLUSH
 // (bulk writes: the commit path stores them at the store's rate anyway),
-// more than 32 MiB appended and not yet committed, an append that failed,
-// and cache vdisks (not redundant, so no journal).
+// more than 32 MiB appended and not yet committed, for 10 s after an
+// append failed (a journal node may be down and not yet marked so), and
+// for cache vdisks (not redundant, so no journal).
 //
 // Read-only opens (NAME:ro, the head at open time, and NAME@SNAP) take no
 // lease and share one Disk per head. Reads look at the write-back cache,

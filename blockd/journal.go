@@ -48,6 +48,8 @@ const (
 	// many FLUSHes costs fewer tree nodes and Raft commits per write.
 	commitDelay = 50 * time.Millisecond
 	commitBytes = 4 << 20
+	// journalPause: FLUSHes commit this long after an append failed.
+	journalPause = 10 * time.Second
 )
 
 // jop is one decoded journal op.
@@ -130,7 +132,8 @@ func (d *Disk) capture(kind, flags byte, off, n int64, data []byte) {
 // journal: everything not yet committed was captured, the journal is not
 // too long, and the lease is valid.
 func (d *Disk) journalUsableLocked() bool {
-	if d.jlog == nil || d.fenced != nil || d.closed || d.jgap > d.durableSeq || !time.Now().Before(d.leaseUntil) {
+	now := time.Now()
+	if d.jlog == nil || d.fenced != nil || d.closed || d.jgap > d.durableSeq || !now.Before(d.leaseUntil) || now.Before(d.jpause) {
 		return false
 	}
 	var n int64
@@ -217,7 +220,10 @@ func (d *Disk) flushJournal(ctx context.Context) (ok bool, err error) {
 			d.mu.Unlock()
 			return true, d.fence(err)
 		}
-		d.log.Warn("journal append failed; flushing by commit", "err", err)
+		// A node of the journal may be down and not yet marked so: commit
+		// for a while rather than wait for it on every FLUSH.
+		d.jpause = time.Now().Add(journalPause)
+		d.log.Warn("journal append failed; flushing by commit for a while", "err", err, "for", journalPause)
 		d.mu.Unlock()
 		return false, nil
 	}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/zosproject/zos/blockd/nbd"
+	"github.com/zosproject/zos/chunkstore/journal"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -229,6 +231,54 @@ func TestJournalNotReplayedIntoNewVDisk(t *testing.T) {
 	got := make([]byte, 9)
 	if err := d2.ReadAt(ctx, got, 0); err != nil || !isZero(got) {
 		t.Fatalf("new vdisk reads %q (%v), want zeroes", got, err)
+	}
+}
+
+// failingJournal refuses appends on demand, like a journal node that went
+// away.
+type failingJournal struct {
+	journal.Log
+	fail atomic.Bool
+}
+
+func (f *failingJournal) Append(ctx context.Context, name string, epoch uint64, recs []journal.Record) error {
+	if f.fail.Load() {
+		return errInjected
+	}
+	return f.Log.Append(ctx, name, epoch, recs)
+}
+
+// When the journal cannot take an append, a FLUSH commits instead: it
+// still succeeds, and what it acknowledged is in the head.
+func TestJournalAppendFailureCommits(t *testing.T) {
+	e := newEnv().withJournal(t)
+	fj := &failingJournal{Log: e.journal}
+	e.journal = fj
+	s1 := e.service(t, "n1", nil)
+	ctx := context.Background()
+	mustCreate(t, s1, "ja", 1<<20, 4096, "db")
+	d1, _ := mustOpen(t, s1, "ja")
+	if err := d1.WriteAt(ctx, []byte("through the journal"), 0, true); err != nil {
+		t.Fatal(err)
+	}
+	fj.fail.Store(true)
+	if err := d1.WriteAt(ctx, []byte("through a commit"), 4096, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Flush(ctx); err != nil {
+		t.Fatalf("flush with the journal failing: %v", err)
+	}
+	// Committed: a read-only view of the head has both writes, whatever
+	// the journal holds.
+	e.journal = nil
+	s2 := e.service(t, "n2", nil)
+	ro, _ := mustOpen(t, s2, "ja:ro")
+	got := make([]byte, 4096+16)
+	if err := ro.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if string(got[:19]) != "through the journal" || string(got[4096:]) != "through a commit" {
+		t.Fatalf("head holds %q / %q", got[:19], got[4096:])
 	}
 }
 

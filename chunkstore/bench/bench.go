@@ -32,6 +32,12 @@
 // 3.5 - 5.1 CPU-s/GB; rebuild 10 - 11.6 CPU-s per rebuilt GB. Over 512 MiB
 // (less fixed cost) PUT takes 2.2 - 2.5 CPU-s/GB and GET 1.4 - 1.5.
 //
+// Every run also measures the disk's durable write ceiling (DiskCeiling:
+// the shard bytes written to one file per node, one fdatasync each, best
+// of three). On this VM it caps PUT at 0.26 - 0.35x the anchor (`zos bench
+// store --bytes 1073741824`, three runs; PUT reached 0.52 - 0.59x of it),
+// so the 0.5x PUT target cannot be met here whatever the code does.
+//
 // MB/s swing with the other load on the machine; CPU per GB much less. The
 // PUT target (0.5x anchor) is not met in this setup, and the figures say
 // why. A put is CPU-bound on a loaded machine: besides the anchor's work
