@@ -269,6 +269,15 @@ type ShardGetter interface {
 	GetShards(ctx context.Context, keys []ShardKey) ([]ShardResult, error)
 }
 
+// UnverifiedGetter is GetShards without the check on arrival, for a
+// remote store whose server verified each shard before sending it: a
+// caller that verifies what it assembles anyway (a chunk against its Ref)
+// skips checksumming every shard a second time, and calls Shard.Verify on
+// each only when that check fails (a shard damaged in transit).
+type UnverifiedGetter interface {
+	GetShardsUnverified(ctx context.Context, keys []ShardKey) ([]ShardResult, error)
+}
+
 // ShardStatter is GetShards without the data (results have nil Data and
 // are not verified).
 type ShardStatter interface {

@@ -28,6 +28,9 @@ type gathering struct {
 	present map[foundKey]bool
 	errs    map[string]error // node ID -> transport error
 	corrupt int
+	// unverified: remote shards are not checksummed on arrival (Fetch
+	// verifies the chunk against its Ref, then dropCorrupt on failure).
+	unverified bool
 }
 
 type found struct {
@@ -203,7 +206,9 @@ func (g *gathering) askNodes(ctx context.Context, reqs []*nodeReq) {
 			st, err := g.s.cfg.Dialer.Dial(r.node)
 			var res []chunkstore.ShardResult
 			if err == nil {
-				if g.data {
+				if ug, ok := st.(chunkstore.UnverifiedGetter); ok && g.data && g.unverified {
+					res, err = ug.GetShardsUnverified(ctx, r.keys)
+				} else if g.data {
 					res, err = st.GetShards(ctx, r.keys)
 				} else {
 					res, err = st.StatShards(ctx, r.keys)
@@ -250,6 +255,29 @@ func (g *gathering) record(node string, keys []chunkstore.ShardKey, res []chunks
 			release(r)
 		}
 	}
+}
+
+// dropCorrupt checksums every shard gathered for q and drops those that
+// fail, as missing (so read repair rewrites them at home). It reports
+// whether it dropped any.
+func (g *gathering) dropCorrupt(q chunkstore.Profile) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	dropped := false
+	for i, f := range g.got[q] {
+		if err := f.shard.Verify(); err != nil {
+			g.s.log.Warn("shard damaged on its way from its node", "node", f.node, "err", err)
+			g.corrupt++
+			g.s.m.corruptShards.Inc()
+			delete(g.present, foundKey{node: f.node, key: f.shard.Key})
+			if f.release != nil {
+				f.release()
+			}
+			delete(g.got[q], i)
+			dropped = true
+		}
+	}
+	return dropped
 }
 
 func release(r chunkstore.ShardResult) {

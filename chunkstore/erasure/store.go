@@ -429,14 +429,17 @@ func (s *Store) putNode(ctx context.Context, n placement.Node, shards []chunksto
 // Fetch reads a chunk: the data shards from their homes when they are all
 // healthy (no decode), else any k shards, from the current homes, then
 // previous homes, then wherever the cluster has them. The chunk is verified
-// against ref. Shards found missing or corrupt at home are repaired in the
-// background.
+// against ref; remote shards are not checksummed a second time on arrival
+// (their server verified them), only when that check fails, and then the
+// damaged ones are replaced by others. Shards found missing or corrupt at
+// home are repaired in the background.
 func (s *Store) Fetch(ctx context.Context, ref chunkstore.Ref) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.m.fetches.Inc()
 	g := s.newGathering(ref, true)
+	g.unverified = true
 	defer g.release()
 	q, err := g.run(ctx)
 	if err != nil {
@@ -444,6 +447,13 @@ func (s *Store) Fetch(ctx context.Context, ref chunkstore.Ref) ([]byte, error) {
 		return nil, err
 	}
 	data, degraded, err := g.decode(q)
+	if err != nil && chunkstore.IsCorruption(err) && g.dropCorrupt(q) {
+		// A shard was damaged after its server verified it: gather
+		// others in its place.
+		if q, err = g.run(ctx); err == nil {
+			data, degraded, err = g.decode(q)
+		}
+	}
 	if err != nil {
 		s.m.fetchErrors.Inc()
 		return nil, err
