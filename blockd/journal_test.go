@@ -303,3 +303,16 @@ func FuzzJournalOps(f *testing.F) {
 		}
 	})
 }
+
+// vdisk info says when a failed writer's journal awaits replay.
+func TestInfoUnreplayed(t *testing.T) {
+	now := time.Now()
+	v := &fsm.VDisk{Name: "u", Journaled: true}
+	if !infoOf(v, now).Unreplayed {
+		t.Fatal("a journaled vdisk without a writer is not reported unreplayed")
+	}
+	v.Lease = &fsm.Lease{Node: "n1", Epoch: 3, Expires: now.Add(time.Minute).UnixNano()}
+	if in := infoOf(v, now); in.Unreplayed || in.AttachedTo != "n1" {
+		t.Fatalf("with a live writer: %+v", in)
+	}
+}

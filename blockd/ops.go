@@ -16,16 +16,20 @@ import (
 
 // VDiskInfo describes a vdisk (the API's JSON shape).
 type VDiskInfo struct {
-	Name       string         `json:"name"`
-	Type       string         `json:"type"`
-	Pool       string         `json:"pool"`
-	Size       int64          `json:"size"`
-	BlockSize  int64          `json:"block_size"`
-	Head       string         `json:"head,omitempty"`
-	Generation uint64         `json:"generation"`
-	Parent     string         `json:"parent,omitempty"`
-	AttachedTo string         `json:"attached_to,omitempty"` // node holding the read-write lease
-	LeaseEpoch uint64         `json:"lease_epoch,omitempty"`
+	Name       string `json:"name"`
+	Type       string `json:"type"`
+	Pool       string `json:"pool"`
+	Size       int64  `json:"size"`
+	BlockSize  int64  `json:"block_size"`
+	Head       string `json:"head,omitempty"`
+	Generation uint64 `json:"generation"`
+	Parent     string `json:"parent,omitempty"`
+	AttachedTo string `json:"attached_to,omitempty"` // node holding the read-write lease
+	LeaseEpoch uint64 `json:"lease_epoch,omitempty"`
+	// Unreplayed: the last read-write writer failed with writes only in
+	// the vdisk's journal; the next attach (or snapshot, export…) replays
+	// them.
+	Unreplayed bool           `json:"unreplayed,omitempty"`
 	Snapshots  []SnapshotInfo `json:"snapshots"`
 	Created    time.Time      `json:"created"`
 	Modified   time.Time      `json:"modified"`
@@ -58,6 +62,8 @@ func infoOf(v *fsm.VDisk, now time.Time) VDiskInfo {
 	}
 	if v.Lease != nil && now.UnixNano() < v.Lease.Expires {
 		in.AttachedTo, in.LeaseEpoch = v.Lease.Node, v.Lease.Epoch
+	} else {
+		in.Unreplayed = v.Journaled
 	}
 	for _, sn := range v.Snapshots {
 		in.Snapshots = append(in.Snapshots, snapInfo(sn))

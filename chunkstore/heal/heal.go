@@ -543,9 +543,13 @@ func (h *Healer) reprofile(ctx context.Context, ref chunkstore.Ref, g *group) er
 		return err
 	}
 	res, err := h.cfg.Store.Reprofile(ctx, ref, g.profile, g.target)
+	// Only the node that wrote the new shards counts the re-encoding: one
+	// that found it done (another node's healer got there first, seeing
+	// the homes a moment earlier) only deleted leftovers.
+	did := err == nil && len(res.Written) > 0
 	h.update(func(p *Progress) {
 		p.Superseded += int64(res.Deleted)
-		if err == nil {
+		if did {
 			p.Reprofiled++
 			p.ReprofiledBytes += res.Bytes
 			if res.To.M < g.profile.M {
@@ -556,6 +560,9 @@ func (h *Healer) reprofile(ctx context.Context, ref chunkstore.Ref, g *group) er
 	h.m.superseded.Add(float64(res.Deleted))
 	if err != nil {
 		return fmt.Errorf("re-encode %s to %s: %w", g.profile, g.target, err)
+	}
+	if !did {
+		return nil
 	}
 	h.m.reprofiled.Inc()
 	h.m.reprofiledBytes.Add(float64(res.Bytes))

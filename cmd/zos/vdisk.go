@@ -159,6 +159,9 @@ func printVDisk(cmd *cobra.Command, v blockd.VDiskInfo) {
 		fmt.Fprintf(w, "attached:    read-write on %s (lease epoch %d)\n", v.AttachedTo, v.LeaseEpoch)
 	} else {
 		fmt.Fprintf(w, "attached:    no\n")
+		if v.Unreplayed {
+			fmt.Fprintf(w, "journal:     writes of a failed writer not yet replayed (the next attach, snapshot or export replays them)\n")
+		}
 	}
 	fmt.Fprintf(w, "created:     %s\n", v.Created.Format(time.RFC3339))
 	fmt.Fprintf(w, "snapshots:   %d\n", len(v.Snapshots))
