@@ -50,11 +50,10 @@ func (n *Node) probeLoop() {
 		})
 		now := time.Now()
 		var mu sync.Mutex
-		ok := map[string]bool{}
+		ok := map[string]bool{n.id: true} // written by the probes below, under mu
 		var wg sync.WaitGroup
 		for _, nd := range nodes {
 			if nd.ID == n.id {
-				ok[nd.ID] = true
 				continue
 			}
 			wg.Add(1)
