@@ -122,6 +122,20 @@ func mustOpen(t testing.TB, s *Service, export string) (*Disk, func()) {
 	return d, rel
 }
 
+// trimModel applies a TRIM of [off, off+n) to a model of the disk: only
+// whole blocks (and the partial last block of the disk) are trimmed.
+func trimModel(model []byte, off, n, bs int64) {
+	size := int64(len(model))
+	from := (off + bs - 1) / bs * bs
+	to := (off + n) / bs * bs
+	if off+n == size {
+		to = size
+	}
+	if to > from {
+		clear(model[from:to])
+	}
+}
+
 func readAll(t testing.TB, d *Disk) []byte {
 	t.Helper()
 	b := make([]byte, d.Size())
@@ -203,14 +217,7 @@ func testModel(t *testing.T, bs int64, withJournal bool) {
 					if err := d.Trim(ctx, off, n, false); err != nil {
 						t.Fatal(err)
 					}
-					from := (off + bs - 1) / bs * bs
-					to := (off + n) / bs * bs
-					if off+n == size {
-						to = size
-					}
-					if to > from {
-						clear(model[from:to])
-					}
+					trimModel(model, off, n, bs)
 				default:
 					if err := d.Flush(ctx); err != nil {
 						t.Fatal(err)

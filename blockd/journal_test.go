@@ -87,14 +87,7 @@ func TestJournalCrashModel(t *testing.T) {
 					if err := d.Trim(ctx, off, n, false); err != nil {
 						t.Fatalf("step %d: trim: %v", step, err)
 					}
-					from := (off + bs - 1) / bs * bs
-					to := (off + n) / bs * bs
-					if off+n == size {
-						to = size
-					}
-					if to > from {
-						clear(model[from:to])
-					}
+					trimModel(model, off, n, bs)
 				default:
 					if err := d.Flush(ctx); err != nil {
 						t.Fatalf("step %d: flush: %v", step, err)
@@ -178,6 +171,20 @@ func TestJournalFencesOldWriter(t *testing.T) {
 	}
 }
 
+// journaledCrash attaches name on s as node n1, writes p at off with FUA
+// while the chunk store refuses puts (so the write is only in the
+// journal), and crashes n1.
+func journaledCrash(t *testing.T, e *env, s *Service, name string, p []byte, off int64) {
+	t.Helper()
+	d, _ := mustOpen(t, s, name)
+	e.store.failPut.Store(true)
+	if err := d.WriteAt(context.Background(), p, off, true); err != nil {
+		t.Fatal(err)
+	}
+	crash(t, e, d, "n1")
+	e.store.failPut.Store(false)
+}
+
 // Operations that read the head of a vdisk whose writer crashed replay its
 // journal first: a snapshot holds every flushed write.
 func TestJournalSettlesBeforeSnapshot(t *testing.T) {
@@ -186,13 +193,7 @@ func TestJournalSettlesBeforeSnapshot(t *testing.T) {
 	s2 := e.service(t, "n2", nil)
 	ctx := context.Background()
 	mustCreate(t, s1, "js", 1<<20, 4096, "db")
-	d1, _ := mustOpen(t, s1, "js")
-	e.store.failPut.Store(true)
-	if err := d1.WriteAt(ctx, []byte("journaled"), 8192, true); err != nil {
-		t.Fatal(err)
-	}
-	crash(t, e, d1, "n1")
-	e.store.failPut.Store(false)
+	journaledCrash(t, e, s1, "js", []byte("journaled"), 8192)
 	if _, err := s2.Snapshot(ctx, "js", "after"); err != nil {
 		t.Fatal(err)
 	}
@@ -214,13 +215,7 @@ func TestJournalNotReplayedIntoNewVDisk(t *testing.T) {
 	s2 := e.service(t, "n2", nil)
 	ctx := context.Background()
 	mustCreate(t, s1, "jr", 1<<20, 4096, "db")
-	d1, _ := mustOpen(t, s1, "jr")
-	e.store.failPut.Store(true)
-	if err := d1.WriteAt(ctx, []byte("old vdisk"), 0, true); err != nil {
-		t.Fatal(err)
-	}
-	crash(t, e, d1, "n1")
-	e.store.failPut.Store(false)
+	journaledCrash(t, e, s1, "jr", []byte("old vdisk"), 0)
 	// Delete without dropping the journal (as if its nodes were away).
 	if _, err := e.ctl.Apply(ctx, fsm.OpVDiskDelete, fsm.VDiskDeleteArgs{Name: "jr", Force: true}); err != nil {
 		t.Fatal(err)
