@@ -311,3 +311,34 @@ func TestInfoUnreplayed(t *testing.T) {
 		t.Fatalf("with a live writer: %+v", in)
 	}
 }
+
+// Bulk writes (more than the capture buffer between two FLUSHes) are not
+// journaled: the FLUSH after them commits, so it fails while the store
+// refuses puts; once a commit covers them, small synced writes go through
+// the journal again and succeed with the store refusing puts.
+func TestJournalBulkWritesCommit(t *testing.T) {
+	e := newEnv().withJournal(t)
+	s := e.service(t, "n1", nil)
+	ctx := context.Background()
+	mustCreate(t, s, "jb", 64<<20, 65536, "db")
+	d, _ := mustOpen(t, s, "jb")
+	chunk := bytes.Repeat([]byte{9}, 1<<20)
+	for off := int64(0); off < 24<<20; off += 1 << 20 {
+		if err := d.WriteAt(ctx, chunk, off, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.store.failPut.Store(true)
+	if err := d.Flush(ctx); err == nil {
+		t.Fatal("a FLUSH after 24 MiB of writes succeeded with the store refusing puts: it used the journal")
+	}
+	e.store.failPut.Store(false)
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.store.failPut.Store(true)
+	defer e.store.failPut.Store(false)
+	if err := d.WriteAt(ctx, []byte("small"), 30<<20, true); err != nil {
+		t.Fatalf("a small synced write after the bulk was committed: %v", err)
+	}
+}
