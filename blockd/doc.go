@@ -89,10 +89,10 @@
 // which the NBD protocol leaves undefined anyway.
 //
 // Operations that read the head (snapshot, clone of the current head,
-// export, diff, read-only attach, shrink) commit a vdisk attached
-// read-write on this node first; one whose writer failed with writes only
-// in its journal (VDisk.Journaled, lease lapsed) is attached for a moment
-// to replay them. One attached on another node is read at its last
+// export, diff, shrink) commit a vdisk attached read-write on this node
+// first; these and read-only attaches replay the journal of a vdisk whose
+// writer failed with writes only there (VDisk.Journaled, lease lapsed) by
+// attaching it for a moment. One attached on another node is read at its last
 // commit, which follows each FLUSH within about 50 ms. Rollback discards
 // the journal (the mark moves past every epoch so far); a deleted vdisk's
 // journal is dropped, and is named by the vdisk's creation time so that a

@@ -235,7 +235,10 @@ func (s *Service) Open(ctx context.Context, export string) (*Disk, func(), error
 		key = "rw/" + name
 	default:
 		if mode != Snapshot {
-			if err := s.settle(ctx, name); err != nil {
+			// NAME:ro is the head at open time: what a writer here has
+			// not committed yet is not in it, as before the journal;
+			// what a failed writer left in its journal is.
+			if err := s.replayFailed(ctx, name); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -420,6 +423,12 @@ func (s *Service) settle(ctx context.Context, name string) error {
 	if d := s.localRW(name); d != nil {
 		return d.Sync(ctx)
 	}
+	return s.replayFailed(ctx, name)
+}
+
+// replayFailed replays the journal of a vdisk whose writer failed (see
+// settle); it does nothing for one attached anywhere.
+func (s *Service) replayFailed(ctx context.Context, name string) error {
 	var journaled, live bool
 	err := s.cfg.Control.Read(ctx, func(st *fsm.State) error {
 		v, ok := st.VDisks[name]
