@@ -104,6 +104,14 @@ func TestJournalCrashModel(t *testing.T) {
 				t.Fatal("the vdisk is not marked journaled after its writer crashed")
 			}
 			e.store.failPut.Store(false)
+			// A node without the journal refuses to attach it rather than
+			// lose the journaled writes.
+			jl := e.journal
+			e.journal = nil
+			if _, _, err := e.service(t, "n2", nil).Open(ctx, "jc"); err == nil {
+				t.Fatal("a node without a journal attached a vdisk whose writes wait in one")
+			}
+			e.journal = jl
 
 			s2 := e.service(t, "n2", nil)
 			d2, rel2 := mustOpen(t, s2, "jc")

@@ -388,6 +388,10 @@ func (s *Service) openDisk(ctx context.Context, export, name, snap string, mode 
 		jl = s.cfg.JournalFor(v.Pool, v.Type)
 	}
 	wasJournaled := v.Journaled
+	if wasJournaled && jl == nil {
+		// Attaching would lose the writes only its journal holds.
+		return nil, fmt.Errorf("blockd: vdisk %s: its last writer failed with writes only in its journal, and this node has no journal to replay them from; attach it on a storage node", name)
+	}
 	lease, err := s.acquire(ctx, name, jl != nil)
 	if err != nil {
 		return nil, err
