@@ -146,14 +146,14 @@
 // # Performance
 //
 // `zos bench nbd --runtime 5s --size S` (3 in-process nodes, 16 KiB
-// blocks; zos over qemu-nbd on a raw file in the same run; two runs per
+// blocks; zos over qemu-nbd on a raw file in the same run; three runs per
 // size on the final code; docs/benchmarks.md has the whole table):
 //
 //	                        256 MiB (fits the caches)  2 GiB (does not)
-//	4k randrw QD32          2.27-2.31x                 0.39-0.42x
-//	1M seq read             1.78-1.81x                 0.20-0.22x
-//	1M seq write            1.45-1.73x                 0.05-0.06x (alone: 110-122 MiB/s)
-//	4k randwrite fsync=16   0.58-0.71x (alone 0.77x)   0.23-0.25x
+//	4k randrw QD32          2.27-2.52x                 0.39-0.47x
+//	1M seq read             1.61-1.81x                 0.20-0.22x
+//	1M seq write            1.22-1.73x                 0.05-0.08x (alone: 110-122 MiB/s)
+//	4k randwrite fsync=16   0.58-0.82x (alone 0.77x)   0.23-0.38x
 //
 // Beyond the caches every block is a chunk-store round trip, and the
 // store's rate for 16 KiB chunks (about 9k writes and 15k reads a second
@@ -168,7 +168,7 @@
 // FLUSH is one append of the writes since the last one (about 100 KiB
 // under fsync16) to 2 nodes of the 3 (zos_blockd_journal_append_seconds:
 // p50 <= 1.6 ms), many FLUSHes share one append, and one commit follows
-// many FLUSHes: 0.58-0.77x in the runs above.
+// many FLUSHes: 0.58-0.82x in the runs above.
 //
 // # Block size (measured on the cluster)
 //
