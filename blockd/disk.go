@@ -1457,9 +1457,10 @@ func (d *Disk) runCommit(c *commitRun) {
 	start := time.Now()
 	err := d.doCommit(c)
 	var bse *blockStoreError
-	if errors.As(err, &bse) {
-		// A block write that started before this commit failed; the
-		// block is back in the cache: try once more.
+	for try := 0; try < 3 && errors.As(err, &bse); try++ {
+		// A write-back job that started before this commit failed; its
+		// block is back in the cache: try again (the jobs the commit
+		// waited for have ended, so a retry meets only its own puts).
 		err = d.doCommit(c)
 	}
 	d.mu.Lock()
@@ -1510,7 +1511,9 @@ func (d *Disk) doCommit(c *commitRun) error {
 		if d.fenced != nil || d.wbErr != nil {
 			err := d.fenced
 			if err == nil {
-				err = d.wbErr
+				// A write-back job failed meanwhile; its block is back
+				// in the cache.
+				err = &blockStoreError{d.wbErr}
 			}
 			d.abandonLocked(own)
 			d.pause = false
@@ -1795,11 +1798,12 @@ func (d *Disk) abandonLocked(own []ownBlock) {
 	}
 }
 
-// blockStoreError is a commit failed by the store write of a block it
-// waited for.
+// blockStoreError is a commit failed by the write-back of a block (its
+// base read or its store write) that started before it; the block is back
+// in the cache, so the commit is worth retrying.
 type blockStoreError struct{ err error }
 
-func (e *blockStoreError) Error() string { return "flush: storing a block failed: " + e.err.Error() }
+func (e *blockStoreError) Error() string { return "flush: writing a block back failed: " + e.err.Error() }
 func (e *blockStoreError) Unwrap() error { return e.err }
 
 // commitHead moves the head from old to new in the control plane, fenced by
