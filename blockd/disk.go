@@ -1803,7 +1803,9 @@ func (d *Disk) abandonLocked(own []ownBlock) {
 // in the cache, so the commit is worth retrying.
 type blockStoreError struct{ err error }
 
-func (e *blockStoreError) Error() string { return "flush: writing a block back failed: " + e.err.Error() }
+func (e *blockStoreError) Error() string {
+	return "flush: writing a block back failed: " + e.err.Error()
+}
 func (e *blockStoreError) Unwrap() error { return e.err }
 
 // commitHead moves the head from old to new in the control plane, fenced by
