@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -495,29 +494,5 @@ func TestDirMetrics(t *testing.T) {
 
 // BenchmarkDirAppend: one 64 KiB record per append, with fdatasync.
 func BenchmarkDirAppend(b *testing.B) {
-	d := openDir(b, b.TempDir(), DirConfig{})
-	ctx := testCtx(b)
-	p := payload(1, 1, 64<<10)
-	b.SetBytes(int64(len(p)))
-	b.ReportAllocs()
-	var seq uint64
-	var lat []time.Duration
-	for b.Loop() {
-		seq++
-		start := time.Now()
-		if err := d.Append(ctx, "vd", 1, []Record{{Epoch: 1, Seq: seq, Payload: p}}); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(start))
-		if seq%500 == 0 {
-			if err := d.Trim(ctx, "vd", 1, seq); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-	}
+	BenchAppends(b, openDir(b, b.TempDir(), DirConfig{}))
 }

@@ -384,34 +384,5 @@ func BenchmarkReplicatedAppend(b *testing.B) {
 	c := startCluster(b, 2, false)
 	c.remote = true
 	r := c.replicated(2)
-	ctx := testCtx(b)
-	p := rec(1, 1, 64<<10).Payload
-	b.SetBytes(int64(len(p)))
-	b.ReportAllocs()
-	var seq uint64
-	var lat []time.Duration
-	for b.Loop() {
-		seq++
-		start := time.Now()
-		if err := r.Append(ctx, "vd", 1, []journal.Record{{Epoch: 1, Seq: seq, Payload: p}}); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(start))
-		if seq%500 == 0 {
-			if err := r.Trim(ctx, "vd", 1, seq); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	reportLatency(b, lat)
-}
-
-// reportLatency reports the median and 99th percentile of lat.
-func reportLatency(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
-	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	journal.BenchAppends(b, r)
 }
