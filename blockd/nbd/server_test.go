@@ -723,10 +723,12 @@ func TestMetrics(t *testing.T) {
 		{"zos_nbd_connections", nil, 1},
 		{"zos_nbd_handshakes_total", []string{"result", "ok"}, 1},
 	}
+	// A request's metrics are recorded as its reply goes out, so the
+	// client may see the last reply a moment before they are: wait.
 	for _, ck := range checks {
-		if got := ts.metric(t, ck.name, ck.labels...); got != ck.want {
-			t.Errorf("%s%v = %v, want %v", ck.name, ck.labels, got, ck.want)
-		}
+		waitFor(t, fmt.Sprintf("%s%v = %v", ck.name, ck.labels, ck.want), func() bool {
+			return ts.metric(t, ck.name, ck.labels...) == ck.want
+		})
 	}
 	c.Disconnect()
 	waitFor(t, "connection gauge to drop", func() bool { return ts.metric(t, "zos_nbd_connections") == 0 })
