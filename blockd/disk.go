@@ -101,7 +101,8 @@ func (l *layer) empty() bool { return len(l.zeros) == 0 && len(l.refs) == 0 }
 // commitRun is one commit in progress: it makes durable every mutation with
 // a sequence number up to seq.
 type commitRun struct {
-	seq  uint64
+	seq   uint64
+	count uint64 // jcount at its start: the completed mutations it covers
 	done chan struct{}
 	err  error
 }
@@ -175,10 +176,11 @@ type Disk struct {
 	jname     string // journalName
 	jbuf      []byte // ops captured since the last append: the next record's payload
 	jspare    []byte // a free payload buffer
-	jcount    uint64 // ops captured
-	jcut      uint64 // writeSeq at the last capture (a record's Seq)
-	jdone     uint64 // ops captured and appended (or committed)
-	jgap      uint64 // writes up to jgap may be missing from the journal and jbuf
+	jcount    uint64 // mutations completed (captured or dropped): a FLUSH covers those counted before it
+	jcut      uint64 // jcount at the last capture into jbuf
+	jdone     uint64 // mutations up to this count are durable (appended or committed)
+	jdrop     uint64 // mutations up to this count may be missing from the journal (dropped or a failed append)
+	jcommit   uint64 // mutations up to this count are in the committed head
 	jrun      *commitRun
 	jappended []jmark // appended records not trimmed yet
 	jlast     uint64  // Seq of the last record appended
@@ -1445,7 +1447,7 @@ func (d *Disk) Sync(ctx context.Context) error {
 
 // startCommitLocked starts a commit of everything written so far.
 func (d *Disk) startCommitLocked() *commitRun {
-	c := &commitRun{seq: d.writeSeq, done: make(chan struct{})}
+	c := &commitRun{seq: d.writeSeq, count: d.jcount, done: make(chan struct{})}
 	d.commit = c
 	d.wg.Add(1)
 	go d.runCommit(c)
@@ -1467,7 +1469,7 @@ func (d *Disk) runCommit(c *commitRun) {
 	if err == nil {
 		d.durableSeq = max(d.durableSeq, c.seq)
 		d.svc.m.flushSeconds.Observe(time.Since(start).Seconds())
-		d.committedLocked(c.seq)
+		d.committedLocked(c)
 	} else {
 		d.svc.m.flushErrors.Inc()
 		if d.fenced == nil {

@@ -107,16 +107,16 @@ func (d *Disk) captureLocked(kind, flags byte, off, n int64, data []byte) {
 	if d.jlog == nil {
 		return
 	}
-	if d.jgap > d.durableSeq || len(d.jbuf)+jopHeader+len(data) > maxJournalBuffer {
+	d.jcount++
+	if d.jdrop > d.jcommit || len(d.jbuf)+jopHeader+len(data) > maxJournalBuffer {
 		// Too much between flushes: FLUSH commits until a commit covers
-		// what was not captured.
+		// what was not captured (this op, and those in jbuf).
 		d.jbuf = d.jbuf[:0]
-		d.jgap = d.writeSeq
+		d.jdrop = d.jcount
 		return
 	}
 	d.jbuf = appendOp(d.jbuf, kind, flags, off, n, data)
-	d.jcount++
-	d.jcut = d.writeSeq
+	d.jcut = d.jcount
 }
 
 func (d *Disk) capture(kind, flags byte, off, n int64, data []byte) {
@@ -133,7 +133,7 @@ func (d *Disk) capture(kind, flags byte, off, n int64, data []byte) {
 // too long, and the lease is valid.
 func (d *Disk) journalUsableLocked() bool {
 	now := time.Now()
-	if d.jlog == nil || d.fenced != nil || d.closed || d.jgap > d.durableSeq || !now.Before(d.leaseUntil) || now.Before(d.jpause) {
+	if d.jlog == nil || d.fenced != nil || d.closed || d.jdrop > d.jcommit || !now.Before(d.leaseUntil) || now.Before(d.jpause) {
 		return false
 	}
 	var n int64
@@ -215,7 +215,7 @@ func (d *Disk) flushJournal(ctx context.Context) (ok bool, err error) {
 		}
 		// The ops are only in the cache now: commit until that is fixed.
 		d.svc.m.journalErrors.Inc()
-		d.jgap = max(d.jgap, rec.Seq)
+		d.jdrop = max(d.jdrop, count)
 		if errors.Is(err, journal.ErrFenced) {
 			d.mu.Unlock()
 			return true, d.fence(err)
@@ -261,16 +261,17 @@ func (d *Disk) commitSoonLocked() {
 	}
 }
 
-// committedLocked follows a successful commit of everything up to seq:
-// captured ops it covers are dropped, and the journal is trimmed when
-// enough of it is covered (or all of it, and a trim is due).
-func (d *Disk) committedLocked(seq uint64) {
+// committedLocked follows a successful commit c: the mutations it covers
+// are durable, captured ops it covers are dropped, and the journal is
+// trimmed when enough of it is covered (or all of it, and a trim is due).
+func (d *Disk) committedLocked(c *commitRun) {
+	d.jcommit = max(d.jcommit, c.count)
+	d.jdone = max(d.jdone, c.count)
 	if d.jlog == nil {
 		return
 	}
-	if seq >= d.jcut && len(d.jbuf) > 0 && d.jrun == nil {
+	if c.count >= d.jcut && len(d.jbuf) > 0 && d.jrun == nil {
 		d.jbuf = d.jbuf[:0]
-		d.jdone = d.jcount
 	}
 	d.maybeTrimLocked(false)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -348,5 +349,37 @@ func TestJournalBulkWritesCommit(t *testing.T) {
 	defer e.store.failPut.Store(false)
 	if err := d.WriteAt(ctx, []byte("small"), 30<<20, true); err != nil {
 		t.Fatalf("a small synced write after the bulk was committed: %v", err)
+	}
+}
+
+// A FLUSH after one write larger than the capture buffer (so nothing of it
+// is journaled) commits: the write survives the writer's crash. Before the
+// fix such a FLUSH was answered at once, from a journal that held nothing.
+func TestBulkWriteFlushSurvivesCrash(t *testing.T) {
+	for _, n := range []int64{maxJournalBuffer - 1<<20, maxJournalBuffer, 2 * maxJournalBuffer} {
+		t.Run(fmt.Sprint(n>>20, "MiB"), func(t *testing.T) {
+			e := newEnv().withJournal(t)
+			s1 := e.service(t, "n1", nil)
+			ctx := context.Background()
+			mustCreate(t, s1, "bw", 64<<20, 16384, "db")
+			d, _ := mustOpen(t, s1, "bw")
+			p := bytes.Repeat([]byte{0x5a}, int(n))
+			if err := d.WriteAt(ctx, p, 0, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			crash(t, e, d, "n1")
+			s2 := e.service(t, "n2", nil)
+			d2, _ := mustOpen(t, s2, "bw")
+			got := make([]byte, n)
+			if err := d2.ReadAt(ctx, got, 0); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, p) {
+				t.Fatalf("after the crash the flushed %d bytes differ at %d", n, firstDiff(got, p))
+			}
+		})
 	}
 }
