@@ -103,8 +103,8 @@ func (l *layer) empty() bool { return len(l.zeros) == 0 && len(l.refs) == 0 }
 type commitRun struct {
 	seq   uint64
 	count uint64 // jcount at its start: the completed mutations it covers
-	done chan struct{}
-	err  error
+	done  chan struct{}
+	err   error
 }
 
 type fifoEntry struct {
