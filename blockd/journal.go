@@ -52,6 +52,25 @@ const (
 	journalPause = 10 * time.Second
 )
 
+// journalState is the capture of completed mutations for the journal and
+// its appends; log nil: no journal (every FLUSH commits).
+type journalState struct {
+	log      journal.Log
+	name     string // journalName
+	buf      []byte // ops captured since the last append: the next record's payload
+	spare    []byte // a free payload buffer
+	cut      uint64 // seq.completed at the last capture into buf
+	done     uint64 // completed mutations up to this count are durable (appended or committed)
+	drop     uint64 // completed mutations up to this count may be missing from the journal (dropped, or a failed append)
+	run      *commitRun
+	appended []jmark // appended records not trimmed yet
+	last     uint64  // Seq of the last record appended
+	trimming bool
+	trimAt   time.Time
+	timer    *time.Timer // the commit after appends (commitSoonLocked)
+	pause    time.Time   // no appends before (one failed)
+}
+
 // jop is one decoded journal op.
 type jop struct {
 	kind  byte
@@ -102,30 +121,21 @@ type jmark struct {
 	bytes int64
 }
 
-// captureLocked records a completed mutation for the next journal append.
+// captureLocked records a completed mutation (just counted in
+// seq.completed) for the next journal append.
 func (d *Disk) captureLocked(kind, flags byte, off, n int64, data []byte) {
-	if d.jlog == nil {
+	if d.jr.log == nil {
 		return
 	}
-	d.jcount++
-	if d.jdrop > d.jcommit || len(d.jbuf)+jopHeader+len(data) > maxJournalBuffer {
+	if d.jr.drop > d.seq.committed || len(d.jr.buf)+jopHeader+len(data) > maxJournalBuffer {
 		// Too much between flushes: FLUSH commits until a commit covers
 		// what was not captured (this op, and those in jbuf).
-		d.jbuf = d.jbuf[:0]
-		d.jdrop = d.jcount
+		d.jr.buf = d.jr.buf[:0]
+		d.jr.drop = d.seq.completed
 		return
 	}
-	d.jbuf = appendOp(d.jbuf, kind, flags, off, n, data)
-	d.jcut = d.jcount
-}
-
-func (d *Disk) capture(kind, flags byte, off, n int64, data []byte) {
-	if d.jlog == nil {
-		return
-	}
-	d.mu.Lock()
-	d.captureLocked(kind, flags, off, n, data)
-	d.mu.Unlock()
+	d.jr.buf = appendOp(d.jr.buf, kind, flags, off, n, data)
+	d.jr.cut = d.seq.completed
 }
 
 // journalUsableLocked reports whether a FLUSH may be answered from the
@@ -133,11 +143,11 @@ func (d *Disk) capture(kind, flags byte, off, n int64, data []byte) {
 // too long, and the lease is valid.
 func (d *Disk) journalUsableLocked() bool {
 	now := time.Now()
-	if d.jlog == nil || d.fenced != nil || d.closed || d.jdrop > d.jcommit || !now.Before(d.leaseUntil) || now.Before(d.jpause) {
+	if d.jr.log == nil || d.lease.fenced != nil || d.closed || d.jr.drop > d.seq.committed || !now.Before(d.lease.until) || now.Before(d.jr.pause) {
 		return false
 	}
 	var n int64
-	for _, m := range d.jappended {
+	for _, m := range d.jr.appended {
 		n += m.bytes
 	}
 	return n < maxJournalBytes
@@ -147,22 +157,22 @@ func (d *Disk) journalUsableLocked() bool {
 // the caller must commit instead. Concurrent flushes share appends.
 func (d *Disk) flushJournal(ctx context.Context) (ok bool, err error) {
 	d.mu.Lock()
-	if d.jlog == nil {
+	if d.jr.log == nil {
 		d.mu.Unlock()
 		return false, nil
 	}
-	target := d.jcount
+	target := d.seq.completed
 	for {
-		if d.fenced != nil {
-			err := d.fenced
+		if d.lease.fenced != nil {
+			err := d.lease.fenced
 			d.mu.Unlock()
 			return true, err
 		}
-		if d.jdone >= target {
+		if d.jr.done >= target {
 			d.mu.Unlock()
 			return true, nil
 		}
-		if r := d.jrun; r != nil {
+		if r := d.jr.run; r != nil {
 			d.mu.Unlock()
 			select {
 			case <-r.done:
@@ -176,53 +186,53 @@ func (d *Disk) flushJournal(ctx context.Context) (ok bool, err error) {
 			d.mu.Unlock()
 			return false, nil
 		}
-		if len(d.jbuf) == 0 {
+		if len(d.jr.buf) == 0 {
 			// Every captured op was appended or committed.
-			d.jdone = d.jcount
+			d.jr.done = d.seq.completed
 			continue
 		}
 		// A record's Seq is above every seq its ops made (a commit that
 		// covers it holds them all) and unique: the write seq, bumped.
-		d.writeSeq++
-		rec := journal.Record{Epoch: d.epoch, Seq: d.writeSeq, Payload: d.jbuf}
-		count := d.jcount
-		d.jbuf = d.jspare[:0]
-		d.jspare = nil
+		d.seq.write++
+		rec := journal.Record{Epoch: d.epoch, Seq: d.seq.write, Payload: d.jr.buf}
+		count := d.seq.completed
+		d.jr.buf = d.jr.spare[:0]
+		d.jr.spare = nil
 		r := &commitRun{seq: rec.Seq, done: make(chan struct{})}
-		d.jrun = r
+		d.jr.run = r
 		d.mu.Unlock()
 
 		t0 := time.Now()
 		actx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
-		err := d.jlog.Append(actx, d.jname, d.epoch, []journal.Record{rec})
+		err := d.jr.log.Append(actx, d.jr.name, d.epoch, []journal.Record{rec})
 		cancel()
 
 		d.mu.Lock()
-		d.jrun = nil
+		d.jr.run = nil
 		r.err = err
 		close(r.done)
 		if err == nil {
-			if d.jspare == nil { // reuse the buffer (Append keeps no reference)
-				d.jspare = rec.Payload
+			if d.jr.spare == nil { // reuse the buffer (Append keeps no reference)
+				d.jr.spare = rec.Payload
 			}
 			d.svc.m.journalSeconds.Observe(time.Since(t0).Seconds())
 			d.svc.m.journalBytes.Add(float64(len(rec.Payload)))
-			d.jdone = max(d.jdone, count)
-			d.jappended = append(d.jappended, jmark{seq: rec.Seq, bytes: int64(len(rec.Payload))})
-			d.jlast = max(d.jlast, rec.Seq)
+			d.jr.done = max(d.jr.done, count)
+			d.jr.appended = append(d.jr.appended, jmark{seq: rec.Seq, bytes: int64(len(rec.Payload))})
+			d.jr.last = max(d.jr.last, rec.Seq)
 			d.commitSoonLocked()
 			continue
 		}
 		// The ops are only in the cache now: commit until that is fixed.
 		d.svc.m.journalErrors.Inc()
-		d.jdrop = max(d.jdrop, count)
+		d.jr.drop = max(d.jr.drop, count)
 		if errors.Is(err, journal.ErrFenced) {
 			d.mu.Unlock()
 			return true, d.fence(err)
 		}
 		// A node of the journal may be down and not yet marked so: commit
 		// for a while rather than wait for it on every FLUSH.
-		d.jpause = time.Now().Add(journalPause)
+		d.jr.pause = time.Now().Add(journalPause)
 		d.log.Warn("journal append failed; flushing by commit for a while", "err", err, "for", journalPause)
 		d.mu.Unlock()
 		return false, nil
@@ -232,28 +242,28 @@ func (d *Disk) flushJournal(ctx context.Context) (ok bool, err error) {
 // commitSoonLocked schedules the commit that follows journal appends.
 func (d *Disk) commitSoonLocked() {
 	var pending int64
-	for _, m := range d.jappended {
-		if m.seq > d.durableSeq {
+	for _, m := range d.jr.appended {
+		if m.seq > d.seq.durable {
 			pending += m.bytes
 		}
 	}
 	switch {
-	case d.commit != nil:
+	case d.seq.run != nil:
 		if pending >= commitBytes {
-			d.moreCommit = true
+			d.seq.more = true
 		}
 	case pending >= commitBytes:
 		d.startCommitLocked()
-	case d.jtimer == nil:
-		d.jtimer = time.AfterFunc(commitDelay, func() {
+	case d.jr.timer == nil:
+		d.jr.timer = time.AfterFunc(commitDelay, func() {
 			d.mu.Lock()
 			defer d.mu.Unlock()
-			d.jtimer = nil
-			if d.closed || d.fenced != nil || d.durableSeq >= d.jlast {
+			d.jr.timer = nil
+			if d.closed || d.lease.fenced != nil || d.seq.durable >= d.jr.last {
 				return
 			}
-			if d.commit != nil {
-				d.moreCommit = true
+			if d.seq.run != nil {
+				d.seq.more = true
 				return
 			}
 			d.startCommitLocked()
@@ -265,13 +275,13 @@ func (d *Disk) commitSoonLocked() {
 // are durable, captured ops it covers are dropped, and the journal is
 // trimmed when enough of it is covered (or all of it, and a trim is due).
 func (d *Disk) committedLocked(c *commitRun) {
-	d.jcommit = max(d.jcommit, c.count)
-	d.jdone = max(d.jdone, c.count)
-	if d.jlog == nil {
+	d.seq.committed = max(d.seq.committed, c.count)
+	d.jr.done = max(d.jr.done, c.count)
+	if d.jr.log == nil {
 		return
 	}
-	if c.count >= d.jcut && len(d.jbuf) > 0 && d.jrun == nil {
-		d.jbuf = d.jbuf[:0]
+	if c.count >= d.jr.cut && len(d.jr.buf) > 0 && d.jr.run == nil {
+		d.jr.buf = d.jr.buf[:0]
 	}
 	d.maybeTrimLocked(false)
 }
@@ -279,38 +289,38 @@ func (d *Disk) committedLocked(c *commitRun) {
 // maybeTrimLocked trims the journal up to the durable seq in the
 // background when enough of it is covered, or (idle) when all of it is.
 func (d *Disk) maybeTrimLocked(idle bool) {
-	if d.jlog == nil || d.jtrimming || len(d.jappended) == 0 {
+	if d.jr.log == nil || d.jr.trimming || len(d.jr.appended) == 0 {
 		return
 	}
-	upto := d.durableSeq
+	upto := d.seq.durable
 	var covered int64
 	all := true
-	for _, m := range d.jappended {
+	for _, m := range d.jr.appended {
 		if m.seq > upto {
 			all = false
 			break
 		}
 		covered += m.bytes
 	}
-	if covered == 0 || covered < trimEvery && !(all && (idle || time.Since(d.jtrimAt) > time.Second)) {
+	if covered == 0 || covered < trimEvery && !(all && (idle || time.Since(d.jr.trimAt) > time.Second)) {
 		return
 	}
-	d.jtrimming = true
+	d.jr.trimming = true
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
-		err := d.jlog.Trim(ctx, d.jname, d.epoch, upto)
+		err := d.jr.log.Trim(ctx, d.jr.name, d.epoch, upto)
 		cancel()
 		d.mu.Lock()
-		d.jtrimming = false
-		d.jtrimAt = time.Now()
+		d.jr.trimming = false
+		d.jr.trimAt = time.Now()
 		if err == nil {
 			i := 0
-			for i < len(d.jappended) && d.jappended[i].seq <= upto {
+			for i < len(d.jr.appended) && d.jr.appended[i].seq <= upto {
 				i++
 			}
-			d.jappended = d.jappended[i:]
+			d.jr.appended = d.jr.appended[i:]
 		} else if d.ctx.Err() == nil {
 			d.log.Warn("journal trim failed; retried after the next commit", "err", err)
 		}
@@ -325,7 +335,7 @@ func (d *Disk) maybeTrimLocked(idle bool) {
 // means a failure to read the journal fails the attach (the last writer
 // did not release cleanly).
 func (d *Disk) replayJournal(ctx context.Context, jl journal.Log, v *fsm.VDisk, required bool) error {
-	recs, err := jl.Read(ctx, d.jname, d.epoch)
+	recs, err := jl.Read(ctx, d.jr.name, d.epoch)
 	if err != nil {
 		if required {
 			return fmt.Errorf("blockd: vdisk %s: its last writer did not detach cleanly and its journal cannot be read: %w", d.name, err)
@@ -367,7 +377,7 @@ func (d *Disk) replayJournal(ctx context.Context, jl journal.Log, v *fsm.VDisk, 
 		}
 	}
 	if len(recs) > 0 {
-		if err := jl.Trim(ctx, d.jname, d.epoch-1, journal.All); err != nil {
+		if err := jl.Trim(ctx, d.jr.name, d.epoch-1, journal.All); err != nil {
 			d.log.Warn("trimming the replayed journal failed (the head's mark covers it)", "err", err)
 		}
 	}
@@ -377,7 +387,7 @@ func (d *Disk) replayJournal(ctx context.Context, jl journal.Log, v *fsm.VDisk, 
 func (d *Disk) durableSeqNow() uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.durableSeq
+	return d.seq.durable
 }
 
 // applyOp replays one op. Ops beyond the current size (the vdisk shrank

@@ -404,7 +404,7 @@ func (s *Service) openDisk(ctx context.Context, export, name, snap string, mode 
 	s.log.Info("vdisk attached read-write", "vdisk", name, "epoch", lease.Epoch, "head", v.Head.Short(), "type", v.Type, "journal", jl != nil)
 	d := newDisk(s, diskParams{name: name, label: name, typ: v.Type, bs: v.BlockSize, size: v.Size, head: v.Head,
 		epoch: lease.Epoch, leaseUntil: time.Unix(0, lease.Expires), store: st, tree: tr})
-	d.jname = journalName(v)
+	d.jr.name = journalName(v)
 	if jl != nil {
 		if err := d.replayJournal(ctx, jl, v, wasJournaled); err != nil {
 			d.abort()
@@ -413,7 +413,7 @@ func (s *Service) openDisk(ctx context.Context, export, name, snap string, mode 
 		}
 	}
 	d.mu.Lock()
-	d.jlog = jl
+	d.jr.log = jl
 	d.mu.Unlock()
 	return d, nil
 }

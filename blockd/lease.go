@@ -1,0 +1,80 @@
+package blockd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/zosproject/zos/raft/fsm"
+)
+
+// leaseState is the read-write lease as this Disk knows it.
+type leaseState struct {
+	until  time.Time // the lease's expiry, as last granted
+	fenced error     // the lease is lost: every write and flush fails with it
+}
+
+// fence marks the lease lost: writes and flushes fail from now on.
+func (d *Disk) fence(cause error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.lease.fenced == nil {
+		d.lease.fenced = fmt.Errorf("%w: vdisk %s (epoch %d): %v; writes fail until it is reattached", ErrLeaseLost, d.label, d.epoch, cause)
+		d.svc.m.leaseLost.Inc()
+		d.log.Error("READ-WRITE LEASE LOST: the vdisk is read-only on this node; unflushed writes are lost",
+			"epoch", d.epoch, "cause", cause, "dirty_blocks", len(d.cache.dirty))
+		d.notifyLocked()
+	}
+	return d.lease.fenced
+}
+
+func (d *Disk) renewLoop() {
+	defer d.wg.Done()
+	cfg := d.svc.cfg
+	t := time.NewTicker(cfg.LeaseRenew)
+	defer t.Stop()
+	warned := false
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(d.ctx, cfg.LeaseRenew)
+		raw, err := cfg.Control.Apply(ctx, fsm.OpLeaseRenew, fsm.LeaseArgs{Name: d.name, Node: cfg.Node, Epoch: d.epoch, TTL: int64(cfg.LeaseTTL)})
+		cancel()
+		if err == nil {
+			var l fsm.Lease
+			if json.Unmarshal(raw, &l) == nil && l.Expires > 0 {
+				d.mu.Lock()
+				d.lease.until = time.Unix(0, l.Expires)
+				d.mu.Unlock()
+			}
+			d.svc.m.leaseRenewals.Inc()
+			if warned {
+				d.log.Info("lease renewed again")
+				warned = false
+			}
+			continue
+		}
+		if d.ctx.Err() != nil {
+			return
+		}
+		d.svc.m.leaseFailures.Inc()
+		if errors.Is(err, fsm.ErrStaleEpoch) || errors.Is(err, fsm.ErrNotFound) {
+			d.fence(err)
+			return
+		}
+		d.mu.Lock()
+		expired := time.Now().After(d.lease.until)
+		d.mu.Unlock()
+		if expired {
+			d.log.Error("lease renewal failing and the lease has expired; another node may take the vdisk over, which fences this one", "err", err)
+		} else {
+			d.log.Warn("lease renewal failed; retrying", "err", err)
+		}
+		warned = true
+	}
+}

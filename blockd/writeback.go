@@ -1,0 +1,246 @@
+package blockd
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/zosproject/zos/chunkstore"
+)
+
+// wbState is the blocks being written back: named (or being named) and
+// stored as chunks by background jobs or by a commit, no longer written to.
+type wbState struct {
+	inflight map[uint64]*dblock
+	bytes    int64 // the cost of the in-flight blocks
+	jobs     int   // write-back jobs running (base reads and stores)
+	pause    bool  // a commit drains write-back: start no background job
+	err      error // last write-back error
+}
+
+// --- write-back ---
+
+// pumpLocked starts background write-back of the oldest dirty blocks while
+// more than WritebackBytes are dirty (or, with force, while the cache is
+// full), unless a commit is draining.
+func (d *Disk) pumpLocked(force bool) {
+	if d.wb.pause || d.lease.fenced != nil || d.closed {
+		return
+	}
+	limit := d.svc.cfg.WritebackBytes
+	if d.svc.nodeDirtyHigh() {
+		force = true
+	}
+	for d.wb.jobs < d.svc.cfg.Parallelism && (d.cache.bytes > limit || force && d.cache.bytes > 0) {
+		if !d.startOldestLocked() {
+			break
+		}
+	}
+	if len(d.cache.fifo) > 2*len(d.cache.dirty)+1024 { // drop stale entries
+		out := d.cache.fifo[:0]
+		for _, e := range d.cache.fifo {
+			if d.cache.dirty[e.idx] == e.b {
+				out = append(out, e)
+			}
+		}
+		clear(d.cache.fifo[len(out):])
+		d.cache.fifo = out
+	}
+}
+
+// startOldestLocked starts the write-back of the oldest dirty block that
+// can start; false if there is none.
+func (d *Disk) startOldestLocked() bool {
+	var later []fifoEntry
+	defer func() { d.cache.fifo = append(d.cache.fifo, later...) }()
+	for len(d.cache.fifo) > 0 {
+		e := d.cache.fifo[0]
+		d.cache.fifo[0] = fifoEntry{}
+		d.cache.fifo = d.cache.fifo[1:]
+		if d.cache.dirty[e.idx] != e.b || e.b.busy {
+			continue
+		}
+		if d.wb.inflight[e.idx] != nil {
+			later = append(later, e) // one write-back per block at a time
+			continue
+		}
+		d.startLocked(e.idx, e.b)
+		return true
+	}
+	return false
+}
+
+// startLocked starts writing back dirty block b of idx.
+func (d *Disk) startLocked(idx uint64, b *dblock) {
+	b.busy = true
+	// A block put back after a failed write-back starts afresh.
+	b.ref, b.hashed, b.done, b.err, b.superseded, b.owned = chunkstore.Ref{}, false, false, nil, false, false
+	d.wb.jobs++
+	var src source
+	needBase := !b.complete()
+	if needBase {
+		src = d.belowDirtyLocked(idx)
+	}
+	d.wg.Add(1)
+	go d.writeback(idx, b, needBase, src)
+}
+
+// writeback completes b from its base if it is partial, moves it in flight,
+// stores it and records its Ref in the current layer.
+func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
+	defer d.wg.Done()
+	ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
+	defer cancel()
+	var err error
+	select {
+	case d.sem <- struct{}{}:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err == nil {
+		defer func() { <-d.sem }()
+	}
+	var base []byte
+	if err == nil && needBase {
+		base, err = d.content(ctx, idx, src)
+	}
+
+	d.mu.Lock()
+	if d.cache.dirty[idx] != b { // replaced or zeroed meanwhile: nothing to do
+		b.busy = false
+		if b.data != nil {
+			d.putBuf(b.data)
+		}
+		d.wb.jobs--
+		d.notifyLocked()
+		d.pumpLocked(false)
+		d.mu.Unlock()
+		return
+	}
+	if err != nil {
+		b.busy = false
+		d.wb.jobs--
+		d.cache.fifo = append(d.cache.fifo, fifoEntry{idx, b})
+		d.failLocked(fmt.Errorf("blockd: vdisk %s: read block %d to complete it: %w", d.label, idx, err))
+		d.mu.Unlock()
+		return
+	}
+	if !b.complete() {
+		d.fillLocked(b, base)
+	}
+	b.busy = false
+	d.moveInflightLocked(idx, b)
+	d.mu.Unlock()
+
+	// b is complete and no longer written to: name it, then store it.
+	ref, data := nameBlock(b)
+	d.mu.Lock()
+	b.ref, b.hashed = ref, true
+	d.notifyLocked()
+	d.mu.Unlock()
+	err = d.putBlock(ctx, idx, ref, data)
+	d.mu.Lock()
+	d.storedLocked(idx, b, data, err)
+	d.mu.Unlock()
+}
+
+// moveInflightLocked moves complete dirty block b of idx in flight: it is
+// no longer written to (a newer write makes a new dirty block over it).
+func (d *Disk) moveInflightLocked(idx uint64, b *dblock) {
+	delete(d.cache.dirty, idx)
+	d.cache.bytes -= b.cost()
+	d.wb.inflight[idx] = b
+	d.wb.bytes += b.cost()
+	d.layers.gen++
+}
+
+// nameBlock returns the Ref of a complete block and the bytes to store
+// (without trailing zeroes): the zero Ref for zeroes, emptyRef for zeroes
+// that stay allocated.
+func nameBlock(b *dblock) (chunkstore.Ref, []byte) {
+	var data []byte
+	if b.data != nil {
+		data = trimZeros(b.data)
+	}
+	switch {
+	case len(data) > 0:
+		return chunkstore.Sum(data), data
+	case b.keep:
+		return emptyRef, nil
+	}
+	return chunkstore.Ref{}, nil
+}
+
+// putBlock stores a named block's bytes (nothing for zero blocks).
+func (d *Disk) putBlock(ctx context.Context, idx uint64, ref chunkstore.Ref, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	got, err := d.batch.Put(ctx, data)
+	switch {
+	case err != nil:
+		return fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, idx, err)
+	case got != ref:
+		return fmt.Errorf("%w: store named block %d %s, its content hashes to %s", chunkstore.ErrCorrupt, idx, got.Short(), ref.Short())
+	}
+	d.svc.m.storedBytes.Add(float64(len(data)))
+	return nil
+}
+
+// storedLocked ends the write-back of in-flight block b: its Ref enters
+// the current layer and its content the block cache, or, if the store
+// failed, it goes back to the dirty layer.
+func (d *Disk) storedLocked(idx uint64, b *dblock, data []byte, err error) {
+	b.done, b.err = true, err
+	delete(d.wb.inflight, idx)
+	d.wb.bytes -= b.cost()
+	d.svc.accountDirty(-b.cost())
+	d.wb.jobs--
+	d.layers.gen++
+	switch {
+	case err != nil:
+		d.restoreLocked(idx, b)
+		d.failLocked(err)
+		return
+	case b.superseded:
+	default:
+		d.layers.cur.zeros = d.layers.cur.zeros.remove(idx)
+		d.layers.cur.refs[idx] = b.ref
+		if len(data) > 0 {
+			d.svc.blocks.Add(b.ref, data)
+		}
+		d.svc.m.flushBlocks.Inc()
+	}
+	d.notifyLocked()
+	d.pumpLocked(false)
+	if d.seq.run == nil && (len(d.layers.cur.refs) >= maxPendingRefs || len(d.layers.cur.zeros) >= maxSpans) {
+		d.startCommitLocked()
+	}
+}
+
+// restoreLocked puts back a block whose store failed, under newer writes.
+func (d *Disk) restoreLocked(idx uint64, b *dblock) {
+	if b.superseded {
+		return
+	}
+	if cur := d.cache.dirty[idx]; cur != nil {
+		if cur.complete() || cur.busy {
+			return
+		}
+		// A partial block written after b: b is its base.
+		d.addDirtyLocked(-cur.cost())
+		d.fillLocked(cur, b.data)
+		d.addDirtyLocked(cur.cost())
+		return
+	}
+	d.cache.dirty[idx] = b
+	d.cache.fifo = append(d.cache.fifo, fifoEntry{idx, b})
+	d.addDirtyLocked(b.cost())
+}
+
+// failLocked records a write-back failure and wakes the waiters.
+func (d *Disk) failLocked(err error) {
+	d.wb.err = err
+	d.svc.m.flushErrors.Inc()
+	d.log.Error("write-back failed; the data stays in memory and is retried", "err", err)
+	d.notifyLocked()
+}
