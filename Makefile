@@ -24,9 +24,9 @@ deps-test:
 run: deps-run build ## install what is needed, build, start the embedded 3-node dev cluster
 	bin/zos dev
 
-test: deps-test build ## install the test tools and run every test
+test: deps-test build ## install the test tools and run every test (with the invariant checks compiled in)
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -tags invariants -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 check: ## gofmt, go mod tidy, go vet, staticcheck and go test -race
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

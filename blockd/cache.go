@@ -31,6 +31,11 @@ type dblock struct {
 	busy bool   // a write-back job is reading its base
 	// owned: (in flight only) a commit names and stores the block itself.
 	owned bool
+	// claim: the running commit counts on this block's write-back job:
+	// it started the job (a partial block's base read), or froze the
+	// block's Ref while a job stores it. A failed store of a claimed block
+	// is taken over by that commit (storedLocked, awaitClaimed).
+	claim *commitRun
 	// superseded: (in flight only) a newer zeroing covers the block; the
 	// job's result is dropped.
 	superseded bool

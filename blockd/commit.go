@@ -33,9 +33,11 @@ type seqState struct {
 // a sequence number up to seq.
 type commitRun struct {
 	seq   uint64
-	count uint64 // jcount at its start: the completed mutations it covers
+	count uint64 // seq.completed at its start: the completed mutations it covers
 	done  chan struct{}
 	err   error
+	// failed: a write-back job the commit started failed (under d.mu).
+	failed error
 }
 
 // --- flush and commit ---
@@ -105,6 +107,7 @@ func (d *Disk) Sync(ctx context.Context) error {
 
 // startCommitLocked starts a commit of everything written so far.
 func (d *Disk) startCommitLocked() *commitRun {
+	d.checkLocked()
 	c := &commitRun{seq: d.seq.write, count: d.seq.completed, done: make(chan struct{})}
 	d.seq.run = c
 	d.wg.Add(1)
@@ -116,13 +119,6 @@ func (d *Disk) runCommit(c *commitRun) {
 	defer d.wg.Done()
 	start := time.Now()
 	err := d.doCommit(c)
-	var bse *blockStoreError
-	for try := 0; try < 3 && errors.As(err, &bse); try++ {
-		// A write-back job that started before this commit failed; its
-		// block is back in the cache: try again (the jobs the commit
-		// waited for have ended, so a retry meets only its own puts).
-		err = d.doCommit(c)
-	}
 	d.mu.Lock()
 	if err == nil {
 		d.seq.durable = max(d.seq.durable, c.seq)
@@ -147,9 +143,15 @@ func (d *Disk) runCommit(c *commitRun) {
 	}
 	d.notifyLocked()
 	d.pumpLocked(false)
+	d.checkLocked()
 	d.mu.Unlock()
 }
 
+// doCommit runs commit c: it names every block dirtied up to c.seq,
+// freezes the current layer, applies the frozen layers to the tree in
+// memory, stores the new blocks and tree nodes in one round, waits for the
+// write-back jobs it counts on (storing a failed one's block itself), and
+// moves the head.
 func (d *Disk) doCommit(c *commitRun) error {
 	ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
 	defer cancel()
@@ -159,26 +161,78 @@ func (d *Disk) doCommit(c *commitRun) error {
 		d.svc.m.flushPhase.WithLabelValues(name).Observe(now.Sub(t0).Seconds())
 		t0 = now
 	}
-	// 1. Name every block dirtied up to c.seq; no new background
-	// write-back meanwhile. The commit takes the complete blocks itself
-	// (hashed here, stored below in one round with the tree nodes); partial
-	// blocks need their base read, which write-back jobs do.
-	var own []ownBlock
-	d.mu.Lock()
-	d.wb.pause = true
-	d.wb.err = nil
-	for {
-		if d.lease.fenced != nil || d.wb.err != nil {
-			err := d.lease.fenced
-			if err == nil {
-				// A write-back job failed meanwhile; its block is back
-				// in the cache.
-				err = &blockStoreError{d.wb.err}
-			}
-			d.abandonLocked(own)
-			d.wb.pause = false
-			d.mu.Unlock()
+	fz, err := d.freeze(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer d.releaseClaims(fz.claimed)
+	phase("drain")
+	if len(fz.layers) == 0 {
+		return d.storeOwned(ctx, fz.own, nil)
+	}
+	staged, err := d.stage(ctx, fz)
+	if err != nil {
+		d.storeOwned(ctx, fz.own, nil) // stored for the next commit
+		return err
+	}
+	// One round of puts: the blocks the commit took and the new tree
+	// nodes, in parallel; then the head may name them once the blocks of
+	// the jobs it counts on are stored too.
+	if err := d.storeOwned(ctx, fz.own, staged); err != nil {
+		return err
+	}
+	phase("tree")
+	if err := d.awaitClaimed(ctx, fz.claimed); err != nil {
+		return err
+	}
+	phase("blocks")
+	if staged.Root != fz.head {
+		if err := d.commitHead(ctx, fz.head, staged.Root, c.seq); err != nil {
 			return err
+		}
+		phase("head")
+	}
+	d.mu.Lock()
+	d.layers.head = staged.Root
+	d.layers.frozen = d.layers.frozen[len(fz.layers):]
+	d.layers.gen++
+	d.mu.Unlock()
+	return nil
+}
+
+// frozen is what a commit froze: the blocks it names and stores itself,
+// the in-flight blocks it counts on (their jobs store them), and the
+// layers to apply to head.
+type frozen struct {
+	own     []ownBlock
+	claimed []ownBlock
+	layers  []*layer
+	head    chunkstore.Ref
+}
+
+// freeze names every block dirtied up to c.seq, with no new background
+// write-back meanwhile, then freezes the current layer. The commit takes
+// the complete blocks itself (hashed here, stored in its round with the
+// tree nodes); partial blocks need their base read, which write-back jobs
+// do. A job that started before the commit and fails puts its block back
+// in the cache, where the commit takes it; one the commit started fails
+// the commit.
+func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
+	fz := &frozen{}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.wb.pause = true
+	defer func() { d.wb.pause = false }()
+	fail := func(err error) (*frozen, error) {
+		d.abandonLocked(fz.own)
+		return nil, err
+	}
+	for {
+		if d.lease.fenced != nil {
+			return fail(d.lease.fenced)
+		}
+		if c.failed != nil {
+			return fail(c.failed)
 		}
 		pending := false
 		var fresh []ownBlock
@@ -199,6 +253,7 @@ func (d *Disk) doCommit(c *commitRun) error {
 				continue
 			}
 			d.startLocked(i, b)
+			b.claim = c
 			pending = true
 		}
 		if len(fresh) > 0 {
@@ -212,7 +267,7 @@ func (d *Disk) doCommit(c *commitRun) error {
 			for _, o := range fresh {
 				o.b.ref, o.b.hashed = o.ref, true
 			}
-			own = append(own, fresh...)
+			fz.own = append(fz.own, fresh...)
 			continue // blocks may have become ready meanwhile
 		}
 		for _, b := range d.wb.inflight {
@@ -229,22 +284,19 @@ func (d *Disk) doCommit(c *commitRun) error {
 		case <-ch:
 		case <-ctx.Done():
 			d.mu.Lock()
-			d.abandonLocked(own)
-			d.wb.pause = false
-			d.mu.Unlock()
-			return fmt.Errorf("blockd: vdisk %s: flush: %w", d.label, ctx.Err())
+			return fail(fmt.Errorf("blockd: vdisk %s: flush: %w", d.label, ctx.Err()))
 		}
 		d.mu.Lock()
 	}
-	// 2. Freeze the current layer with the named blocks still being
-	// stored; write-back goes on above it.
-	var storing []*dblock
+	// Freeze the current layer with the named blocks still being stored;
+	// write-back goes on above it.
 	for i, b := range d.wb.inflight {
 		if b.born <= c.seq && !b.superseded {
 			d.layers.cur.zeros = d.layers.cur.zeros.remove(i)
 			d.layers.cur.refs[i] = b.ref
 			if !b.owned {
-				storing = append(storing, b)
+				b.claim = c
+				fz.claimed = append(fz.claimed, ownBlock{idx: i, b: b})
 			}
 		}
 	}
@@ -253,69 +305,73 @@ func (d *Disk) doCommit(c *commitRun) error {
 		d.layers.cur = newLayer()
 		d.layers.gen++
 	}
+	fz.layers = slices.Clone(d.layers.frozen)
+	fz.head = d.layers.head
 	d.wb.pause = false
-	layers := slices.Clone(d.layers.frozen)
-	head := d.layers.head
 	d.pumpLocked(false)
-	d.mu.Unlock()
-	phase("drain")
-	if len(layers) == 0 {
-		d.storeOwned(ctx, own, nil)
-		return nil
-	}
-	// 3. Apply the frozen layers to the tree in memory, oldest first.
-	var staged *tree.Staged
-	{
-		b := d.tree.NewBatch(head)
-		err := func() error {
-			for _, l := range layers {
-				for _, s := range l.zeros {
-					if err := b.Punch(ctx, s.from, s.to); err != nil {
-						return fmt.Errorf("blockd: vdisk %s: punch [%d, %d): %w", d.label, s.from, s.to, err)
-					}
-				}
-				changes := make([]tree.Change, 0, len(l.refs))
-				for i, r := range l.refs {
-					if len(l.zeros) > 0 && l.zeros.contains(i) {
-						continue // older than the span
-					}
-					changes = append(changes, tree.Change{Index: i, Ref: r})
-				}
-				slices.SortFunc(changes, func(a, b tree.Change) int { return cmp.Compare(a.Index, b.Index) })
-				if err := b.Update(ctx, changes); err != nil {
-					return fmt.Errorf("blockd: vdisk %s: update tree: %w", d.label, err)
-				}
+	return fz, nil
+}
+
+// stage applies the frozen layers to the tree in memory, oldest first.
+func (d *Disk) stage(ctx context.Context, fz *frozen) (*tree.Staged, error) {
+	b := d.tree.NewBatch(fz.head)
+	for _, l := range fz.layers {
+		for _, s := range l.zeros {
+			if err := b.Punch(ctx, s.from, s.to); err != nil {
+				return nil, fmt.Errorf("blockd: vdisk %s: punch [%d, %d): %w", d.label, s.from, s.to, err)
 			}
-			var err error
-			staged, err = b.Stage(ctx)
-			return err
-		}()
-		if err != nil {
-			d.storeOwned(ctx, own, nil) // stored for the next commit
-			return err
+		}
+		changes := make([]tree.Change, 0, len(l.refs))
+		for i, r := range l.refs {
+			if len(l.zeros) > 0 && l.zeros.contains(i) {
+				continue // older than the span
+			}
+			changes = append(changes, tree.Change{Index: i, Ref: r})
+		}
+		slices.SortFunc(changes, func(a, b tree.Change) int { return cmp.Compare(a.Index, b.Index) })
+		if err := b.Update(ctx, changes); err != nil {
+			return nil, fmt.Errorf("blockd: vdisk %s: update tree: %w", d.label, err)
 		}
 	}
-	root := staged.Root
-	// 4. One round of puts: the blocks the commit took and the new tree
-	// nodes, in parallel; then the head may name them once the blocks of
-	// earlier write-back jobs are stored too.
-	if err := d.storeOwned(ctx, own, staged); err != nil {
-		return err
-	}
-	phase("tree")
+	return b.Stage(ctx)
+}
+
+// awaitClaimed waits for the write-back jobs storing the blocks the commit
+// froze. It takes over a job that failed: the commit stores that block
+// itself, once; if that fails too, the block goes back to the cache and
+// the commit fails.
+func (d *Disk) awaitClaimed(ctx context.Context, claimed []ownBlock) error {
 	d.mu.Lock()
 	for {
-		var failed error
+		var retry []ownBlock
 		waiting := false
-		for _, b := range storing {
-			if b.err != nil {
-				failed = b.err
+		for _, o := range claimed {
+			switch b := o.b; {
+			case !b.done:
+				waiting = true
+			case b.err != nil && b.claim != nil:
+				b.claim, b.done, b.err = nil, false, nil
+				d.wb.jobs++
+				retry = append(retry, o)
 			}
-			waiting = waiting || !b.done
 		}
-		if failed != nil {
+		if len(retry) > 0 {
 			d.mu.Unlock()
-			return &blockStoreError{failed}
+			d.svc.m.flushTakeover.Add(float64(len(retry)))
+			err := par.Do(ctx, len(retry), d.svc.cfg.Parallelism, func(ctx context.Context, k int) error {
+				o := retry[k]
+				_, data := nameBlock(o.b)
+				err := d.putBlock(ctx, o.idx, o.b.ref, data)
+				d.mu.Lock()
+				d.storedLocked(o.idx, o.b, data, err)
+				d.mu.Unlock()
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			d.mu.Lock()
+			continue
 		}
 		if !waiting {
 			break
@@ -330,20 +386,24 @@ func (d *Disk) doCommit(c *commitRun) error {
 		d.mu.Lock()
 	}
 	d.mu.Unlock()
-	phase("blocks")
-	// 5. Move the head.
-	if root != head {
-		if err := d.commitHead(ctx, head, root, c.seq); err != nil {
-			return err
-		}
-		phase("head")
-	}
-	d.mu.Lock()
-	d.layers.head = root
-	d.layers.frozen = d.layers.frozen[len(layers):]
-	d.layers.gen++
-	d.mu.Unlock()
 	return nil
+}
+
+// releaseClaims ends a commit's claims on in-flight blocks: a failed one
+// it did not take over (it failed first) goes back to the cache.
+func (d *Disk) releaseClaims(claimed []ownBlock) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, o := range claimed {
+		b := o.b
+		if b.claim == nil {
+			continue
+		}
+		b.claim = nil
+		if b.done && b.err != nil && d.wb.inflight[o.idx] == b {
+			d.endInflightLocked(o.idx, b, nil, b.err)
+		}
+	}
 }
 
 // ownBlock is a block a commit names and stores itself.
@@ -358,8 +418,8 @@ type ownBlock struct {
 // any) in one round: all through the disk's Batcher at once, so that they
 // go out in as few batches as its bounds allow (the erasure store sends
 // each node one request per batch, which it appends and syncs once).
-// Every own block ends as write-back jobs end (storedLocked). A failed
-// block put is a *blockStoreError; a failed node put fails the round.
+// Every own block ends as write-back jobs end (storedLocked); a failed one
+// goes back to the cache and fails the round, as does a failed node put.
 func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Staged) error {
 	// The round's chunks: own blocks with data (k < len(own)), then nodes.
 	type item struct {
@@ -395,8 +455,7 @@ func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Stag
 		d.mu.Unlock()
 		return fmt.Errorf("blockd: vdisk %s: store %d chunks: %w", d.label, len(items), err)
 	}
-	err = nil
-	var blockErr error
+	var failed error
 	for i, it := range items {
 		var perr error
 		switch {
@@ -407,7 +466,7 @@ func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Stag
 		}
 		if it.k < 0 {
 			if perr != nil {
-				err = fmt.Errorf("blockd: vdisk %s: store tree node: %w", d.label, perr)
+				failed = fmt.Errorf("blockd: vdisk %s: store tree node: %w", d.label, perr)
 			} else {
 				d.tree.CacheNode(it.ref, it.data)
 			}
@@ -416,7 +475,7 @@ func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Stag
 		o := own[it.k]
 		if perr != nil {
 			perr = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, o.idx, perr)
-			blockErr = perr
+			failed = cmp.Or(failed, perr)
 		} else {
 			d.svc.m.storedBytes.Add(float64(len(o.data)))
 		}
@@ -429,13 +488,7 @@ func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Stag
 	d.mu.Lock()
 	d.abandonLocked(own)
 	d.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if blockErr != nil {
-		return &blockStoreError{blockErr}
-	}
-	return nil
+	return failed
 }
 
 // abandonLocked gives the commit's own blocks, not yet stored, back to the
@@ -446,28 +499,14 @@ func (d *Disk) abandonLocked(own []ownBlock) {
 			continue
 		}
 		o.b.done = true
-		delete(d.wb.inflight, o.idx)
-		d.wb.bytes -= o.b.cost()
-		d.svc.accountDirty(-o.b.cost())
 		d.wb.jobs--
-		d.layers.gen++
-		d.restoreLocked(o.idx, o.b)
-	}
-	if len(own) > 0 {
-		d.notifyLocked()
+		d.endInflightLocked(o.idx, o.b, nil, errAbandoned)
 	}
 }
 
-// blockStoreError is a commit failed by the write-back of a block (its
-// base read or its store write) that started before it; the block is back
-// in the cache, so the commit is worth retrying.
-type blockStoreError struct{ err error }
-
-func (e *blockStoreError) Error() string {
-	return "flush: writing a block back failed: " + e.err.Error()
-}
-
-func (e *blockStoreError) Unwrap() error { return e.err }
+// errAbandoned ends the own blocks of a commit that failed before storing
+// them (they go back to the cache).
+var errAbandoned = errors.New("blockd: commit abandoned")
 
 // commitHead moves the head from old to new in the control plane, fenced by
 // the lease epoch. Transient control-plane errors are retried until ctx

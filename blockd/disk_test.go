@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/journal"
@@ -33,6 +34,9 @@ type flakyStore struct {
 	ops       atomic.Int64
 	// putDelay (ns) slows every Put down, like a remote store.
 	putDelay atomic.Int64
+	// gate, when set, holds every Put until it is closed; the Puts it held
+	// then fail (those after it succeed).
+	gate atomic.Pointer[chan struct{}]
 }
 
 func (f *flakyStore) flaky() bool {
@@ -43,6 +47,10 @@ func (f *flakyStore) flaky() bool {
 var errInjected = fmt.Errorf("%w: injected failure", chunkstore.ErrUnavailable)
 
 func (f *flakyStore) Put(ctx context.Context, b []byte) (chunkstore.Ref, error) {
+	if g := f.gate.Load(); g != nil {
+		<-*g
+		return chunkstore.Ref{}, errInjected
+	}
 	if f.failPut.Load() || f.flaky() {
 		return chunkstore.Ref{}, errInjected
 	}
@@ -979,5 +987,56 @@ func TestLeaseLapsesAndFences(t *testing.T) {
 	d2.ReadAt(ctx, got, 0)
 	if string(got) != "first" {
 		t.Fatalf("fenced holder changed the vdisk: %q", got)
+	}
+}
+
+// A commit takes over the write-back jobs it counts on: background jobs
+// store blocks when a FLUSH starts, their puts fail after the commit froze
+// the blocks' Refs, and the commit stores those blocks itself and
+// succeeds (no retry of the whole commit, no false failure).
+func TestCommitTakesOverFailedJobs(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", func(c *Config) { c.MaxDirtyBytes = 4 << 20; c.WritebackBytes = 64 << 10 })
+	mustCreate(t, s, "to", 8<<20, 16384, "db")
+	d, release := mustOpen(t, s, "to")
+	ctx := context.Background()
+	gate := make(chan struct{})
+	e.store.gate.Store(&gate)
+	want := bytes.Repeat([]byte{0xab}, 1<<20)
+	if err := d.WriteAt(ctx, want, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	// Background write-back started (past WritebackBytes) and its puts
+	// are held.
+	waitFor(t, "write-back jobs", 30*time.Second, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.wb.inflight) > 0
+	})
+	flushed := make(chan error, 1)
+	go func() { flushed <- d.Flush(ctx) }()
+	waitFor(t, "the commit to claim the jobs", 30*time.Second, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, b := range d.wb.inflight {
+			if b.claim != nil {
+				return true
+			}
+		}
+		return false
+	})
+	e.store.gate.Store(nil)
+	close(gate) // the held puts fail
+	if err := <-flushed; err != nil {
+		t.Fatalf("flush with failed background jobs: %v", err)
+	}
+	if n := testutil.ToFloat64(s.m.flushTakeover); n == 0 {
+		t.Fatal("no block was taken over by the commit")
+	}
+	release()
+	ro, _ := mustOpen(t, e.service(t, "n2", nil), "to:ro")
+	got := make([]byte, len(want))
+	if err := ro.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("committed content differs (err %v)", err)
 	}
 }

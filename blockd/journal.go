@@ -62,6 +62,7 @@ type journalState struct {
 	cut      uint64 // seq.completed at the last capture into buf
 	done     uint64 // completed mutations up to this count are durable (appended or committed)
 	drop     uint64 // completed mutations up to this count may be missing from the journal (dropped, or a failed append)
+	acked    uint64 // completed mutations up to this count are in appended records (those not dropped)
 	run      *commitRun
 	appended []jmark // appended records not trimmed yet
 	last     uint64  // Seq of the last record appended
@@ -169,6 +170,7 @@ func (d *Disk) flushJournal(ctx context.Context) (ok bool, err error) {
 			return true, err
 		}
 		if d.jr.done >= target {
+			d.checkLocked()
 			d.mu.Unlock()
 			return true, nil
 		}
@@ -218,6 +220,7 @@ func (d *Disk) flushJournal(ctx context.Context) (ok bool, err error) {
 			d.svc.m.journalSeconds.Observe(time.Since(t0).Seconds())
 			d.svc.m.journalBytes.Add(float64(len(rec.Payload)))
 			d.jr.done = max(d.jr.done, count)
+			d.jr.acked = max(d.jr.acked, count)
 			d.jr.appended = append(d.jr.appended, jmark{seq: rec.Seq, bytes: int64(len(rec.Payload))})
 			d.jr.last = max(d.jr.last, rec.Seq)
 			d.commitSoonLocked()

@@ -12,6 +12,8 @@ type metrics struct {
 	flushPhase    *prometheus.HistogramVec
 	flushBlocks   prometheus.Counter
 	flushErrors   prometheus.Counter
+	flushTakeover prometheus.Counter
+	takeover      prometheus.Histogram
 	cacheHits     *prometheus.CounterVec
 	cacheMisses   *prometheus.CounterVec
 	readBytes     prometheus.Counter
@@ -44,6 +46,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "flush_blocks_total", Help: "Blocks written back by flushes."}),
 		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
 			Name: "flush_errors_total", Help: "Flushes that failed."}),
+		flushTakeover: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "flush_takeovers_total", Help: "Blocks a commit stored itself because the write-back job it counted on failed."}),
+		takeover: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "takeover_seconds", Help: "Time from the last lease renewal of a vdisk's failed writer to the first write completed on this node after it took the vdisk over.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 10)}),
 		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
 			Name: "cache_hits_total", Help: "Cache hits by cache (block, node)."}, []string{"cache"}),
 		cacheMisses: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
@@ -73,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "journal_replayed_records_total", Help: "Journal records replayed when a vdisk was attached after its writer failed."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.dirtyBytes, m.openDisks, m.flushSeconds, m.flushPhase, m.flushBlocks, m.flushErrors, m.cacheHits,
+		reg.MustRegister(m.dirtyBytes, m.openDisks, m.flushSeconds, m.flushPhase, m.flushBlocks, m.flushErrors, m.flushTakeover, m.takeover, m.cacheHits,
 			m.cacheMisses, m.readBytes, m.writtenBytes, m.storedBytes, m.leaseRenewals, m.leaseFailures, m.leaseLost, m.writeStalls,
 			m.journalSeconds, m.journalBytes, m.journalErrors, m.journalReplayed)
 	}

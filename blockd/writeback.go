@@ -73,7 +73,7 @@ func (d *Disk) startOldestLocked() bool {
 func (d *Disk) startLocked(idx uint64, b *dblock) {
 	b.busy = true
 	// A block put back after a failed write-back starts afresh.
-	b.ref, b.hashed, b.done, b.err, b.superseded, b.owned = chunkstore.Ref{}, false, false, nil, false, false
+	b.ref, b.hashed, b.done, b.err, b.superseded, b.owned, b.claim = chunkstore.Ref{}, false, false, nil, false, false, nil
 	d.wb.jobs++
 	var src source
 	needBase := !b.complete()
@@ -105,6 +105,8 @@ func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
 	}
 
 	d.mu.Lock()
+	c := b.claim
+	b.claim = nil
 	if d.cache.dirty[idx] != b { // replaced or zeroed meanwhile: nothing to do
 		b.busy = false
 		if b.data != nil {
@@ -120,7 +122,11 @@ func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
 		b.busy = false
 		d.wb.jobs--
 		d.cache.fifo = append(d.cache.fifo, fifoEntry{idx, b})
-		d.failLocked(fmt.Errorf("blockd: vdisk %s: read block %d to complete it: %w", d.label, idx, err))
+		err = fmt.Errorf("blockd: vdisk %s: read block %d to complete it: %w", d.label, idx, err)
+		if c != nil && c.failed == nil {
+			c.failed = err // the commit that started this job fails with it
+		}
+		d.failLocked(err)
 		d.mu.Unlock()
 		return
 	}
@@ -188,18 +194,34 @@ func (d *Disk) putBlock(ctx context.Context, idx uint64, ref chunkstore.Ref, dat
 
 // storedLocked ends the write-back of in-flight block b: its Ref enters
 // the current layer and its content the block cache, or, if the store
-// failed, it goes back to the dirty layer.
+// failed, it goes back to the dirty layer. A failed block a running commit
+// counts on (b.claim) stays in flight instead, for that commit to store
+// itself (awaitClaimed).
 func (d *Disk) storedLocked(idx uint64, b *dblock, data []byte, err error) {
 	b.done, b.err = true, err
+	d.wb.jobs--
+	if err != nil && b.claim != nil && !b.superseded {
+		d.notifyLocked()
+		return
+	}
+	d.endInflightLocked(idx, b, data, err)
+}
+
+// endInflightLocked takes b out of flight once its store ended with err
+// (see storedLocked).
+func (d *Disk) endInflightLocked(idx uint64, b *dblock, data []byte, err error) {
 	delete(d.wb.inflight, idx)
 	d.wb.bytes -= b.cost()
 	d.svc.accountDirty(-b.cost())
-	d.wb.jobs--
 	d.layers.gen++
 	switch {
 	case err != nil:
 		d.restoreLocked(idx, b)
-		d.failLocked(err)
+		if err != errAbandoned {
+			d.failLocked(err)
+		} else {
+			d.notifyLocked()
+		}
 		return
 	case b.superseded:
 	default:

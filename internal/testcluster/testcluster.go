@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zosproject/zos/internal/invariants"
 	"github.com/zosproject/zos/orchestrator/client"
 )
 
@@ -29,7 +30,8 @@ var (
 	buildErr  error
 )
 
-// Binary builds cmd/zos once and returns the path of the binary.
+// Binary builds cmd/zos once and returns the path of the binary (with the
+// invariants build tag when the test binary has it).
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -45,7 +47,12 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "zos")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/zos")
+		args := []string{"build", "-o", binPath}
+		if invariants.Enabled {
+			// The nodes check their invariants too (see internal/invariants).
+			args = append(args, "-tags", "invariants")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/zos")...)
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/zos: %v\n%s", err, b)
