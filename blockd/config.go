@@ -1,6 +1,7 @@
 package blockd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,16 @@ const (
 // its redundant profile.
 type StoreFor func(pool, typ string) chunkstore.Store
 
+// Peers reaches the blockd services of other nodes.
+type Peers interface {
+	// Sync asks node to commit vdisk name, attached read-write there
+	// (Service.SyncLocal on that node): when it returns nil, the vdisk's
+	// head holds every write the node acknowledged before the call. It
+	// fails with an error wrapping ErrNotAttached when the vdisk is not
+	// attached read-write there.
+	Sync(ctx context.Context, node, name string) error
+}
+
 // Config configures a Service. Zero fields take the defaults above.
 type Config struct {
 	// Node is this node's ID in the cluster map; read-write leases are
@@ -57,6 +68,12 @@ type Config struct {
 	// append and the commit follows in the background; without, a FLUSH
 	// waits for the commit (see doc.go, "Write journal").
 	JournalFor func(pool, typ string) journal.Log
+	// Peers reaches the blockd of the other nodes: operations that read a
+	// vdisk's head (snapshot, clone, export, diff, NAME:ro) ask the node
+	// holding its read-write lease to commit it first, so they see every
+	// write that node acknowledged. Nil: such operations read the head at
+	// the holder's last commit (single-node tests).
+	Peers Peers
 	// Logger gets the service's logs (component=blockd); nil means
 	// slog.Default().
 	Logger *slog.Logger

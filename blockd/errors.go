@@ -31,6 +31,9 @@ var (
 	ErrCorruptBlock = errors.New("blockd: corrupt block")
 	// ErrClosed: the vdisk or service was closed.
 	ErrClosed = errors.New("blockd: closed")
+	// ErrNotAttached: the vdisk is not attached read-write on the node
+	// asked to commit it (Service.SyncLocal).
+	ErrNotAttached = errors.New("blockd: vdisk not attached read-write here")
 )
 
 func invalidf(format string, args ...any) error {

@@ -235,10 +235,10 @@ func (s *Service) Open(ctx context.Context, export string) (*Disk, func(), error
 		key = "rw/" + name
 	default:
 		if mode != Snapshot {
-			// NAME:ro is the head at open time: what a writer here has
-			// not committed yet is not in it, as before the journal;
-			// what a failed writer left in its journal is.
-			if err := s.replayFailed(ctx, name); err != nil {
+			// NAME:ro is the head at open time, holding every write a
+			// writer acknowledged before (wherever it is, or in the
+			// journal of one that failed).
+			if err := s.settle(ctx, name); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -420,14 +420,77 @@ func (s *Service) openDisk(ctx context.Context, export, name, snap string, mode 
 
 // settle makes the vdisk's head hold every acknowledged write before an
 // operation reads it: a vdisk attached read-write on this node is synced;
-// one whose last writer failed with writes only in its journal is
-// attached here for a moment, which replays them. A vdisk attached on
-// another node is left alone: its head follows its flushes by one commit.
+// one attached on another node is synced there (Config.Peers); one whose
+// last writer failed with writes only in its journal is attached here for
+// a moment, which replays them. A holder that cannot be reached is waited
+// for until its lease lapses (then its journal is replayed here), at most
+// settleWait.
 func (s *Service) settle(ctx context.Context, name string) error {
-	if d := s.localRW(name); d != nil {
-		return d.Sync(ctx)
+	ctx, cancel := context.WithTimeout(ctx, s.settleWait())
+	defer cancel()
+	var last error
+	for {
+		if d := s.localRW(name); d != nil {
+			return d.Sync(ctx)
+		}
+		var holder string
+		var until time.Time
+		err := s.cfg.Control.Read(ctx, func(st *fsm.State) error {
+			v, ok := st.VDisks[name]
+			if !ok {
+				return &fsm.Error{Code: fsm.ErrNotFound.Code, Msg: fmt.Sprintf("vdisk %s not found", name)}
+			}
+			if holder = st.LeasedBy(v, time.Now().UnixNano()); holder != "" {
+				until = time.Unix(0, v.Lease.Expires)
+			}
+			return nil
+		})
+		switch {
+		case err != nil:
+			return err
+		case holder == "":
+			return s.replayFailed(ctx, name)
+		case holder == s.cfg.Node && s.isBusy(name):
+			return fmt.Errorf("%w: vdisk %s: an operation holds its lease on this node (%s); retry when it is done", ErrBusy, name, s.cfg.Node)
+		case holder != s.cfg.Node && s.cfg.Peers == nil:
+			return nil // no way to ask: the holder's last commit
+		case holder != s.cfg.Node:
+			err := s.cfg.Peers.Sync(ctx, holder, name)
+			if err == nil {
+				return nil
+			}
+			last = err
+			if !errors.Is(err, ErrNotAttached) {
+				s.log.Warn("the node holding a vdisk's lease did not commit it; waiting for it or for its lease to lapse",
+					"vdisk", name, "holder", holder, "lease_until", until, "err", err)
+			}
+		}
+		// Being attached or detached here, released there meanwhile, or
+		// the holder unreachable: look again soon.
+		select {
+		case <-ctx.Done():
+			if last == nil {
+				last = ctx.Err()
+			}
+			return fmt.Errorf("blockd: vdisk %s is attached read-write on node %s, which could not commit it (so what it acknowledged may be missing): %w", name, holder, last)
+		case <-time.After(min(time.Until(until)+10*time.Millisecond, 200*time.Millisecond)):
+		}
 	}
-	return s.replayFailed(ctx, name)
+}
+
+// settleWait bounds settle: the lease of a holder that died lapses within
+// LeaseTTL.
+func (s *Service) settleWait() time.Duration { return 2*s.cfg.LeaseTTL + 10*time.Second }
+
+// SyncLocal commits vdisk name if it is attached read-write on this node
+// (the other side of Peers.Sync): when it returns nil, the head holds
+// every write acknowledged here before the call. ErrNotAttached otherwise.
+func (s *Service) SyncLocal(ctx context.Context, name string) error {
+	d := s.localRW(name)
+	if d == nil {
+		return fmt.Errorf("%w: vdisk %s on node %s", ErrNotAttached, name, s.cfg.Node)
+	}
+	return d.Sync(ctx)
 }
 
 // replayFailed replays the journal of a vdisk whose writer failed (see
@@ -514,6 +577,14 @@ func (s *Service) localRW(name string) *Disk {
 		}
 	}
 	return nil
+}
+
+// isBusy reports whether an exclusive operation runs on name here.
+func (s *Service) isBusy(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.busy[name]
+	return ok
 }
 
 // exclusive marks name busy with an operation that needs the vdisk not to

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -15,14 +16,17 @@ import (
 	"github.com/zosproject/zos/blockd"
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/flist/hub"
+	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/orchestrator"
+	"github.com/zosproject/zos/orchestrator/client"
+	"github.com/zosproject/zos/raft/fsm"
 )
 
 // startBlockd starts the vdisk service and serves every vdisk over NBD.
 func (n *Node) startBlockd(ln net.Listener) error {
 	svc, err := blockd.New(blockd.Config{Node: n.id, Control: n.raft, StoreFor: n.storage.storeFor,
-		JournalFor: n.storage.journalFor,
-		LeaseTTL:   n.cfg.LeaseTTL, Logger: n.cfg.Logger, Registerer: n.reg})
+		JournalFor: n.storage.journalFor, Peers: blockdPeers{n},
+		LeaseTTL: n.cfg.LeaseTTL, Logger: n.cfg.Logger, Registerer: n.reg})
 	if err != nil {
 		return fmt.Errorf("node: blockd: %w", err)
 	}
@@ -75,6 +79,7 @@ func (n *Node) startAPI(ln net.Listener) error {
 			func(public, protected *http.ServeMux) {
 				h.Register(public)
 				blockd.RegisterHTTP(protected, n.blockd)
+				public.Handle("POST /internal/v1/vdisks/{name}/sync", n.nodeOnly(httpx.Handler(n.syncVDisk)))
 				n.storage.register(public, protected)
 			},
 		}})
@@ -129,4 +134,42 @@ func (n *Node) nbdTLS() (*tls.Config, error) {
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
+}
+
+// blockdPeers reaches the blockd of the other nodes over their internal
+// HTTP API (blockd.Peers).
+type blockdPeers struct{ n *Node }
+
+// Sync asks node to commit vdisk name (POST /internal/v1/vdisks/NAME/sync).
+func (p blockdPeers) Sync(ctx context.Context, node, name string) error {
+	var api, secret string
+	p.n.raft.ReadStale(func(st *fsm.State) error {
+		if nd := st.Nodes[node]; nd != nil {
+			api = nd.APIAddr
+		}
+		secret = st.Secret
+		return nil
+	})
+	if api == "" {
+		return fmt.Errorf("node: %s has no API address in the cluster map", node)
+	}
+	err := client.New(api, secret).Do(ctx, http.MethodPost, "/internal/v1/vdisks/"+url.PathEscape(name)+"/sync", nil, nil)
+	if client.IsCode(err, "not_attached") {
+		return fmt.Errorf("%w: %v", blockd.ErrNotAttached, err)
+	}
+	return err
+}
+
+// syncVDisk commits a vdisk attached read-write here, for another node
+// about to read its head (blockd.Service.SyncLocal).
+func (n *Node) syncVDisk(w http.ResponseWriter, r *http.Request) error {
+	err := n.blockd.SyncLocal(r.Context(), r.PathValue("name"))
+	if errors.Is(err, blockd.ErrNotAttached) {
+		return httpx.Errorf(http.StatusConflict, "not_attached", "%s", err.Error())
+	}
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
