@@ -47,6 +47,7 @@ type commitRun struct {
 func (d *Disk) completedLocked(kind, flags byte, off, n int64, data []byte) {
 	d.seq.completed++
 	d.captureLocked(kind, flags, off, n, data)
+	d.wroteLocked()
 }
 
 func (d *Disk) completed(kind, flags byte, off, n int64, data []byte) {
@@ -512,8 +513,18 @@ var errAbandoned = errors.New("blockd: commit abandoned")
 // the lease epoch. Transient control-plane errors are retried until ctx
 // ends; a refusal for a stale epoch fences the Disk.
 // seq is the journal mark: the new head holds every write up to it.
-func (d *Disk) commitHead(ctx context.Context, old, new chunkstore.Ref, seq uint64) error {
-	args := fsm.VDiskHeadArgs{Name: d.name, Epoch: d.epoch, Old: old, New: new, Mark: true, Seq: seq}
+func (d *Disk) commitHead(ctx context.Context, old, new chunkstore.Ref, seq uint64) (err error) {
+	d.mu.Lock()
+	first := d.firstWriteLocked()
+	d.mu.Unlock()
+	args := fsm.VDiskHeadArgs{Name: d.name, Epoch: d.epoch, Old: old, New: new, Mark: true, Seq: seq, FirstWrite: first}
+	defer func() {
+		if first != 0 && err == nil {
+			d.mu.Lock()
+			d.lease.reported = true
+			d.mu.Unlock()
+		}
+	}()
 	delay := 20 * time.Millisecond
 	for {
 		_, err := d.svc.cfg.Control.Apply(ctx, fsm.OpVDiskHead, args)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/chunkstore/journal"
 	"github.com/zosproject/zos/raft/fsm"
@@ -468,5 +470,39 @@ func TestSettleAcrossNodes(t *testing.T) {
 				t.Fatal("the export misses the flushed write")
 			}
 		})
+	}
+}
+
+// A takeover is visible: vdisk info says from whom, and once the new
+// writer's first write is committed, how long the vdisk was not writable
+// (from the failed writer's last lease renewal); the metric has it too.
+func TestTakeoverReported(t *testing.T) {
+	e := newEnv().withJournal(t)
+	s1 := e.service(t, "n1", nil)
+	ctx := context.Background()
+	mustCreate(t, s1, "tk", 1<<20, 4096, "db")
+	journaledCrash(t, e, s1, "tk", []byte("before"), 0)
+	s2 := e.service(t, "n2", nil)
+	d2, _ := mustOpen(t, s2, "tk")
+	in, err := s2.Get(ctx, "tk", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk := in.Takeover; tk == nil || tk.From != "n1" || tk.Node != "n2" || tk.Epoch != d2.Epoch() || tk.Written {
+		t.Fatalf("takeover after attach: %+v", in.Takeover)
+	}
+	if err := d2.WriteAt(ctx, []byte("after"), 4096, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	in, _ = s2.Get(ctx, "tk", false)
+	if tk := in.Takeover; tk == nil || !tk.Written || tk.Seconds <= 0 {
+		t.Fatalf("takeover after the first write: %+v", in.Takeover)
+	}
+	var m dto.Metric
+	if err := s2.m.takeover.Write(&m); err != nil || m.GetHistogram().GetSampleCount() != 1 {
+		t.Fatalf("takeover histogram: %v, %d samples, want 1", err, m.GetHistogram().GetSampleCount())
 	}
 }

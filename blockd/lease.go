@@ -14,6 +14,35 @@ import (
 type leaseState struct {
 	until  time.Time // the lease's expiry, as last granted
 	fenced error     // the lease is lost: every write and flush fails with it
+	// takeover: this lease took the vdisk over from a failed writer;
+	// firstWrite is when the first write completed after it, reported to
+	// the control plane with the next head commit (reported).
+	takeover   *fsm.Takeover
+	firstWrite time.Time
+	reported   bool
+}
+
+// wroteLocked notes a completed write: the first one after a takeover
+// ends the time the vdisk could not be written.
+func (d *Disk) wroteLocked() {
+	t := d.lease.takeover
+	if t == nil || !d.lease.firstWrite.IsZero() {
+		return
+	}
+	d.lease.firstWrite = time.Now()
+	took := d.lease.firstWrite.Sub(time.Unix(0, t.LastRenewed))
+	d.svc.m.takeover.Observe(took.Seconds())
+	d.log.Info("vdisk written again after a takeover", "from", t.From, "from_epoch", t.FromEpoch,
+		"since_last_renewal", took.Round(time.Millisecond), "lease_after", time.Duration(t.Acquired-t.LastRenewed).Round(time.Millisecond))
+}
+
+// firstWriteLocked is the first write to report with a head commit (0:
+// none).
+func (d *Disk) firstWriteLocked() int64 {
+	if d.lease.firstWrite.IsZero() || d.lease.reported {
+		return 0
+	}
+	return d.lease.firstWrite.UnixNano()
 }
 
 // fence marks the lease lost: writes and flushes fail from now on.

@@ -29,13 +29,30 @@ type VDiskInfo struct {
 	// Unreplayed: the last read-write writer failed with writes only in
 	// the vdisk's journal; the next attach (or snapshot, export…) replays
 	// them.
-	Unreplayed bool           `json:"unreplayed,omitempty"`
-	Snapshots  []SnapshotInfo `json:"snapshots"`
-	Created    time.Time      `json:"created"`
-	Modified   time.Time      `json:"modified"`
+	Unreplayed bool `json:"unreplayed,omitempty"`
+	// Takeover: the last time a node took the vdisk over from a writer
+	// that failed.
+	Takeover  *TakeoverInfo  `json:"takeover,omitempty"`
+	Snapshots []SnapshotInfo `json:"snapshots"`
+	Created   time.Time      `json:"created"`
+	Modified  time.Time      `json:"modified"`
 	// Allocated is the bytes of blocks present in the head's tree (Get
 	// only; -1 when not computed).
 	Allocated int64 `json:"allocated,omitempty"`
+}
+
+// TakeoverInfo describes a takeover of a vdisk from a failed writer.
+type TakeoverInfo struct {
+	From      string    `json:"from"` // the failed writer's node
+	FromEpoch uint64    `json:"from_epoch"`
+	Node      string    `json:"node"` // the node that took it over
+	Epoch     uint64    `json:"epoch"`
+	At        time.Time `json:"at"` // the new lease was granted
+	// Seconds from the failed writer's last lease renewal (it failed at
+	// most a renewal period later) to the first write completed on Node;
+	// to the new lease while nothing was written yet (Written false).
+	Seconds float64 `json:"seconds"`
+	Written bool    `json:"written"`
 }
 
 // SnapshotInfo describes one snapshot.
@@ -67,6 +84,14 @@ func infoOf(v *fsm.VDisk, now time.Time) VDiskInfo {
 	}
 	for _, sn := range v.Snapshots {
 		in.Snapshots = append(in.Snapshots, snapInfo(sn))
+	}
+	if t := v.Takeover; t != nil {
+		ti := &TakeoverInfo{From: t.From, FromEpoch: t.FromEpoch, Node: t.Node, Epoch: t.Epoch,
+			At: time.Unix(0, t.Acquired).UTC(), Seconds: time.Duration(t.Acquired - t.LastRenewed).Seconds()}
+		if t.FirstWrite > 0 {
+			ti.Seconds, ti.Written = time.Duration(t.FirstWrite-t.LastRenewed).Seconds(), true
+		}
+		in.Takeover = ti
 	}
 	return in
 }

@@ -179,6 +179,10 @@ func copyVDisk(v *fsm.VDisk) *fsm.VDisk {
 		l := *v.Lease
 		c.Lease = &l
 	}
+	if v.Takeover != nil {
+		t := *v.Takeover
+		c.Takeover = &t
+	}
 	return &c
 }
 
@@ -414,6 +418,9 @@ func (s *Service) openDisk(ctx context.Context, export, name, snap string, mode 
 	}
 	d.mu.Lock()
 	d.jr.log = jl
+	if t := v.Takeover; t != nil && t.Epoch == lease.Epoch {
+		d.lease.takeover = t // its first write is timed (completedLocked)
+	}
 	d.mu.Unlock()
 	return d, nil
 }

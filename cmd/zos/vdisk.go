@@ -163,6 +163,14 @@ func printVDisk(cmd *cobra.Command, v blockd.VDiskInfo) {
 			fmt.Fprintf(w, "journal:     writes of a failed writer not yet replayed (the next attach, snapshot or export replays them)\n")
 		}
 	}
+	if t := v.Takeover; t != nil {
+		to := "its new lease"
+		if t.Written {
+			to = "the first write on " + t.Node
+		}
+		fmt.Fprintf(w, "takeover:    %s (epoch %d) -> %s (epoch %d) at %s: %.1fs from %s's last lease renewal to %s\n",
+			t.From, t.FromEpoch, t.Node, t.Epoch, t.At.Format(time.RFC3339), t.Seconds, t.From, to)
+	}
 	fmt.Fprintf(w, "created:     %s\n", v.Created.Format(time.RFC3339))
 	fmt.Fprintf(w, "snapshots:   %d\n", len(v.Snapshots))
 	for _, s := range v.Snapshots {

@@ -476,6 +476,9 @@ func (s *State) applyVDiskHead(c *Command) (any, error) {
 	if a.Mark && (a.Epoch > v.JournalEpoch || a.Epoch == v.JournalEpoch && a.Seq > v.JournalSeq) {
 		v.JournalEpoch, v.JournalSeq = a.Epoch, a.Seq
 	}
+	if t := v.Takeover; a.FirstWrite > 0 && t != nil && t.Epoch == a.Epoch && t.FirstWrite == 0 {
+		t.FirstWrite = a.FirstWrite
+	}
 	return v, nil
 }
 
@@ -604,7 +607,17 @@ func (s *State) applyLeaseAcquire(c *Command) (any, error) {
 		return nil, errf(ErrLeased, "vdisk %s is attached read-write on node %s; detach it there first, or attach read-only", a.Name, holder)
 	}
 	v.LeaseEpoch++
-	l := &Lease{Node: a.Node, Epoch: v.LeaseEpoch, Expires: c.Time + a.TTL, Granted: c.Time}
+	l := &Lease{Node: a.Node, Epoch: v.LeaseEpoch, Expires: c.Time + a.TTL, Granted: c.Time, Renewed: c.Time}
+	if old := v.Lease; old != nil {
+		// The previous holder never released its lease (it lapsed, its
+		// node is down, or its process restarted): a takeover.
+		renewed := old.Renewed
+		if renewed == 0 {
+			renewed = old.Granted
+		}
+		v.Takeover = &Takeover{From: old.Node, FromEpoch: old.Epoch, LastRenewed: renewed,
+			Node: a.Node, Epoch: l.Epoch, Acquired: c.Time}
+	}
 	v.Lease = l
 	if a.Journal {
 		v.Journaled = true
@@ -631,6 +644,7 @@ func (s *State) applyLeaseRenew(c *Command) (any, error) {
 		return nil, errf(ErrStaleEpoch, "vdisk %s: lease belongs to node %s", a.Name, v.Lease.Node)
 	}
 	v.Lease.Expires = c.Time + a.TTL
+	v.Lease.Renewed = c.Time
 	l := *v.Lease
 	return &l, nil
 }

@@ -126,6 +126,9 @@ type (
 		// already past it.
 		Mark bool   `json:"mark,omitempty"`
 		Seq  uint64 `json:"seq,omitempty"`
+		// FirstWrite (unix ns): the first write completed under Epoch
+		// after a takeover; recorded in VDisk.Takeover once.
+		FirstWrite int64 `json:"first_write,omitempty"`
 	}
 	SnapshotArgs struct {
 		Name string `json:"name"`

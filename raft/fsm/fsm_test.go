@@ -290,6 +290,38 @@ func TestLeaseFencing(t *testing.T) {
 	h.ok(OpVDiskDelete, VDiskDeleteArgs{Name: "d", Epoch: l5.Epoch})
 }
 
+// A lease granted while the previous one was never released records a
+// takeover: who failed, its last renewal, and (with the new holder's first
+// head commit after a write) its first write. A clean release in between
+// is no takeover.
+func TestTakeoverRecorded(t *testing.T) {
+	h := newHarness(t)
+	h.ok(OpVDiskCreate, VDiskCreateArgs{Name: "d", Size: 1 << 30, BlockSize: 4096, Type: VDiskDB})
+	l1 := h.ok(OpLeaseAcquire, LeaseArgs{Name: "d", Node: "n1", TTL: 10 * sec}).(*Lease)
+	h.ok(OpLeaseRelease, LeaseArgs{Name: "d", Node: "n1", Epoch: l1.Epoch, Clean: true})
+	l2 := h.ok(OpLeaseAcquire, LeaseArgs{Name: "d", Node: "n1", TTL: 10 * sec}).(*Lease)
+	if h.s.VDisks["d"].Takeover != nil {
+		t.Fatal("a lease after a clean release counted as a takeover")
+	}
+	h.now += 3 * sec
+	h.ok(OpLeaseRenew, LeaseArgs{Name: "d", Node: "n1", Epoch: l2.Epoch, TTL: 10 * sec})
+	renewed := h.now
+	h.now += 11 * sec // n1 died after its renewal; the lease lapsed
+	l3 := h.ok(OpLeaseAcquire, LeaseArgs{Name: "d", Node: "n2", TTL: 10 * sec}).(*Lease)
+	tk := h.s.VDisks["d"].Takeover
+	want := Takeover{From: "n1", FromEpoch: l2.Epoch, LastRenewed: renewed, Node: "n2", Epoch: l3.Epoch, Acquired: h.now}
+	if tk == nil || *tk != want {
+		t.Fatalf("takeover %+v, want %+v", tk, want)
+	}
+	// A commit without a write reports nothing; the one after does, once.
+	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l3.Epoch, New: ref("a")})
+	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l3.Epoch, Old: ref("a"), New: ref("b"), FirstWrite: h.now + sec})
+	h.ok(OpVDiskHead, VDiskHeadArgs{Name: "d", Epoch: l3.Epoch, Old: ref("b"), New: ref("c"), FirstWrite: h.now + 5*sec})
+	if got := h.s.VDisks["d"].Takeover.FirstWrite; got != h.now+sec {
+		t.Fatalf("first write %d, want %d", got, h.now+sec)
+	}
+}
+
 func TestShrinkWithHead(t *testing.T) {
 	h := newHarness(t)
 	h.ok(OpVDiskCreate, VDiskCreateArgs{Name: "d", Size: 1 << 30, BlockSize: 4096, Type: VDiskDB, Head: ref("h0")})

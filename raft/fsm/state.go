@@ -121,6 +121,9 @@ type VDisk struct {
 	// or before (JournalEpoch, JournalSeq); replay skips those. Only grows.
 	JournalEpoch uint64 `json:"journal_epoch,omitempty"`
 	JournalSeq   uint64 `json:"journal_seq,omitempty"`
+	// Takeover describes the last takeover of the vdisk from a writer
+	// that failed (its lease lapsed without a release).
+	Takeover *Takeover `json:"takeover,omitempty"`
 	// Parent records where a clone came from ("name@snap"), informational.
 	Parent   string `json:"parent,omitempty"`
 	Created  int64  `json:"created"`
@@ -152,6 +155,21 @@ type Lease struct {
 	Epoch   uint64 `json:"epoch"`
 	Expires int64  `json:"expires"` // unix ns
 	Granted int64  `json:"granted"`
+	Renewed int64  `json:"renewed,omitempty"` // last renewal (or the grant)
+}
+
+// Takeover is a lease granted after the previous holder's lapsed without a
+// release (the holder died or was cut off). The holder failed at most one
+// renewal period after LastRenewed; Acquired - LastRenewed and FirstWrite -
+// LastRenewed bound how long the vdisk could not be written.
+type Takeover struct {
+	From        string `json:"from"`
+	FromEpoch   uint64 `json:"from_epoch"`
+	LastRenewed int64  `json:"last_renewed"` // the failed holder's last renewal (unix ns)
+	Node        string `json:"node"`
+	Epoch       uint64 `json:"epoch"`
+	Acquired    int64  `json:"acquired"`              // the new lease's grant (unix ns)
+	FirstWrite  int64  `json:"first_write,omitempty"` // the new holder's first completed write (unix ns)
 }
 
 // Flist is one registered flist: repo/name -> the Ref of its file (a blob).
