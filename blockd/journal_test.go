@@ -48,7 +48,8 @@ func crash(t *testing.T, e *env, d *Disk, node string) {
 
 // A FLUSH answered from the journal survives the writer's crash even when
 // no commit could store anything: random writes, zeroes and trims with
-// flushes, the last stretch while the chunk store refuses every put; then
+// flushes, and now and then a bulk write of 8-24 MiB (committed by the next
+// FLUSH), the last stretch while the chunk store refuses every put; then
 // the writer crashes and another node replays the journal on attach.
 func TestJournalCrashModel(t *testing.T) {
 	for _, bs := range []int64{4096, 65536} {
@@ -58,7 +59,7 @@ func TestJournalCrashModel(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 11))
 			e := newEnv().withJournal(t)
 			s1 := e.service(t, "n1", func(c *Config) { c.WritebackInterval = 10 * time.Millisecond })
-			const size = 4<<20 + 512
+			const size = 40<<20 + 512
 			mustCreate(t, s1, "jc", size, bs, "db")
 			d, _ := mustOpen(t, s1, "jc")
 			ctx := context.Background()
@@ -72,6 +73,22 @@ func TestJournalCrashModel(t *testing.T) {
 				}
 				off := rng.Int64N(size)
 				n := min(rng.Int64N(2*bs)+1, size-off)
+				if step < steps*3/4 && rng.IntN(40) == 0 {
+					// Bulk: more than the journal captures between two
+					// FLUSHes, in 1 MiB requests; the next FLUSH commits.
+					bulk := min(int64(8+rng.IntN(17))<<20, size-off)
+					p := make([]byte, bulk)
+					for i := range p {
+						p[i] = byte(rng.IntN(251) + 1)
+					}
+					for o := int64(0); o < bulk; o += 1 << 20 {
+						if err := d.WriteAt(ctx, p[o:min(o+1<<20, bulk)], off+o, false); err != nil {
+							t.Fatalf("step %d: bulk write: %v", step, err)
+						}
+					}
+					copy(model[off:], p)
+					continue
+				}
 				switch op := rng.IntN(10); {
 				case op < 6:
 					p := make([]byte, n)

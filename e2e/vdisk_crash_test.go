@@ -115,8 +115,10 @@ func readWhole(conn *nbdclient.Conn, size int64) ([]byte, error) {
 }
 
 // TestVDiskCrash kills the serving node with SIGKILL in the middle of a
-// write and flush workload, 20 times; after each crash another node takes
-// the vdisk over and every byte a FLUSH acknowledged reads back.
+// write and flush workload (random writes of 4-64 KiB, now and then a bulk
+// write of 8-24 MiB, a FLUSH every 8 writes), 20 times; after each crash
+// another node takes the vdisk over and every byte a FLUSH acknowledged
+// reads back.
 func TestVDiskCrash(t *testing.T) {
 	cycles := 20
 	if testing.Short() {
@@ -155,7 +157,12 @@ func TestVDiskCrash(t *testing.T) {
 				default:
 				}
 				n := (1 + rng.IntN(16)) * unit
-				off := int64(rng.IntN((size-n)/unit)) * unit
+				if i%8 == 0 && rng.IntN(4) == 0 {
+					// Bulk: 8-24 MiB before the next FLUSH, more than the
+					// journal captures, so that FLUSH commits.
+					n = (8 + rng.IntN(17)) << 20
+				}
+				off := int64(rng.IntN((size-n)/unit+1)) * unit
 				p := make([]byte, n)
 				for j := range p {
 					p[j] = byte(rng.IntN(256))
@@ -163,9 +170,11 @@ func TestVDiskCrash(t *testing.T) {
 				// Record before sending: a write that reaches the disk
 				// but whose reply is lost is still a candidate.
 				m.wrote(off, p)
-				if err := conn.Write(uint64(off), p, 0); err != nil {
-					done <- err
-					return
+				for o := 0; o < n; o += 1 << 20 {
+					if err := conn.Write(uint64(off)+uint64(o), p[o:min(o+1<<20, n)], 0); err != nil {
+						done <- err
+						return
+					}
 				}
 				if i%8 == 7 {
 					if err := conn.Cmd(nbdclient.CmdFlush, 0, 0, 0); err != nil {

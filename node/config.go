@@ -81,6 +81,9 @@ type Config struct {
 
 	// LeaseTTL of read-write vdisk attachments (0: blockd's default).
 	LeaseTTL time.Duration
+	// WritebackCache bounds the write-back cache of one vdisk (dirty
+	// data in memory; 0: blockd's default, 1 GiB or 1/8 of memory).
+	WritebackCache int64
 
 	// Raft timing (0 = package defaults).
 	HeartbeatTimeout, ElectionTimeout time.Duration

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/zosproject/zos/blockd"
 )
 
 // addOutputFlag adds -o/--output (table|json) to a listing command.
@@ -81,3 +82,25 @@ func addLogFlags(cmd *cobra.Command) (level, format *string) {
 	format = cmd.Flags().String("log-format", "text", "log format: text or json")
 	return
 }
+
+// sizeValue is a flag holding a byte count written with a binary unit
+// ("256M", "4G"; blockd.ParseSize).
+type sizeValue int64
+
+func (v *sizeValue) String() string {
+	if *v == 0 {
+		return ""
+	}
+	return humanBytes(int64(*v))
+}
+
+func (v *sizeValue) Set(s string) error {
+	n, err := blockd.ParseSize(s)
+	if err != nil {
+		return err
+	}
+	*v = sizeValue(n)
+	return nil
+}
+
+func (v *sizeValue) Type() string { return "size" }
