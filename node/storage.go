@@ -121,7 +121,7 @@ func (s *storage) start(ln net.Listener) error {
 	s.auto = chunkstore.DefaultProfile(upNodes(m))
 	st, err := erasure.New(erasure.Config{Map: m, Profile: s.auto, Logger: n.cfg.Logger, Registry: n.reg,
 		Dialer:     erasure.PoolDialer(s.pool, map[string]chunkstore.ShardStore{n.id: s.local}),
-		HealNeeded: func(string) { go s.kickHealEverywhere() }})
+		HealNeeded: func(string) { go s.kickHealEverywhere() }, PendingRate: n.cfg.HealRate})
 	if err != nil {
 		return fmt.Errorf("node: cluster store: %w", err)
 	}

@@ -179,10 +179,10 @@ func TestDegradedWriteThreeNodes(t *testing.T) {
 // TestDegradedWriteSixNodes: 6 nodes, 4+2: one dead leaves 5 live homes
 // and the quorum at k+1 (5 shards stored); two dead leave 4 = k live homes
 // and the quorum at k; three dead is ErrUnavailable. Restarted, every
-// missing shard is rebuilt.
+// missing shard is rebuilt (at a limited rate).
 func TestDegradedWriteSixNodes(t *testing.T) {
 	c := start(t, localcluster.Config{Nodes: 6, Dir: t.TempDir(), NoSync: true, FirstHost: 150, RequestTimeout: 5 * time.Second})
-	s, reg := degradedStore(t, c, chunkstore.Profile{K: 4, M: 2}, nil)
+	s, reg := degradedStore(t, c, chunkstore.Profile{K: 4, M: 2}, func(cfg *erasure.Config) { cfg.PendingRate = 64 << 20 })
 	c.Stop(0)
 	one := writeBoth(t, s, 2000, degradedSizes[:6])
 	c.Stop(3)

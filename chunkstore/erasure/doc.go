@@ -82,7 +82,8 @@
 // the shards it lacks; once the node answers (restarted before the map
 // noticed, i.e. without any map change, or marked up again), the shards
 // still missing are rebuilt from k others with RepairPositions and written
-// to it; shards found present (heal or a rewrite got there first), and
+// to it (Config.PendingWorkers at a time, at most Config.PendingRate bytes
+// per second: node passes heal's --heal-rate); shards found present (heal or a rewrite got there first), and
 // positions whose home the map moved, are dropped (heal passes run after
 // every map change). Pending repairs of a node marked down wait for it;
 // those of a removed node are dropped, and ForgetPending drops those of a

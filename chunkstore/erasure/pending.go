@@ -11,6 +11,7 @@ import (
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/placement"
+	"golang.org/x/time/rate"
 )
 
 // This file keeps the pending repairs: chunks acknowledged with some
@@ -416,6 +417,12 @@ func (s *Store) retryNode(ctx context.Context, n placement.Node) bool {
 	for _, j := range todo {
 		if ctx.Err() != nil {
 			break
+		}
+		cost := chunkstore.ShardSize(j.size, int(j.key.profile.K)) * (int(j.key.profile.K) + len(j.positions))
+		if s.pendingRate.Limit() != rate.Inf {
+			if err := s.pendingRate.WaitN(ctx, min(cost, s.pendingRate.Burst())); err != nil {
+				break
+			}
 		}
 		sem <- struct{}{}
 		wg.Go(func() {

@@ -12,6 +12,7 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/remote"
+	"golang.org/x/time/rate"
 )
 
 // Dialer returns the shard store of a node (a remote client, or the local
@@ -75,6 +76,10 @@ type Config struct {
 	PendingInterval time.Duration
 	// PendingWorkers rebuild pending chunks in parallel. Default 4.
 	PendingWorkers int
+	// PendingRate caps the shard bytes per second pending repairs read
+	// and write (heal's rate, so a node's return does not swamp the
+	// cluster); 0 means unlimited.
+	PendingRate float64
 	// HealNeeded, if set, is called (from the store's own goroutine; it
 	// must not block) when a node answers again for which degraded chunks
 	// were not remembered: the caller should run heal passes, which find
@@ -128,8 +133,8 @@ func (c Config) Validate() error {
 	if err := c.Profile.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	if c.PendingLimit < 0 || c.PendingInterval < 0 || c.PendingWorkers < 0 || c.RepairQueue < 0 || c.RepairWorkers < 0 {
-		return fmt.Errorf("%w: negative PendingLimit, PendingInterval, PendingWorkers, RepairQueue or RepairWorkers", ErrConfig)
+	if c.PendingLimit < 0 || c.PendingInterval < 0 || c.PendingWorkers < 0 || c.PendingRate < 0 || c.RepairQueue < 0 || c.RepairWorkers < 0 {
+		return fmt.Errorf("%w: negative PendingLimit, PendingInterval, PendingWorkers, PendingRate, RepairQueue or RepairWorkers", ErrConfig)
 	}
 	if err := c.Map.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
@@ -150,6 +155,7 @@ type Store struct {
 
 	repairs     chan repairJob
 	pending     *pendingList
+	pendingRate *rate.Limiter
 	degradedLog rareLog
 	ctx         context.Context
 	cancel      context.CancelFunc
@@ -169,15 +175,19 @@ func New(cfg Config) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "erasure"),
-		codec:   NewCodec(),
-		placers: []*placement.Placer{p},
-		profile: cfg.Profile,
-		repairs: make(chan repairJob, cfg.RepairQueue),
-		pending: newPendingList(cfg.PendingLimit),
-		ctx:     ctx,
-		cancel:  cancel,
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "erasure"),
+		codec:       NewCodec(),
+		placers:     []*placement.Placer{p},
+		profile:     cfg.Profile,
+		repairs:     make(chan repairJob, cfg.RepairQueue),
+		pending:     newPendingList(cfg.PendingLimit),
+		pendingRate: rate.NewLimiter(rate.Inf, 0),
+		ctx:         ctx,
+		cancel:      cancel,
+	}
+	if cfg.PendingRate > 0 {
+		s.pendingRate = rate.NewLimiter(rate.Limit(cfg.PendingRate), max(int(cfg.PendingRate), 16<<20))
 	}
 	s.degradedLog.every = time.Minute
 	s.m = newMetrics(cfg.Registry, func() float64 { return float64(s.pending.len()) })

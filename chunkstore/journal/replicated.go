@@ -116,15 +116,21 @@ func (r *Replicated) Append(ctx context.Context, name string, epoch uint64, recs
 		return fmt.Errorf("%w: journal %q needs %d nodes for an append; the cluster map (epoch %d) has %d up",
 			chunkstore.ErrUnavailable, name, r.copies, m.Epoch, eligible)
 	}
-	// The first Copies of the ranking, then the rest of it in order (the
-	// positions of a longer placement need not start with the shorter
-	// one's, so the spares are what it adds).
+	// The first Copies of the ranking, then (only if one is unreachable)
+	// the rest of it in order: the positions of a longer placement need
+	// not start with the shorter one's, so the spares are what it adds.
 	ref := RefOf(name)
 	nodes := p.Place(ref, r.copies)
+	first := nodes
 	var spares []placement.Node
-	if eligible > r.copies {
+	ranked := false
+	rankSpares := func() {
+		if ranked {
+			return
+		}
+		ranked = true
 		for _, n := range p.Place(ref, eligible) {
-			if !slices.ContainsFunc(nodes, func(x placement.Node) bool { return x.ID == n.ID }) {
+			if !slices.ContainsFunc(first, func(x placement.Node) bool { return x.ID == n.ID }) {
 				spares = append(spares, n)
 			}
 		}
@@ -156,6 +162,7 @@ func (r *Replicated) Append(ctx context.Context, name string, epoch uint64, recs
 		if acked == r.copies || want == 0 || len(failed) > len(away) {
 			break // done, or an answer that no other node changes
 		}
+		rankSpares()
 		want = min(want, len(spares))
 		nodes, spares = spares[:want], spares[want:]
 	}
