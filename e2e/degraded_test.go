@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,6 +182,9 @@ func TestDegradedOneNodeKilled(t *testing.T) {
 		t.Fatalf("zos store status with n3 dead: pending %+v, want chunks waiting for n3", st.Pending)
 	}
 	t.Logf("with n3 dead: %d chunks pending, census %+v", st.Pending.Chunks, st.Census)
+	if out, err := c.CLI(1, "store", "status"); err != nil || !strings.Contains(out, "missing shards on n3") {
+		t.Fatalf("zos store status with n3 dead does not show what n3 lacks: %v\n%s", err, out)
+	}
 
 	c.Restart(2)
 	c.WaitReady(2, 2*time.Minute)

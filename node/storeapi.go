@@ -173,6 +173,9 @@ type PendingSummary struct {
 	// Dropped: degraded chunks not remembered (a node's list was full);
 	// heal passes are asked for once their nodes answer.
 	Dropped int64 `json:"dropped"`
+	// Repaired: chunks whose missing shards the pending repairs rebuilt
+	// since each node started.
+	Repaired int64 `json:"repaired"`
 	// Nodes is the backlog per node lacking shards, summed over writers
 	// (Since is the oldest).
 	Nodes []erasure.PendingNode `json:"nodes,omitempty"`
@@ -183,6 +186,7 @@ func summarize(local []LocalStatus) PendingSummary {
 	idx := map[string]int{}
 	for _, l := range local {
 		out.Chunks += l.Pending.Chunks
+		out.Repaired += l.Pending.Repaired
 		for _, pn := range l.Pending.Nodes {
 			out.Dropped += pn.Dropped
 			i, ok := idx[pn.Node]

@@ -230,9 +230,9 @@ func printStoreStatus(c *cobra.Command, st node.StoreStatus) {
 		if pd.Dropped > 0 {
 			fmt.Fprintf(w, "; %d more not remembered (heal passes find them once their nodes answer)", pd.Dropped)
 		}
-		fmt.Fprintln(w)
+		fmt.Fprintf(w, "; %d repaired so far\n", pd.Repaired)
 	} else {
-		fmt.Fprintln(w, "pending:    none (no degraded writes waiting for repair)")
+		fmt.Fprintf(w, "pending:    none (no degraded writes waiting for repair; %d repaired since the nodes started)\n", pd.Repaired)
 	}
 	fmt.Fprintln(w)
 	heal := map[string]node.LocalStatus{}
