@@ -3,11 +3,8 @@ package erasure
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/placement"
@@ -126,43 +123,13 @@ func (s *Store) settle(ref chunkstore.Ref, p chunkstore.Profile, size int, o wri
 	s.m.partialPuts.Inc()
 	if down > 0 {
 		s.m.degradedPuts.Inc()
-		s.degradedLog.note(s.log, ref, downNodes)
+		if count, nodes, ok := s.degradedLog.Note(downNodes...); ok {
+			s.log.Warn("chunks written degraded: some shard homes are unreachable; their shards are rebuilt when they answer again",
+				"chunks", count, "unreachable", strings.Join(nodes, ","), "example", ref.Short(), "quiet_for", s.degradedLog.Every)
+		}
 	}
 	if !s.pending.add(ref, p, size, miss) {
 		s.m.pendingDropped.Inc()
 	}
 	return nil
-}
-
-// rareLog logs an event at most once per interval, with the number of
-// events since the last line.
-type rareLog struct {
-	every time.Duration
-
-	mu    sync.Mutex
-	next  time.Time
-	count int
-	nodes []string
-}
-
-// note records a degraded write of ref (homes on nodes unreachable).
-func (l *rareLog) note(log *slog.Logger, ref chunkstore.Ref, nodes []string) {
-	l.mu.Lock()
-	l.count++
-	for _, n := range nodes {
-		if !slices.Contains(l.nodes, n) {
-			l.nodes = append(l.nodes, n)
-		}
-	}
-	now := time.Now()
-	if now.Before(l.next) {
-		l.mu.Unlock()
-		return
-	}
-	count, seen := l.count, l.nodes
-	l.count, l.nodes, l.next = 0, nil, now.Add(l.every)
-	l.mu.Unlock()
-	slices.Sort(seen)
-	log.Warn("chunks written degraded: some shard homes are unreachable; their shards are rebuilt when they answer again",
-		"chunks", count, "unreachable", strings.Join(seen, ","), "example", ref.Short(), "quiet_for", l.every)
 }

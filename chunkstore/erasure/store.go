@@ -12,6 +12,7 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/remote"
+	"github.com/zosproject/zos/internal/slogx"
 	"golang.org/x/time/rate"
 )
 
@@ -156,7 +157,7 @@ type Store struct {
 	repairs     chan repairJob
 	pending     *pendingList
 	pendingRate *rate.Limiter
-	degradedLog rareLog
+	degradedLog slogx.Rare
 	ctx         context.Context
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
@@ -189,7 +190,7 @@ func New(cfg Config) (*Store, error) {
 	if cfg.PendingRate > 0 {
 		s.pendingRate = rate.NewLimiter(rate.Limit(cfg.PendingRate), max(int(cfg.PendingRate), 16<<20))
 	}
-	s.degradedLog.every = time.Minute
+	s.degradedLog.Every = time.Minute
 	s.m = newMetrics(cfg.Registry, func() float64 { return float64(s.pending.len()) })
 	for range cfg.RepairWorkers {
 		s.wg.Go(s.repairLoop)

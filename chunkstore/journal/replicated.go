@@ -12,6 +12,7 @@ import (
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/placement"
+	"github.com/zosproject/zos/internal/slogx"
 )
 
 // ReplicatedConfig configures a Replicated.
@@ -66,7 +67,7 @@ type Replicated struct {
 	cfg      ReplicatedConfig
 	log      *slog.Logger
 	copies   int
-	failover *rareLog // shared by the views
+	failover *slogx.Rare // shared by the views
 }
 
 var _ Log = (*Replicated)(nil)
@@ -77,7 +78,7 @@ func NewReplicated(cfg ReplicatedConfig) (*Replicated, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	return &Replicated{cfg: cfg, log: cfg.Logger.With("component", "journal"), copies: cfg.Copies, failover: &rareLog{}}, nil
+	return &Replicated{cfg: cfg, log: cfg.Logger.With("component", "journal"), copies: cfg.Copies, failover: &slogx.Rare{Every: time.Minute}}, nil
 }
 
 // WithCopies returns a view of r whose appends go to n nodes (and whose
@@ -168,7 +169,10 @@ func (r *Replicated) Append(ctx context.Context, name string, epoch uint64, recs
 	}
 	if acked == r.copies {
 		if len(away) > 0 {
-			r.failover.note(r.log, name, away)
+			if count, nodes, ok := r.failover.Note(away...); ok {
+				r.log.Warn("journal appends went to the next nodes of their ranking: some nodes are unreachable",
+					"appends", count, "unreachable", strings.Join(nodes, ","), "example", name, "quiet_for", r.failover.Every)
+			}
 		}
 		return nil
 	}
@@ -177,36 +181,6 @@ func (r *Replicated) Append(ctx context.Context, name string, epoch uint64, recs
 			name, epoch, recs[0].Seq, recs[len(recs)-1].Seq, acked, r.copies, eligible, strings.Join(lines, "; ")),
 		errs: failed,
 	}
-}
-
-// rareLog logs appends that had to replace unreachable nodes, at most once
-// per interval, with how many since the last line.
-type rareLog struct {
-	mu    sync.Mutex
-	next  time.Time
-	count int
-	nodes []string
-}
-
-func (l *rareLog) note(log *slog.Logger, name string, nodes []string) {
-	l.mu.Lock()
-	l.count++
-	for _, n := range nodes {
-		if !slices.Contains(l.nodes, n) {
-			l.nodes = append(l.nodes, n)
-		}
-	}
-	now := time.Now()
-	if now.Before(l.next) {
-		l.mu.Unlock()
-		return
-	}
-	count, seen := l.count, l.nodes
-	l.count, l.nodes, l.next = 0, nil, now.Add(time.Minute)
-	l.mu.Unlock()
-	slices.Sort(seen)
-	log.Warn("journal appends went to the next nodes of their ranking: some nodes are unreachable",
-		"appends", count, "unreachable", strings.Join(seen, ","), "example", name)
 }
 
 // Read asks every node of the map that is not Removed, in parallel, to
