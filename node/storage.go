@@ -171,6 +171,7 @@ func (s *storage) followMap(epoch uint64) {
 		})
 		if m.Epoch != 0 && m.Epoch != epoch {
 			epoch = m.Epoch
+			prev := s.store.Map()
 			if err := s.store.SetMap(m); err != nil {
 				n.log.Error("cluster map rejected by the store", "epoch", m.Epoch, "err", err)
 			} else {
@@ -184,6 +185,12 @@ func (s *storage) followMap(epoch uint64) {
 				}
 				n.log.Info("cluster map applied to the store", "epoch", epoch, "up", upNodes(m), "profile", p.String())
 				s.kickHeal()
+				for _, nd := range m.Nodes {
+					if old, ok := prev.Node(nd.ID); ok && old.State == placement.Down && nd.State == placement.Up {
+						n.wg.Add(1)
+						go func() { defer n.wg.Done(); s.kickWhenReachable(nd) }()
+					}
+				}
 			}
 		}
 		select {
@@ -198,6 +205,34 @@ func (s *storage) kickHeal() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
+	}
+}
+
+// kickWhenReachable asks for a heal pass once node nd, just marked up
+// again, answers this node's shard client (within a minute). The pass the
+// map change started may have run before: the client backs off dialing a
+// dead node for a few seconds, and a pass that cannot ask a home skips its
+// chunks (shards written to the others meanwhile would wait for the
+// periodic pass to move to it).
+func (s *storage) kickWhenReachable(nd placement.Node) {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.n.ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		ctx, cancel := context.WithTimeout(s.n.ctx, 5*time.Second)
+		st, err := s.store.Dial(nd)
+		if err == nil {
+			_, err = st.EnumerateShards(ctx, chunkstore.ShardKey{}, 1)
+		}
+		cancel()
+		if err == nil {
+			s.n.log.Info("node marked up again answers: heal pass", "node", nd.ID)
+			s.kickHeal()
+			return
+		}
 	}
 }
 
