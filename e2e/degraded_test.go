@@ -140,10 +140,11 @@ func nodeState(t *testing.T, c *testcluster.Cluster, i int, id string) (string, 
 // its journal and commits it degraded; writes of several MiB and FLUSHes
 // succeed through both survivors and read back. The killed node restarts
 // on its directory (no map change): the pending repairs rebuild its
-// shards until `zos store status` is healthy again, and every byte reads
-// back through it.
+// shards until `zos store status` is healthy again (no periodic heal pass
+// runs within the test), and every byte reads back through it.
 func TestDegradedOneNodeKilled(t *testing.T) {
-	c := testcluster.Start(t, 3, testcluster.Options{Args: []string{"--dead-after", "10m", "--lease-ttl", "4s"}})
+	// No periodic heal pass within the test: what heals is the return.
+	c := testcluster.Start(t, 3, testcluster.Options{Args: []string{"--dead-after", "10m", "--lease-ttl", "4s", "--heal-interval", "1h"}})
 	const size = 32 << 20
 	if out, err := c.CLI(0, "vdisk", "create", "deg", "--size", fmt.Sprint(size)); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -197,9 +198,10 @@ func TestDegradedOneNodeKilled(t *testing.T) {
 // TestDegradedNodeMarkedDown: the same cluster with --dead-after 3s: the
 // vdisk is written while the killed node is dead but not yet marked down
 // and after it is, then the node returns (marked up again) and heal and
-// the pending repairs make `zos store status` healthy.
+// the pending repairs make `zos store status` healthy (heal passes follow
+// the return: the periodic one is set beyond the test).
 func TestDegradedNodeMarkedDown(t *testing.T) {
-	c := testcluster.Start(t, 3, testcluster.Options{Args: []string{"--dead-after", "3s", "--lease-ttl", "4s"}})
+	c := testcluster.Start(t, 3, testcluster.Options{Args: []string{"--dead-after", "3s", "--lease-ttl", "4s", "--heal-interval", "1h"}})
 	const size = 32 << 20
 	if out, err := c.CLI(0, "vdisk", "create", "deg", "--size", fmt.Sprint(size)); err != nil {
 		t.Fatalf("%v\n%s", err, out)
