@@ -15,7 +15,12 @@
 //
 // The leader probes every member's /healthz; a member silent for DeadAfter
 // is marked down in the cluster map (its data is then served degraded and
-// rebuilt), and up again when it answers. Every node reports its disk usage
+// rebuilt), and up again when it answers. Until it is marked down, chunk
+// writes go on degraded and vdisk journal appends skip it (see
+// chunkstore/erasure and chunkstore/journal); each node's store remembers
+// what the chunks it wrote lack and rebuilds it when the node answers again,
+// asking every node for a heal pass (POST /internal/v1/store/heal) when it
+// could not remember them all. Every node reports its disk usage
 // periodically. Close shuts everything down in reverse order; a leader first
 // hands leadership over so the cluster does not wait for an election timeout.
 package node

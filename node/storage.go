@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/zosproject/zos/chunkstore/scrub"
 	"github.com/zosproject/zos/chunkstore/shard"
 	"github.com/zosproject/zos/flist"
+	"github.com/zosproject/zos/orchestrator/client"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -118,7 +120,8 @@ func (s *storage) start(ln net.Listener) error {
 	s.pool = remote.NewPool(remote.Config{Secret: []byte(secret), Logger: n.cfg.Logger})
 	s.auto = chunkstore.DefaultProfile(upNodes(m))
 	st, err := erasure.New(erasure.Config{Map: m, Profile: s.auto, Logger: n.cfg.Logger, Registry: n.reg,
-		Dialer: erasure.PoolDialer(s.pool, map[string]chunkstore.ShardStore{n.id: s.local})})
+		Dialer:     erasure.PoolDialer(s.pool, map[string]chunkstore.ShardStore{n.id: s.local}),
+		HealNeeded: func(string) { go s.kickHealEverywhere() }, PendingRate: n.cfg.HealRate})
 	if err != nil {
 		return fmt.Errorf("node: cluster store: %w", err)
 	}
@@ -168,6 +171,7 @@ func (s *storage) followMap(epoch uint64) {
 		})
 		if m.Epoch != 0 && m.Epoch != epoch {
 			epoch = m.Epoch
+			prev := s.store.Map()
 			if err := s.store.SetMap(m); err != nil {
 				n.log.Error("cluster map rejected by the store", "epoch", m.Epoch, "err", err)
 			} else {
@@ -181,6 +185,12 @@ func (s *storage) followMap(epoch uint64) {
 				}
 				n.log.Info("cluster map applied to the store", "epoch", epoch, "up", upNodes(m), "profile", p.String())
 				s.kickHeal()
+				for _, nd := range m.Nodes {
+					if old, ok := prev.Node(nd.ID); ok && old.State == placement.Down && nd.State == placement.Up {
+						n.wg.Add(1)
+						go func() { defer n.wg.Done(); s.kickWhenReachable(nd) }()
+					}
+				}
 			}
 		}
 		select {
@@ -196,6 +206,51 @@ func (s *storage) kickHeal() {
 	case s.kick <- struct{}{}:
 	default:
 	}
+}
+
+// kickWhenReachable asks for a heal pass once node nd, just marked up
+// again, answers this node's shard client (within a minute). The pass the
+// map change started may have run before: the client backs off dialing a
+// dead node for a few seconds, and a pass that cannot ask a home skips its
+// chunks (shards written to the others meanwhile would wait for the
+// periodic pass to move to it).
+func (s *storage) kickWhenReachable(nd placement.Node) {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.n.ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		ctx, cancel := context.WithTimeout(s.n.ctx, 5*time.Second)
+		st, err := s.store.Dial(nd)
+		if err == nil {
+			_, err = st.EnumerateShards(ctx, chunkstore.ShardKey{}, 1)
+		}
+		cancel()
+		if err == nil {
+			s.n.log.Info("node marked up again answers: heal pass", "node", nd.ID)
+			s.kickHeal()
+			return
+		}
+	}
+}
+
+// kickHealEverywhere asks every node for a heal pass: degraded chunks this
+// node wrote but could not remember (its pending list was full) have
+// shards on any of them, and each node's pass covers the chunks it holds.
+func (s *storage) kickHealEverywhere() {
+	ctx, cancel := context.WithTimeout(s.n.ctx, 30*time.Second)
+	defer cancel()
+	var failed []string
+	for _, v := range s.fanout(ctx, func() any { s.kickHeal(); return LocalStatus{Node: s.n.id} }, func(c *client.Client) (any, error) {
+		return LocalStatus{}, c.Do(ctx, http.MethodPost, "/internal/v1/store/heal", nil, nil)
+	}) {
+		if ls := v.(LocalStatus); ls.Error != "" {
+			failed = append(failed, ls.Node+": "+ls.Error)
+		}
+	}
+	s.n.log.Info("heal passes asked of every node: degraded writes were not all remembered", "failed", failed)
 }
 
 // healLoop runs a heal pass after every map change (debounced) and
@@ -225,6 +280,12 @@ func (s *storage) healLoop() {
 			n.log.Info("heal postponed: a node is down but not out yet", "for", wait.Round(time.Second))
 			s.kickAfter(wait)
 			continue
+		}
+		// Every down node is out now: heal rebuilds its shards on the
+		// others, so the store stops waiting for it to repair degraded
+		// writes.
+		for _, id := range s.downNodes() {
+			s.store.ForgetPending(id)
 		}
 		p, err := s.healer.Run(n.ctx)
 		if err != nil && n.ctx.Err() == nil {
@@ -260,6 +321,20 @@ func (s *storage) untilOut() time.Duration {
 		return nil
 	})
 	return wait
+}
+
+// downNodes lists the nodes the map says are down.
+func (s *storage) downNodes() []string {
+	var out []string
+	s.n.raft.ReadStale(func(st *fsm.State) error {
+		for _, nd := range st.SortedNodes() {
+			if nd.State == fsm.NodeDown {
+				out = append(out, nd.ID)
+			}
+		}
+		return nil
+	})
+	return out
 }
 
 // kickAfter asks for a heal pass after d (unless the node stops).

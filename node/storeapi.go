@@ -32,6 +32,7 @@ func (s *storage) register(public, protected *http.ServeMux) {
 	protected.Handle("DELETE /api/v1/store/pins/{ref}", httpx.Handler(s.unpin))
 	public.Handle("GET /internal/v1/store/local", s.n.nodeOnly(httpx.Handler(s.localStatus)))
 	public.Handle("POST /internal/v1/store/scrub", s.n.nodeOnly(httpx.Handler(s.scrubLocal)))
+	public.Handle("POST /internal/v1/store/heal", s.n.nodeOnly(httpx.Handler(s.healLocal)))
 }
 
 // PutBlobResponse answers POST /api/v1/store/blobs.
@@ -145,18 +146,68 @@ func (s *storage) statBlob(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// LocalStatus is one node's own view: its heal and scrub progress.
+// LocalStatus is one node's own view: its heal and scrub progress, and the
+// pending repairs of the chunks it wrote degraded (missing shards and the
+// nodes they wait for).
 type LocalStatus struct {
-	Node  string        `json:"node"`
-	Heal  heal.Progress `json:"heal"`
-	Scrub scrub.Result  `json:"scrub"`
-	Error string        `json:"error,omitempty"`
+	Node    string                `json:"node"`
+	Heal    heal.Progress         `json:"heal"`
+	Scrub   scrub.Result          `json:"scrub"`
+	Pending erasure.PendingStatus `json:"pending"`
+	Error   string                `json:"error,omitempty"`
 }
 
 // StoreStatus answers GET /api/v1/store/status.
 type StoreStatus struct {
 	erasure.Status
 	Local []LocalStatus `json:"local"`
+	// Pending sums the pending repairs of every node.
+	Pending PendingSummary `json:"pending"`
+}
+
+// PendingSummary sums the nodes' pending repairs: chunks written degraded
+// whose missing shards are not rebuilt yet.
+type PendingSummary struct {
+	// Chunks, summed over the nodes that wrote them.
+	Chunks int `json:"chunks"`
+	// Dropped: degraded chunks not remembered (a node's list was full);
+	// heal passes are asked for once their nodes answer.
+	Dropped int64 `json:"dropped"`
+	// Repaired: chunks whose missing shards the pending repairs rebuilt
+	// since each node started.
+	Repaired int64 `json:"repaired"`
+	// Nodes is the backlog per node lacking shards, summed over writers
+	// (Since is the oldest).
+	Nodes []erasure.PendingNode `json:"nodes,omitempty"`
+}
+
+func summarize(local []LocalStatus) PendingSummary {
+	var out PendingSummary
+	idx := map[string]int{}
+	for _, l := range local {
+		out.Chunks += l.Pending.Chunks
+		out.Repaired += l.Pending.Repaired
+		for _, pn := range l.Pending.Nodes {
+			out.Dropped += pn.Dropped
+			i, ok := idx[pn.Node]
+			if !ok {
+				i = len(out.Nodes)
+				idx[pn.Node] = i
+				out.Nodes = append(out.Nodes, erasure.PendingNode{Node: pn.Node, Since: pn.Since})
+			}
+			sum := &out.Nodes[i]
+			sum.Chunks += pn.Chunks
+			sum.Dropped += pn.Dropped
+			if pn.Since.Before(sum.Since) {
+				sum.Since = pn.Since
+			}
+			if pn.LastError != "" {
+				sum.LastError = pn.LastError
+			}
+		}
+	}
+	sort.Slice(out.Nodes, func(i, j int) bool { return out.Nodes[i].Node < out.Nodes[j].Node })
+	return out
 }
 
 func (s *storage) localStatus(w http.ResponseWriter, r *http.Request) error {
@@ -165,7 +216,15 @@ func (s *storage) localStatus(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *storage) local1() LocalStatus {
-	return LocalStatus{Node: s.n.id, Heal: s.healer.Progress(), Scrub: s.scrub.Progress()}
+	return LocalStatus{Node: s.n.id, Heal: s.healer.Progress(), Scrub: s.scrub.Progress(), Pending: s.store.Pending()}
+}
+
+// healLocal asks this node's heal loop for a pass (another node's degraded
+// writes overflowed its pending repairs).
+func (s *storage) healLocal(w http.ResponseWriter, r *http.Request) error {
+	s.kickHeal()
+	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // fanout calls fn on every node that is not removed (this one locally) and
@@ -219,6 +278,7 @@ func (s *storage) status(w http.ResponseWriter, r *http.Request) error {
 	}) {
 		out.Local = append(out.Local, v.(LocalStatus))
 	}
+	out.Pending = summarize(out.Local)
 	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
 }

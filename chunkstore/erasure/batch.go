@@ -1,9 +1,7 @@
 package erasure
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -31,10 +29,11 @@ const batchParallelFrom = 64 << 10
 // does (tiny chunks replicated, Fit for fewer failure domains), and each
 // node receives one PutShards request with all its shards of the batch
 // (more only past 16 MiB or 4096 shards), so it appends them and syncs
-// once. A chunk is stored when MinDurable of its shards are durable;
-// chunks with some shards missing are queued for repair. Chunks with fewer
-// are listed in a *chunkstore.BatchError (the others are durable).
-// Duplicates in the batch are written once.
+// once. Each chunk is stored or not on its own, by Put's write quorum
+// (WriteQuorum of the homes that answered); chunks with some shards
+// missing are remembered as pending repairs. Chunks short of their quorum
+// are listed in a *chunkstore.BatchError wrapping chunkstore.ErrUnavailable
+// (the others are durable). Duplicates in the batch are written once.
 func (s *Store) PutMany(ctx context.Context, chunks [][]byte) ([]chunkstore.Ref, error) {
 	return s.putMany(ctx, chunks, s.Profile())
 }
@@ -51,9 +50,8 @@ type batchChunk struct {
 	shards  [][]byte
 	release func()
 	first   int // index of the first chunk of the batch with this ref
-	// Written under batch.mu.
-	written int
-	errs    []error
+	// Written under the batch's mu: what became of each shard.
+	out writeOutcome
 }
 
 // batchItem is one shard of a batch: position pos of chunk.
@@ -103,8 +101,9 @@ func (s *Store) putMany(ctx context.Context, chunks [][]byte, base chunkstore.Pr
 		seen[c.ref] = i
 		c.first = i
 		homes := pl.Place(c.ref, c.p.N())
+		c.out = writeOutcome{homes: homes, fates: make([]fate, c.p.N())}
 		if homes == nil {
-			c.errs = append(c.errs, fmt.Errorf("%w: no storage node is up", chunkstore.ErrUnavailable))
+			c.out.errs = append(c.out.errs, fmt.Errorf("%w: no storage node is up", chunkstore.ErrUnavailable))
 			continue
 		}
 		for pos, n := range homes {
@@ -140,13 +139,13 @@ func (s *Store) putMany(ctx context.Context, chunks [][]byte, base chunkstore.Pr
 			if err != nil {
 				err = fmt.Errorf("node %s: %w", bp.node.ID, err)
 			}
+			f := fateOf(err)
 			last := -1
 			for _, it := range bp.items {
 				c := &bc[it.chunk]
-				if err == nil {
-					c.written++
-				} else if it.chunk != last { // one error per chunk and part
-					c.errs = append(c.errs, err)
+				c.out.fates[it.pos] = f
+				if err != nil && it.chunk != last { // one error per chunk and part
+					c.out.errs = append(c.out.errs, err)
 				}
 				last = it.chunk
 			}
@@ -162,20 +161,21 @@ func (s *Store) putMany(ctx context.Context, chunks [][]byte, base chunkstore.Pr
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// Each distinct chunk is settled once (a duplicate shares its
+	// original's verdict).
 	var be chunkstore.BatchError
+	verdict := make([]error, len(bc))
 	for i := range bc {
 		c := &bc[i]
-		o := &bc[c.first]
-		if o.written < MinDurable(c.p) {
-			s.m.putErrors.Inc()
-			be.Failed = append(be.Failed, i)
-			be.Errs = append(be.Errs, fmt.Errorf("%w: chunk %s: %d of %d shards stored, need %d: %w",
-				chunkstore.ErrUnavailable, c.ref.Short(), o.written, c.p.N(), MinDurable(c.p), errors.Join(o.errs...)))
-			continue
+		if c.first == i {
+			verdict[i] = s.settle(c.ref, c.p, len(chunks[i]), c.out)
 		}
-		if o.written < c.p.N() && c.first == i {
-			s.m.partialPuts.Inc()
-			s.queueRepair(repairJob{ref: c.ref, profile: c.p, chunkSize: len(chunks[i]), data: bytes.Clone(chunks[i])})
+		if err := verdict[c.first]; err != nil {
+			if c.first != i {
+				s.m.putErrors.Inc() // settle counted the original
+			}
+			be.Failed = append(be.Failed, i)
+			be.Errs = append(be.Errs, err)
 		}
 	}
 	if len(be.Failed) > 0 {

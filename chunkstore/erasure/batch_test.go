@@ -151,7 +151,8 @@ func TestPutManyOneRequestPerNode(t *testing.T) {
 
 // TestPutManyNodeDown: with one of six nodes dead but still up in the map,
 // a 4+2 batch succeeds (5 shards >= k+1), each chunk missing its shard on
-// the dead node and queued for repair.
+// the dead node and remembered as a pending repair; with three dead, 3
+// live homes are fewer than k and every chunk fails.
 func TestPutManyNodeDown(t *testing.T) {
 	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 226})
 	s, _, reg := batchStore(t, c, chunkstore.Profile{K: 4, M: 2})
@@ -177,16 +178,16 @@ func TestPutManyNodeDown(t *testing.T) {
 	if got := metric(t, reg, "zos_chunk_partial_puts_total"); got != 20 {
 		t.Errorf("zos_chunk_partial_puts_total = %v, want 20", got)
 	}
-	if got := metric(t, reg, "zos_chunk_read_repairs_total") + metric(t, reg, "zos_chunk_read_repairs_dropped_total"); got < 20 {
-		t.Errorf("%v repairs queued or dropped, want at least 20", got)
+	if p := s.Pending(); p.Chunks != 20 || len(p.Nodes) != 1 || p.Nodes[0].Node != c.Nodes[1].ID {
+		t.Errorf("pending %+v, want 20 chunks for %s", p, c.Nodes[1].ID)
 	}
-	// Two down: 4 of 6 is below k+1 for every chunk.
 	c.Stop(4)
+	c.Stop(5)
 	chunks = batchOf(300, 5, 50<<10)
 	refs, err = s.PutMany(ctx(t), chunks)
 	var be *chunkstore.BatchError
 	if !errors.As(err, &be) || !slices.Equal(be.Failed, []int{0, 1, 2, 3, 4}) {
-		t.Fatalf("batch with two nodes of six down: %v, want all 5 chunks failed", err)
+		t.Fatalf("batch with three nodes of six down: %v, want all 5 chunks failed", err)
 	}
 	if !errors.Is(err, chunkstore.ErrUnavailable) {
 		t.Fatalf("failure is not ErrUnavailable: %v", err)
@@ -196,15 +197,16 @@ func TestPutManyNodeDown(t *testing.T) {
 	}
 }
 
-// TestPutManyPartialFailure: 2+1 (every shard needed) on six nodes with
-// one dead: exactly the chunks with a home on the dead node fail, the
-// BatchError names them, and the others are stored.
+// TestPutManyPartialFailure: 2+1 on six nodes with two dead: exactly the
+// chunks with both dead nodes among their homes (one live home, fewer
+// than k) fail, the BatchError names them, and the others are stored.
 func TestPutManyPartialFailure(t *testing.T) {
 	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 235})
 	s, _, reg := batchStore(t, c, chunkstore.Profile{K: 2, M: 1})
-	dead := c.Nodes[3].ID
+	dead := []string{c.Nodes[3].ID, c.Nodes[5].ID}
 	c.Stop(3)
-	chunks := batchOf(400, 40, 20<<10)
+	c.Stop(5)
+	chunks := batchOf(400, 60, 20<<10)
 	chunks = append(chunks, chunks[0]) // a duplicate shares its original's fate
 	refs, err := s.PutMany(ctx(t), chunks)
 	var be *chunkstore.BatchError
@@ -213,16 +215,16 @@ func TestPutManyPartialFailure(t *testing.T) {
 	}
 	var want []int
 	for i := range chunks {
-		homes := s.Placer().Place(refs[i], 3)
-		if slices.ContainsFunc(homes, func(n placement.Node) bool { return n.ID == dead }) {
+		homes := s.Placer().PlaceIDs(refs[i], 3)
+		if slices.Contains(homes, dead[0]) && slices.Contains(homes, dead[1]) {
 			want = append(want, i)
 		}
 	}
 	if len(want) == 0 || len(want) == len(chunks) {
-		t.Fatalf("placement put %d of %d chunks on the dead node; the test needs some of each", len(want), len(chunks))
+		t.Fatalf("placement put %d of %d chunks on both dead nodes; the test needs some of each", len(want), len(chunks))
 	}
 	if !slices.Equal(be.Failed, want) {
-		t.Fatalf("failed chunks %v, want those homed on %s: %v", be.Failed, dead, want)
+		t.Fatalf("failed chunks %v, want those homed on both %v: %v", be.Failed, dead, want)
 	}
 	for i, d := range chunks {
 		if e := be.Err(i); e != nil {
@@ -255,7 +257,7 @@ func TestPutManyPartialFailure(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // the client's dial backoff
 	}
 	if err != nil {
-		t.Fatalf("retry after the node came back: %v", err)
+		t.Fatalf("retry after a node came back: %v", err)
 	}
 }
 

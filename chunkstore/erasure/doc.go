@@ -8,13 +8,94 @@
 // # Writes
 //
 // Put encodes the chunk and writes every shard to its home in parallel (one
-// batched request per node). It succeeds when MinDurable shards are durable:
-// all of them for k+0, else k+1. Why k+1 and not all: waiting for all would
-// make one dead-but-not-yet-marked node fail every write; k would leave an
-// acknowledged chunk one failure away from loss. With k+1 an acknowledged
-// chunk survives one more failure, the same rule as Ceph's min_size for
-// erasure pools. Missing shards of a successful write are queued for repair
-// (and heal rebuilds them if the node stays away).
+// batched request per node). It succeeds when its write quorum of shards
+// is durable (WriteQuorum; MinDurable is the quorum with every home live):
+//
+//   - k+0 profiles: all of them (nothing to lose, nothing to rebuild from);
+//   - else k+1 when at least k+1 of the chunk's homes are live: an
+//     acknowledged chunk survives one more failure, the same rule as
+//     Ceph's min_size for erasure pools; waiting for all would let one
+//     dead-but-not-yet-marked node fail every write;
+//   - else k (never fewer): with m homes dead but not yet marked down, the
+//     chunk is written degraded rather than refused, so vdisks stay
+//     attachable and writable (3 nodes 2+1 with one dead: 2 shards; 6
+//     nodes 4+2 with two dead: 4 shards). Ceph blocks I/O below min_size
+//     instead; zos takes MinIO's write quorum (the data shards) there,
+//     because refusing would stop every vdisk until the node is marked
+//     down, and the chunk is as redundant as the data already stored on
+//     those homes (below). Fewer than k live homes is
+//     chunkstore.ErrUnavailable naming the unreachable nodes; nothing is
+//     acknowledged (shards already written are garbage to collect).
+//
+// "Live" is decided per write, from what it observed: a home whose write
+// failed with a transport error (chunkstore.ErrUnavailable: refused, no
+// answer within the request timeout) is not live; a home that answered
+// with an error (disk full, a closed store, corruption) is live and its
+// missing shard counts against the quorum, so a refusing node never lowers
+// it. Homes come from the map's up nodes only, so a node the map marks down
+// is no home at all: once the leader marks a dead node down (after
+// --dead-after), new chunks are placed in full on the others and the
+// degraded case ends. A degraded write is counted
+// (zos_chunk_degraded_puts_total) and logged at most once a minute.
+//
+// Why quorum k, and not the alternative of writing the dead homes' shards
+// to the next live nodes of their rankings (a sloppy quorum with hinted
+// handoff): measured by BenchmarkDegradedTolerance, BenchmarkDegradedPut
+// and BenchmarkDegradedRepair (figures and commands in docs/benchmarks.md).
+//
+//   - Failure tolerance. A quorum-k chunk is exactly as redundant as the
+//     chunks already stored on the same homes (they lost the same shards),
+//     and it is only so during the detection window. Next-live placement
+//     does better for the window's writes only when there are live nodes
+//     left beyond the homes or shards can double up: with 3 nodes 2+1 and
+//     one dead, a third shard can only double on a survivor, and the chunk
+//     still does not survive losing that survivor (tolerance 0 either way);
+//     with 6 nodes 4+2 and two dead, 6 shards on 4 nodes survive one more
+//     loss where 4 shards survive none — but so do none of the chunks
+//     already stored, since every 4+2 chunk has a home on every one of
+//     the six nodes. Over the default profiles of 3 to 16 nodes with up to
+//     m dead, the share of existing chunks that survive one more loss is
+//     that of quorum-k writes (an existing chunk with a dead home is in
+//     the very state a quorum-k write leaves a new one in): the cluster's
+//     exposure during the window is set by the data it already holds, and
+//     next-live would only shrink how much of the window's new data a
+//     further loss takes with it.
+//   - Cost. A degraded quorum-k write stores fewer shards and is faster
+//     than a healthy one; next-live writes them all (some doubled on one
+//     node) and is as slow as a healthy write or slower. A displaced shard
+//     sits where no read looks first (reads ask the homes, then homes
+//     under older maps, then every node), would have to be tracked,
+//     moved home and deleted, and counts as misplaced until then. The
+//     quorum rule adds nothing beside what already exists: reads
+//     reconstruct from the live homes as for any degraded chunk, and the
+//     missing shards are rebuilt at their homes by the same path heal and
+//     scrub use (RepairPositions). Rebuilding reads k shards where moving
+//     would read one; that is what keeps this simple, and heal pays it
+//     anyway for every older chunk the dead node held.
+//
+// # Healing degraded writes
+//
+// An acknowledged chunk with shards missing (degraded, or partial because
+// a home refused) is remembered in the store's pending repairs: its ref,
+// profile, size and missing positions with their nodes — not its data. A
+// background loop (every Config.PendingInterval) stats each such node for
+// the shards it lacks; once the node answers (restarted before the map
+// noticed, i.e. without any map change, or marked up again), the shards
+// still missing are rebuilt from k others with RepairPositions and written
+// to it (Config.PendingWorkers at a time, at most Config.PendingRate bytes
+// per second: node passes heal's --heal-rate); shards found present (heal or a rewrite got there first), and
+// positions whose home the map moved, are dropped (heal passes run after
+// every map change). Pending repairs of a node marked down wait for it;
+// those of a removed node are dropped, and ForgetPending drops those of a
+// node that is out (node calls it when heal rebuilds the out node's
+// shards elsewhere). Chunks that are gone, re-encoded or unreadable are
+// abandoned to heal and scrub. The list is bounded (Config.PendingLimit):
+// past it a chunk is not remembered but counted against its nodes, and
+// once such a node answers Config.HealNeeded asks for heal passes, which
+// find every shard missing at its home. Pending is what "zos store status"
+// shows; zos_chunk_pending_repairs and zos_chunk_pending_*_total count
+// them. The list lives in memory: a writer that restarts forgets it, and
+// the periodic heal pass catches what it held.
 //
 // PutMany (chunkstore.BatchReceiver) stores a batch of chunks in one
 // round: each chunk is encoded as Put would (in parallel; same profile
@@ -22,8 +103,8 @@
 // PutShards request with all its shards of the batch (several, sent
 // concurrently, only past 16 MiB or 4096 shards per node: each is one
 // wire frame), so it appends them all and syncs once. Each chunk succeeds
-// or fails on its own by the MinDurable rule; partial ones are queued for
-// repair; failed ones are listed in a *chunkstore.BatchError (the others
+// or fails on its own by Put's write quorum; partial ones become pending
+// repairs; failed ones are listed in a *chunkstore.BatchError (the others
 // are durable). Duplicates in a batch are written once. Measured by
 // BenchmarkPutBatch (3 loopback nodes, 2+1, disk stores with fsync on the
 // 2-core dev machine shared with other work; PutMany versus the same

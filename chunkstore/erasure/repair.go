@@ -11,14 +11,14 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 )
 
-// repairJob rewrites shards of one chunk to their current homes.
+// repairJob rewrites shards of one chunk to their current homes (read
+// repair: the chunk was just read, so its data is at hand).
 type repairJob struct {
 	ref       chunkstore.Ref
 	profile   chunkstore.Profile
 	chunkSize int
-	shards    [][]byte // every shard (from Put), or
-	data      []byte   // the verified chunk (from Fetch)
-	positions []int    // to write; nil: whatever is missing at home
+	data      []byte // the verified chunk
+	positions []int  // to write; nil: whatever is missing at home
 }
 
 func (s *Store) queueRepair(j repairJob) {
@@ -46,15 +46,11 @@ func (s *Store) repairLoop() {
 }
 
 func (s *Store) runRepair(ctx context.Context, j repairJob) error {
-	shards := j.shards
-	if shards == nil {
-		var release func()
-		var err error
-		if shards, release, err = s.codec.EncodeShared(j.profile, j.data); err != nil {
-			return err
-		}
-		defer release()
+	shards, release, err := s.codec.EncodeShared(j.profile, j.data)
+	if err != nil {
+		return err
 	}
+	defer release()
 	positions := j.positions
 	if positions == nil {
 		miss, err := s.missingAtHomes(ctx, j.ref, j.profile)
@@ -66,10 +62,10 @@ func (s *Store) runRepair(ctx context.Context, j repairJob) error {
 	if len(positions) == 0 {
 		return nil
 	}
-	written, errs := s.writeShards(ctx, j.ref, j.profile, j.chunkSize, shards, positions)
-	s.m.repairedShards.Add(float64(len(written)))
-	if len(written) < len(positions) {
-		return errors.Join(errs...)
+	o := s.writeShards(ctx, j.ref, j.profile, j.chunkSize, shards, positions)
+	s.m.repairedShards.Add(float64(len(o.written())))
+	if len(o.written()) < len(positions) {
+		return errors.Join(o.errs...)
 	}
 	return nil
 }
@@ -182,8 +178,8 @@ func (s *Store) RepairPositions(ctx context.Context, ref chunkstore.Ref, q chunk
 		return res, err
 	}
 	defer release()
-	written, errs := s.writeShards(ctx, ref, q, size, shards, positions)
-	slices.Sort(written)
+	o := s.writeShards(ctx, ref, q, size, shards, positions)
+	written, errs := o.written(), o.errs
 	res.Written = written
 	res.Bytes = int64(len(written)) * int64(chunkstore.ShardSize(size, int(q.K)))
 	s.m.repairedShards.Add(float64(len(written)))

@@ -276,9 +276,9 @@ func (s *Store) Reprofile(ctx context.Context, ref chunkstore.Ref, from, to chun
 			if err != nil {
 				return res, err
 			}
-			written, errs := s.writeShards(ctx, ref, to, len(data), shards, missing)
+			o := s.writeShards(ctx, ref, to, len(data), shards, missing)
 			release()
-			slices.Sort(written)
+			written, errs := o.written(), o.errs
 			res.Written = written
 			res.Bytes = int64(len(written)) * int64(chunkstore.ShardSize(len(data), int(to.K)))
 			s.m.repairedShards.Add(float64(len(written)))

@@ -1,17 +1,19 @@
 package erasure
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/remote"
+	"github.com/zosproject/zos/internal/slogx"
+	"golang.org/x/time/rate"
 )
 
 // Dialer returns the shard store of a node (a remote client, or the local
@@ -61,9 +63,29 @@ type Config struct {
 	History int
 	// RepairWorkers run read repair in the background. Default 2.
 	RepairWorkers int
-	// RepairQueue bounds queued repairs (more are dropped; heal and scrub
-	// catch them later). Default 64.
+	// RepairQueue bounds queued read repairs (more are dropped; heal and
+	// scrub catch them later). Default 64.
 	RepairQueue int
+	// PendingLimit bounds the pending repairs: chunks acknowledged with
+	// shards missing, remembered (ref, profile, size, missing positions
+	// and their nodes; about 200 bytes each, not the data) until those
+	// nodes answer again. Past it a chunk is not remembered; HealNeeded is
+	// called once its nodes answer. Default 65536.
+	PendingLimit int
+	// PendingInterval is how often the nodes pending repairs wait for are
+	// probed. Default 2s.
+	PendingInterval time.Duration
+	// PendingWorkers rebuild pending chunks in parallel. Default 4.
+	PendingWorkers int
+	// PendingRate caps the shard bytes per second pending repairs read
+	// and write (heal's rate, so a node's return does not swamp the
+	// cluster); 0 means unlimited.
+	PendingRate float64
+	// HealNeeded, if set, is called (from the store's own goroutine; it
+	// must not block) when a node answers again for which degraded chunks
+	// were not remembered: the caller should run heal passes, which find
+	// every shard missing at its home.
+	HealNeeded func(node string)
 	// Logger (component "erasure"). Default: discard.
 	Logger *slog.Logger
 	// Registry, if set, receives the store's metrics.
@@ -89,6 +111,15 @@ func (c *Config) setDefaults() {
 	if c.RepairQueue == 0 {
 		c.RepairQueue = 64
 	}
+	if c.PendingLimit == 0 {
+		c.PendingLimit = 1 << 16
+	}
+	if c.PendingInterval == 0 {
+		c.PendingInterval = 2 * time.Second
+	}
+	if c.PendingWorkers == 0 {
+		c.PendingWorkers = 4
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -102,6 +133,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Profile.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if c.PendingLimit < 0 || c.PendingInterval < 0 || c.PendingWorkers < 0 || c.PendingRate < 0 || c.RepairQueue < 0 || c.RepairWorkers < 0 {
+		return fmt.Errorf("%w: negative PendingLimit, PendingInterval, PendingWorkers, PendingRate, RepairQueue or RepairWorkers", ErrConfig)
 	}
 	if err := c.Map.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
@@ -120,11 +154,14 @@ type Store struct {
 	placers []*placement.Placer // [0] is current, then older maps
 	profile chunkstore.Profile
 
-	repairs chan repairJob
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	once    sync.Once
+	repairs     chan repairJob
+	pending     *pendingList
+	pendingRate *rate.Limiter
+	degradedLog slogx.Rare
+	ctx         context.Context
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	once        sync.Once
 }
 
 // New returns a Store over cfg.Map.
@@ -139,24 +176,32 @@ func New(cfg Config) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "erasure"),
-		codec:   NewCodec(),
-		placers: []*placement.Placer{p},
-		profile: cfg.Profile,
-		repairs: make(chan repairJob, cfg.RepairQueue),
-		ctx:     ctx,
-		cancel:  cancel,
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "erasure"),
+		codec:       NewCodec(),
+		placers:     []*placement.Placer{p},
+		profile:     cfg.Profile,
+		repairs:     make(chan repairJob, cfg.RepairQueue),
+		pending:     newPendingList(cfg.PendingLimit),
+		pendingRate: rate.NewLimiter(rate.Inf, 0),
+		ctx:         ctx,
+		cancel:      cancel,
 	}
-	s.m = newMetrics(cfg.Registry)
+	if cfg.PendingRate > 0 {
+		s.pendingRate = rate.NewLimiter(rate.Limit(cfg.PendingRate), max(int(cfg.PendingRate), 16<<20))
+	}
+	s.degradedLog.Every = time.Minute
+	s.m = newMetrics(cfg.Registry, func() float64 { return float64(s.pending.len()) })
 	for range cfg.RepairWorkers {
 		s.wg.Go(s.repairLoop)
 	}
+	s.wg.Go(s.pendingLoop)
 	return s, nil
 }
 
-// Close stops background repair and waits for it. The dialer's clients are
-// the caller's to close.
+// Close stops background repair (read repairs and pending repairs) and
+// waits for it; pending repairs not done yet are forgotten (heal passes
+// find them). The dialer's clients are the caller's to close.
 func (s *Store) Close() error {
 	s.once.Do(func() {
 		s.cancel()
@@ -247,16 +292,6 @@ func (s *Store) profileFor(p chunkstore.Profile, size int) chunkstore.Profile {
 	return p
 }
 
-// MinDurable is how many shards of profile p must be durable for a write
-// to succeed: all of them without parity, else k+1 (one more failure can
-// still be survived when the write is acknowledged), never more than k+m.
-func MinDurable(p chunkstore.Profile) int {
-	if p.M == 0 {
-		return p.N()
-	}
-	return int(p.K) + 1
-}
-
 // nodeReq is the work for one node: keys and the positions they stand for.
 type nodeReq struct {
 	node      placement.Node
@@ -285,8 +320,12 @@ func groupByNode(homes []placement.Node, positions []int, key func(i int) chunks
 }
 
 // Put stores data as a chunk: encoded into the shards of its profile, each
-// written to its home in parallel. It succeeds when MinDurable shards are
-// durable; missing ones are queued for repair. If the cluster has fewer
+// written to its home in parallel. It succeeds when the write quorum is
+// durable (WriteQuorum: k+1, or k when fewer than k+1 homes answered; all
+// for k+0); missing shards are remembered as pending repairs and rebuilt
+// when their nodes answer. Fewer than k live homes is
+// chunkstore.ErrUnavailable naming the unreachable nodes (shards already
+// written are left for garbage collection). If the cluster has fewer
 // failure domains than the profile has shards, the chunk is written with
 // the profile Fit gives (e.g. 2+2 instead of 4+2 on four nodes).
 func (s *Store) Put(ctx context.Context, data []byte) (chunkstore.Ref, error) {
@@ -337,22 +376,14 @@ func (s *Store) put(ctx context.Context, data []byte, base chunkstore.Profile) (
 	// Every write has returned when writeShards does (shard stores never
 	// read the data after their PutShards returns), so the buffers are
 	// free again after it.
-	written, errs := s.writeShards(ctx, ref, p, len(data), shards, nil)
+	o := s.writeShards(ctx, ref, p, len(data), shards, nil)
 	defer release()
 	s.m.puts.Inc()
 	s.m.putBytes.Add(float64(len(data)))
 	if err := ctx.Err(); err != nil {
 		return ref, err
 	}
-	if len(written) < MinDurable(p) {
-		s.m.putErrors.Inc()
-		return ref, fmt.Errorf("%w: chunk %s: %d of %d shards stored, need %d: %v", chunkstore.ErrUnavailable, ref.Short(), len(written), p.N(), MinDurable(p), errors.Join(errs...))
-	}
-	if len(written) < p.N() {
-		s.m.partialPuts.Inc()
-		s.queueRepair(repairJob{ref: ref, profile: p, chunkSize: len(data), data: bytes.Clone(data)})
-	}
-	return ref, nil
+	return ref, s.settle(ref, p, len(data), o)
 }
 
 // parallelBelow: chunks at least this large are hashed and encoded in
@@ -380,22 +411,18 @@ func (s *Store) hashAndEncode(p chunkstore.Profile, data []byte) (chunkstore.Ref
 }
 
 // writeShards writes the given positions (all if nil) of ref's shards to
-// their current homes and returns the positions stored.
-func (s *Store) writeShards(ctx context.Context, ref chunkstore.Ref, p chunkstore.Profile, chunkSize int, shards [][]byte, positions []int) ([]int, []error) {
-	homes := s.Placer().Place(ref, p.N())
-	if homes == nil {
-		return nil, []error{fmt.Errorf("%w: no storage node is up", chunkstore.ErrUnavailable)}
+// their current homes and reports what became of each.
+func (s *Store) writeShards(ctx context.Context, ref chunkstore.Ref, p chunkstore.Profile, chunkSize int, shards [][]byte, positions []int) writeOutcome {
+	o := writeOutcome{homes: s.Placer().Place(ref, p.N()), fates: make([]fate, p.N())}
+	if o.homes == nil {
+		o.errs = []error{fmt.Errorf("%w: no storage node is up", chunkstore.ErrUnavailable)}
+		return o
 	}
 	if positions == nil {
-		positions = make([]int, p.N())
-		for i := range positions {
-			positions[i] = i
-		}
+		positions = seq(p.N())
 	}
-	reqs := groupByNode(homes, positions, nil)
+	reqs := groupByNode(o.homes, positions, nil)
 	var mu sync.Mutex
-	var written []int
-	var errs []error
 	var wg sync.WaitGroup
 	for _, r := range reqs {
 		wg.Go(func() {
@@ -407,15 +434,16 @@ func (s *Store) writeShards(ctx context.Context, ref chunkstore.Ref, p chunkstor
 			err := s.putNode(ctx, r.node, r.shards)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("node %s: %w", r.node.ID, err))
-				return
+			for _, i := range r.positions {
+				o.fates[i] = fateOf(err)
 			}
-			written = append(written, r.positions...)
+			if err != nil {
+				o.errs = append(o.errs, fmt.Errorf("node %s: %w", r.node.ID, err))
+			}
 		})
 	}
 	wg.Wait()
-	return written, errs
+	return o
 }
 
 func (s *Store) putNode(ctx context.Context, n placement.Node, shards []chunkstore.Shard) error {

@@ -11,15 +11,29 @@
 //   - Dir: one node's journals, as files in a directory (append + fdatasync).
 //   - remote.Client: a node's Dir over the shard protocol.
 //   - Replicated: a journal over the cluster; an append is acknowledged
-//     once every one of n nodes (the first n of a rendezvous ranking of the
-//     name over the up nodes) has it durably; a read merges what all
-//     reachable nodes hold, and needs answers from all but n-1 of them so
-//     that it sees at least one copy of every acknowledged record.
+//     once n distinct nodes have it durably: the first n of a rendezvous
+//     ranking of the name over the up nodes, an unreachable one replaced
+//     by the next node of the ranking (a node dead but not yet marked down
+//     does not stop appends); a read merges what all reachable nodes hold,
+//     and needs answers from all but n-1 of them so that it sees at least
+//     one copy of every acknowledged record.
 //
 // Fencing: Read(name, seal) raises the name's seal to seal on every node
 // that answers; from then on those nodes refuse appends with an older
 // epoch (ErrFenced). A writer that lost its lease cannot get an append
-// acknowledged by all n nodes once one of them was sealed.
+// acknowledged once a Read sealed the journal: the Read sealed all but at
+// most n-1 of the members (the map's nodes that are not Removed), so any n
+// distinct members include a sealed one, whichever nodes of the ranking an
+// append lands on. ErrFenced is an answer, never a reason to try another
+// node: it aborts the append. (A node that joins the map after the Read
+// was not sealed by it; the new owner's first append, at its epoch, seals
+// the nodes it reaches.)
+//
+// Why reads still find every acknowledged record after a failover: the
+// append's n copies are on n distinct members wherever the ranking put
+// them, and a Read asks every member, not the ranking, and hears from all
+// but n-1 of them, so at least one of the n answers. Trim asks every member
+// too, so copies on a replacement node are trimmed like the others.
 //
 // # What a Read returns
 //

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/placement"
+	"github.com/zosproject/zos/internal/slogx"
 )
 
 // ReplicatedConfig configures a Replicated.
@@ -62,9 +64,10 @@ func (c ReplicatedConfig) Validate() error {
 // Timeout (the Logs Dial returns must honour their context); an Append's
 // records are not kept after it returns. It is safe for concurrent use.
 type Replicated struct {
-	cfg    ReplicatedConfig
-	log    *slog.Logger
-	copies int
+	cfg      ReplicatedConfig
+	log      *slog.Logger
+	copies   int
+	failover *slogx.Rare // shared by the views
 }
 
 var _ Log = (*Replicated)(nil)
@@ -75,7 +78,7 @@ func NewReplicated(cfg ReplicatedConfig) (*Replicated, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	return &Replicated{cfg: cfg, log: cfg.Logger.With("component", "journal"), copies: cfg.Copies}, nil
+	return &Replicated{cfg: cfg, log: cfg.Logger.With("component", "journal"), copies: cfg.Copies, failover: &slogx.Rare{Every: time.Minute}}, nil
 }
 
 // WithCopies returns a view of r whose appends go to n nodes (and whose
@@ -90,11 +93,16 @@ func (r *Replicated) WithCopies(n int) Log {
 }
 
 // Append sends recs to the first Copies nodes of the rendezvous ranking of
-// name over the eligible (up) nodes, in parallel, and succeeds when every
-// one of them has them durably. Fewer eligible nodes than Copies is
-// chunkstore.ErrUnavailable; a node that is sealed at a newer epoch makes
-// it ErrFenced; otherwise the error names the nodes that failed and wraps
-// their errors.
+// name over the eligible (up) nodes, in parallel, and succeeds when Copies
+// distinct nodes have them durably. A node that is unreachable (its error
+// wraps chunkstore.ErrUnavailable: no connection, no answer in time) is
+// replaced by the next node of the ranking, until Copies acknowledged or
+// the ranking is exhausted (then chunkstore.ErrUnavailable, naming the
+// nodes). A node that is sealed at a newer epoch makes it ErrFenced at
+// once, and any other refusal (ErrFull, ErrInvalid, a damaged journal)
+// fails it: those are answers, not absences. Fewer eligible nodes than
+// Copies is chunkstore.ErrUnavailable. See the package doc for why
+// fencing and reads still hold.
 func (r *Replicated) Append(ctx context.Context, name string, epoch uint64, recs []Record) error {
 	if err := CheckAppend(name, epoch, recs); err != nil {
 		return err
@@ -104,34 +112,73 @@ func (r *Replicated) Append(ctx context.Context, name string, epoch uint64, recs
 	if err != nil {
 		return fmt.Errorf("journal %q: %w", name, err)
 	}
-	if n := len(p.Eligible()); n < r.copies {
+	eligible := len(p.Eligible())
+	if eligible < r.copies {
 		return fmt.Errorf("%w: journal %q needs %d nodes for an append; the cluster map (epoch %d) has %d up",
-			chunkstore.ErrUnavailable, name, r.copies, m.Epoch, n)
+			chunkstore.ErrUnavailable, name, r.copies, m.Epoch, eligible)
 	}
-	nodes := p.Place(RefOf(name), r.copies)
+	// The first Copies of the ranking, then (only if one is unreachable)
+	// the rest of it in order: the positions of a longer placement need
+	// not start with the shorter one's, so the spares are what it adds.
+	ref := RefOf(name)
+	nodes := p.Place(ref, r.copies)
+	first := nodes
+	var spares []placement.Node
+	ranked := false
+	rankSpares := func() {
+		if ranked {
+			return
+		}
+		ranked = true
+		for _, n := range p.Place(ref, eligible) {
+			if !slices.ContainsFunc(first, func(x placement.Node) bool { return x.ID == n.ID }) {
+				spares = append(spares, n)
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	errs := r.each(ctx, nodes, func(ctx context.Context, _ int, l Log) error {
-		return l.Append(ctx, name, epoch, recs)
-	})
+	acked := 0
 	var failed []error
-	var lines []string
-	for i, err := range errs {
-		if err == nil {
-			continue
+	var lines, away []string
+	for len(nodes) > 0 {
+		errs := r.each(ctx, nodes, func(ctx context.Context, _ int, l Log) error {
+			return l.Append(ctx, name, epoch, recs)
+		})
+		want := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				acked++
+				continue
+			case errors.Is(err, ErrFenced):
+				return fmt.Errorf("journal %q: append at epoch %d refused by node %s: %w", name, epoch, nodes[i].ID, err)
+			case errors.Is(err, chunkstore.ErrUnavailable) && ctx.Err() == nil:
+				want++ // replace it
+				away = append(away, nodes[i].ID)
+			}
+			failed = append(failed, err)
+			lines = append(lines, fmt.Sprintf("%s: %v", nodes[i].ID, err))
 		}
-		if errors.Is(err, ErrFenced) {
-			return fmt.Errorf("journal %q: append at epoch %d refused by node %s: %w", name, epoch, nodes[i].ID, err)
+		if acked == r.copies || want == 0 || len(failed) > len(away) {
+			break // done, or an answer that no other node changes
 		}
-		failed = append(failed, err)
-		lines = append(lines, fmt.Sprintf("%s: %v", nodes[i].ID, err))
+		rankSpares()
+		want = min(want, len(spares))
+		nodes, spares = spares[:want], spares[want:]
 	}
-	if len(failed) == 0 {
+	if acked == r.copies {
+		if len(away) > 0 {
+			if count, nodes, ok := r.failover.Note(away...); ok {
+				r.log.Warn("journal appends went to the next nodes of their ranking: some nodes are unreachable",
+					"appends", count, "unreachable", strings.Join(nodes, ","), "example", name, "quiet_for", r.failover.Every)
+			}
+		}
 		return nil
 	}
 	return &nodesError{
-		msg: fmt.Sprintf("journal %q: append at epoch %d (seq %d to %d) not acknowledged by %d of its %d nodes: %s",
-			name, epoch, recs[0].Seq, recs[len(recs)-1].Seq, len(failed), len(nodes), strings.Join(lines, "; ")),
+		msg: fmt.Sprintf("journal %q: append at epoch %d (seq %d to %d) acknowledged by %d of the %d nodes it needs (%d eligible): %s",
+			name, epoch, recs[0].Seq, recs[len(recs)-1].Seq, acked, r.copies, eligible, strings.Join(lines, "; ")),
 		errs: failed,
 	}
 }

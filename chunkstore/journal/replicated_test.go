@@ -252,15 +252,16 @@ func TestReplicatedHolderLoss(t *testing.T) {
 	if err := r.Append(ctx, name, 1, []journal.Record{rec(1, 100, 10)}); !errors.Is(err, journal.ErrFenced) {
 		t.Fatalf("old writer's append: %v", err)
 	}
-	// The new owner cannot reach both holders until the map says the
-	// lost one is down.
+	// The new owner's appends go to the surviving holder and the next
+	// node of the ranking, before and after the map says the lost one is
+	// down.
 	next := []journal.Record{rec(2, 1, 500)}
-	err = r.Append(ctx, name, 2, next)
-	if !errors.Is(err, chunkstore.ErrUnavailable) || !strings.Contains(err.Error(), c.nodes[lost].id) {
+	if err := r.Append(ctx, name, 2, next); err != nil {
 		t.Fatalf("append with a holder dead: %v", err)
 	}
 	c.setState(lost, placement.Down)
-	if err := r.Append(ctx, name, 2, next); err != nil {
+	next = append(next, rec(2, 2, 600))
+	if err := r.Append(ctx, name, 2, next[1:]); err != nil {
 		t.Fatal(err)
 	}
 	got, err = r.Read(ctx, name, 0)
@@ -277,7 +278,7 @@ func TestReplicatedHolderLoss(t *testing.T) {
 		t.Fatalf("old writer's append after the holder's return: %v", err)
 	}
 	// Trim reaches every node.
-	if err := r.Trim(ctx, name, 2, 1); err != nil {
+	if err := r.Trim(ctx, name, 2, 2); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := r.Read(ctx, name, 0); err != nil || len(got) != 0 {
@@ -285,6 +286,116 @@ func TestReplicatedHolderLoss(t *testing.T) {
 	}
 	if err := r.Trim(ctx, name, journal.All, journal.All); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// ranking returns node indexes in the order an append tries them: the
+// first copies of the ranking, then the rest of it.
+func (c *cluster) ranking(name string, copies int) []int {
+	p, err := placement.New(c.Map())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	idx := func(id string) int {
+		return slices.IndexFunc(c.nodes, func(nd *node) bool { return nd.id == id })
+	}
+	var out []int
+	for _, id := range p.PlaceIDs(journal.RefOf(name), copies) {
+		out = append(out, idx(id))
+	}
+	for _, id := range p.PlaceIDs(journal.RefOf(name), len(p.Eligible())) {
+		if i := idx(id); !slices.Contains(out, i) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// has reports whether node i's own journal holds record (epoch, seq).
+func (c *cluster) has(t *testing.T, i int, name string, epoch, seq uint64) bool {
+	t.Helper()
+	recs, err := c.nodes[i].dir.Read(testCtx(t), name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.ContainsFunc(recs, func(r journal.Record) bool { return r.Epoch == epoch && r.Seq == seq })
+}
+
+// TestReplicatedFailover: with one of the first Copies nodes of a
+// journal's ranking dead (the map still says up), an append lands on the
+// other and on the next node of the ranking; a Read finds it whichever of
+// its copies survives, and still fences the old writer; a sealed node
+// aborts an append (no failover around ErrFenced); with too few reachable
+// nodes the append fails naming them.
+func TestReplicatedFailover(t *testing.T) {
+	c := startCluster(t, 4, true)
+	r := c.replicated(2)
+	ctx := testCtx(t)
+	const name = "pool/failover"
+	order := c.ranking(name, 2)
+	first := []journal.Record{rec(1, 1, 100)}
+	if err := r.Append(ctx, name, 1, first); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(order[0])
+	rec2 := []journal.Record{rec(1, 2, 4000)}
+	if err := r.Append(ctx, name, 1, rec2); err != nil {
+		t.Fatalf("append with %s dead: %v", c.nodes[order[0]].id, err)
+	}
+	for _, i := range order[1:] {
+		want := i == order[1] || i == order[2]
+		if got := c.has(t, i, name, 1, 2); got != want {
+			t.Fatalf("node %s (rank %d) holds the failed-over append: %v, want %v", c.nodes[i].id, slices.Index(order, i), got, want)
+		}
+	}
+	// The dead node comes back without the record; the replacement dies:
+	// a takeover's Read still finds it (on the other copy) and seals.
+	c.restart(order[0])
+	c.stop(order[2])
+	got, err := r.Read(ctx, name, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, got, append(slices.Clone(first), rec2...))
+	if err := r.Append(ctx, name, 1, []journal.Record{rec(1, 3, 10)}); !errors.Is(err, journal.ErrFenced) {
+		t.Fatalf("old writer's append after the takeover: %v, want ErrFenced", err)
+	}
+	// The new owner appends around the dead replacement.
+	if err := r.Append(ctx, name, 2, []journal.Record{rec(2, 1, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	c.restart(order[2])
+
+	// A node sealed at a newer epoch aborts the append even though other
+	// nodes would take it: the spares never see it.
+	const name2 = "pool/fenced"
+	order = c.ranking(name2, 2)
+	if _, err := c.nodes[order[0]].dir.Read(ctx, name2, 7); err != nil {
+		t.Fatal(err)
+	}
+	err = r.Append(ctx, name2, 6, []journal.Record{rec(6, 1, 10)})
+	if !errors.Is(err, journal.ErrFenced) || !strings.Contains(err.Error(), c.nodes[order[0]].id) {
+		t.Fatalf("append to a sealed first node: %v, want ErrFenced from %s", err, c.nodes[order[0]].id)
+	}
+	for _, i := range order[2:] {
+		if c.has(t, i, name2, 6, 1) {
+			t.Fatalf("a fenced append reached spare %s", c.nodes[i].id)
+		}
+	}
+
+	// Three of four dead: one reachable node is too few for 2 copies.
+	order = c.ranking(name, 2)
+	for _, i := range order[1:] {
+		c.stop(i)
+	}
+	err = r.Append(ctx, name, 2, []journal.Record{rec(2, 2, 10)})
+	if !errors.Is(err, chunkstore.ErrUnavailable) || !strings.Contains(err.Error(), "acknowledged by 1 of the 2 nodes") {
+		t.Fatalf("append with 3 of 4 nodes dead: %v", err)
+	}
+	for _, i := range order[1:] {
+		if !strings.Contains(err.Error(), c.nodes[i].id) {
+			t.Fatalf("the error does not name dead node %s: %v", c.nodes[i].id, err)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/erasure"
 	"github.com/zosproject/zos/chunkstore/gc"
 	"github.com/zosproject/zos/node"
 	"github.com/zosproject/zos/orchestrator/client"
@@ -218,6 +219,21 @@ func printStoreStatus(c *cobra.Command, st node.StoreStatus) {
 		fmt.Fprintf(w, "chunks:     %d (%s): %d healthy, %d degraded (%d undersized), %d unreadable; %d misplaced and %d stale shard copies\n",
 			cs.Chunks, humanBytes(cs.Bytes), cs.Healthy, cs.Degraded, cs.Undersized, cs.Unreadable, cs.Misplaced, cs.Stale)
 	}
+	pending := map[string]erasure.PendingNode{}
+	if pd := st.Pending; pd.Chunks > 0 || pd.Dropped > 0 {
+		var waits []string
+		for _, pn := range pd.Nodes {
+			pending[pn.Node] = pn
+			waits = append(waits, fmt.Sprintf("%s (%d chunks, for %s)", pn.Node, pn.Chunks+int(pn.Dropped), time.Since(pn.Since).Round(time.Second)))
+		}
+		fmt.Fprintf(w, "pending:    %d chunks written degraded, missing shards on %s", pd.Chunks, strings.Join(waits, ", "))
+		if pd.Dropped > 0 {
+			fmt.Fprintf(w, "; %d more not remembered (heal passes find them once their nodes answer)", pd.Dropped)
+		}
+		fmt.Fprintf(w, "; %d repaired so far\n", pd.Repaired)
+	} else {
+		fmt.Fprintf(w, "pending:    none (no degraded writes waiting for repair; %d repaired since the nodes started)\n", pd.Repaired)
+	}
 	fmt.Fprintln(w)
 	heal := map[string]node.LocalStatus{}
 	for _, l := range st.Local {
@@ -243,8 +259,16 @@ func printStoreStatus(c *cobra.Command, st node.StoreStatus) {
 				rebuild += fmt.Sprintf(" %s/s ETA %s", humanBytes(int64(p.Rate)), p.ETA.Round(time.Second))
 			}
 		}
+		lacks := "-"
+		if pn, ok := pending[n.ID]; ok {
+			lacks = fmt.Sprint(pn.Chunks)
+			if pn.Dropped > 0 {
+				lacks += fmt.Sprintf(" (+%d)", pn.Dropped)
+			}
+		}
 		rows = append(rows, []string{n.ID, string(n.State), reach, fmt.Sprint(n.Stats.Shards), humanBytes(n.Stats.Bytes),
-			fmt.Sprint(n.Stats.Corrupt), rebuild, fmt.Sprintf("%d/%d", l.Scrub.Corrupt, l.Scrub.Repaired)})
+			fmt.Sprint(n.Stats.Corrupt), lacks, rebuild, fmt.Sprintf("%d/%d", l.Scrub.Corrupt, l.Scrub.Repaired)})
 	}
-	table(w, []string{"NODE", "STATE", "REACHABLE", "SHARDS", "BYTES", "CORRUPT", "HEAL", "SCRUB CORRUPT/REPAIRED"}, rows)
+	table(w, []string{"NODE", "STATE", "REACHABLE", "SHARDS", "BYTES", "CORRUPT", "LACKS", "HEAL", "SCRUB CORRUPT/REPAIRED"}, rows)
+	fmt.Fprintln(w, "\nLACKS: chunks written degraded that miss a shard on the node (rebuilt when it answers).")
 }

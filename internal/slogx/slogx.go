@@ -1,5 +1,6 @@
 // Package slogx adapts the loggers of zos's dependencies (pebble, hashicorp
-// raft's hclog) to log/slog, so every daemon writes one structured stream.
+// raft's hclog) to log/slog, so every daemon writes one structured stream,
+// and keeps recurring warnings rare (Rare).
 package slogx
 
 import (
