@@ -172,6 +172,13 @@ func (s *storage) followMap(epoch uint64) {
 		if m.Epoch != 0 && m.Epoch != epoch {
 			epoch = m.Epoch
 			prev := s.store.Map()
+			for _, nd := range m.Nodes {
+				if old, ok := prev.Node(nd.ID); nd.State == placement.Up && (!ok || old.State != placement.Up) && nd.Addr != "" {
+					// Back (or new): writes placed on it must reach it,
+					// not fail fast on the dial backoff of its death.
+					s.pool.Retry(nd.Addr)
+				}
+			}
 			if err := s.store.SetMap(m); err != nil {
 				n.log.Error("cluster map rejected by the store", "epoch", m.Epoch, "err", err)
 			} else {

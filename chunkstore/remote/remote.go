@@ -167,6 +167,16 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// Retry ends a dial backoff: the next call dials at once instead of
+// failing with the last dial error. For a server known to be back (its
+// node marked up again): without it, writes to it would fail fast, as if
+// it were still dead, for up to maxBackoff.
+func (c *Client) Retry() {
+	c.mu.Lock()
+	c.dialErr, c.retryAt, c.backoff = nil, time.Time{}, 0
+	c.mu.Unlock()
+}
+
 func (c *Client) unavailable(format string, args ...any) error {
 	return fmt.Errorf("%w: shard server %s: %s", chunkstore.ErrUnavailable, c.cfg.Addr, fmt.Sprintf(format, args...))
 }
@@ -728,6 +738,17 @@ func (p *Pool) Get(addr string) (*Client, error) {
 	}
 	p.clients[addr] = c
 	return c, nil
+}
+
+// Retry ends the dial backoff of addr's client, if it has one (see
+// Client.Retry).
+func (p *Pool) Retry(addr string) {
+	p.mu.Lock()
+	c := p.clients[addr]
+	p.mu.Unlock()
+	if c != nil {
+		c.Retry()
+	}
 }
 
 // Close closes every client.

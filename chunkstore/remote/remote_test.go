@@ -390,6 +390,49 @@ func TestReconnect(t *testing.T) {
 	}
 }
 
+// Retry ends the dial backoff at once: the first call after a restarted
+// server is known to be back reaches it (several failed dials first, so
+// the backoff is long).
+func TestRetryEndsBackoff(t *testing.T) {
+	st, err := disk.Open(disk.Config{Dir: "/s", FS: vfs.NewMem(), CompactInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := shard.Start(shard.Config{Addr: "127.0.0.9:0", Secret: secret, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.Addr().String()
+	pool := remote.NewPool(remote.Config{Secret: secret})
+	defer pool.Close()
+	c, err := pool.Get(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	// Calls for a second: dials fail at 0, 0.1, 0.3 and 0.7 s, the last
+	// one setting a backoff of 0.8 s.
+	for start := time.Now(); time.Since(start) < time.Second; {
+		c.Ping(ctx(t))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if srv, err = shard.Start(shard.Config{Addr: addr, Secret: secret, Store: st}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := c.Ping(ctx(t)); err == nil {
+		t.Fatal("the client did not back off after failed dials (the test proves nothing)")
+	}
+	pool.Retry(addr)
+	if err := c.Ping(ctx(t)); err != nil {
+		t.Fatalf("first call after Retry: %v", err)
+	}
+}
+
 // journalServer starts a shard server whose node keeps its journals in a
 // journal.Dir.
 func journalServer(t *testing.T, host int, reg *prometheus.Registry) (*shard.Server, *journal.Dir) {
