@@ -123,6 +123,7 @@ func (d *Disk) runCommit(c *commitRun) {
 	d.mu.Lock()
 	if err == nil {
 		d.seq.durable = max(d.seq.durable, c.seq)
+		d.log.Debug("committed", "seq", c.seq, "mutations", c.count, "head", d.layers.head.Short(), "took", time.Since(start))
 		d.svc.m.flushSeconds.Observe(time.Since(start).Seconds())
 		d.committedLocked(c)
 	} else {

@@ -185,6 +185,7 @@ func (d *Disk) flushJournal(ctx context.Context) (ok bool, err error) {
 			continue
 		}
 		if !d.journalUsableLocked() {
+			d.log.Debug("flush commits", "mutations", target, "durable", d.jr.done, "dropped", d.jr.drop, "committed", d.seq.committed)
 			d.mu.Unlock()
 			return false, nil
 		}
@@ -221,6 +222,7 @@ func (d *Disk) flushJournal(ctx context.Context) (ok bool, err error) {
 			d.svc.m.journalBytes.Add(float64(len(rec.Payload)))
 			d.jr.done = max(d.jr.done, count)
 			d.jr.acked = max(d.jr.acked, count)
+			d.log.Debug("flush appended", "seq", rec.Seq, "mutations", count, "bytes", len(rec.Payload))
 			d.jr.appended = append(d.jr.appended, jmark{seq: rec.Seq, bytes: int64(len(rec.Payload))})
 			d.jr.last = max(d.jr.last, rec.Seq)
 			d.commitSoonLocked()
