@@ -108,6 +108,7 @@ func retryClient(t *testing.T, what string, fn func(ctx context.Context) (string
 		if !unavailable(out) || time.Now().After(deadline) {
 			t.Fatalf("%s: %v\n%s", what, err, out)
 		}
+		t.Logf("%s: %v (retried: the export is not available yet)\n%s", what, err, out)
 		time.Sleep(500 * time.Millisecond)
 	}
 }
@@ -148,6 +149,18 @@ func TestFlushSurvivesKill(t *testing.T) {
 				hold := attach(t, c, serving, name)
 				retryClient(t, fmt.Sprintf("cycle %d: %s writes %d bytes through %s", cycle, fc.tool, fc.size, c.Nodes[serving].ID),
 					func(ctx context.Context) (string, error) { return fc.write(ctx, nbdURI(c, serving, name)) })
+				if fc.tool == "fio" {
+					// fio issues its FLUSHes (fsync, end_fsync) without
+					// waiting for the writes in flight, which a FLUSH does
+					// not cover (NBD: only writes replied to before it), so
+					// its last writes may come after its last FLUSH. One
+					// more FLUSH, on the held connection (multi-conn: it
+					// covers every connection's completed writes), makes
+					// all of them acknowledged.
+					if err := hold.Cmd(nbdclient.CmdFlush, 0, 0, 0); err != nil {
+						t.Fatalf("cycle %d: FLUSH after fio: %v", cycle, err)
+					}
+				}
 				c.Kill(serving)
 				hold.Close()
 				t.Logf("cycle %d: %s wrote and flushed %d bytes at %d through %s, which was killed", cycle, fc.tool, fc.size, fc.off, c.Nodes[serving].ID)

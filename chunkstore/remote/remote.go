@@ -43,6 +43,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"time"
 
@@ -129,7 +130,12 @@ type slot struct {
 
 // Dial backoff: after a failed dial or handshake, calls fail fast with that
 // error until the backoff passes (doubling from minBackoff to maxBackoff),
-// so a dead or hung server costs one timeout, not one per call.
+// so a dead or hung server costs one timeout, not one per call. A refused
+// connection (the host answers, nothing listens: a server restarting) costs
+// nothing to try again, so it sets no backoff: the first call after the
+// server is back reaches it. Otherwise a write would find a node that came
+// back "unreachable" for seconds and be stored degraded (chunkstore/erasure
+// write quorum) for no reason.
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 5 * time.Second
@@ -205,7 +211,7 @@ func (c *Client) getConn(ctx context.Context) (*conn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !errors.Is(err, syscall.ECONNREFUSED) {
 			c.backoff = min(max(2*c.backoff, minBackoff), maxBackoff)
 			c.retryAt = time.Now().Add(c.backoff)
 			c.dialErr = err
@@ -226,7 +232,7 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, c.unavailable("dial: %v", err)
+		return nil, fmt.Errorf("%w: shard server %s: dial: %w", chunkstore.ErrUnavailable, c.cfg.Addr, err)
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)

@@ -105,6 +105,14 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	c := &Cluster{t: t, Bin: Binary(t), Token: "zos_test_" + fmt.Sprint(rand.Int64()), opts: opts,
 		Base: fmt.Sprintf("127.%d.%d.", 20+rand.IntN(200), rand.IntN(250))}
 	c.dir = t.TempDir() // before KillAll, so logs outlive the nodes
+	if keep := os.Getenv("ZOS_TEST_KEEP"); keep != "" {
+		// Post-mortems: the nodes' directories and logs stay in $ZOS_TEST_KEEP.
+		var err error
+		if c.dir, err = os.MkdirTemp(keep, "cluster-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("nodes' directories and logs kept in %s", c.dir)
+	}
 	t.Cleanup(c.KillAll)
 	for i := 0; i < n; i++ {
 		c.Add(t)
