@@ -43,8 +43,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/zosproject/zos/chunkstore"
