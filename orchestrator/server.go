@@ -93,7 +93,7 @@ func New(cfg Config) (*Server, error) {
 	// Everything not public goes through authentication first. The
 	// patterns carry methods so that they are more specific than the
 	// hub's "GET /{repo}/{file...}" download route.
-	auth := s.requireAuth(false, protected)
+	auth := s.requireAuth(false, s.idempotent(protected))
 	for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
 		public.Handle(m+" /api/v1/", auth)
 	}

@@ -56,8 +56,10 @@ func Classify(err error) (int, string) {
 			return http.StatusLocked, fe.Code
 		case fsm.ErrInvalid.Code, fsm.ErrUnknownOp.Code:
 			return http.StatusBadRequest, fe.Code
-		case fsm.ErrNotInitialized.Code:
+		case fsm.ErrNotInitialized.Code, fsm.ErrOutcomeUnknown.Code:
 			return http.StatusServiceUnavailable, fe.Code
+		case fsm.ErrKeyReused.Code:
+			return http.StatusUnprocessableEntity, fe.Code
 		}
 		return http.StatusInternalServerError, fe.Code
 	}
