@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -338,6 +339,27 @@ func leaderIndex(t *testing.T, c *testcluster.Cluster) int {
 	return -1
 }
 
+// sumMetric adds up a counter over the nodes' /metrics (for the log).
+func sumMetric(t *testing.T, c *testcluster.Cluster, name string) float64 {
+	sum := 0.0
+	for i := range c.Nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := c.Client(i).Stream(ctx, http.MethodGet, "/metrics", nil, nil)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, l := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(l); len(f) == 2 && strings.HasPrefix(f[0], name) {
+					v, _ := strconv.ParseFloat(f[1], 64)
+					sum += v
+				}
+			}
+		}
+		cancel()
+	}
+	return sum
+}
+
 // TestJepsenKV: see the comment at the top of the file.
 func TestJepsenKV(t *testing.T) {
 	dur := jepsenDuration(t)
@@ -390,6 +412,8 @@ func TestJepsenKV(t *testing.T) {
 	}
 	stop()
 	t.Logf("%d kills, %d operations in the history: %v", kills, len(history), stats)
+	t.Logf("since the last restarts: %v retried proposals answered from the request table, %v proposals with an unknown outcome",
+		sumMetric(t, c, "zos_raft_requests_deduplicated_total"), sumMetric(t, c, "zos_raft_apply_outcome_unknown_total"))
 	if kills < 2 || stats["write ok"] < 50 || stats["read ok"] < 50 {
 		t.Fatalf("too little happened to check anything: %d kills, %v", kills, stats)
 	}
