@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"hash/maphash"
 	"time"
 )
 
@@ -43,16 +44,30 @@ const (
 //
 // Readers may call the methods of a Requests reached through a State they
 // read; only Apply changes it.
+//
+// The table may hold tens of thousands of entries, so it is laid out for
+// the garbage collector: entries are values in one slice (a FIFO), and the
+// index from id to entry is keyed by a hash of the id, with no pointers to
+// scan. Collisions are resolved exactly (clash), so what the table answers
+// never depends on the hash seed, which differs from process to process.
 type Requests struct {
 	horizon uint64
 	clock   int64
 	bytes   int
-	byID    map[string]*request
-	queue   []*request // by index; the live entries are queue[head:]
-	head    int
+	// queue holds the entries in index order: the live ones are
+	// queue[head:], and queue[i] has sequence number first+i.
+	queue  []request
+	head   int
+	first  uint64
+	byHash map[uint64]uint64 // hash of an id -> sequence number
+	clash  map[string]uint64 // ids whose hash was taken when they came (almost always empty)
 
 	replays uint64 // answered from the table since this process loaded it; not replicated
 }
+
+var requestSeed = maphash.MakeSeed()
+
+func hashID(id string) uint64 { return maphash.String(requestSeed, id) }
 
 // request is one remembered command.
 type request struct {
@@ -65,6 +80,8 @@ type request struct {
 	Sum    uint32          `json:"sum"`
 	Result json.RawMessage `json:"result,omitempty"`
 	Err    *Error          `json:"error,omitempty"`
+
+	hash uint64 // hashID(ID), the key in byHash
 }
 
 func (r *request) size() int {
@@ -87,10 +104,10 @@ func (r *request) answer() (any, error) {
 	return r.Result, nil
 }
 
-func newRequests() *Requests { return &Requests{byID: map[string]*request{}} }
+func newRequests() *Requests { return &Requests{byHash: map[uint64]uint64{}} }
 
 // Len returns the number of ids remembered.
-func (t *Requests) Len() int { return len(t.byID) }
+func (t *Requests) Len() int { return len(t.queue) - t.head }
 
 // Bytes returns the size the table accounts for its entries.
 func (t *Requests) Bytes() int { return t.bytes }
@@ -104,7 +121,23 @@ func (t *Requests) Horizon() uint64 { return t.horizon }
 func (t *Requests) Replays() uint64 { return t.replays }
 
 // Has reports whether id is remembered.
-func (t *Requests) Has(id string) bool { return t.byID[id] != nil }
+func (t *Requests) Has(id string) bool { return t.lookup(id, hashID(id)) != nil }
+
+func (t *Requests) at(seq uint64) *request { return &t.queue[seq-t.first] }
+
+func (t *Requests) lookup(id string, h uint64) *request {
+	if seq, ok := t.byHash[h]; ok {
+		if r := t.at(seq); r.ID == id {
+			return r
+		}
+	}
+	if len(t.clash) > 0 {
+		if seq, ok := t.clash[id]; ok {
+			return t.at(seq)
+		}
+	}
+	return nil
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -116,14 +149,20 @@ func sumOf(c *Command) uint32 {
 
 // forget drops the oldest entry.
 func (t *Requests) forget() {
-	r := t.queue[t.head]
-	t.queue[t.head] = nil
-	t.head++
-	delete(t.byID, r.ID)
+	seq := t.first + uint64(t.head)
+	r := &t.queue[t.head]
+	if s, ok := t.byHash[r.hash]; ok && s == seq {
+		delete(t.byHash, r.hash)
+	} else {
+		delete(t.clash, r.ID)
+	}
 	t.bytes -= r.size()
 	t.horizon = max(t.horizon, r.Index)
-	if t.head > len(t.queue)/2 && t.head > 64 {
+	*r = request{}
+	t.head++
+	if t.head > len(t.queue)/2 && t.head >= 1024 {
 		t.queue = append(t.queue[:0:0], t.queue[t.head:]...)
+		t.first += uint64(t.head)
 		t.head = 0
 	}
 }
@@ -136,11 +175,20 @@ func (t *Requests) expire(now int64) {
 	}
 }
 
-func (t *Requests) add(r *request) {
-	t.byID[r.ID] = r
-	t.queue = append(t.queue, r)
+func (t *Requests) add(r request, h uint64) {
+	r.hash = h
+	seq := t.first + uint64(len(t.queue))
+	if _, taken := t.byHash[h]; taken {
+		if t.clash == nil {
+			t.clash = map[string]uint64{}
+		}
+		t.clash[r.ID] = seq
+	} else {
+		t.byHash[h] = seq
+	}
 	t.bytes += r.size()
-	for len(t.byID) > MaxRequests || t.bytes > MaxRequestBytes {
+	t.queue = append(t.queue, r)
+	for t.Len() > MaxRequests || t.bytes > MaxRequestBytes {
 		t.forget()
 	}
 }
@@ -163,8 +211,8 @@ func (s *State) Apply(c *Command) (any, error) {
 		return nil, errf(ErrInvalid, "request id of %d bytes exceeds %d", len(c.ID), MaxRequestID)
 	}
 	t.expire(c.Time)
-	sum := sumOf(c)
-	if r := t.byID[c.ID]; r != nil {
+	sum, h := sumOf(c), hashID(c.ID)
+	if r := t.lookup(c.ID, h); r != nil {
 		if r.Sum != sum {
 			return nil, errf(ErrKeyReused, "request id %q was used at index %d for another command; use a new id (Idempotency-Key) for a new request", c.ID, r.Index)
 		}
@@ -175,7 +223,7 @@ func (s *State) Apply(c *Command) (any, error) {
 		return nil, errf(ErrOutcomeUnknown, "request %q (%s) is older than the table of recent requests (it was first proposed at index %d, entries up to index %d were forgotten): it may have been applied already; read the state to find out", c.ID, c.Op, c.Seen, t.horizon)
 	}
 	v, err := s.applyOp(c)
-	r := &request{ID: c.ID, Index: s.Index, Time: c.Time, Sum: sum}
+	r := request{ID: c.ID, Index: s.Index, Time: c.Time, Sum: sum}
 	switch {
 	case err != nil:
 		var fe *Error
@@ -195,7 +243,7 @@ func (s *State) Apply(c *Command) (any, error) {
 		r.Result = b
 		v = json.RawMessage(b)
 	}
-	t.add(r)
+	t.add(r, h)
 	return v, err
 }
 
@@ -203,7 +251,7 @@ func (s *State) Apply(c *Command) (any, error) {
 type requestsFile struct {
 	Horizon uint64     `json:"horizon"`
 	Clock   int64      `json:"clock"`
-	Entries []*request `json:"entries"`
+	Entries []request `json:"entries"`
 }
 
 // MarshalJSON implements json.Marshaler (snapshots).
@@ -221,13 +269,15 @@ func (t *Requests) UnmarshalJSON(b []byte) error {
 	n.horizon, n.clock = f.Horizon, f.Clock
 	last := f.Horizon
 	for _, r := range f.Entries {
-		if r == nil || r.ID == "" || r.Index < last || n.byID[r.ID] != nil {
-			return fmt.Errorf("fsm: request table: entry %+v out of order or repeated", r)
+		h := hashID(r.ID)
+		if r.ID == "" || r.Index < last || n.lookup(r.ID, h) != nil {
+			return fmt.Errorf("fsm: request table: entry %q at index %d out of order or repeated", r.ID, r.Index)
 		}
 		last = r.Index
-		n.byID[r.ID] = r
-		n.queue = append(n.queue, r)
-		n.bytes += r.size()
+		n.add(r, h)
+	}
+	if n.Len() != len(f.Entries) {
+		return fmt.Errorf("fsm: request table: %d entries exceed the bounds", len(f.Entries))
 	}
 	*t = *n
 	return nil

@@ -343,3 +343,32 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// TestRequestHashClash: ids whose hashes collide are told apart, also as
+// the older one leaves.
+func TestRequestHashClash(t *testing.T) {
+	tab := newRequests()
+	tab.add(request{ID: "a", Index: 1}, 7)
+	tab.add(request{ID: "b", Index: 2}, 7)
+	tab.add(request{ID: "c", Index: 3}, 8)
+	for _, id := range []string{"a", "b", "c"} {
+		h := uint64(7)
+		if id == "c" {
+			h = 8
+		}
+		if r := tab.lookup(id, h); r == nil || r.ID != id {
+			t.Fatalf("lookup %s = %+v", id, r)
+		}
+	}
+	if tab.lookup("x", 7) != nil {
+		t.Fatal("found an id never added")
+	}
+	tab.forget() // a
+	if tab.lookup("a", 7) != nil || tab.lookup("b", 7) == nil || tab.Horizon() != 1 {
+		t.Fatal("after forgetting a")
+	}
+	tab.forget() // b
+	if tab.lookup("b", 7) != nil || len(tab.clash) != 0 || len(tab.byHash) != 1 || tab.Len() != 1 {
+		t.Fatalf("after forgetting b: clash %v, byHash %v", tab.clash, tab.byHash)
+	}
+}
