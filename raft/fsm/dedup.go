@@ -249,8 +249,8 @@ func (s *State) Apply(c *Command) (any, error) {
 
 // requestsFile is the snapshot form of a Requests: entries in index order.
 type requestsFile struct {
-	Horizon uint64     `json:"horizon"`
-	Clock   int64      `json:"clock"`
+	Horizon uint64    `json:"horizon"`
+	Clock   int64     `json:"clock"`
 	Entries []request `json:"entries"`
 }
 
