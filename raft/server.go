@@ -396,6 +396,8 @@ func (s *Server) applyLocal(ctx context.Context, p *proposal) (json.RawMessage, 
 		case errors.Is(err, hraft.ErrNotLeader):
 			// Refused before it was appended.
 			return nil, s.notLeader()
+		case errors.Is(err, hraft.ErrLeadershipTransferInProgress):
+			return nil, fmt.Errorf("raft: %s: %w", p.op, err) // refused too; retried
 		case errors.Is(err, hraft.ErrEnqueueTimeout):
 			return nil, fmt.Errorf("raft: %s: commit timed out after %v (no quorum?)", p.op, timeout)
 		case errors.Is(err, hraft.ErrRaftShutdown):

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -262,7 +263,9 @@ func (t *Requests) MarshalJSON() ([]byte, error) {
 // UnmarshalJSON implements json.Unmarshaler (snapshots).
 func (t *Requests) UnmarshalJSON(b []byte) error {
 	var f requestsFile
-	if err := json.Unmarshal(b, &f); err != nil {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&f); err != nil {
 		return err
 	}
 	n := newRequests()

@@ -327,6 +327,7 @@ func TestRequestSnapshot(t *testing.T) {
 		`{"horizon":9,"entries":[{"id":"a","index":5}]}`,
 		`{"entries":[{"index":5}]}`,
 		`{"entries":[null]}`,
+		`{"entries":[],"surprise":1}`,
 	} {
 		doc := strings.Replace(string(snap), table, bad, 1)
 		if _, err := ReadSnapshot(strings.NewReader(doc)); err == nil {
