@@ -286,7 +286,12 @@ func (jc *jClient) writeOnce(in jInput, idem string) (jOutput, jAttempt) {
 		path += "?if_version=" + strconv.FormatUint(in.Expect, 10)
 	}
 	hdr := http.Header{"Idempotency-Key": {idem}}
-	resp, err := jc.c.Client(jc.rng.IntN(len(jc.c.Nodes))).Stream(ctx, http.MethodPut, path, strings.NewReader(in.Value), hdr)
+	// A body net/http cannot rewind: with an Idempotency-Key it would
+	// otherwise resend a request lost with a killed node on a new
+	// connection by itself, and report only that attempt's error
+	// ("connection refused" for one that may have been applied).
+	body := struct{ io.Reader }{strings.NewReader(in.Value)}
+	resp, err := jc.c.Client(jc.rng.IntN(len(jc.c.Nodes))).Stream(ctx, http.MethodPut, path, body, hdr)
 	if err != nil {
 		var ae *client.Error
 		switch {
