@@ -14,10 +14,11 @@ import (
 
 // ErrOutcomeUnknown: a proposal may or may not have taken effect — its
 // answer was lost with a leader and no later attempt could find out
-// before the context ended. Proposing it again with the same request id
-// (WithRequestID) is safe: it takes effect at most once, and the retry
-// reports the outcome. It is fsm.ErrOutcomeUnknown, so it keeps its kind
-// across a forward and the HTTP API answers it with 503 outcome_unknown.
+// before the context ended (an *OutcomeUnknownError), or the state machine
+// no longer remembers its request id (an *fsm.Error). Proposing it again
+// with the same request id (WithRequestID) is safe: it takes effect at
+// most once, and the retry reports the outcome. The HTTP API answers it
+// with 503 outcome_unknown. Test with errors.Is.
 var ErrOutcomeUnknown = fsm.ErrOutcomeUnknown
 
 type requestKey struct{}
@@ -108,10 +109,23 @@ func maybeApplied(err error) bool {
 	return errors.As(err, &m)
 }
 
-// outcomeUnknown is the answer for a proposal given up on after an
-// attempt that may have reached the log.
-func outcomeUnknown(p *proposal, last error) error {
-	return &fsm.Error{Code: fsm.ErrOutcomeUnknown.Code, Msg: fmt.Sprintf(
-		"raft: %s (request %s): outcome unknown, it may or may not have been applied (%v); retrying with the same request id (Idempotency-Key) is safe and reports the outcome",
-		p.op, p.id, last)}
+// OutcomeUnknownError is how Apply gives up on a proposal after an attempt
+// that may have reached the log: errors.Is(err, ErrOutcomeUnknown) holds.
+// It is not an *fsm.Error — it is no answer of the state machine — so a
+// caller that retries transient control-plane errors retries it too.
+type OutcomeUnknownError struct {
+	Op, ID string
+	// Last is the error of the last attempt. It is not unwrapped: its
+	// kind (no leader, deadline) says nothing about the outcome.
+	Last error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("raft: %s (request %s): outcome unknown, it may or may not have been applied (%v); retrying with the same request id (Idempotency-Key) is safe and reports the outcome", e.Op, e.ID, e.Last)
+}
+
+// Is makes errors.Is(err, ErrOutcomeUnknown) hold.
+func (e *OutcomeUnknownError) Is(target error) bool {
+	t, ok := target.(*fsm.Error)
+	return ok && t.Code == fsm.ErrOutcomeUnknown.Code
 }

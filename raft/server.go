@@ -339,7 +339,7 @@ func (s *Server) apply(ctx context.Context, p *proposal) (json.RawMessage, error
 		break
 	}
 	if maybe {
-		err = outcomeUnknown(p, err)
+		err = &OutcomeUnknownError{Op: p.op, ID: p.id, Last: err}
 		s.met.unknown.WithLabelValues(p.op).Inc()
 		s.log.Warn("proposal outcome unknown", "op", p.op, "request", p.id, "err", err)
 	}

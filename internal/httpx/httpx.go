@@ -64,6 +64,8 @@ func Classify(err error) (int, string) {
 		return http.StatusInternalServerError, fe.Code
 	}
 	switch {
+	case errors.Is(err, fsm.ErrOutcomeUnknown): // raft's OutcomeUnknownError
+		return http.StatusServiceUnavailable, fsm.ErrOutcomeUnknown.Code
 	case errors.Is(err, chunkstore.ErrNotFound):
 		return http.StatusNotFound, "not_found"
 	case errors.Is(err, chunkstore.ErrBadRef), errors.Is(err, chunkstore.ErrTooLarge):
