@@ -349,17 +349,26 @@ func mustJSON(t *testing.T, v any) []byte {
 // the older one leaves.
 func TestRequestHashClash(t *testing.T) {
 	tab := newRequests()
-	tab.add(request{ID: "a", Index: 1}, 7)
-	tab.add(request{ID: "b", Index: 2}, 7)
-	tab.add(request{ID: "c", Index: 3}, 8)
+	tab.add(&requestEntry{ID: "a", Index: 1, Result: json.RawMessage(`"ra"`)}, 7)
+	tab.add(&requestEntry{ID: "b", Index: 2, Err: &Error{Code: "conflict", Msg: "rb"}}, 7)
+	tab.add(&requestEntry{ID: "c", Index: 3}, 8)
 	for _, id := range []string{"a", "b", "c"} {
 		h := uint64(7)
 		if id == "c" {
 			h = 8
 		}
-		if r := tab.lookup(id, h); r == nil || r.ID != id {
+		if r := tab.lookup(id, h); r == nil || string(tab.idOf(r)) != id {
 			t.Fatalf("lookup %s = %+v", id, r)
 		}
+	}
+	if v, err := tab.answer(tab.lookup("a", 7)); err != nil || string(v.(json.RawMessage)) != `"ra"` {
+		t.Fatalf("answer of a: %v %v", v, err)
+	}
+	if _, err := tab.answer(tab.lookup("b", 7)); !errors.Is(err, ErrConflict) || err.Error() != "rb" {
+		t.Fatalf("answer of b: %v", err)
+	}
+	if v, err := tab.answer(tab.lookup("c", 8)); v != nil || err != nil {
+		t.Fatalf("answer of c: %v %v", v, err)
 	}
 	if tab.lookup("x", 7) != nil {
 		t.Fatal("found an id never added")
@@ -371,5 +380,35 @@ func TestRequestHashClash(t *testing.T) {
 	tab.forget() // b
 	if tab.lookup("b", 7) != nil || len(tab.clash) != 0 || len(tab.byHash) != 1 || tab.Len() != 1 {
 		t.Fatalf("after forgetting b: clash %v, byHash %v", tab.clash, tab.byHash)
+	}
+}
+
+// TestRequestArena: the bytes of forgotten entries are let go chunk by
+// chunk, and results handed out stay intact.
+func TestRequestArena(t *testing.T) {
+	tab := newRequests()
+	big := json.RawMessage(`"` + strings.Repeat("x", arenaChunk) + `"`)
+	tab.add(&requestEntry{ID: "small", Index: 1, Result: json.RawMessage(`1`)}, hashID("small"))
+	tab.add(&requestEntry{ID: "big", Index: 2, Result: big}, hashID("big"))
+	tab.add(&requestEntry{ID: "after", Index: 3, Result: json.RawMessage(`3`)}, hashID("after"))
+	if n := len(tab.data.chunks); n != 3 {
+		t.Fatalf("%d chunks, want 3 (a chunk of its own for the big result)", n)
+	}
+	v, _ := tab.answer(tab.lookup("big", hashID("big")))
+	tab.forget()
+	tab.forget()
+	if n := len(tab.data.chunks); n != 1 || tab.data.first != 2 {
+		t.Fatalf("after forgetting two: %d chunks from %d", len(tab.data.chunks), tab.data.first)
+	}
+	if string(v.(json.RawMessage)) != string(big) {
+		t.Fatal("a handed-out result changed")
+	}
+	tab.forget()
+	if tab.Len() != 0 || tab.Bytes() != 0 || len(tab.data.chunks) != 1 {
+		t.Fatalf("empty table: %d entries, %d bytes, %d chunks", tab.Len(), tab.Bytes(), len(tab.data.chunks))
+	}
+	tab.add(&requestEntry{ID: "next", Index: 4, Result: json.RawMessage(`4`)}, hashID("next"))
+	if v, _ := tab.answer(tab.lookup("next", hashID("next"))); string(v.(json.RawMessage)) != "4" {
+		t.Fatal("entry after emptying")
 	}
 }
