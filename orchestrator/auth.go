@@ -15,9 +15,12 @@ import (
 
 // Identity is who made a request.
 type Identity struct {
-	Name  string // token name (the hub's "me"), or "node" for the cluster secret
-	Admin bool
-	Node  bool // authenticated with the cluster secret
+	Name string // token name (the hub's "me"), or "node" for the cluster secret
+	// TokenID is the token's ID ("node" for the cluster secret). It scopes
+	// Idempotency-Keys: two callers never share one.
+	TokenID string
+	Admin   bool
+	Node    bool // authenticated with the cluster secret
 }
 
 type identityKey struct{}
@@ -75,11 +78,11 @@ func (s *Server) Authenticate(tok string) (Identity, error) {
 	found := false
 	s.cfg.Raft.ReadStale(func(st *fsm.State) error {
 		if st.Secret != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(st.Secret)) == 1 {
-			id, found = Identity{Name: "node", Admin: true, Node: true}, true
+			id, found = Identity{Name: "node", TokenID: "node", Admin: true, Node: true}, true
 			return nil
 		}
 		if t := st.TokenByHash(hash); t != nil {
-			id, found = Identity{Name: t.Name, Admin: t.Role == fsm.RoleAdmin}, true
+			id, found = Identity{Name: t.Name, TokenID: t.ID, Admin: t.Role == fsm.RoleAdmin}, true
 		}
 		return nil
 	})

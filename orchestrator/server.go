@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -93,7 +94,7 @@ func New(cfg Config) (*Server, error) {
 	// Everything not public goes through authentication first. The
 	// patterns carry methods so that they are more specific than the
 	// hub's "GET /{repo}/{file...}" download route.
-	auth := s.requireAuth(false, protected)
+	auth := s.requireAuth(false, s.idempotent(protected))
 	for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
 		public.Handle(m+" /api/v1/", auth)
 	}
@@ -201,7 +202,14 @@ func (s *Server) leaderOnly(h http.Handler) http.Handler {
 				pr.Out.Header.Set("X-Zos-Forwarded", s.cfg.NodeID)
 			},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-				httpx.WriteError(w, httpx.Errorf(http.StatusBadGateway, "no_leader", "leader at %s unreachable: %v", target.Host, err))
+				var op *net.OpError
+				if errors.As(err, &op) && op.Op == "dial" {
+					httpx.WriteError(w, httpx.Errorf(http.StatusBadGateway, "no_leader", "leader at %s unreachable: %v", target.Host, err))
+					return
+				}
+				// The leader may have acted on it before the answer was lost.
+				httpx.WriteError(w, httpx.Errorf(http.StatusServiceUnavailable, fsm.ErrOutcomeUnknown.Code,
+					"the leader at %s did not answer (%v): the request may or may not have been applied; retry with the same Idempotency-Key, or check before retrying", target.Host, err))
 			},
 		}
 		p.ServeHTTP(w, r)

@@ -24,7 +24,9 @@ type Control interface {
 }
 
 // Local is a Control over an in-process state machine without Raft. It is
-// real logic (the same fsm.Apply), only not replicated.
+// real logic (the same fsm.Apply), only not replicated. It never retries,
+// so its commands carry a request id only when ctx has one
+// (WithRequestID); then a repeated call answers with the first result.
 type Local struct {
 	mu    sync.RWMutex
 	state *fsm.State
@@ -60,12 +62,17 @@ func (l *Local) Apply(ctx context.Context, op string, args any) (json.RawMessage
 	if err != nil {
 		return nil, err
 	}
+	c.ID = requestIDFrom(ctx)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	v, err := l.state.Apply(&c)
+	c.Seen = l.state.Index
 	l.state.Index++
+	v, err := l.state.Apply(&c)
 	if err != nil {
 		return nil, err
+	}
+	if raw, ok := v.(json.RawMessage); ok {
+		return raw, nil
 	}
 	return json.Marshal(v) // under the lock: v may point into state
 }

@@ -11,6 +11,45 @@
 // commit index; the reader waits until it has applied that far); ReadStale
 // reads the local state without a round trip.
 //
+// # Every command takes effect at most once
+//
+// A leader that loses its leadership while a command is in flight answers
+// ErrLeadershipLost, yet the entry may already be committed (or be
+// committed by the next leader); a forward whose answer was lost leaves
+// the same doubt. Proposing the command again could apply it twice — a kv
+// put bumping the version twice, a compare-and-swap applied and then
+// answered "conflict", a vdisk head CAS committed and reported as failed.
+// So, as in the Raft dissertation (§6.3), every proposal carries a request
+// id and the state machine remembers recent ids with their results
+// (fsm.Requests): an id it has seen is answered with the first result and
+// not applied again. The id is chosen once per logical request — by the
+// client through WithRequestID (the HTTP API derives it from an
+// Idempotency-Key header), or by the proposing node — and kept across
+// every retry and forward, so Apply may retry freely after a leader change.
+//
+// A client is told the truth: a result or an fsm refusal is what happened
+// (the first answer, for a retried request); ErrOutcomeUnknown (HTTP 503
+// outcome_unknown) means an attempt may have reached the log and no later
+// attempt could tell before the context ended — retrying with the same id
+// is safe and reports the outcome; ErrNoLeader, a context error or
+// ErrClosed otherwise mean the command did not take effect.
+//
+// The table is bounded (fsm.MaxRequests, fsm.MaxRequestBytes,
+// fsm.RequestTTL) and expires by what the log carries — entry indexes and
+// the proposers' timestamps — never by a clock read inside Apply, so every
+// replica forgets the same ids at the same entry, and it is part of the
+// snapshot. Each command also carries Seen, the index its proposer had
+// applied when it first proposed it; a retry whose id is gone but whose
+// Seen is older than what the table forgot is refused as outcome unknown
+// instead of being applied again, so the bounds can cost a retry its
+// answer, never its at-most-once guarantee. Requests with their own
+// Idempotency-Key sent again later than that (minutes, or fsm.MaxRequests
+// writes) are new requests.
+//
+// Reads need no ids: Read is linearizable on every node (read index, with
+// a barrier while a new leader has not yet applied an entry of its term);
+// ReadStale is the explicit exception.
+//
 // Membership (AddMember, RemoveMember, SetVoter) is leader-only and returns
 // ErrNotLeader elsewhere; the HTTP layer proxies such calls to the leader.
 //
@@ -20,5 +59,6 @@
 //	defer s.Close()
 //	s.WaitLeader(ctx)
 //	res, err := s.Apply(ctx, fsm.OpPoolCreate, fsm.PoolArgs{Name: "fast", K: 2, M: 1})
+//	res, err = s.Apply(raft.WithRequestID(ctx, clientOpID), op, args) // safe to repeat
 //	err = s.Read(ctx, func(st *fsm.State) error { … })
 package raft

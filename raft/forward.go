@@ -17,7 +17,9 @@ type Leader struct {
 
 // Forwarder sends leader-only work from a follower to the leader. The node
 // daemon implements it over the leader's internal HTTP endpoint, which calls
-// HandleForward there.
+// HandleForward there. An error means no answer came back: the leader may
+// or may not have received the request (an apply is then retried with the
+// same request id, which is safe).
 type Forwarder interface {
 	Forward(ctx context.Context, to Leader, req *ForwardRequest) (*ForwardResponse, error)
 }
@@ -33,6 +35,10 @@ type ForwardRequest struct {
 	Kind string          `json:"kind"`
 	Op   string          `json:"op,omitempty"`
 	Args json.RawMessage `json:"args,omitempty"`
+	// ID and Seen are the request id and Seen of the command (see
+	// fsm.Command), the same on every attempt.
+	ID   string `json:"id,omitempty"`
+	Seen uint64 `json:"seen,omitempty"`
 }
 
 // ForwardResponse is the leader's answer.
@@ -55,6 +61,9 @@ const (
 	codeNoLeader  = "no_leader"
 	codeClosed    = "closed"
 	codeInternal  = "internal"
+	// codeMaybeApplied: the command was in flight on the leader when it
+	// lost its leadership or stopped (see maybeAppliedError).
+	codeMaybeApplied = "maybe_applied"
 )
 
 func errResponse(err error) *ForwardResponse {
@@ -65,6 +74,8 @@ func toWire(err error) *WireError {
 	var fe *fsm.Error
 	var nl *NotLeaderError
 	switch {
+	case maybeApplied(err):
+		return &WireError{Code: codeMaybeApplied, Msg: err.Error()}
 	case errors.As(err, &fe):
 		return &WireError{Code: fe.Code, Msg: fe.Msg}
 	case errors.As(err, &nl):
@@ -88,6 +99,8 @@ func (w *WireError) err() error {
 		return fmt.Errorf("%w: leader is shutting down", ErrNoLeader)
 	case codeInternal:
 		return errors.New(w.Msg)
+	case codeMaybeApplied:
+		return &maybeAppliedError{errors.New(w.Msg)}
 	}
 	return &fsm.Error{Code: w.Code, Msg: w.Msg}
 }

@@ -69,17 +69,27 @@ func (m *machine) Apply(l *hraft.Log) any {
 		return applyResult{err: err}
 	}
 	m.mu.Lock()
+	m.state.Index = l.Index // the request table records it
+	replays := m.state.Requests.Replays()
 	v, aerr := m.state.Apply(&c)
-	m.state.Index = l.Index
+	replayed := m.state.Requests.Replays() != replays
 	var data json.RawMessage
-	if aerr == nil && v != nil {
+	if raw, ok := v.(json.RawMessage); ok {
+		data = raw // a remembered result, already encoded
+	} else if aerr == nil && v != nil {
 		data, err = json.Marshal(v) // under the lock: v may point into state
 	}
 	m.mu.Unlock()
 	m.index.Store(l.Index)
 	m.term.Store(l.Term)
+	if replayed {
+		m.log.Debug("retried request answered from the request table", "op", c.Op, "request", c.ID, "index", l.Index)
+	}
 	if m.met != nil {
 		m.met.applied.WithLabelValues(c.Op).Inc()
+		if replayed {
+			m.met.deduplicated.WithLabelValues(c.Op).Inc()
+		}
 	}
 	if err != nil {
 		return applyResult{err: fmt.Errorf("raft: encode result of %s: %w", c.Op, err)}

@@ -5,6 +5,8 @@ import (
 
 	hraft "github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zosproject/zos/raft/fsm"
 )
 
 type metrics struct {
@@ -13,6 +15,10 @@ type metrics struct {
 	applied    *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	errors     *prometheus.CounterVec
+
+	deduplicated *prometheus.CounterVec
+	retries      *prometheus.CounterVec
+	unknown      *prometheus.CounterVec
 }
 
 func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
@@ -24,10 +30,25 @@ func newMetrics(s *Server, reg prometheus.Registerer) *metrics {
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"op"})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zos_raft_apply_errors_total",
 		Help: "Proposals that failed or were refused, by op."}, []string{"op"})
+	m.deduplicated = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zos_raft_requests_deduplicated_total",
+		Help: "Commands applied here whose request id was already in the request table: answered with the first result, not applied again, by op."}, []string{"op"})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zos_raft_apply_retries_total",
+		Help: "Proposals from this node attempted again (same request id) after a leader change, by op."}, []string{"op"})
+	m.unknown = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zos_raft_apply_outcome_unknown_total",
+		Help: "Proposals from this node given up with an unknown outcome (they may have been applied), by op."}, []string{"op"})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.collectors = []prometheus.Collector{m.applied, m.latency, m.errors,
+	table := func(f func(*fsm.Requests) int) func() float64 {
+		return func() float64 {
+			s.m.mu.RLock()
+			defer s.m.mu.RUnlock()
+			return float64(f(s.m.state.Requests))
+		}
+	}
+	m.collectors = []prometheus.Collector{m.applied, m.latency, m.errors, m.deduplicated, m.retries, m.unknown,
+		gauge("zos_raft_request_table_entries", "Request ids remembered by the state machine (bounded by fsm.MaxRequests).", table((*fsm.Requests).Len)),
+		gauge("zos_raft_request_table_bytes", "Bytes of ids and results the request table accounts for (bounded by fsm.MaxRequestBytes).", table((*fsm.Requests).Bytes)),
 		gauge("zos_raft_state", "0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 {
 			switch s.raft.State() {
 			case hraft.Candidate:

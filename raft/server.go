@@ -136,6 +136,7 @@ type Server struct {
 	store *logstore.Store
 	m     *machine
 	met   *metrics
+	ids   *idSource
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -192,7 +193,7 @@ func Open(cfg Config) (*Server, error) {
 	rc.MaxAppendEntries = 256
 	rc.Logger = hlog
 
-	s := &Server{cfg: cfg, log: log, trans: trans, store: store, closed: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, trans: trans, store: store, closed: make(chan struct{}), ids: newIDSource(cfg.ID)}
 	s.m = newMachine(log)
 	s.met = newMetrics(s, cfg.Registerer)
 	s.m.met = s.met
@@ -280,46 +281,81 @@ func (s *Server) notLeader() error {
 
 // Apply implements Control: it proposes op(args) and waits for its result.
 // On a follower the command is forwarded to the leader.
+//
+// The command carries a request id — the next one of ctx (WithRequestID)
+// or a new one — and keeps it on every attempt, so it takes effect at
+// most once even when Apply retries it after a leader change. The answer
+// is the truth: a result or an fsm refusal means the command was applied
+// or refused (a retried request gets its first answer); ErrOutcomeUnknown
+// means an attempt may have reached the log and no later one could tell
+// before ctx ended; any other error (ErrNoLeader, a context error,
+// ErrClosed) means it did not take effect.
 func (s *Server) Apply(ctx context.Context, op string, args any) (json.RawMessage, error) {
-	var raw json.RawMessage
+	p := &proposal{op: op, id: requestIDFrom(ctx)}
+	if p.id == "" {
+		p.id = s.ids.next()
+	} else if len(p.id) > fsm.MaxRequestID {
+		return nil, &fsm.Error{Code: fsm.ErrInvalid.Code, Msg: fmt.Sprintf("raft: request id of %d bytes exceeds %d", len(p.id), fsm.MaxRequestID)}
+	}
 	if args != nil {
 		b, err := json.Marshal(args)
 		if err != nil {
 			return nil, fmt.Errorf("raft: encode %s: %w", op, err)
 		}
-		raw = b
+		p.args = b
 	}
-	return s.apply(ctx, op, raw)
+	// Every attempt of p lands after what this node has applied.
+	p.seen = s.m.applied()
+	return s.apply(ctx, p)
 }
 
-func (s *Server) apply(ctx context.Context, op string, args json.RawMessage) (json.RawMessage, error) {
+func (s *Server) apply(ctx context.Context, p *proposal) (json.RawMessage, error) {
 	start := time.Now()
+	maybe := false // an attempt may have reached the log
+	var err error
 	for attempt := 0; ; attempt++ {
-		res, err := s.applyOnce(ctx, op, args)
-		if err == nil || !retryable(err) || attempt >= 50 {
-			s.met.observeApply(op, start, err)
+		var res json.RawMessage
+		res, err = s.applyOnce(ctx, p)
+		var fe *fsm.Error
+		if err == nil || errors.As(err, &fe) {
+			// The state machine's answer: the truth, retried or not.
+			s.met.observeApply(p.op, start, err)
 			return res, err
 		}
+		maybe = maybe || maybeApplied(err)
+		if !retryable(err) || attempt >= 50 {
+			break
+		}
+		s.met.retries.WithLabelValues(p.op).Inc()
 		// Leadership is changing: wait a little for the new leader.
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("raft: %s: %w (last error: %v)", op, ctx.Err(), err)
+			err = fmt.Errorf("raft: %s: %w (last error: %v)", p.op, ctx.Err(), err)
 		case <-s.closed:
-			return nil, ErrClosed
+			err = ErrClosed
 		case <-time.After(min(time.Duration(attempt+1)*20*time.Millisecond, 250*time.Millisecond)):
+			continue
 		}
+		break
 	}
+	if maybe {
+		err = &OutcomeUnknownError{Op: p.op, ID: p.id, Last: err}
+		s.met.unknown.WithLabelValues(p.op).Inc()
+		s.log.Warn("proposal outcome unknown", "op", p.op, "request", p.id, "err", err)
+	}
+	s.met.observeApply(p.op, start, err)
+	return nil, err
 }
 
 func retryable(err error) bool {
-	return errors.Is(err, ErrNoLeader) || errors.Is(err, hraft.ErrLeadershipLost) ||
+	return maybeApplied(err) || errors.Is(err, ErrNoLeader) || errors.Is(err, hraft.ErrLeadershipLost) ||
 		errors.Is(err, hraft.ErrNotLeader) || errors.Is(err, ErrNotLeader) ||
 		errors.Is(err, hraft.ErrLeadershipTransferInProgress)
 }
 
-func (s *Server) applyOnce(ctx context.Context, op string, args json.RawMessage) (json.RawMessage, error) {
+func (s *Server) applyOnce(ctx context.Context, p *proposal) (json.RawMessage, error) {
 	if s.IsLeader() {
-		return s.applyLocal(ctx, op, args)
+		return s.applyLocal(ctx, p)
 	}
 	id, addr := s.Leader()
 	if id == "" {
@@ -328,9 +364,11 @@ func (s *Server) applyOnce(ctx context.Context, op string, args json.RawMessage)
 	if id == s.cfg.ID || s.cfg.Forwarder == nil {
 		return nil, s.notLeader()
 	}
-	resp, err := s.cfg.Forwarder.Forward(ctx, Leader{ID: id, Addr: addr}, &ForwardRequest{Kind: ForwardApply, Op: op, Args: args})
+	resp, err := s.cfg.Forwarder.Forward(ctx, Leader{ID: id, Addr: addr},
+		&ForwardRequest{Kind: ForwardApply, Op: p.op, Args: p.args, ID: p.id, Seen: p.seen})
 	if err != nil {
-		return nil, err
+		// The leader may have received it.
+		return nil, &maybeAppliedError{err}
 	}
 	if resp.Err != nil {
 		return nil, resp.Err.err()
@@ -339,8 +377,8 @@ func (s *Server) applyOnce(ctx context.Context, op string, args json.RawMessage)
 }
 
 // applyLocal commits a command on the leader.
-func (s *Server) applyLocal(ctx context.Context, op string, args json.RawMessage) (json.RawMessage, error) {
-	c := fsm.Command{Op: op, Time: time.Now().UnixNano(), Args: args}
+func (s *Server) applyLocal(ctx context.Context, p *proposal) (json.RawMessage, error) {
+	c := fsm.Command{Op: p.op, Time: time.Now().UnixNano(), Args: p.args, ID: p.id, Seen: p.seen}
 	b, err := c.Encode()
 	if err != nil {
 		return nil, err
@@ -354,16 +392,20 @@ func (s *Server) applyLocal(ctx context.Context, op string, args json.RawMessage
 	}
 	f := s.raft.Apply(b, timeout)
 	if err := f.Error(); err != nil {
-		if errors.Is(err, hraft.ErrNotLeader) {
+		switch {
+		case errors.Is(err, hraft.ErrNotLeader):
+			// Refused before it was appended.
 			return nil, s.notLeader()
+		case errors.Is(err, hraft.ErrLeadershipTransferInProgress):
+			return nil, fmt.Errorf("raft: %s: %w", p.op, err) // refused too; retried
+		case errors.Is(err, hraft.ErrEnqueueTimeout):
+			return nil, fmt.Errorf("raft: %s: commit timed out after %v (no quorum?)", p.op, timeout)
+		case errors.Is(err, hraft.ErrRaftShutdown):
+			return nil, &maybeAppliedError{fmt.Errorf("%w: the leader stopped while %s was in flight", ErrClosed, p.op)}
 		}
-		if errors.Is(err, hraft.ErrRaftShutdown) {
-			return nil, ErrClosed
-		}
-		if errors.Is(err, hraft.ErrEnqueueTimeout) {
-			return nil, fmt.Errorf("raft: %s: commit timed out after %v (no quorum?)", op, timeout)
-		}
-		return nil, fmt.Errorf("raft: %s: %w", op, err)
+		// ErrLeadershipLost and the rest: the entry may have been
+		// appended, and may yet commit under the next leader.
+		return nil, &maybeAppliedError{fmt.Errorf("raft: %s: %w", p.op, err)}
 	}
 	res := f.Response().(applyResult)
 	return res.data, res.err
@@ -510,7 +552,7 @@ func (s *Server) HandleForward(ctx context.Context, req *ForwardRequest) *Forwar
 		if !s.IsLeader() {
 			return errResponse(s.notLeader())
 		}
-		res, err := s.applyLocal(ctx, req.Op, req.Args)
+		res, err := s.applyLocal(ctx, &proposal{op: req.Op, args: req.Args, id: req.ID, seen: req.Seen})
 		if err != nil {
 			return errResponse(err)
 		}

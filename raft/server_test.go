@@ -380,7 +380,7 @@ func TestMinorityRefusesWrites(t *testing.T) {
 	// The isolated node's forwarder can still reach the leader in this
 	// harness, so test the local path: it must not commit alone.
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	_, err := lone.applyLocal(wctx, fsm.OpKVPut, json.RawMessage(`{"ns":"t","key":"lone","value":null}`))
+	_, err := lone.applyLocal(wctx, &proposal{op: fsm.OpKVPut, args: json.RawMessage(`{"ns":"t","key":"lone","value":null}`), id: "lone"})
 	cancel()
 	if err == nil {
 		t.Fatal("isolated node committed a write")

@@ -56,12 +56,16 @@ func Classify(err error) (int, string) {
 			return http.StatusLocked, fe.Code
 		case fsm.ErrInvalid.Code, fsm.ErrUnknownOp.Code:
 			return http.StatusBadRequest, fe.Code
-		case fsm.ErrNotInitialized.Code:
+		case fsm.ErrNotInitialized.Code, fsm.ErrOutcomeUnknown.Code:
 			return http.StatusServiceUnavailable, fe.Code
+		case fsm.ErrKeyReused.Code:
+			return http.StatusUnprocessableEntity, fe.Code
 		}
 		return http.StatusInternalServerError, fe.Code
 	}
 	switch {
+	case errors.Is(err, fsm.ErrOutcomeUnknown): // raft's OutcomeUnknownError
+		return http.StatusServiceUnavailable, fsm.ErrOutcomeUnknown.Code
 	case errors.Is(err, chunkstore.ErrNotFound):
 		return http.StatusNotFound, "not_found"
 	case errors.Is(err, chunkstore.ErrBadRef), errors.Is(err, chunkstore.ErrTooLarge):

@@ -18,6 +18,15 @@ type Command struct {
 	// timestamps and lease expiry instead of reading a clock.
 	Time int64           `json:"time"`
 	Args json.RawMessage `json:"args,omitempty"`
+	// ID, when set, names the request the command belongs to: every
+	// attempt to commit one request carries the same ID, and the command
+	// takes effect at most once however often it reaches the log (see
+	// Requests). Commands inside a batch ignore theirs: the batch's ID
+	// covers them.
+	ID string `json:"id,omitempty"`
+	// Seen is the log index the proposer had applied when it first
+	// proposed the request: every attempt of it lands after Seen. With ID.
+	Seen uint64 `json:"seen,omitempty"`
 }
 
 // Ops.

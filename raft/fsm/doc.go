@@ -12,9 +12,21 @@
 //
 // Usage: Decode (or build with NewCommand) a Command, then State.Apply it.
 // Apply validates everything before it changes anything: a command that
-// returns an error leaves the State untouched. Errors are *Error values
-// with a stable Code (not_found, exists, invalid, conflict, stale_epoch,
-// leased, …) so they survive being forwarded between nodes as JSON.
+// returns an error leaves the State untouched (but for the request table).
+// Errors are *Error values with a stable Code (not_found, exists, invalid,
+// conflict, stale_epoch, leased, outcome_unknown, key_reused, …) so they
+// survive being forwarded between nodes as JSON.
+//
+// At most once: a Command with an ID is applied at most once however often
+// it reaches the log; a repeat is answered with the first result, value or
+// refusal (see Requests). The table of recent ids is replicated state like
+// the rest — bounded by count, bytes and age, aged on Command.Time, in the
+// snapshot since version 2 (a version 1 snapshot restores with an empty
+// table, which is exact: nothing before it carried ids). A refusal is
+// remembered too, so "a refused command changes nothing" holds for
+// everything but the table. Results are kept as JSON, so replaying costs
+// no re-encoding; a request id reused for another command (a different
+// CRC-32C of op and arguments) is refused with ErrKeyReused.
 //
 // Fencing: every head update is a compare-and-swap that carries the lease
 // epoch. Acquiring a lease always issues a new, larger epoch, so a writer

@@ -32,6 +32,12 @@ var (
 	ErrLeased         = &Error{Code: "leased"}
 	ErrNotInitialized = &Error{Code: "not_initialized"}
 	ErrUnknownOp      = &Error{Code: "unknown_op"}
+	// ErrOutcomeUnknown: the command may or may not have taken effect
+	// (its answer was lost with a leader, or its id was already forgotten);
+	// retrying it with the same request id is safe.
+	ErrOutcomeUnknown = &Error{Code: "outcome_unknown"}
+	// ErrKeyReused: a request id was used again for a different command.
+	ErrKeyReused = &Error{Code: "key_reused"}
 )
 
 func errf(kind *Error, format string, args ...any) *Error {

@@ -8,8 +8,10 @@ import (
 	"io"
 )
 
-// snapshotVersion guards the snapshot format.
-const snapshotVersion = 1
+// snapshotVersion guards the snapshot format. Version 2 added the request
+// table (State.Requests); a version 1 snapshot restores with an empty one,
+// which is exact: commands logged before it carried no request ids.
+const snapshotVersion = 2
 
 type snapshotFile struct {
 	Version int    `json:"version"`
@@ -33,7 +35,7 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	if err := d.Decode(&f); err != nil {
 		return nil, fmt.Errorf("fsm: read snapshot: %w", err)
 	}
-	if f.Version != snapshotVersion || f.State == nil {
+	if f.Version < 1 || f.Version > snapshotVersion || f.State == nil {
 		return nil, fmt.Errorf("fsm: read snapshot: unsupported version %d", f.Version)
 	}
 	s := f.State
@@ -59,6 +61,9 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 	}
 	if s.KV == nil {
 		s.KV = fresh.KV
+	}
+	if s.Requests == nil {
+		s.Requests = fresh.Requests
 	}
 	return s, nil
 }

@@ -28,8 +28,13 @@ type State struct {
 	Pins   map[chunkstore.Ref]*Pin   `json:"pins"`
 	KV     map[string]map[string]*KV `json:"kv"` // namespace -> key
 
-	// Index is the Raft index of the last applied command (set by the
-	// raft package, not by Apply).
+	// Requests remembers recent request ids and their results, so a
+	// retried command takes effect once (see Requests). Never nil.
+	Requests *Requests `json:"requests,omitempty"`
+
+	// Index is the Raft index of the last applied command; while a
+	// command is applied, its own index. It is set by the raft package
+	// (before it calls Apply), not by Apply.
 	Index uint64 `json:"index"`
 }
 
@@ -43,6 +48,8 @@ func NewState() *State {
 		Tokens: map[string]*Token{},
 		Pins:   map[chunkstore.Ref]*Pin{},
 		KV:     map[string]map[string]*KV{},
+
+		Requests: newRequests(),
 	}
 }
 
