@@ -12,6 +12,7 @@ import (
 	"github.com/zosproject/zos/blockd/internal/par"
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -519,6 +520,7 @@ func (d *Disk) commitHead(ctx context.Context, old, new chunkstore.Ref, seq uint
 	first := d.firstWriteLocked()
 	d.mu.Unlock()
 	args := fsm.VDiskHeadArgs{Name: d.name, Epoch: d.epoch, Old: old, New: new, Mark: true, Seq: seq, FirstWrite: first}
+	id := fmt.Sprintf("blockd:head:%s:%d:%d", d.name, d.epoch, d.heads.Add(1))
 	defer func() {
 		if first != 0 && err == nil {
 			d.mu.Lock()
@@ -528,7 +530,9 @@ func (d *Disk) commitHead(ctx context.Context, old, new chunkstore.Ref, seq uint
 	}()
 	delay := 20 * time.Millisecond
 	for {
-		_, err := d.svc.cfg.Control.Apply(ctx, fsm.OpVDiskHead, args)
+		// One request id for every attempt: a retry after a lost answer
+		// gets the first attempt's result instead of a conflict.
+		_, err := d.svc.cfg.Control.Apply(raft.WithRequestID(ctx, id), fsm.OpVDiskHead, args)
 		if err == nil {
 			return nil
 		}

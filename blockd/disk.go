@@ -84,7 +84,8 @@ type Disk struct {
 	tree  *tree.Tree
 	log   *slog.Logger
 
-	size atomic.Int64
+	size  atomic.Int64
+	heads atomic.Uint64 // head commits proposed: with the epoch, their request ids
 
 	ctx    context.Context // cancelled when the disk is closed
 	cancel context.CancelFunc
