@@ -108,11 +108,9 @@ type Config struct {
 	BlockCacheBytes, NodeCacheBytes int64
 	// Parallelism bounds the concurrent chunk puts and fetches of one
 	// vdisk's write-back, and of one read, import or export. Stores with
-	// network round trips need many in flight: the 3-node loopback cluster
-	// takes 16 KiB puts at about 1300 a second with 32 in flight, 2000
-	// with 128 and 6500 with 256 (group commits grow;
-	// BenchmarkClusterPutParallelism), and a vdisk's sequential writes
-	// past its write-back cache went from 41-94 to 98-120 MiB/s with 256.
+	// network round trips need many in flight: group commits grow with
+	// the puts in flight (BenchmarkClusterPutParallelism; figures in
+	// docs/benchmarks.md, "Write-back parallelism").
 	Parallelism int
 	// FlushTimeout bounds one flush (store writes and the head commit,
 	// retried while the control plane is unreachable).

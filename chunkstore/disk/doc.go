@@ -4,18 +4,13 @@
 //
 // # Design and why
 //
-// Two designs were benchmarked (BenchmarkEngine in engine_bench_test.go, 8
-// concurrent writers, every write synced, ext4 on the 2-core dev machine):
-//
-//	                       put 64 KiB   put 1 MiB   get 64 KiB   get 1 MiB
-//	segments + index        302 MB/s    510 MB/s    1052 MB/s    3791 MB/s
-//	pebble values           115 MB/s    121 MB/s     452 MB/s     903 MB/s
-//	pebble, blob values     147 MB/s    116 MB/s     996 MB/s    1402 MB/s
-//
-// Segments win by 2.6-4.2x on writes and 1.1-4x on reads, and the gap grows
-// with volume: pebble writes every value to its WAL, again on flush and again
-// on every compaction, while a segment record is written once and moved only
-// when its segment is mostly dead. So the store keeps the segments.
+// Two designs were benchmarked (BenchmarkEngine in engine_bench_test.go;
+// figures in docs/benchmarks.md, "Shard store engine"): segment files with
+// a pebble index beat values stored in pebble on writes and reads, and the
+// gap grows with volume: pebble writes every value to its WAL, again on
+// flush and again on every compaction, while a segment record is written
+// once and moved only when its segment is mostly dead. So the store keeps
+// the segments.
 //
 // # Guarantees
 //
@@ -49,18 +44,16 @@
 //     copies the live records of sealed segments that are at least
 //     CompactRatio dead and deletes the file once no reader holds it.
 //
-// # Group commit, measured
+// # Group commit
 //
-// BenchmarkGroupCommit (ext4, fsync; 32 shards of 8 KiB, what one node gets
-// from a 2+1 batch of 32 chunks of 16 KiB): one PutShards of all 32 takes
-// one commit (one segment fdatasync, one WAL sync), p50 0.9-1.8 ms; 32
-// concurrent PutShards of one shard take about 2 commits (the first
-// request's, then the 31 queued behind it), p50 1.4-2.4 ms. TestGroupCommit
-// checks the grouping exactly: 32 requests queued behind a held fsync are
-// applied by one commit. Writing a group's records with one pwrite instead
-// of two per record cut the cluster's batch latency by about a quarter
-// (BenchmarkPutBatch in chunkstore/erasure). Metrics: zos_disk_commit_ops
-// (requests per group commit), zos_disk_write_queue, zos_disk_commit_seconds.
+// Concurrent PutShards share commits: 32 concurrent puts of one shard take
+// about two commits (the first request's, then the 31 queued behind it);
+// BenchmarkGroupCommit measures it (docs/benchmarks.md, "Shard store
+// engine") and TestGroupCommit checks the grouping exactly: 32 requests
+// queued behind a held fsync are applied by one commit. A group's records
+// are written with one pwrite rather than two per record. Metrics:
+// zos_disk_commit_ops (requests per group commit), zos_disk_write_queue,
+// zos_disk_commit_seconds.
 //
 // # Key filter
 //

@@ -105,18 +105,9 @@
 // wire frame), so it appends them all and syncs once. Each chunk succeeds
 // or fails on its own by Put's write quorum; partial ones become pending
 // repairs; failed ones are listed in a *chunkstore.BatchError (the others
-// are durable). Duplicates in a batch are written once. Measured by
-// BenchmarkPutBatch (3 loopback nodes, 2+1, disk stores with fsync on the
-// 2-core dev machine shared with other work; PutMany versus the same
-// chunks as parallel Puts, alternating in one run; 3 runs, ms per batch):
-//
-//	                          PutMany p50  p99     parallel Puts p50  p99
-//	1 x 16 KiB                1.2-1.6      1.8-4.5   1.2-1.6          1.6-5.0
-//	8 x 16 KiB                1.7-2.3      2.9-9.4   3.5-9.0          9.8-22
-//	32 x 16 KiB               3.5-4.5      10-17     7.8-22           27-58
-//	16 x 16 KiB + 16 x 8 KiB  3.1-4.6      5.7-16    7.6-14           16-57
-//
-// (the last is blockd's fsync16 commit round: 2.4-3.1x faster at p50).
+// are durable). Duplicates in a batch are written once. BenchmarkPutBatch
+// compares PutMany with the same chunks as parallel Puts (docs/benchmarks.md,
+// "Erasure coding: batches and small chunks").
 //
 // The data path copies as little as it can: the full data shards of a put
 // are slices of the caller's chunk (Codec.EncodeShared; only the padded
@@ -126,13 +117,8 @@
 //
 // Tiny chunks are replicated (profile 1+m) rather than coded: below
 // DefaultReplicateBelow (4 KiB) a put writes m+1 shards instead of k+m and
-// is ~2x faster. Measured by BenchmarkSmallChunks, 6 loopback servers, 4+2:
-//
-//	            put coded  put 1+2   get coded  get 1+2
-//	1 KiB        296 us    125 us     194 us    289 us
-//	4 KiB        291 us    137 us     101 us    184 us
-//	16 KiB       348 us    351 us     134 us    190 us
-//	64 KiB       897 us   1309 us     433 us    387 us
+// is faster (BenchmarkSmallChunks; docs/benchmarks.md, "Erasure coding:
+// batches and small chunks").
 //
 // Replication stops paying at 16 KiB while it costs 3x space instead of 1.5x
 // (2.3x vs 3.4x for 1 KiB once per-shard metadata is counted), so only
