@@ -3,69 +3,20 @@ package blockd
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/internal/size"
 )
 
 // Size is a byte count that decodes from a JSON number or a string with a
-// binary unit ("10G", "512M", "1T", "4096").
-type Size int64
-
-// UnmarshalJSON accepts a number or a size string.
-func (s *Size) UnmarshalJSON(b []byte) error {
-	var n int64
-	if err := json.Unmarshal(b, &n); err == nil {
-		*s = Size(n)
-		return nil
-	}
-	var str string
-	if err := json.Unmarshal(b, &str); err != nil {
-		return fmt.Errorf("size: want a number of bytes or a string like \"10G\"")
-	}
-	n, err := ParseSize(str)
-	if err != nil {
-		return err
-	}
-	*s = Size(n)
-	return nil
-}
-
-// ParseSize parses a size: bytes, or a number with a binary unit suffix
-// K, M, G, T, P (optionally followed by "i", "iB" or "B"; case-insensitive):
-// "10G" is 10 GiB.
-func ParseSize(s string) (int64, error) {
-	str := strings.TrimSpace(s)
-	i := strings.IndexFunc(str, func(r rune) bool { return !unicode.IsDigit(r) && r != '.' })
-	num, unit := str, ""
-	if i >= 0 {
-		num, unit = str[:i], strings.ToUpper(strings.TrimSpace(str[i:]))
-	}
-	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
-	shift := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
-	sh, ok := shift[unit]
-	if num == "" || !ok {
-		return 0, invalidf("size %q: want bytes or a number with K, M, G, T or P (e.g. 10G)", s)
-	}
-	if n, err := strconv.ParseInt(num, 10, 64); err == nil {
-		if n < 0 || (sh > 0 && n > (1<<62)>>sh) {
-			return 0, invalidf("size %q is out of range", s)
-		}
-		return n << sh, nil
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < 0 || f*float64(int64(1)<<sh) > 1<<62 {
-		return 0, invalidf("size %q: want bytes or a number with K, M, G, T or P (e.g. 10G)", s)
-	}
-	return int64(f * float64(int64(1)<<sh)), nil
-}
+// binary unit ("10G", "512M", "1T", "4096"); see internal/size.
+type Size = size.Bytes
 
 // apiError maps blockd errors to API errors (control-plane and chunk store
 // errors are mapped by httpx).
@@ -308,9 +259,9 @@ func createHandler(svc *Service, w http.ResponseWriter, r *http.Request) error {
 		opts = CreateOptions{Name: q.Get("name"), Type: q.Get("type"), Pool: q.Get("pool")}
 		for key, dst := range map[string]*int64{"size": &opts.Size, "block_size": &opts.BlockSize} {
 			if v := q.Get(key); v != "" {
-				n, err := ParseSize(v)
+				n, err := size.Parse(v)
 				if err != nil {
-					return err
+					return invalidf("%s: %v", key, err)
 				}
 				*dst = n
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/zosproject/zos/flist/cache"
 	ffuse "github.com/zosproject/zos/flist/fuse"
 	"github.com/zosproject/zos/flist/hub"
+	"github.com/zosproject/zos/internal/size"
 	"golang.org/x/term"
 )
 
@@ -139,45 +140,17 @@ func parseChunking(s string) (flist.Chunking, error) {
 	case s == "" || s == "fastcdc":
 		return flist.DefaultChunking, nil
 	case strings.HasPrefix(s, "fixed"):
-		size := int64(1 << 20)
+		n := int64(1 << 20)
 		if _, arg, ok := strings.Cut(s, ":"); ok {
-			n, err := parseSize(arg)
-			if err != nil {
+			var err error
+			if n, err = size.Parse(arg); err != nil {
 				return flist.Chunking{}, err
 			}
-			size = n
 		}
-		c := flist.FixedChunking(int(size))
+		c := flist.FixedChunking(int(n))
 		return c, c.Validate()
 	}
 	return flist.Chunking{}, fmt.Errorf("--chunking %q: want fastcdc or fixed[:SIZE]", s)
-}
-
-// parseSize parses "16M", "10GiB", "512k", "1048576".
-func parseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("size %q: want a number with an optional K, M, G or T suffix", s)
-	}
-	return int64(n * float64(mult)), nil
 }
 
 func flistCreateCmd() *cobra.Command {
@@ -678,7 +651,7 @@ or until the mountpoint is unmounted.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			size, err := parseSize(cacheSize)
+			max, err := size.Parse(cacheSize)
 			if err != nil {
 				return fmt.Errorf("--cache-size: %w", err)
 			}
@@ -687,7 +660,7 @@ or until the mountpoint is unmounted.`,
 				return err
 			}
 			defer r.Close()
-			c, err := cache.Open(cache.Config{Dir: cacheDir, MaxBytes: size})
+			c, err := cache.Open(cache.Config{Dir: cacheDir, MaxBytes: max})
 			if err != nil {
 				return err
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zosproject/zos/blockd"
+	"github.com/zosproject/zos/internal/size"
 	"github.com/zosproject/zos/orchestrator/client"
 )
 
@@ -42,7 +43,7 @@ func vdiskPath(name string, parts ...string) string {
 func vdiskCreateCmd() *cobra.Command {
 	c := &cobra.Command{Use: "create NAME --size SIZE [--block-size B] [--type boot|db|cache|tmp] [--from NAME@SNAP | --image FILE.raw]",
 		Short: "Create a vdisk: empty, a clone of a snapshot, or from a raw image", Args: cobra.ExactArgs(1)}
-	size := c.Flags().String("size", "", "size (bytes or 10G, 512M…); with --image defaults to the image size, with --from to the snapshot's")
+	sizeFlag := c.Flags().String("size", "", "size (bytes or 10G, 512M…); with --image defaults to the image size, with --from to the snapshot's")
 	bs := c.Flags().String("block-size", "", "block size, a power of two from 4K to 1M (default 16K)")
 	typ := c.Flags().String("type", "", "boot, db, cache or tmp (default db; boot with --from)")
 	pool := c.Flags().String("pool", "", "storage pool (default: default)")
@@ -53,13 +54,13 @@ func vdiskCreateCmd() *cobra.Command {
 		name := args[0]
 		var sz, bsz int64
 		var err error
-		if *size != "" {
-			if sz, err = blockd.ParseSize(*size); err != nil {
+		if *sizeFlag != "" {
+			if sz, err = size.Parse(*sizeFlag); err != nil {
 				return err
 			}
 		}
 		if *bs != "" {
-			if bsz, err = blockd.ParseSize(*bs); err != nil {
+			if bsz, err = size.Parse(*bs); err != nil {
 				return err
 			}
 		}
@@ -212,7 +213,7 @@ func vdiskResizeCmd() *cobra.Command {
 	c := &cobra.Command{Use: "resize NAME SIZE", Short: "Grow a vdisk (shrinking needs --force and discards the end)", Args: cobra.ExactArgs(2)}
 	force := c.Flags().Bool("force", false, "allow shrinking (the data past the new end is lost)")
 	c.RunE = func(cmd *cobra.Command, args []string) error {
-		sz, err := blockd.ParseSize(args[1])
+		sz, err := size.Parse(args[1])
 		if err != nil {
 			return err
 		}
