@@ -10,13 +10,14 @@ import (
 	"strings"
 
 	"github.com/zosproject/zos/blockd/nbd"
+	"github.com/zosproject/zos/blockd/vdiskapi"
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/internal/size"
 )
 
 // Size is a byte count that decodes from a JSON number or a string with a
 // binary unit ("10G", "512M", "1T", "4096"); see internal/size.
-type Size = size.Bytes
+type Size = vdiskapi.Size
 
 // apiError maps blockd errors to API errors (control-plane and chunk store
 // errors are mapped by httpx).
@@ -44,39 +45,15 @@ func handler(fn func(w http.ResponseWriter, r *http.Request) error) http.Handler
 	return httpx.Handler(func(w http.ResponseWriter, r *http.Request) error { return apiError(fn(w, r)) })
 }
 
-// Request bodies.
+// The request and answer bodies are defined in blockd/vdiskapi.
 type (
-	createRequest struct {
-		Name      string `json:"name"`
-		Size      Size   `json:"size"`
-		BlockSize Size   `json:"block_size"`
-		Type      string `json:"type"`
-		Pool      string `json:"pool"`
-		From      string `json:"from"`
-	}
-	resizeRequest struct {
-		Size  Size `json:"size"`
-		Force bool `json:"force"`
-	}
-	snapshotRequest struct {
-		Name string `json:"name"`
-	}
-	rollbackRequest struct {
-		Snapshot string `json:"snapshot"`
-	}
-	cloneRequest struct {
-		Snapshot string `json:"snapshot"` // "" clones the current head (not while attached)
-		Name     string `json:"name"`     // the new vdisk
-		Type     string `json:"type"`
-	}
+	createRequest   = vdiskapi.CreateRequest
+	resizeRequest   = vdiskapi.ResizeRequest
+	snapshotRequest = vdiskapi.SnapshotRequest
+	rollbackRequest = vdiskapi.RollbackRequest
+	cloneRequest    = vdiskapi.CloneRequest
 	// DiffAnswer is the JSON of GET /api/v1/vdisks/{name}/diff.
-	DiffAnswer struct {
-		VDisk     string  `json:"vdisk"`
-		From      string  `json:"from,omitempty"`
-		To        string  `json:"to,omitempty"`
-		BlockSize int64   `json:"block_size"`
-		Ranges    []Range `json:"ranges"`
-	}
+	DiffAnswer = vdiskapi.DiffAnswer
 )
 
 // RegisterHTTP adds the vdisk API to mux, under /api/v1/vdisks:
@@ -100,8 +77,7 @@ type (
 // Sizes in JSON are bytes or strings like "10G". Errors use httpx's shape;
 // callers are authenticated by the wrapping mux.
 func RegisterHTTP(mux *http.ServeMux, svc *Service) {
-	const p = "/api/v1/vdisks"
-	mux.Handle("GET "+p, handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.List.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		list, err := svc.ListVDisks(r.Context())
 		if err != nil {
 			return err
@@ -109,10 +85,10 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, list)
 		return nil
 	}))
-	mux.Handle("POST "+p, handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Create.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		return createHandler(svc, w, r)
 	}))
-	mux.Handle("GET "+p+"/{name}", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Get.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		info, err := svc.Get(r.Context(), r.PathValue("name"), true)
 		if err != nil {
 			return err
@@ -120,7 +96,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, info)
 		return nil
 	}))
-	mux.Handle("DELETE "+p+"/{name}", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Delete.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		force, err := boolParam(r, "force")
 		if err != nil {
 			return err
@@ -131,7 +107,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}))
-	mux.Handle("POST "+p+"/{name}/resize", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Resize.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		var req resizeRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -143,7 +119,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, info)
 		return nil
 	}))
-	mux.Handle("GET "+p+"/{name}/snapshots", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.ListSnapshots.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		list, err := svc.Snapshots(r.Context(), r.PathValue("name"))
 		if err != nil {
 			return err
@@ -151,7 +127,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, list)
 		return nil
 	}))
-	mux.Handle("POST "+p+"/{name}/snapshots", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Snapshot.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		var req snapshotRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -163,14 +139,14 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusCreated, sn)
 		return nil
 	}))
-	mux.Handle("DELETE "+p+"/{name}/snapshots/{snap}", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.DeleteSnapshot.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		if err := svc.DeleteSnapshot(r.Context(), r.PathValue("name"), r.PathValue("snap")); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}))
-	mux.Handle("POST "+p+"/{name}/rollback", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Rollback.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		var req rollbackRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -185,7 +161,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, info)
 		return nil
 	}))
-	mux.Handle("POST "+p+"/{name}/clone", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Clone.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		var req cloneRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -197,7 +173,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusCreated, info)
 		return nil
 	}))
-	mux.Handle("GET "+p+"/{name}/export", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Export.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		name, snap := r.PathValue("name"), r.URL.Query().Get("snap")
 		im, err := svc.Image(r.Context(), name, snap)
 		if err != nil {
@@ -219,7 +195,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		}
 		return nil
 	}))
-	mux.Handle("PUT "+p+"/{name}/import", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Import.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		name := r.PathValue("name")
 		if err := svc.Import(r.Context(), name, r.Body, nil); err != nil {
 			return err
@@ -231,7 +207,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, info)
 		return nil
 	}))
-	mux.Handle("GET "+p+"/{name}/diff", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Diff.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		return diffHandler(svc, w, r)
 	}))
 }
