@@ -360,9 +360,9 @@ type UploadResult struct {
 	Stats flist.Stats `json:"stats"`
 }
 
-// nameFromFile derives an flist name from an uploaded file name, as 0-hub:
+// NameFromFile derives an flist name from an uploaded file name, as 0-hub:
 // "ubuntu.tar.gz" -> "ubuntu".
-func nameFromFile(fn string) string {
+func NameFromFile(fn string) string {
 	base := path.Base(strings.ReplaceAll(fn, "\\", "/"))
 	for _, ext := range []string{".tar.gz", ".tar.zst", ".tar.zstd", ".tgz", ".tar", ".flist", ".gz", ".zst"} {
 		if strings.HasSuffix(base, ext) && len(base) > len(ext) {
@@ -415,7 +415,7 @@ func (h *Hub) upload(w http.ResponseWriter, r *http.Request) {
 	defer closeBody()
 	name := TrimFlistName(r.URL.Query().Get("name"))
 	if name == "" {
-		name = nameFromFile(fname)
+		name = NameFromFile(fname)
 	}
 	if err := CheckName(name); err != nil {
 		h.fail(w, fmt.Errorf("%w (give ?name=)", err), 0)
@@ -486,7 +486,7 @@ func (h *Hub) uploadFlist(w http.ResponseWriter, r *http.Request) {
 	defer closeBody()
 	name := TrimFlistName(r.URL.Query().Get("name"))
 	if name == "" {
-		name = nameFromFile(fname)
+		name = NameFromFile(fname)
 	}
 	if err := CheckName(name); err != nil {
 		h.fail(w, fmt.Errorf("%w (give ?name=)", err), 0)
