@@ -129,36 +129,19 @@ func (s *Server) requireNode(h http.Handler) http.Handler {
 	}))
 }
 
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
-
-// Flush keeps streaming handlers (export) streaming.
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// Unwrap lets http.ResponseController reach the real writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 func (s *Server) logRequests(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := httpx.NewStatusWriter(w)
 		h.ServeHTTP(sw, r)
 		if r.URL.Path == api.Healthz.Path || r.URL.Path == api.Readyz.Path || r.URL.Path == api.Forward.Path {
 			return
 		}
 		level := slog.LevelDebug
-		if sw.status >= 500 {
+		if sw.Status() >= 500 {
 			level = slog.LevelWarn
 		}
-		s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start))
+		s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.Status(), "duration", time.Since(start))
 	})
 }
 
