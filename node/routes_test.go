@@ -20,7 +20,7 @@ type access int
 
 const (
 	open  access = iota // anyone, no token
-	user                 // any valid token (user or admin)
+	user                // any valid token (user or admin)
 	admin               // an admin token
 	nodes               // the cluster secret only
 )
