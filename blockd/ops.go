@@ -10,58 +10,10 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/blockd/tree"
+	"github.com/zosproject/zos/blockd/vdiskapi"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/raft/fsm"
 )
-
-// VDiskInfo describes a vdisk (the API's JSON shape).
-type VDiskInfo struct {
-	Name       string `json:"name"`
-	Type       string `json:"type"`
-	Pool       string `json:"pool"`
-	Size       int64  `json:"size"`
-	BlockSize  int64  `json:"block_size"`
-	Head       string `json:"head,omitempty"`
-	Generation uint64 `json:"generation"`
-	Parent     string `json:"parent,omitempty"`
-	AttachedTo string `json:"attached_to,omitempty"` // node holding the read-write lease
-	LeaseEpoch uint64 `json:"lease_epoch,omitempty"`
-	// Unreplayed: the last read-write writer failed with writes only in
-	// the vdisk's journal; the next attach (or snapshot, export…) replays
-	// them.
-	Unreplayed bool `json:"unreplayed,omitempty"`
-	// Takeover: the last time a node took the vdisk over from a writer
-	// that failed.
-	Takeover  *TakeoverInfo  `json:"takeover,omitempty"`
-	Snapshots []SnapshotInfo `json:"snapshots"`
-	Created   time.Time      `json:"created"`
-	Modified  time.Time      `json:"modified"`
-	// Allocated is the bytes of blocks present in the head's tree (Get
-	// only; -1 when not computed).
-	Allocated int64 `json:"allocated,omitempty"`
-}
-
-// TakeoverInfo describes a takeover of a vdisk from a failed writer.
-type TakeoverInfo struct {
-	From      string    `json:"from"` // the failed writer's node
-	FromEpoch uint64    `json:"from_epoch"`
-	Node      string    `json:"node"` // the node that took it over
-	Epoch     uint64    `json:"epoch"`
-	At        time.Time `json:"at"` // the new lease was granted
-	// Seconds from the failed writer's last lease renewal (it failed at
-	// most a renewal period later) to the first write completed on Node;
-	// to the new lease while nothing was written yet (Written false).
-	Seconds float64 `json:"seconds"`
-	Written bool    `json:"written"`
-}
-
-// SnapshotInfo describes one snapshot.
-type SnapshotInfo struct {
-	Name    string    `json:"name"`
-	Head    string    `json:"head,omitempty"`
-	Size    int64     `json:"size"`
-	Created time.Time `json:"created"`
-}
 
 func refString(r chunkstore.Ref) string {
 	if r.IsZero() {
@@ -486,3 +438,10 @@ func (s *Service) Clone(ctx context.Context, src, snap, dst, typ string) (VDiskI
 	s.log.Info("vdisk cloned", "vdisk", dst, "from", nv.Parent, "type", nv.Type)
 	return infoOf(&nv, time.Now()), nil
 }
+
+// The JSON shapes of the vdisk API are defined in blockd/vdiskapi.
+type (
+	VDiskInfo    = vdiskapi.VDiskInfo
+	TakeoverInfo = vdiskapi.TakeoverInfo
+	SnapshotInfo = vdiskapi.SnapshotInfo
+)

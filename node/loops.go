@@ -164,8 +164,7 @@ func (n *Node) askRemoved() bool {
 	})
 	for _, p := range peers {
 		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
-		var me fsm.Node
-		err := client.New(p, secret).Do(ctx, http.MethodGet, "/api/v1/nodes/"+n.id+"?stale=true", nil, &me)
+		me, err := client.New(p, secret).Node(ctx, n.id, true)
 		cancel()
 		if err == nil {
 			return me.State == fsm.NodeRemoved

@@ -307,7 +307,8 @@ func (n *Node) join(ctx context.Context) error {
 	defer cancel()
 	var resp orchestrator.JoinResponse
 	for attempt := 0; ; attempt++ {
-		err := c.Do(ctx, http.MethodPost, "/api/v1/nodes/join", orchestrator.JoinRequest{Node: n.self()}, &resp)
+		var err error
+		resp, err = c.Join(ctx, n.self())
 		if err == nil {
 			break
 		}
@@ -330,7 +331,7 @@ func (n *Node) join(ctx context.Context) error {
 		// Caught up: now it is safe to count this node in the quorum.
 		sc := client.New(joinURL(n.cfg.Join), resp.Secret)
 		for {
-			err := sc.Do(ctx, http.MethodPost, "/api/v1/nodes/"+n.id+"/promote", nil, nil)
+			err := sc.Promote(ctx, n.id)
 			if err == nil {
 				break
 			}

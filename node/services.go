@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/zosproject/zos/flist/hub"
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/orchestrator"
+	zosapi "github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/orchestrator/client"
 	"github.com/zosproject/zos/raft/fsm"
 )
@@ -79,7 +79,7 @@ func (n *Node) startAPI(ln net.Listener) error {
 			func(public, protected *http.ServeMux) {
 				h.Register(public)
 				blockd.RegisterHTTP(protected, n.blockd)
-				public.Handle("POST /internal/v1/vdisks/{name}/sync", n.nodeOnly(httpx.Handler(n.syncVDisk)))
+				public.Handle(zosapi.SyncVDisk.Pattern(), n.nodeOnly(httpx.Handler(n.syncVDisk)))
 				n.storage.register(public, protected)
 			},
 		}})
@@ -153,7 +153,7 @@ func (p blockdPeers) Sync(ctx context.Context, node, name string) error {
 	if api == "" {
 		return fmt.Errorf("node: %s has no API address in the cluster map", node)
 	}
-	err := client.New(api, secret).Do(ctx, http.MethodPost, "/internal/v1/vdisks/"+url.PathEscape(name)+"/sync", nil, nil)
+	err := client.New(api, secret).SyncVDisk(ctx, name)
 	if client.IsCode(err, "not_attached") {
 		return fmt.Errorf("%w: %v", blockd.ErrNotAttached, err)
 	}

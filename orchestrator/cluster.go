@@ -8,34 +8,11 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/orchestrator/client"
 	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
-
-// NodeStatus is a node of the cluster map with its Raft role.
-type NodeStatus struct {
-	fsm.Node
-	// Raft is "voter", "nonvoter" or "" (not in the Raft configuration).
-	Raft   string `json:"raft"`
-	Leader bool   `json:"leader"`
-}
-
-// ClusterStatus answers GET /api/v1/cluster.
-type ClusterStatus struct {
-	ClusterID    string `json:"cluster_id"`
-	LeaderID     string `json:"leader_id"`
-	LeaderAddr   string `json:"leader_addr"`
-	Term         uint64 `json:"term"`
-	CommitIndex  uint64 `json:"commit_index"`
-	AppliedIndex uint64 `json:"applied_index"`
-	// FirstIndex and SnapshotIndex are the answering node's log bounds.
-	FirstIndex    uint64       `json:"first_index"`
-	SnapshotIndex uint64       `json:"snapshot_index"`
-	Epoch         uint64       `json:"epoch"`
-	AnsweredBy    string       `json:"answered_by"`
-	Nodes         []NodeStatus `json:"nodes"`
-}
 
 func (s *Server) nodeStatuses(st *fsm.State, members []raft.Member, leader string) []NodeStatus {
 	role := map[string]string{}
@@ -101,19 +78,6 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// JoinRequest is what a joining node sends: its cluster-map entry.
-type JoinRequest struct {
-	Node fsm.Node `json:"node"`
-}
-
-// JoinResponse tells the new node what it joined.
-type JoinResponse struct {
-	ClusterID string `json:"cluster_id"`
-	Secret    string `json:"secret"`
-	Voter     bool   `json:"voter"`
-	LeaderID  string `json:"leader_id"`
 }
 
 func (s *Server) joinHandler(w http.ResponseWriter, r *http.Request) error {
@@ -221,7 +185,7 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 		if err := s.cfg.Raft.TransferLeadership(); err != nil {
 			return httpx.Errorf(http.StatusConflict, "conflict", "cannot remove the leader %s: leadership transfer failed: %v", id, err)
 		}
-		api, err := s.leaderAPI(ctx)
+		leader, err := s.leaderAPI(ctx)
 		if err != nil {
 			return err
 		}
@@ -232,7 +196,7 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 		// the answer regardless, within a bound.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := client.New(api.Host, secret).Do(rctx, http.MethodDelete, "/api/v1/nodes/"+id, nil, nil); err != nil {
+		if err := client.New(leader.Host, secret).RemoveNode(rctx, id); err != nil {
 			return fmt.Errorf("removal of %s by the new leader: %w", id, err)
 		}
 		return nil
@@ -315,14 +279,6 @@ func (s *Server) voterHandler(voter bool) httpx.Handler {
 
 // --- tokens ---
 
-// TokenInfo is a token without its secret.
-type TokenInfo struct {
-	ID      string `json:"id"`
-	Name    string `json:"name"`
-	Role    string `json:"role"`
-	Created int64  `json:"created"`
-}
-
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	var out []TokenInfo
 	if err := s.read(r.Context(), func(st *fsm.State) error {
@@ -336,18 +292,6 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// CreateTokenRequest asks for a new token.
-type CreateTokenRequest struct {
-	Name string `json:"name"`
-	Role string `json:"role"` // admin or user (default)
-}
-
-// CreateTokenResponse carries the token; it is shown once.
-type CreateTokenResponse struct {
-	TokenInfo
-	Token string `json:"token"`
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
@@ -414,3 +358,14 @@ func (s *Server) deletePool(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+// The JSON shapes of the cluster routes are defined in orchestrator/api.
+type (
+	NodeStatus          = api.NodeStatus
+	ClusterStatus       = api.ClusterStatus
+	JoinRequest         = api.JoinRequest
+	JoinResponse        = api.JoinResponse
+	TokenInfo           = api.TokenInfo
+	CreateTokenRequest  = api.CreateTokenRequest
+	CreateTokenResponse = api.CreateTokenResponse
+)

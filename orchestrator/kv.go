@@ -7,21 +7,15 @@ import (
 	"strconv"
 
 	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
-// KVEntry is one key of the generic namespace.
-type KVEntry struct {
-	Key     string `json:"key"`
-	Value   []byte `json:"value"`
-	Version uint64 `json:"version"`
-}
-
 func (s *Server) mountKV(protected *http.ServeMux) {
-	protected.Handle("GET /api/v1/kv/{ns}", s.admin(httpx.Handler(s.kvList)))
-	protected.Handle("GET /api/v1/kv/{ns}/{key...}", s.admin(httpx.Handler(s.kvGet)))
-	protected.Handle("PUT /api/v1/kv/{ns}/{key...}", s.admin(httpx.Handler(s.kvPut)))
-	protected.Handle("DELETE /api/v1/kv/{ns}/{key...}", s.admin(httpx.Handler(s.kvDelete)))
+	protected.Handle(api.ListKV.Pattern(), s.admin(httpx.Handler(s.kvList)))
+	protected.Handle(api.GetKV.Pattern(), s.admin(httpx.Handler(s.kvGet)))
+	protected.Handle(api.PutKV.Pattern(), s.admin(httpx.Handler(s.kvPut)))
+	protected.Handle(api.DeleteKV.Pattern(), s.admin(httpx.Handler(s.kvDelete)))
 }
 
 // readMode reads linearizably unless ?stale=true asks for the local replica.
@@ -96,3 +90,6 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+// KVEntry is one key of the generic namespace (defined in orchestrator/api).
+type KVEntry = api.KVEntry
