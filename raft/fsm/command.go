@@ -24,7 +24,9 @@ type Command struct {
 	Seen uint64 `json:"seen,omitempty"`
 }
 
-// Ops.
+// Op names: Command.Op in the log, never renamed (old logs and snapshots
+// hold them). Callers use the typed descriptors of the same ops (NodeAdd,
+// VDiskHead, LeaseAcquire, …, declared with the domain they belong to).
 const (
 	OpInit          = "cluster.init"
 	OpNodeAdd       = "node.add"
