@@ -267,7 +267,7 @@ func (d *Disk) close(ctx context.Context) error {
 	if !d.ro {
 		cfg := d.svc.cfg
 		if d.typ == fsm.VDiskTmp {
-			_, err = raft.Apply(ctx, cfg.Control, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: d.name, Epoch: d.epoch})
+			err = raft.Exec(ctx, cfg.Control, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: d.name, Epoch: d.epoch})
 			if err != nil {
 				d.log.Error("could not delete tmp vdisk on detach", "err", err)
 			} else {
@@ -290,7 +290,7 @@ func (d *Disk) close(ctx context.Context) error {
 						d.log.Warn("journal trim at detach failed (the head's mark covers it)", "err", terr)
 					}
 				}
-				if _, rerr := raft.Apply(ctx, cfg.Control, fsm.LeaseRelease, fsm.LeaseArgs{Name: d.name, Node: cfg.Node, Epoch: d.epoch, Clean: clean}); rerr != nil && !errors.Is(rerr, fsm.ErrStaleEpoch) && !errors.Is(rerr, fsm.ErrNotFound) {
+				if rerr := raft.Exec(ctx, cfg.Control, fsm.LeaseRelease, fsm.LeaseArgs{Name: d.name, Node: cfg.Node, Epoch: d.epoch, Clean: clean}); rerr != nil && !errors.Is(rerr, fsm.ErrStaleEpoch) && !errors.Is(rerr, fsm.ErrNotFound) {
 					d.log.Warn("lease release failed; it lapses after its TTL", "err", rerr)
 				}
 			}

@@ -197,7 +197,7 @@ func (s *Service) Import(ctx context.Context, name string, r io.Reader, progress
 		if err != nil {
 			return err
 		}
-		if _, err := raft.Apply(ctx, s.cfg.Control, fsm.VDiskHead, fsm.VDiskHeadArgs{Name: name, Epoch: epoch, Old: v.Head, New: root}); err != nil {
+		if err := raft.Exec(ctx, s.cfg.Control, fsm.VDiskHead, fsm.VDiskHeadArgs{Name: name, Epoch: epoch, Old: v.Head, New: root}); err != nil {
 			return err
 		}
 		s.log.Info("vdisk imported", "vdisk", name, "bytes", n, "head", root.Short(), "took", time.Since(start).Round(time.Millisecond))

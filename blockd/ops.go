@@ -152,7 +152,7 @@ func (s *Service) Create(ctx context.Context, opts CreateOptions, image io.Reade
 		if err := s.Import(ctx, opts.Name, image, progress); err != nil {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
-			if _, derr := raft.Apply(dctx, s.cfg.Control, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: opts.Name, Force: true}); derr != nil {
+			if derr := raft.Exec(dctx, s.cfg.Control, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: opts.Name, Force: true}); derr != nil {
 				s.log.Warn("could not delete vdisk after a failed import", "vdisk", opts.Name, "err", derr)
 			}
 			return VDiskInfo{}, err
@@ -253,7 +253,7 @@ func (s *Service) Delete(ctx context.Context, name string, force bool) error {
 	if err != nil {
 		return err
 	}
-	if _, err := raft.Apply(ctx, s.cfg.Control, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: name, Force: force}); err != nil {
+	if err := raft.Exec(ctx, s.cfg.Control, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: name, Force: force}); err != nil {
 		return err
 	}
 	s.log.Info("vdisk deleted", "vdisk", name, "force", force)
@@ -372,7 +372,7 @@ func (s *Service) withLease(ctx context.Context, name, what string, fn func(ctx 
 			case <-t.C:
 			}
 			rctx, rcancel := context.WithTimeout(ctx, s.cfg.LeaseRenew)
-			_, err := raft.Apply(rctx, s.cfg.Control, fsm.LeaseRenew, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, Epoch: l.Epoch, TTL: int64(s.cfg.LeaseTTL)})
+			err := raft.Exec(rctx, s.cfg.Control, fsm.LeaseRenew, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, Epoch: l.Epoch, TTL: int64(s.cfg.LeaseTTL)})
 			rcancel()
 			switch {
 			case err == nil:
@@ -426,7 +426,7 @@ func (s *Service) Snapshots(ctx context.Context, name string) ([]SnapshotInfo, e
 // DeleteSnapshot removes a snapshot (its chunks are collected once no
 // other head or snapshot shares them).
 func (s *Service) DeleteSnapshot(ctx context.Context, name, snap string) error {
-	if _, err := raft.Apply(ctx, s.cfg.Control, fsm.VDiskSnapshotDelete, fsm.SnapshotArgs{Name: name, Snap: snap}); err != nil {
+	if err := raft.Exec(ctx, s.cfg.Control, fsm.VDiskSnapshotDelete, fsm.SnapshotArgs{Name: name, Snap: snap}); err != nil {
 		return err
 	}
 	s.log.Info("snapshot deleted", "vdisk", name, "snapshot", snap)

@@ -548,7 +548,7 @@ func (s *Service) acquire(ctx context.Context, name string, journal bool) (*fsm.
 func (s *Service) releaseLease(name string, epoch uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := raft.Apply(ctx, s.cfg.Control, fsm.LeaseRelease, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, Epoch: epoch}); err != nil &&
+	if err := raft.Exec(ctx, s.cfg.Control, fsm.LeaseRelease, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, Epoch: epoch}); err != nil &&
 		!errors.Is(err, fsm.ErrStaleEpoch) && !errors.Is(err, fsm.ErrNotFound) {
 		s.log.Warn("lease release failed; it lapses after its TTL", "vdisk", name, "err", err)
 	}

@@ -57,7 +57,7 @@ func (s *storage) putBlob(w http.ResponseWriter, r *http.Request) error {
 	}
 	pin := r.URL.Query().Get("pin") != "false"
 	if pin {
-		if _, err := raft.Apply(r.Context(), s.n.raft, fsm.PinAdd, fsm.PinArgs{Ref: ref, Note: r.URL.Query().Get("note")}); err != nil {
+		if err := raft.Exec(r.Context(), s.n.raft, fsm.PinAdd, fsm.PinArgs{Ref: ref, Note: r.URL.Query().Get("note")}); err != nil {
 			return err
 		}
 	}
@@ -363,7 +363,7 @@ func (s *storage) unpin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := raft.Apply(r.Context(), s.n.raft, fsm.PinRemove, fsm.PinArgs{Ref: ref}); err != nil {
+	if err := raft.Exec(r.Context(), s.n.raft, fsm.PinRemove, fsm.PinArgs{Ref: ref}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -257,7 +257,7 @@ func (s *Server) read(ctx context.Context, fn func(*fsm.State) error) error {
 // apply proposes op through s's Raft server, for a handler that needs no
 // result; see applyErr.
 func apply[A, R any](ctx context.Context, s *Server, op fsm.Op[A, R], args A) error {
-	_, err := raft.Apply(ctx, s.cfg.Raft, op, args)
+	err := raft.Exec(ctx, s.cfg.Raft, op, args)
 	return s.applyErr(err)
 }
 

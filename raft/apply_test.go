@@ -28,10 +28,10 @@ func TestApplyTyped(t *testing.T) {
 	if _, err := Apply(ctx, l, fsm.VDiskHead, fsm.VDiskHeadArgs{Name: "vm1", Epoch: 2}); !errors.Is(err, fsm.ErrStaleEpoch) {
 		t.Fatalf("stale head update: %v", err)
 	}
-	if _, err := Apply(ctx, l, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: "vm1", Force: true}); err != nil {
+	if err := Exec(ctx, l, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: "vm1", Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Apply(ctx, l, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: "vm1"}); !errors.Is(err, fsm.ErrNotFound) {
+	if err := Exec(ctx, l, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: "vm1"}); !errors.Is(err, fsm.ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
 }

@@ -44,6 +44,13 @@ func Apply[A, R any](ctx context.Context, c Control, op fsm.Op[A, R], args A) (R
 	return op.Result(raw)
 }
 
+// Exec is Apply for a caller that needs no result: the same proposal,
+// without decoding the answer (a vdisk's answer holds its snapshots).
+func Exec[A, R any](ctx context.Context, c Control, op fsm.Op[A, R], args A) error {
+	_, err := c.Apply(ctx, op.Name(), args)
+	return err
+}
+
 // Local is a Control over an in-process state machine without Raft. It is
 // real logic (the same fsm.Apply), only not replicated. It never retries,
 // so its commands carry a request id only when ctx has one

@@ -60,8 +60,10 @@
 //	s.WaitLeader(ctx)
 //	pool, err := raft.Apply(ctx, s, fsm.PoolCreate, fsm.PoolArgs{Name: "fast", K: 2, M: 1}) // *fsm.Pool
 //	v, err := raft.Apply(raft.WithRequestID(ctx, clientOpID), s, fsm.VDiskHead, args)    // safe to repeat
+//	err = raft.Exec(ctx, s, fsm.LeaseRelease, fsm.LeaseArgs{…})                           // no result wanted
 //	err = s.Read(ctx, func(st *fsm.State) error { … })
 //
-// Apply is typed by the op (fsm.Op[A, R]: arguments A, result R) and works
-// on any Control — a *Server, a Local in tests, or a wrapper of either.
+// Apply and Exec are typed by the op (fsm.Op[A, R]: arguments A, result R)
+// and work on any Control — a *Server, a Local in tests, or a wrapper of
+// either.
 package raft
