@@ -15,6 +15,7 @@ import (
 	"github.com/zosproject/zos/blockd/vdiskapi"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/gc"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -197,7 +198,7 @@ func (s *Service) Import(ctx context.Context, name string, r io.Reader, progress
 		if err != nil {
 			return err
 		}
-		if err := s.apply(ctx, fsm.OpVDiskHead, fsm.VDiskHeadArgs{Name: name, Epoch: epoch, Old: v.Head, New: root}, nil); err != nil {
+		if err := raft.Exec(ctx, s.cfg.Control, fsm.VDiskHead, fsm.VDiskHeadArgs{Name: name, Epoch: epoch, Old: v.Head, New: root}); err != nil {
 			return err
 		}
 		s.log.Info("vdisk imported", "vdisk", name, "bytes", n, "head", root.Short(), "took", time.Since(start).Round(time.Millisecond))

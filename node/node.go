@@ -277,14 +277,14 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		}
 	}
 	clusterID := "zos-" + orchestrator.RandomHex(4)
-	_, err := n.raft.Apply(ctx, fsm.OpInit, fsm.InitArgs{ClusterID: clusterID, Secret: orchestrator.RandomHex(24),
+	err := raft.Exec(ctx, n.raft, fsm.ClusterInit, fsm.InitArgs{ClusterID: clusterID, Secret: orchestrator.RandomHex(24),
 		Admin: fsm.Token{ID: tokID, Name: "admin", Hash: orchestrator.HashToken(token), Role: fsm.RoleAdmin}})
 	if err != nil {
 		return fmt.Errorf("node: initialize cluster: %w", err)
 	}
 	self := n.self()
 	self.Voter = true
-	if _, err := n.raft.Apply(ctx, fsm.OpNodeAdd, fsm.NodeAddArgs{Node: self}); err != nil {
+	if err := raft.Exec(ctx, n.raft, fsm.NodeAdd, fsm.NodeAddArgs{Node: self}); err != nil {
 		return fmt.Errorf("node: add self: %w", err)
 	}
 	n.log.Info("cluster bootstrapped", "cluster", clusterID)
@@ -390,7 +390,7 @@ func (n *Node) refreshSelf(ctx context.Context) error {
 		cur.RESPAddr == want.RESPAddr && cur.Version == want.Version {
 		return nil
 	}
-	_, err := n.raft.Apply(ctx, fsm.OpNodeUpdate, fsm.NodeUpdateArgs{ID: n.id, APIAddr: &want.APIAddr,
+	err := raft.Exec(ctx, n.raft, fsm.NodeUpdate, fsm.NodeUpdateArgs{ID: n.id, APIAddr: &want.APIAddr,
 		ShardAddr: &want.ShardAddr, NBDAddr: &want.NBDAddr, RESPAddr: &want.RESPAddr, Version: &want.Version})
 	return err
 }

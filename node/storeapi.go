@@ -14,6 +14,7 @@ import (
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/orchestrator/client"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -48,7 +49,7 @@ func (s *storage) putBlob(w http.ResponseWriter, r *http.Request) error {
 	}
 	pin := r.URL.Query().Get("pin") != "false"
 	if pin {
-		if _, err := s.n.raft.Apply(r.Context(), fsm.OpPinAdd, fsm.PinArgs{Ref: ref, Note: r.URL.Query().Get("note")}); err != nil {
+		if err := raft.Exec(r.Context(), s.n.raft, fsm.PinAdd, fsm.PinArgs{Ref: ref, Note: r.URL.Query().Get("note")}); err != nil {
 			return err
 		}
 	}
@@ -296,7 +297,7 @@ func (s *storage) unpin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.n.raft.Apply(r.Context(), fsm.OpPinRemove, fsm.PinArgs{Ref: ref}); err != nil {
+	if err := raft.Exec(r.Context(), s.n.raft, fsm.PinRemove, fsm.PinArgs{Ref: ref}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -138,7 +138,7 @@ func (s *Server) Join(ctx context.Context, n fsm.Node) (*JoinResponse, error) {
 		voter = voter || existing.Voter
 	} else {
 		n.Voter = false
-		if err := s.apply(ctx, fsm.OpNodeAdd, fsm.NodeAddArgs{Node: n}); err != nil {
+		if err := apply(ctx, s, fsm.NodeAdd, fsm.NodeAddArgs{Node: n}); err != nil {
 			return nil, err
 		}
 	}
@@ -146,7 +146,7 @@ func (s *Server) Join(ctx context.Context, n fsm.Node) (*JoinResponse, error) {
 		if err := s.cfg.Raft.AddMember(ctx, n.ID, n.RaftAddr, false); err != nil {
 			if existing == nil {
 				// Undo the map entry so the join can be retried cleanly.
-				_ = s.apply(context.WithoutCancel(ctx), fsm.OpNodeRemove, fsm.NodeIDArgs{ID: n.ID})
+				_ = apply(context.WithoutCancel(ctx), s, fsm.NodeRemove, fsm.NodeIDArgs{ID: n.ID})
 			}
 			return nil, err
 		}
@@ -203,7 +203,7 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 	}
 	// Map first, while the node still receives the log: a live node
 	// learns it was removed and stops. Then out of Raft.
-	if err := s.apply(ctx, fsm.OpNodeRemove, fsm.NodeIDArgs{ID: id}); err != nil {
+	if err := apply(ctx, s, fsm.NodeRemove, fsm.NodeIDArgs{ID: id}); err != nil {
 		return err
 	}
 	members, err := s.cfg.Raft.Members()
@@ -257,7 +257,7 @@ func (s *Server) promoteSpare(ctx context.Context) {
 			s.log.Warn("could not promote a non-voter", "id", id, "err", err)
 			continue
 		}
-		_ = s.apply(ctx, fsm.OpNodeVoter, fsm.NodeVoterArgs{ID: id, Voter: true})
+		_ = apply(ctx, s, fsm.NodeSetVoter, fsm.NodeVoterArgs{ID: id, Voter: true})
 		s.log.Info("non-voter promoted to replace a removed voter", "id", id)
 		voters++
 	}
@@ -269,7 +269,7 @@ func (s *Server) voterHandler(voter bool) httpx.Handler {
 		if err := s.cfg.Raft.SetVoter(r.Context(), id, voter); err != nil {
 			return httpx.Errorf(http.StatusBadRequest, "invalid", "%v", err)
 		}
-		if err := s.apply(r.Context(), fsm.OpNodeVoter, fsm.NodeVoterArgs{ID: id, Voter: voter}); err != nil {
+		if err := apply(r.Context(), s, fsm.NodeSetVoter, fsm.NodeVoterArgs{ID: id, Voter: voter}); err != nil {
 			return err
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "voter": voter})
@@ -307,7 +307,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	if req.Name == "" {
 		return httpx.BadRequest("a token needs a name (it is also the user's hub repository)")
 	}
-	if err := s.apply(r.Context(), fsm.OpTokenCreate, fsm.TokenCreateArgs{Token: t}); err != nil {
+	if err := apply(r.Context(), s, fsm.TokenCreate, fsm.TokenCreateArgs{Token: t}); err != nil {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusCreated, CreateTokenResponse{TokenInfo: TokenInfo{ID: id, Name: req.Name, Role: req.Role}, Token: tok})
@@ -315,7 +315,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) error {
-	if err := s.apply(r.Context(), fsm.OpTokenDelete, fsm.TokenDeleteArgs{ID: r.PathValue("id")}); err != nil {
+	if err := apply(r.Context(), s, fsm.TokenDelete, fsm.TokenDeleteArgs{ID: r.PathValue("id")}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -344,7 +344,7 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.DecodeJSON(r, &req); err != nil {
 		return err
 	}
-	if err := s.apply(r.Context(), fsm.OpPoolCreate, req); err != nil {
+	if err := apply(r.Context(), s, fsm.PoolCreate, req); err != nil {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusCreated, req)
@@ -352,7 +352,7 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deletePool(w http.ResponseWriter, r *http.Request) error {
-	if err := s.apply(r.Context(), fsm.OpPoolDelete, fsm.PoolArgs{Name: r.PathValue("name")}); err != nil {
+	if err := apply(r.Context(), s, fsm.PoolDelete, fsm.PoolArgs{Name: r.PathValue("name")}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/orchestrator/api"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -74,17 +75,16 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) error {
 		}
 		args.IfVersion = &n
 	}
-	res, err := s.cfg.Raft.Apply(r.Context(), fsm.OpKVPut, args)
+	res, err := raft.Apply(r.Context(), s.cfg.Raft, fsm.KVPut, args)
 	if err != nil {
 		return s.applyErr(err)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(res)
+	httpx.WriteJSON(w, http.StatusOK, res)
 	return nil
 }
 
 func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) error {
-	if err := s.apply(r.Context(), fsm.OpKVDelete, fsm.KVDeleteArgs{NS: r.PathValue("ns"), Key: r.PathValue("key")}); err != nil {
+	if err := apply(r.Context(), s, fsm.KVDelete, fsm.KVDeleteArgs{NS: r.PathValue("ns"), Key: r.PathValue("key")}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

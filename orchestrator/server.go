@@ -238,8 +238,10 @@ func (s *Server) read(ctx context.Context, fn func(*fsm.State) error) error {
 	return nil
 }
 
-func (s *Server) apply(ctx context.Context, op string, args any) error {
-	_, err := s.cfg.Raft.Apply(ctx, op, args)
+// apply proposes op through s's Raft server, for a handler that needs no
+// result; see applyErr.
+func apply[A, R any](ctx context.Context, s *Server, op fsm.Op[A, R], args A) error {
+	err := raft.Exec(ctx, s.cfg.Raft, op, args)
 	return s.applyErr(err)
 }
 
