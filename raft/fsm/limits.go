@@ -43,8 +43,15 @@ const (
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]*$`)
 
+// ValidName reports whether s may name a node, pool, vdisk, snapshot,
+// repository, flist, token or kv namespace: 1 to 128 letters, digits, '.',
+// '_' or '-', not starting with '.' or '-'.
+func ValidName(s string) bool {
+	return len(s) > 0 && len(s) <= maxNameLength && nameRE.MatchString(s)
+}
+
 func checkName(kind, s string) error {
-	if len(s) == 0 || len(s) > maxNameLength || !nameRE.MatchString(s) {
+	if !ValidName(s) {
 		return errf(ErrInvalid, "%s name %q: use 1-%d letters, digits, '.', '_' or '-', not starting with '.' or '-'", kind, s, maxNameLength)
 	}
 	return nil
