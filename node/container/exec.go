@@ -89,19 +89,22 @@ func (m *Manager) Exec(ctx context.Context, id uint32, es ExecSpec) (*ExecResult
 
 // boundedBuffer keeps the first max bytes written to it and drops the rest
 // (still reporting success, so the writer is not killed by EPIPE).
+// (Not embedding bytes.Buffer: its ReadFrom would let io.Copy bypass Write.)
 type boundedBuffer struct {
-	bytes.Buffer
+	buf  bytes.Buffer
 	max  int
 	over bool
 }
 
 func (b *boundedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room < len(p) {
+	if room := b.max - b.buf.Len(); room < len(p) {
 		b.over = true
 		if room > 0 {
-			b.Buffer.Write(p[:room])
+			b.buf.Write(p[:room])
 		}
 		return len(p), nil
 	}
-	return b.Buffer.Write(p)
+	return b.buf.Write(p)
 }
+
+func (b *boundedBuffer) Bytes() []byte { return b.buf.Bytes() }

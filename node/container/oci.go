@@ -3,6 +3,10 @@ package container
 import (
 	"fmt"
 	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -32,6 +36,36 @@ var allCaps = []string{
 	"CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 }
 
+// hostCaps filters caps (names in allCaps order = capability numbers) down
+// to the bounding set of this process: runc cannot grant more, and a host
+// that runs the agent in a restricted environment may lack some.
+func hostCaps(caps []string) []string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return caps
+	}
+	var bnd uint64
+	found := false
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapBnd:"); ok {
+			if bnd, err = strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil {
+				found = true
+			}
+		}
+	}
+	if !found {
+		return caps
+	}
+	var out []string
+	for _, c := range caps {
+		n := slices.Index(allCaps, c)
+		if n < 0 || bnd&(1<<n) != 0 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // defaultSpec is containerd's populateDefaultUnixSpec, less seccomp.
 func defaultSpec() *specs.Spec {
 	return &specs.Spec{
@@ -40,9 +74,7 @@ func defaultSpec() *specs.Spec {
 		Process: &specs.Process{
 			Cwd:             "/",
 			NoNewPrivileges: true,
-			Capabilities: &specs.LinuxCapabilities{
-				Bounding: defaultCaps, Permitted: defaultCaps, Effective: defaultCaps,
-			},
+			Capabilities: capSet(defaultCaps),
 			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
 		},
 		Mounts: []specs.Mount{
@@ -72,6 +104,11 @@ func defaultSpec() *specs.Spec {
 			},
 		},
 	}
+}
+
+func capSet(caps []string) *specs.LinuxCapabilities {
+	c := hostCaps(caps)
+	return &specs.LinuxCapabilities{Bounding: c, Permitted: c, Effective: c}
 }
 
 func buildSpec(opts ...specOpt) (*specs.Spec, error) {
@@ -111,7 +148,7 @@ func withNetNS(path string) specOpt {
 // cgroups writable, every device allowed.
 func withPrivileged() specOpt {
 	return func(s *specs.Spec) error {
-		s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: allCaps, Permitted: allCaps, Effective: allCaps}
+		s.Process.Capabilities = capSet(allCaps)
 		s.Process.NoNewPrivileges = false
 		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = nil, nil
 		for i := range s.Mounts {
