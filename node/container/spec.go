@@ -99,30 +99,21 @@ func (b *Bytes) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// ParseBytes parses "123", "64k", "512M", "1G" (powers of 1024). Negative or
-// fractional sizes are errors.
+// ParseBytes parses "123", "64k", "512M", "1G", "1Gi" (powers of 1024).
+// Negative or fractional sizes are errors.
 func ParseBytes(s string) (int64, error) {
 	s = strings.TrimSpace(s)
+	num := strings.TrimSuffix(s, "i")
 	mult := int64(1)
-	if n := len(s); n > 0 {
-		switch s[n-1] {
-		case 'k', 'K':
-			mult = 1 << 10
-		case 'm', 'M':
-			mult = 1 << 20
-		case 'g', 'G':
-			mult = 1 << 30
-		case 't', 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			s = strings.TrimSuffix(strings.TrimSuffix(s[:n-1], "i"), "I")
-			if n2 := len(s); n2 > 0 && (s[n2-1] == 'b' || s[n2-1] == 'B') {
-				return 0, fmt.Errorf("bad size %q", s)
-			}
+	if n := len(num); n > 0 {
+		if i := strings.IndexByte("kmgt", num[n-1]|0x20); i >= 0 {
+			mult = 1 << (10 * (i + 1))
+			num = num[:n-1]
+		} else if len(num) != len(s) {
+			return 0, fmt.Errorf("bad size %q", s)
 		}
 	}
-	v, err := strconv.ParseInt(s, 10, 64)
+	v, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || v < 0 {
 		return 0, fmt.Errorf("bad size %q (want a positive number of bytes, or with K/M/G)", s)
 	}
