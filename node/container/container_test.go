@@ -120,3 +120,54 @@ func TestExec(t *testing.T) {
 		t.Fatalf("exec in missing container: %v", err)
 	}
 }
+
+func TestMemoryLimitEnforced(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	c, err := e.m.Create(ctx, Spec{Root: busyboxRoot(t), Nics: []Nic{{Type: "none"}}, Cgroups: Cgroups{Memory: 16 << 20},
+		Command: []string{"sleep", "600"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A shell variable of 64 MiB in a 16 MiB container: the OOM killer ends it.
+	res, err := e.m.Exec(ctx, c.ID, ExecSpec{Args: []string{"sh", "-c", `x=$(head -c 67108864 /dev/zero | tr '\0' a); echo survived ${#x}`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Code == 0 || strings.Contains(string(res.Stdout), "survived") {
+		t.Fatalf("a process over the memory limit was not killed: %+v", res)
+	}
+	t.Logf("over the limit: exit %d", res.Code)
+}
+
+func TestMetrics(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	for range 2 {
+		if _, err := e.m.Create(ctx, Spec{Root: busyboxRoot(t), Nics: []Nic{{Type: "none"}}, Command: []string{"sleep", "600"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.m.Create(ctx, Spec{Root: "/nonexistent", Command: []string{"true"}})
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "{" + l.GetValue() + "}"
+			}
+			if m.Gauge != nil {
+				got[key] = m.Gauge.GetValue()
+			} else if m.Counter != nil {
+				got[key] = m.Counter.GetValue()
+			}
+		}
+	}
+	if got["zos_containers_running"] != 2 || got["zos_container_creates_total{ok}"] != 2 || got["zos_container_creates_total{error}"] != 1 {
+		t.Fatalf("metrics %v", got)
+	}
+}

@@ -510,7 +510,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (c *Container, err erro
 		return nil, fmt.Errorf("container: state: %w", err)
 	}
 	log.Info("container started", "pid", r.Pid, "ip", r.IP)
-	return m.snapshot(ctx, r), nil
+	return m.snapshotStatus(r, StatusRunning), nil
 }
 
 func (m *Manager) ipam(br network.Bridge) *network.IPAM {
@@ -650,9 +650,17 @@ func (m *Manager) lookup(id uint32) (*record, error) {
 }
 
 func (m *Manager) snapshot(ctx context.Context, r *record) *Container {
+	c := m.snapshotStatus(r, StatusStopped)
+	if st, err := m.runc.state(ctx, r.RuncID); err == nil {
+		c.Status = st.Status
+	}
+	return c
+}
+
+func (m *Manager) snapshotStatus(r *record, status string) *Container {
 	c := &Container{
 		ID: r.ID, Name: r.Name, Tags: r.Spec.Tags, Spec: r.Spec, Created: r.Created,
-		Pid: r.Pid, IP: r.IP, Bridge: r.Bridge, Log: r.logPath(), Status: StatusStopped,
+		Pid: r.Pid, IP: r.IP, Bridge: r.Bridge, Log: r.logPath(), Status: status,
 	}
 	m.mu.Lock()
 	if len(r.Ports) > 0 {
@@ -662,9 +670,6 @@ func (m *Manager) snapshot(ctx context.Context, r *record) *Container {
 		}
 	}
 	m.mu.Unlock()
-	if st, err := m.runc.state(ctx, r.RuncID); err == nil {
-		c.Status = st.Status
-	}
 	return c
 }
 
