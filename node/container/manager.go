@@ -50,7 +50,7 @@ type Config struct {
 	StopTimeout time.Duration
 	// Resolv is /etc/resolv.conf for images without one [the host's, minus
 	// loopback name servers].
-	Resolv []byte
+	Resolv     []byte
 	Logger     *slog.Logger          // [slog.Default()]
 	Registerer prometheus.Registerer // nil: no metrics
 }

@@ -74,8 +74,8 @@ func defaultSpec() *specs.Spec {
 		Process: &specs.Process{
 			Cwd:             "/",
 			NoNewPrivileges: true,
-			Capabilities: capSet(defaultCaps),
-			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+			Capabilities:    capSet(defaultCaps),
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
 		},
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},

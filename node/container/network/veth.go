@@ -12,12 +12,12 @@ import (
 // Attachment is what AttachVeth needs: the host end's name, the namespace,
 // the bridge to enslave to and the address to give eth0.
 type Attachment struct {
-	HostName string     // host end of the pair, ≤ 15 bytes
-	Netns    string     // path of the namespace (NewNetns)
-	Bridge   Bridge     // where the host end goes
-	Addr     net.IP     // container address inside Bridge.Net
-	IfName   string     // name inside the namespace, default eth0
-	MTU      int        // default: the bridge's
+	HostName string // host end of the pair, ≤ 15 bytes
+	Netns    string // path of the namespace (NewNetns)
+	Bridge   Bridge // where the host end goes
+	Addr     net.IP // container address inside Bridge.Net
+	IfName   string // name inside the namespace, default eth0
+	MTU      int    // default: the bridge's
 }
 
 // AttachVeth creates the pair, moves the peer into the namespace and
