@@ -238,6 +238,11 @@ func (m *Manager) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("container: %w", err)
 	}
+	if b, err := os.ReadFile(filepath.Join(m.cfg.Dir, "next_id")); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32); err == nil {
+			m.nextID = uint32(n)
+		}
+	}
 	keep := map[string]bool{}
 	for _, e := range ents {
 		dir := filepath.Join(root, e.Name())
@@ -361,6 +366,12 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (c *Container, err erro
 	}
 	m.nextID++
 	id := m.nextID
+	// IDs are never reused, across restarts too: a client holding the ID of
+	// a terminated container must not reach a new one.
+	if err := writeFileAtomic(filepath.Join(m.cfg.Dir, "next_id"), []byte(strconv.Itoa(int(id))), 0o600); err != nil {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("container: %w", err)
+	}
 	name := spec.Name
 	if name == "" {
 		name = "c" + strconv.Itoa(int(id))
@@ -499,14 +510,23 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (c *Container, err erro
 	if err != nil {
 		return nil, err
 	}
-	r.Started = true // from here on, runc has state to delete
 	if err := m.runc.start(ctx, r.RuncID, runcLog); err != nil {
 		return nil, err
 	}
+	pid := 0
 	if b, err := os.ReadFile(filepath.Join(r.dir, "pid")); err == nil {
-		r.Pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
-	if err := r.save(); err != nil {
+	// Started and Pid make the container visible to other calls: set them
+	// (and save) under the lock, as PortForwardAdd changes the record under it.
+	m.mu.Lock()
+	r.Started, r.Pid = true, pid
+	err = r.save()
+	if err != nil {
+		r.Started = false
+	}
+	m.mu.Unlock()
+	if err != nil {
 		return nil, fmt.Errorf("container: state: %w", err)
 	}
 	log.Info("container started", "pid", r.Pid, "ip", r.IP)

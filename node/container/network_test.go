@@ -346,3 +346,48 @@ func TestBadInputLeavesNothing(t *testing.T) {
 		t.Fatalf("%d veths on the bridge, want 1", veths)
 	}
 }
+
+func TestParallelCreateTerminate(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	const n = 6
+	ips := make([]string, n)
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			c, err := e.m.Create(ctx, Spec{Root: busyboxRoot(t), Name: fmt.Sprint("p", i), Tags: []string{"par"},
+				Port: map[string]PortNumber{fmt.Sprint(30000 + mrand.IntN(10000)): 80}, Command: []string{"sleep", "600"}})
+			if err == nil {
+				ips[i] = c.IP
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil && !errors.Is(err, ErrPortForwarded) {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for _, ip := range ips {
+		if ip != "" && seen[ip] {
+			t.Fatalf("address %s given twice: %v", ip, ips)
+		}
+		seen[ip] = true
+	}
+	found := e.m.Find(ctx, []string{"par"})
+	for _, c := range found {
+		go func() { errs <- e.m.Terminate(ctx, c.ID) }()
+	}
+	for range found {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if owners, _ := e.m.ipam(network.Bridge{Name: e.bridge}).Owners(); len(owners) != 0 {
+		t.Fatalf("addresses left: %v", owners)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.cfg.Dir, "containers")); len(ents) != 0 {
+		t.Fatalf("container dirs left: %v", ents)
+	}
+}
