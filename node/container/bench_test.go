@@ -12,7 +12,7 @@ import (
 )
 
 // BenchmarkStart: container start to the process's output, the manager
-// (overlay + bundle + runc create/start, with and without a nic) against the
+// (overlay + bundle + runc run --detach, with and without a nic) against the
 // anchor, plain `runc run` of a bundle over the same root (read-only, no
 // overlay, no network). Terminate is outside the timed part.
 func BenchmarkStart(b *testing.B) {

@@ -28,9 +28,9 @@
 //     memory and CPU limits under Config.CgroupParent, bind mounts, and for
 //     privileged containers every capability the host has, no masks and all
 //     devices. Seccomp is not set (yet).
-//  4. `runc create` (stdin /dev/null, stdout+stderr appended to the
-//     container's log file, which the manager bounds by rotating it to
-//     log.1) and `runc start`. runc runs with --root in Config.Dir, so a
+//  4. `runc run --detach` (create and start in one runc process; stdin
+//     /dev/null, stdout+stderr appended to the container's log file, which
+//     the manager bounds by rotating it to log.1). runc runs with --root in Config.Dir, so a
 //     manager sees only its own containers.
 //
 // Any error undoes what was made (teardown tolerates every part being

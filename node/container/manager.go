@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/zosproject/zos/node/container/network"
 )
@@ -417,11 +418,13 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (c *Container, err erro
 		return nil, fmt.Errorf("container: state: %w", err)
 	}
 
+	t0 := time.Now()
 	// Root.
 	if err := mountOverlay(spec.Root, filepath.Join(r.dir, "upper"), filepath.Join(r.dir, "work"), r.rootfs()); err != nil {
 		return nil, err
 	}
 
+	tRoot := time.Now()
 	// Network.
 	nic := Nic{Type: "default"}
 	if len(spec.Nics) > 0 {
@@ -468,6 +471,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (c *Container, err erro
 		netnsPath = r.Netns
 	}
 
+	tNet := time.Now()
 	hostname := spec.Hostname
 	if hostname == "" {
 		hostname = name
@@ -500,17 +504,15 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (c *Container, err erro
 	if err := writeJSONAtomic(filepath.Join(r.dir, "config.json"), oci); err != nil {
 		return nil, fmt.Errorf("container: config.json: %w", err)
 	}
+	tSpec := time.Now()
 	lf, err := os.OpenFile(r.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("container: log: %w", err)
 	}
 	runcLog := filepath.Join(r.dir, "runc.log")
-	err = m.runc.create(ctx, r.RuncID, r.dir, filepath.Join(r.dir, "pid"), runcLog, lf)
+	err = m.runc.runDetached(ctx, r.RuncID, r.dir, filepath.Join(r.dir, "pid"), runcLog, lf)
 	lf.Close()
 	if err != nil {
-		return nil, err
-	}
-	if err := m.runc.start(ctx, r.RuncID, runcLog); err != nil {
 		return nil, err
 	}
 	pid := 0
@@ -529,7 +531,8 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (c *Container, err erro
 	if err != nil {
 		return nil, fmt.Errorf("container: state: %w", err)
 	}
-	log.Info("container started", "pid", r.Pid, "ip", r.IP)
+	log.Info("container started", "pid", r.Pid, "ip", r.IP,
+		"root", tRoot.Sub(t0), "net", tNet.Sub(tRoot), "spec", tSpec.Sub(tNet), "runc", time.Since(tSpec))
 	return m.snapshotStatus(r, StatusRunning), nil
 }
 
@@ -756,16 +759,35 @@ func (m *Manager) Wait(ctx context.Context, id uint32) error {
 	if err != nil {
 		return err
 	}
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
+	return waitPid(ctx, r.Pid)
+}
+
+// waitPid waits for a process that is not our child: a pidfd turns readable
+// when it exits (polling /proc when pidfds are unavailable).
+func waitPid(ctx context.Context, pid int) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		for pidAlive(pid) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		return nil
+	}
+	defer unix.Close(fd)
 	for {
-		if !pidAlive(r.Pid) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 100)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("container: wait: %w", err)
+		}
+		if n > 0 || !pidAlive(pid) {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-t.C:
 		}
 	}
 }
@@ -815,9 +837,7 @@ func (m *Manager) Terminate(ctx context.Context, id uint32) error {
 			log.Debug("SIGTERM", "err", err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, m.cfg.StopTimeout)
-		for pidAlive(r.Pid) && wctx.Err() == nil {
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitPid(wctx, r.Pid)
 		cancel()
 	}
 	err := m.teardown(context.WithoutCancel(ctx), r)

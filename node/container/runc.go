@@ -91,10 +91,12 @@ func lastRuncError(path string) string {
 	return last
 }
 
-// create runs `runc create`; the container's init inherits stdio (stdin
-// /dev/null, stdout and stderr the log file) and waits for start.
-func (r *runc) create(ctx context.Context, id, bundle, pidFile, runcLog string, stdio *os.File) error {
-	cmd := r.command(ctx, runcLog, "create", "--bundle", bundle, "--pid-file", pidFile, id)
+// run runs `runc run --detach` (create and start in one runc process: the
+// network is ready before, in the namespace runc joins, so nothing needs the
+// window between them); the container's init inherits stdio (stdin
+// /dev/null, stdout and stderr the log file).
+func (r *runc) runDetached(ctx context.Context, id, bundle, pidFile, runcLog string, stdio *os.File) error {
+	cmd := r.command(ctx, runcLog, "run", "--detach", "--bundle", bundle, "--pid-file", pidFile, id)
 	null, err := os.Open(os.DevNull)
 	if err != nil {
 		return err
@@ -102,13 +104,9 @@ func (r *runc) create(ctx context.Context, id, bundle, pidFile, runcLog string, 
 	defer null.Close()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, stdio, stdio
 	if err := cmd.Run(); err != nil {
-		return r.fail("create", err, nil, runcLog)
+		return r.fail("run", err, nil, runcLog)
 	}
 	return nil
-}
-
-func (r *runc) start(ctx context.Context, id, runcLog string) error {
-	return r.run(ctx, runcLog, "start", id)
 }
 
 func (r *runc) kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
