@@ -46,6 +46,9 @@ func TestLayering(t *testing.T) {
 		{"blockd", []string{"node", "cmd", "flist"}},
 		{"raft", []string{"node", "orchestrator", "blockd", "flist", "cmd"}},
 		{"orchestrator", []string{"node", "cmd"}},
+		// The container runtime is a library under the agent: it knows
+		// neither the agent's wire protocol nor the cluster.
+		{"node/container", []string{"node/agent", "node/resp", "raft", "orchestrator", "chunkstore", "blockd", "cmd"}},
 		{"", []string{"cmd"}},
 	}
 	for _, p := range listPackages(t) {
