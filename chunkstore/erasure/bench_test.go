@@ -72,7 +72,7 @@ func BenchmarkSmallChunks(b *testing.B) {
 // anchor), alternating in the same run. It reports each mode's per-batch
 // latency p50/p99 and the ratio of the p50s (ns/op is one batch of each).
 // "commit" is blockd's fsync16 commit round (BenchmarkClusterCommitPuts in
-// blockd/vdiskbench): 16 blocks of 16 KiB and 16 tree nodes of 8 KiB.
+// bench/vdiskbench): 16 blocks of 16 KiB and 16 tree nodes of 8 KiB.
 //
 //	go test -run=^$ -bench=PutBatch -benchtime=200x ./chunkstore/erasure
 func BenchmarkPutBatch(b *testing.B) {

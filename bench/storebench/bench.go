@@ -15,7 +15,7 @@
 //	res, err := bench.Store(ctx, bench.Config{Dir: "/var/tmp/zos-bench", Bytes: 256 << 20})
 //	fmt.Print(res)
 //
-// or `go test -run=^$ -bench=Store -benchtime=1x ./chunkstore/bench`.
+// or `go test -run=^$ -bench=Store -benchtime=1x ./bench/storebench`.
 //
 // # Measured (2-core dev VM shared with other jobs, load average 4-5)
 //
@@ -52,7 +52,7 @@
 // shard (verified by CRC on both ends and the chunk by BLAKE3), computes
 // only the lost shard, and writes it: 0.55 - 0.62x PUT, about 5x
 // Longhorn's 37 MB/s replica rebuild on this small VM.
-package bench
+package storebench
 
 import (
 	"context"
@@ -60,6 +60,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"strings"
@@ -75,7 +76,6 @@ import (
 	"github.com/zosproject/zos/chunkstore/heal"
 	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/placement"
-	"github.com/zosproject/zos/chunkstore/storetest"
 )
 
 // Config configures a run. The zero value is the documented benchmark
@@ -206,7 +206,7 @@ func Anchor(p chunkstore.Profile, chunkSize int, total int64) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	base := storetest.Data(7, chunkSize)
+	base := data(7, chunkSize)
 	n := int(max(total/int64(chunkSize), 8))
 	size := chunkstore.ShardSize(chunkSize, int(p.K))
 	buf := make([]byte, size*p.N())
@@ -238,7 +238,7 @@ func Anchor(p chunkstore.Profile, chunkSize int, total int64) (float64, error) {
 func DiskCeiling(dir string, p chunkstore.Profile, nodes int, total int64) (float64, error) {
 	shardBytes := total * int64(p.N()) / int64(p.K)
 	per := shardBytes / int64(nodes)
-	buf := storetest.Data(13, 4<<20)
+	buf := data(13, 4<<20)
 	start := time.Now()
 	errs := make(chan error, nodes)
 	for i := range nodes {
@@ -309,7 +309,7 @@ func Store(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	defer c.Close()
-	base := storetest.Data(11, cfg.ChunkSize)
+	base := data(11, cfg.ChunkSize)
 
 	// PUT.
 	refs := make([]chunkstore.Ref, n)
@@ -510,4 +510,19 @@ func parallel(ctx context.Context, n, workers int, fn func(i int) error) (float6
 		first = ctx.Err()
 	}
 	return time.Since(start).Seconds(), first
+}
+
+// data returns n pseudo-random bytes derived from seed (the same bytes as
+// storetest.Data, which this package does not import: it links testing,
+// and `zos bench` is part of the product binary).
+func data(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
+	}
+	for i := n &^ 7; i < n; i++ {
+		b[i] = byte(r.Uint32())
+	}
+	return b
 }

@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -65,6 +66,24 @@ var DefaultWorkloads = []Workload{
 // of one synced write at a time (one FLUSH per write, nothing to coalesce).
 var MoreWorkloads = []Workload{
 	{Name: "4k-randwrite-fsync1-qd1", RW: "randwrite", BS: "4k", IODepth: 1, Fsync: 1},
+}
+
+// Workloads returns the jobs of DefaultWorkloads and MoreWorkloads with the
+// given names, in that order; no names means DefaultWorkloads.
+func Workloads(names []string) ([]Workload, error) {
+	if len(names) == 0 {
+		return slices.Clone(DefaultWorkloads), nil
+	}
+	all := append(slices.Clip(DefaultWorkloads), MoreWorkloads...)
+	var jobs []Workload
+	for _, name := range names {
+		i := slices.IndexFunc(all, func(w Workload) bool { return w.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("nbdbench: unknown fio job %q", name)
+		}
+		jobs = append(jobs, all[i])
+	}
+	return jobs, nil
 }
 
 // Config configures Run. Zero fields take defaults.
