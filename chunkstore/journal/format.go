@@ -168,4 +168,3 @@ func followedByFrame(data []byte, off int) bool {
 	_, _, _, why := parseFrame(data, off+framePrefix+size, nil)
 	return why == ""
 }
-
