@@ -102,28 +102,6 @@ func fileSize(t testing.TB, path string) int64 {
 	return st.Size()
 }
 
-func TestDirAppendRead(t *testing.T) {
-	d := openDir(t, t.TempDir(), DirConfig{})
-	want(t, d, "never", 0)
-	a, b, c, e := rec(1, 1, 100), rec(1, 2, 0), rec(1, 3, 70000), rec(2, 1, 5)
-	mustAppend(t, d, "vd", a)
-	mustAppend(t, d, "vd", b, c)
-	mustAppend(t, d, "vd", e)
-	want(t, d, "vd", 0, a, b, c, e)
-	// Order is (Epoch, Seq), whatever the order of appends; a retried
-	// append (same Epoch and Seq) is read once.
-	mustAppend(t, d, "other", rec(3, 9, 10))
-	mustAppend(t, d, "other", rec(3, 4, 10))
-	mustAppend(t, d, "other", rec(3, 9, 10))
-	want(t, d, "other", 0, rec(3, 4, 10), rec(3, 9, 10))
-	// Payloads are not kept: the caller may reuse them at once.
-	p := rec(4, 1, 1000)
-	buf := bytes.Clone(p.Payload)
-	mustAppend(t, d, "reuse", Record{Epoch: 4, Seq: 1, Payload: buf})
-	clear(buf)
-	want(t, d, "reuse", 0, p)
-}
-
 func TestDirSeal(t *testing.T) {
 	dir := t.TempDir()
 	d := openDir(t, dir, DirConfig{})

@@ -19,6 +19,7 @@ import (
 	"github.com/zosproject/zos/chunkstore/disk"
 	"github.com/zosproject/zos/chunkstore/internal/wire"
 	"github.com/zosproject/zos/chunkstore/journal"
+	"github.com/zosproject/zos/chunkstore/journal/journaltest"
 	"github.com/zosproject/zos/chunkstore/remote"
 	"github.com/zosproject/zos/chunkstore/shard"
 	"github.com/zosproject/zos/chunkstore/shardtest"
@@ -525,6 +526,37 @@ func TestJournal(t *testing.T) {
 	if ops["jappend"] != 4 || ops["jread"] != 5 || ops["jtrim"] != 2 {
 		t.Fatalf("request counts %v", ops)
 	}
+}
+
+// TestJournalConformance: a Client passes the journal suite against a
+// shard server whose node keeps its journals in a Dir; a restart stops
+// the server and the Dir and starts both again over the same directory.
+func TestJournalConformance(t *testing.T) {
+	journaltest.Run(t, func(t *testing.T) journaltest.Harness {
+		jdir := t.TempDir()
+		var srv *shard.Server
+		var d *journal.Dir
+		var c *remote.Client
+		start := func(t *testing.T) journal.Log {
+			var err error
+			if d, err = journal.OpenDir(journal.DirConfig{Dir: jdir, NoSync: true}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { d.Close() })
+			srv, _ = server(t, 12, shard.Config{Journal: d})
+			c = client(t, srv.Addr().String(), remote.Config{})
+			return c
+		}
+		return journaltest.Harness{Log: start(t), Restart: func(t *testing.T, crash func(vfs.FS, string)) journal.Log {
+			c.Close()
+			srv.Close()
+			d.Close()
+			if crash != nil {
+				crash(vfs.Default, jdir)
+			}
+			return start(t)
+		}}
+	})
 }
 
 // TestJournalErrorsCrossTheWire: a server-side journal's ErrInvalid and
