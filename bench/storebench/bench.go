@@ -37,8 +37,9 @@ type Config struct {
 	Dir string
 	// NoSync turns fsync off in the stores.
 	NoSync bool
-	// FirstHost is the last octet of the first node's 127.0.0.x address
-	// (default 20).
+	// Prefix and FirstHost place the nodes, as in localcluster.Config
+	// (default 127.0.0.20 on).
+	Prefix    string
 	FirstHost int
 	Logger    *slog.Logger
 }
@@ -250,7 +251,7 @@ func Store(ctx context.Context, cfg Config) (Result, error) {
 		}
 		res.DiskRatio = res.DiskMBps / res.AnchorMBps
 	}
-	c, err := localcluster.Start(localcluster.Config{Nodes: cfg.Nodes, Profile: cfg.Profile, Dir: dir, NoSync: cfg.NoSync, FirstHost: cfg.FirstHost, Logger: cfg.Logger})
+	c, err := localcluster.Start(localcluster.Config{Nodes: cfg.Nodes, Profile: cfg.Profile, Dir: dir, NoSync: cfg.NoSync, Prefix: cfg.Prefix, FirstHost: cfg.FirstHost, Logger: cfg.Logger})
 	if err != nil {
 		return res, err
 	}

@@ -7,7 +7,11 @@ import (
 
 	"github.com/zosproject/zos/bench/storebench"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("bench/storebench")
 
 func TestStoreSmall(t *testing.T) {
 	if testing.Short() {
@@ -15,7 +19,7 @@ func TestStoreSmall(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	res, err := storebench.Store(ctx, storebench.Config{Bytes: 24 << 20, Dir: t.TempDir(), FirstHost: 60})
+	res, err := storebench.Store(ctx, storebench.Config{Bytes: 24 << 20, Dir: t.TempDir(), Prefix: lo, FirstHost: 60})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +53,7 @@ func BenchmarkAnchor(b *testing.B) {
 //	go test -run=^$ -bench=Store -benchtime=1x ./bench/storebench
 func BenchmarkStore(b *testing.B) {
 	for b.Loop() {
-		res, err := storebench.Store(context.Background(), storebench.Config{Bytes: 128 << 20, Dir: b.TempDir(), FirstHost: 70})
+		res, err := storebench.Store(context.Background(), storebench.Config{Bytes: 128 << 20, Dir: b.TempDir(), Prefix: lo, FirstHost: 70})
 		if err != nil {
 			b.Fatal(err)
 		}

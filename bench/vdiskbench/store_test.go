@@ -10,7 +10,11 @@ import (
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/localcluster"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("bench/vdiskbench")
 
 // BenchmarkClusterPut measures the chunk puts blockd's write-back makes, on
 // an in-process 3-node cluster with fsync: chunks of each block size, 128
@@ -33,7 +37,7 @@ func BenchmarkClusterPutParallelism(b *testing.B) {
 
 func clusterPut(b *testing.B, size, inflight int) {
 	{
-		c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), FirstHost: 160})
+		c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), Prefix: lo, FirstHost: 160})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -72,7 +76,7 @@ func BenchmarkClusterCommitPuts(b *testing.B) {
 	for _, bs := range []int{16 << 10, 64 << 10} {
 		for _, n := range []int{1, 16} {
 			b.Run(fmt.Sprintf("%dK-x%d", bs>>10, n), func(b *testing.B) {
-				c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), FirstHost: 160})
+				c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), Prefix: lo, FirstHost: 160})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -106,7 +110,7 @@ func BenchmarkClusterCommitPuts(b *testing.B) {
 //	go test -run=^$ -bench=ClusterGet -benchtime=20000x ./bench/vdiskbench/
 func BenchmarkClusterGet(b *testing.B) {
 	const size, inflight, n = 16 << 10, 128, 4096
-	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), FirstHost: 160})
+	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), Prefix: lo, FirstHost: 160})
 	if err != nil {
 		b.Fatal(err)
 	}

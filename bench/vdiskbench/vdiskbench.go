@@ -35,6 +35,9 @@ type Config struct {
 	Store   chunkstore.Store
 	Memory  bool
 	Cluster int
+	// ClusterPrefix places the Cluster's nodes on ClusterPrefix+150 on
+	// (default "127.0.0.", as in localcluster.Config).
+	ClusterPrefix string
 	// Dir holds the disk store and qemu-nbd's raw file; default a
 	// temporary directory (removed afterwards).
 	Dir string
@@ -106,7 +109,7 @@ func Serve(ctx context.Context, cfg Config, size int64) (string, func(), error) 
 		if cfg.Dir == "" {
 			return "", nil, fmt.Errorf("vdiskbench: a cluster needs Dir")
 		}
-		c, err := localcluster.Start(localcluster.Config{Nodes: cfg.Cluster, Dir: filepath.Join(cfg.Dir, "cluster"), FirstHost: 150, Logger: cfg.Logger})
+		c, err := localcluster.Start(localcluster.Config{Nodes: cfg.Cluster, Dir: filepath.Join(cfg.Dir, "cluster"), Prefix: cfg.ClusterPrefix, FirstHost: 150, Logger: cfg.Logger})
 		if err != nil {
 			return "", nil, err
 		}

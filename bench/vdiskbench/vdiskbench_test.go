@@ -36,7 +36,7 @@ func BenchmarkNBD(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		nodes, _ := strconv.Atoi(os.Getenv("VDISKBENCH_CLUSTER"))
-		rep, err := Run(context.Background(), Config{Bench: nbdbench.Config{Runtime: rt, Size: 1 << 30}, Addr: "127.0.0.21", BlockSize: bs, Cluster: nodes})
+		rep, err := Run(context.Background(), Config{Bench: nbdbench.Config{Runtime: rt, Size: 1 << 30}, Addr: lo + "21", ClusterPrefix: lo, BlockSize: bs, Cluster: nodes})
 		if out := os.Getenv("VDISKBENCH_OUT"); out != "" && rep != nil {
 			os.WriteFile(out, []byte(rep.Markdown()), 0o644)
 		}
@@ -61,7 +61,7 @@ func TestServeWithFio(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs fio")
 	}
-	rep, err := Run(context.Background(), Config{Addr: "127.0.0.22", Bench: nbdbench.Config{Runtime: time.Second, Size: 64 << 20,
+	rep, err := Run(context.Background(), Config{Addr: lo + "22", ClusterPrefix: lo, Bench: nbdbench.Config{Runtime: time.Second, Size: 64 << 20,
 		Targets: []string{nbdbench.TargetZos}, Workloads: nbdbench.DefaultWorkloads[:1]}})
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func BenchmarkZos(b *testing.B) {
 		for _, w := range append(slices.Clip(nbdbench.DefaultWorkloads), nbdbench.MoreWorkloads...) {
 			b.Run(st.name+"/"+w.Name, func(b *testing.B) {
 				for range b.N {
-					rep, err := Run(context.Background(), Config{Addr: "127.0.0.23", Memory: st.memory, Cluster: st.cluster,
+					rep, err := Run(context.Background(), Config{Addr: lo + "23", ClusterPrefix: lo, Memory: st.memory, Cluster: st.cluster,
 						Bench: nbdbench.Config{Runtime: 10 * time.Second, Size: 1 << 30, Targets: []string{nbdbench.TargetZos}, Workloads: []nbdbench.Workload{w}}})
 					if err != nil {
 						b.Fatal(err)

@@ -83,7 +83,7 @@ func BenchmarkPutBatch(b *testing.B) {
 }
 
 func benchPutBatch(b *testing.B, sizes []int) {
-	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: b.TempDir(), FirstHost: 250})
+	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: b.TempDir(), Prefix: lo, FirstHost: 250})
 	if err != nil {
 		b.Fatal(err)
 	}

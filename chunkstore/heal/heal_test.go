@@ -18,7 +18,11 @@ import (
 	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/storetest"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("chunkstore/heal")
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

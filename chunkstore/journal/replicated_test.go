@@ -19,7 +19,11 @@ import (
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/remote"
 	"github.com/zosproject/zos/chunkstore/shard"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("chunkstore/journal")
 
 var secret = []byte("journal-test-secret-0123456789")
 
@@ -35,7 +39,7 @@ type node struct {
 	srv      *shard.Server
 }
 
-// cluster is a few nodes on 127.0.0.x and the map over them. The first
+// cluster is a few nodes on lo (127.0.N.x) and the map over them. The first
 // node's journal is reached directly (as a node reaches its own), the
 // others through remote clients.
 type cluster struct {
@@ -54,7 +58,7 @@ func startCluster(t testing.TB, n int, noSync bool) *cluster {
 	for i := range n {
 		nd := &node{id: fmt.Sprintf("node-%d", i+1), host: 60 + i, jdir: t.TempDir(), fs: vfs.NewMem()}
 		c.nodes = append(c.nodes, nd)
-		if err := c.start(nd, fmt.Sprintf("127.0.0.%d:0", nd.host)); err != nil {
+		if err := c.start(nd, fmt.Sprintf("%s%d:0", lo, nd.host)); err != nil {
 			t.Fatal(err)
 		}
 		c.m.Nodes = append(c.m.Nodes, placement.Node{ID: nd.id, Addr: nd.addr, Weight: 1, State: placement.Up})

@@ -24,7 +24,11 @@ import (
 	"github.com/zosproject/zos/chunkstore/shard"
 	"github.com/zosproject/zos/chunkstore/shardtest"
 	"github.com/zosproject/zos/chunkstore/storetest"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("chunkstore/remote")
 
 var secret = []byte("test-cluster-secret-0123456789")
 
@@ -34,7 +38,7 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// server starts a disk store and a shard server on 127.0.0.<host>.
+// server starts a disk store and a shard server on <lo><host>.
 func server(t *testing.T, host int, cfg shard.Config) (*shard.Server, *disk.Store) {
 	t.Helper()
 	return serverAt(t, host, cfg, nil)
@@ -47,7 +51,7 @@ func serverAt(t *testing.T, host int, cfg shard.Config, now func() time.Time) (*
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Addr = fmt.Sprintf("127.0.0.%d:0", host)
+	cfg.Addr = fmt.Sprintf("%s%d:0", lo, host)
 	cfg.Secret = secret
 	cfg.Store = st
 	srv, err := shard.Start(cfg)
@@ -220,7 +224,7 @@ func TestGarbagePeers(t *testing.T) {
 // handshake.
 func fakeServer(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.7:0")
+	ln, err := net.Listen("tcp", lo+"7:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +290,7 @@ func TestHungServer(t *testing.T) {
 		t.Fatal("client hung on a stalled server")
 	}
 	// A server that never finishes the handshake: the dial times out.
-	ln, err := net.Listen("tcp", "127.0.0.7:0")
+	ln, err := net.Listen("tcp", lo+"7:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +340,7 @@ func TestReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	srv, err := shard.Start(shard.Config{Addr: "127.0.0.8:0", Secret: secret, Store: st})
+	srv, err := shard.Start(shard.Config{Addr: lo + "8:0", Secret: secret, Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +369,7 @@ func TestReconnect(t *testing.T) {
 // client in a dial backoff: calls fail fast. Retry ends it at once, so the
 // first call after the server is known to be back reaches it.
 func TestRetryEndsBackoff(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.9:0")
+	ln, err := net.Listen("tcp", lo+"9:0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,3 +113,25 @@ func TestRulesFail(t *testing.T) {
 		t.Errorf("temp module, testing: %q", bad)
 	}
 }
+
+// TestLoopbackRanges: no test spells out a 127.0.0.x address beyond .1;
+// packages take their own range from internal/testcluster/loopback.
+func TestLoopbackRanges(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := CheckLoopback(strings.TrimSpace(string(out)), LoopbackExempt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report(t, bad)
+	// And it catches one.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "x_test.go"), []byte("package x; const a = \"127.0.0."+"7:0\""), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if bad, err := CheckLoopback(dir, nil); err != nil || len(bad) != 1 {
+		t.Fatalf("a hard-coded address: %q, %v", bad, err)
+	}
+}

@@ -3,7 +3,11 @@ package archtest
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -183,4 +187,45 @@ func CheckNoTesting(deps []Package, allowed []string) []string {
 		}
 	}
 	return bad
+}
+
+// LoopbackExempt are packages whose tests may spell 127.0.0.x addresses
+// as data (node records in the state machine's tests), never listened on.
+var LoopbackExempt = []string{"raft/fsm"}
+
+var loopbackRE = regexp.MustCompile(`127\.0\.0\.(\d+)`)
+
+// CheckLoopback returns every 127.0.0.x (x != 1) a test file under root
+// spells out: tests listen on 127.0.0.1 or on their package's range from
+// internal/testcluster/loopback, so that no two packages share an address.
+func CheckLoopback(root string, exempt []string) ([]string, error) {
+	var bad []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		r, _ := filepath.Rel(root, p)
+		if d.IsDir() {
+			if strings.HasPrefix(d.Name(), ".") || slices.Contains(exempt, filepath.ToSlash(r)) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			for _, m := range loopbackRE.FindAllStringSubmatch(line, -1) {
+				if m[1] != "1" {
+					bad = append(bad, fmt.Sprintf("%s:%d: %s: take an address of the package's range from internal/testcluster/loopback", r, i+1, m[0]))
+				}
+			}
+		}
+		return nil
+	})
+	return bad, err
 }
