@@ -26,6 +26,7 @@ import (
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/internal/slogx"
 	"github.com/zosproject/zos/internal/testcluster/loopback"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
 
 // lo is this package's loopback range (internal/testcluster/loopback).
@@ -111,17 +112,6 @@ func (n *node) stop(t *testing.T) {
 	}
 	n.svc.Close()
 	n.srv = nil
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // writeImage writes a deterministic file of size bytes: random data with
@@ -487,7 +477,7 @@ func TestClientExt4SnapshotCloneRollback(t *testing.T) {
 // server releases it after the client's disconnect).
 func waitDetached(t *testing.T, s *Service, name string) {
 	t.Helper()
-	waitFor(t, name+" to be detached", time.Minute, func() bool {
+	wait.For(t, time.Minute, name+" to be detached", func() bool {
 		in, err := s.Get(context.Background(), name, false)
 		return err == nil && in.AttachedTo == ""
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/zosproject/zos/chunkstore/disk"
 	"github.com/zosproject/zos/chunkstore/shardtest"
 	"github.com/zosproject/zos/chunkstore/storetest"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
 
 func open(t *testing.T, cfg disk.Config) *disk.Store {
@@ -239,13 +240,12 @@ func TestBackgroundCompaction(t *testing.T) {
 	if _, err := s.DeleteShards(ctx(t), keys[:30], 0); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for s.Stats().Compacted == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("background compaction never ran: %+v", s.Stats())
+	wait.Until(t, 30*time.Second, func() error {
+		if st := s.Stats(); st.Compacted == 0 {
+			return fmt.Errorf("background compaction never ran: %+v", st)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // corruptOnDisk flips a byte of the shard's data in its segment file.

@@ -14,6 +14,7 @@ import (
 	"github.com/zosproject/zos/chunkstore/scrub"
 	"github.com/zosproject/zos/chunkstore/storetest"
 	"github.com/zosproject/zos/internal/testcluster/loopback"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
 
 // lo is this package's loopback range (internal/testcluster/loopback).
@@ -176,13 +177,7 @@ func TestScheduled(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Start()
-	deadline := time.Now().Add(time.Minute)
-	for s.Progress().Finished.IsZero() {
-		if time.Now().After(deadline) {
-			t.Fatal("no scheduled pass ran")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, time.Minute, "a scheduled pass", func() bool { return !s.Progress().Finished.IsZero() })
 	// Count from the metrics (Close may interrupt a later pass, whose
 	// result is what Progress reports then).
 	mfs, err := reg.Gather()
