@@ -389,6 +389,9 @@ func startFuse(t *testing.T, uri string) *fuseDisk {
 		case <-time.After(30 * time.Second):
 			f.cmd.Process.Kill()
 			<-exited
+			// A killed nbdfuse leaves a dead mount ("transport endpoint
+			// is not connected") that TempDir's cleanup cannot remove.
+			exec.Command("fusermount3", "-u", "-z", f.dir).Run()
 		}
 	}
 	t.Cleanup(stop)

@@ -1,8 +1,3 @@
-// Package localcluster runs a whole chunk store cluster in one process:
-// N shard servers on loopback addresses (127.0.0.x by default), each over
-// its own disk store, and an erasure store over them. Tests use it, and so
-// does the store benchmark (bench/storebench) that `zos bench store` calls. Nodes can be
-// stopped (as if killed), restarted, marked down or removed, and added.
 package localcluster
 
 import (
