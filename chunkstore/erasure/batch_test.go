@@ -97,7 +97,7 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // all its shards (several only past the part limits), and every chunk
 // reads back.
 func TestPutManyOneRequestPerNode(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 3, Prefix: lo, FirstHost: 220})
+	c := start(t, localcluster.Config{Nodes: 3, FirstHost: 220})
 	s, log, reg := batchStore(t, c, chunkstore.Profile{K: 2, M: 1})
 
 	chunks := batchOf(1, 32, 16<<10)
@@ -154,7 +154,7 @@ func TestPutManyOneRequestPerNode(t *testing.T) {
 // the dead node and remembered as a pending repair; with three dead, 3
 // live homes are fewer than k and every chunk fails.
 func TestPutManyNodeDown(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, Prefix: lo, FirstHost: 226})
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 226})
 	s, _, reg := batchStore(t, c, chunkstore.Profile{K: 4, M: 2})
 	c.Stop(1)
 	chunks := batchOf(200, 20, 50<<10)
@@ -201,7 +201,7 @@ func TestPutManyNodeDown(t *testing.T) {
 // chunks with both dead nodes among their homes (one live home, fewer
 // than k) fail, the BatchError names them, and the others are stored.
 func TestPutManyPartialFailure(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, Prefix: lo, FirstHost: 235})
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 235})
 	s, _, reg := batchStore(t, c, chunkstore.Profile{K: 2, M: 1})
 	dead := []string{c.Nodes[3].ID, c.Nodes[5].ID}
 	c.Stop(3)
@@ -264,7 +264,7 @@ func TestPutManyPartialFailure(t *testing.T) {
 // TestPutManyCancelled: a batch stuck on a node that never answers
 // returns context.Canceled as soon as its context ends.
 func TestPutManyCancelled(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 3, Prefix: lo, FirstHost: 241, RequestTimeout: 10 * time.Minute})
+	c := start(t, localcluster.Config{Nodes: 3, FirstHost: 241, RequestTimeout: 10 * time.Minute})
 	addr := c.Nodes[1].Addr
 	c.Stop(1)
 	hang := hangingListener(t, addr)

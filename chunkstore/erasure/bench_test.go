@@ -27,7 +27,7 @@ func BenchmarkSmallChunks(b *testing.B) {
 			if mode == "replicated" {
 				below = size + 1
 			}
-			c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, ReplicateBelow: below, FirstHost: 120, NoSync: true})
+			c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, ReplicateBelow: below, Prefix: lo, FirstHost: 120, NoSync: true})
 			if err != nil {
 				b.Fatal(err)
 			}

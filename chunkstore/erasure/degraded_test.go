@@ -118,7 +118,7 @@ var degradedSizes = []int{100 << 10, 1000, 1 << 20, 16 << 10, 300 << 10, 50 << 1
 // acknowledged or remembered; once the servers are back on their
 // directories the pending repairs rebuild every missing shard.
 func TestDegradedWriteThreeNodes(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 3, Dir: t.TempDir(), NoSync: true, Prefix: lo, FirstHost: 140, RequestTimeout: 5 * time.Second})
+	c := start(t, localcluster.Config{Nodes: 3, Dir: t.TempDir(), NoSync: true, FirstHost: 140, RequestTimeout: 5 * time.Second})
 	s, reg := degradedStore(t, c, chunkstore.Profile{K: 2, M: 1}, nil)
 	dead := c.Nodes[2].ID
 	c.Stop(2)
@@ -183,7 +183,7 @@ func TestDegradedWriteThreeNodes(t *testing.T) {
 // and the quorum at k; three dead is ErrUnavailable. Restarted, every
 // missing shard is rebuilt (at a limited rate).
 func TestDegradedWriteSixNodes(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, Dir: t.TempDir(), NoSync: true, Prefix: lo, FirstHost: 150, RequestTimeout: 5 * time.Second})
+	c := start(t, localcluster.Config{Nodes: 6, Dir: t.TempDir(), NoSync: true, FirstHost: 150, RequestTimeout: 5 * time.Second})
 	s, reg := degradedStore(t, c, chunkstore.Profile{K: 4, M: 2}, func(cfg *erasure.Config) { cfg.PendingRate = 64 << 20 })
 	c.Stop(0)
 	one := writeBoth(t, s, 2000, degradedSizes[:6])
@@ -235,7 +235,7 @@ func TestDegradedWriteSixNodes(t *testing.T) {
 // (The stores are on real files: closing a disk store while its server
 // reads from it is a data race on pebble's MemFS.)
 func TestDegradedWriteRefusingNode(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 3, Dir: t.TempDir(), NoSync: true, Prefix: lo, FirstHost: 160, RequestTimeout: 5 * time.Second})
+	c := start(t, localcluster.Config{Nodes: 3, Dir: t.TempDir(), NoSync: true, FirstHost: 160, RequestTimeout: 5 * time.Second})
 	s, reg := degradedStore(t, c, chunkstore.Profile{K: 2, M: 1}, nil)
 	c.Nodes[1].Disk.Close() // the server answers, every write refused
 	_, err := s.Put(ctx(t), storetest.Data(5, 100<<10))
@@ -256,7 +256,7 @@ func TestDegradedWriteRefusingNode(t *testing.T) {
 		t.Errorf("zos_chunk_degraded_puts_total = %v after failed puts", got)
 	}
 
-	c6 := start(t, localcluster.Config{Nodes: 6, Dir: t.TempDir(), NoSync: true, Prefix: lo, FirstHost: 170, RequestTimeout: 5 * time.Second})
+	c6 := start(t, localcluster.Config{Nodes: 6, Dir: t.TempDir(), NoSync: true, FirstHost: 170, RequestTimeout: 5 * time.Second})
 	s6, reg6 := degradedStore(t, c6, chunkstore.Profile{K: 4, M: 2}, nil)
 	c6.Nodes[4].Disk.Close()
 	d := storetest.Data(7, 1<<20)
@@ -293,7 +293,7 @@ func TestDegradedWriteRefusingNode(t *testing.T) {
 // remembered but counted; when their node answers, HealNeeded is called
 // for it, and the remembered ones are rebuilt.
 func TestPendingOverflow(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 3, NoSync: true, Prefix: lo, FirstHost: 175, RequestTimeout: 5 * time.Second})
+	c := start(t, localcluster.Config{Nodes: 3, NoSync: true, FirstHost: 175, RequestTimeout: 5 * time.Second})
 	called := make(chan string, 10)
 	s, reg := degradedStore(t, c, chunkstore.Profile{K: 2, M: 1}, func(cfg *erasure.Config) {
 		cfg.PendingLimit = 2
@@ -349,7 +349,7 @@ func TestPendingOverflow(t *testing.T) {
 // map says it is down, are dropped when it is removed (heal rebuilds its
 // shards elsewhere) and by ForgetPending (out).
 func TestPendingNodeRemovedOrOut(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, NoSync: true, Prefix: lo, FirstHost: 180, RequestTimeout: 5 * time.Second})
+	c := start(t, localcluster.Config{Nodes: 6, NoSync: true, FirstHost: 180, RequestTimeout: 5 * time.Second})
 	s, _ := degradedStore(t, c, chunkstore.Profile{K: 4, M: 2}, nil)
 	c.Stop(0)
 	c.Stop(1)

@@ -23,6 +23,9 @@ var lo = loopback.Prefix("chunkstore/erasure")
 
 func start(t *testing.T, cfg localcluster.Config) *localcluster.Cluster {
 	t.Helper()
+	if cfg.Prefix == "" {
+		cfg.Prefix = lo
+	}
 	c, err := localcluster.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +52,7 @@ func TestConformanceSmall(t *testing.T) {
 	for _, n := range []int{3, 1} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T) chunkstore.Store {
-				return start(t, localcluster.Config{Nodes: n, Prefix: lo, FirstHost: 40}).Store
+				return start(t, localcluster.Config{Nodes: n, FirstHost: 40}).Store
 			})
 		})
 	}
@@ -137,7 +140,7 @@ func readAll(t *testing.T, s chunkstore.Store, want map[chunkstore.Ref][]byte) {
 // told), every chunk still reads; writes succeed degraded, and in full
 // after the map marks them down.
 func TestDegradedReads(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, Prefix: lo, FirstHost: 50, RequestTimeout: 5 * time.Second})
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 50, RequestTimeout: 5 * time.Second})
 	want := putMany(t, c.Store, 30, 1)
 	c.Stop(1)
 	c.Stop(4)
@@ -162,7 +165,7 @@ func TestDegradedReads(t *testing.T) {
 // TestReadRepair: a shard deleted from its home (or corrupted there) is
 // rewritten in the background after a read.
 func TestReadRepair(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, Prefix: lo, FirstHost: 60})
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 60})
 	d := storetest.Data(5, 500000)
 	ref, err := c.Store.Put(ctx(t), d)
 	if err != nil {
@@ -219,7 +222,7 @@ func corruptShard(t *testing.T, n *localcluster.Node, k chunkstore.ShardKey) {
 // TestTinyChunksReplicated: small chunks are stored as 1+m copies and read
 // from one node.
 func TestTinyChunksReplicated(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, Prefix: lo, FirstHost: 70})
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 70})
 	d := []byte("a tiny chunk")
 	ref, err := c.Store.Put(ctx(t), d)
 	if err != nil {
@@ -238,7 +241,7 @@ func TestTinyChunksReplicated(t *testing.T) {
 // TestMapChange: after nodes join, chunks are found at their old homes
 // (through the map history, and without it by asking every node).
 func TestMapChange(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 4, Prefix: lo, FirstHost: 80})
+	c := start(t, localcluster.Config{Nodes: 4, FirstHost: 80})
 	want := putMany(t, c.Store, 20, 7)
 	if _, err := c.AddNode(); err != nil {
 		t.Fatal(err)
@@ -264,7 +267,7 @@ func TestMapChange(t *testing.T) {
 // TestUnavailable: with too many nodes gone, errors say so instead of
 // "not found", and writes fail cleanly.
 func TestUnavailable(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, Prefix: lo, FirstHost: 90, RequestTimeout: 3 * time.Second})
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 90, RequestTimeout: 3 * time.Second})
 	want := putMany(t, c.Store, 5, 3)
 	for i := range 3 {
 		c.Stop(i)
@@ -294,7 +297,7 @@ func TestUnavailable(t *testing.T) {
 // TestHungNode: a node that accepts and never answers costs a timeout, not
 // a hang, and reads and writes still succeed.
 func TestHungNode(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, Prefix: lo, FirstHost: 100, RequestTimeout: 2 * time.Second})
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 100, RequestTimeout: 2 * time.Second})
 	want := putMany(t, c.Store, 10, 11)
 	// Node 2's address now leads to a listener that accepts and hangs.
 	addr := c.Nodes[2].Addr
@@ -377,7 +380,7 @@ func (s damagingStore) GetShardsUnverified(ctx context.Context, keys []chunkstor
 // shards are checksummed, the damaged one is replaced by another, and the
 // read returns the right bytes.
 func TestShardDamagedInTransit(t *testing.T) {
-	c := start(t, localcluster.Config{Nodes: 6, Prefix: lo, FirstHost: 110})
+	c := start(t, localcluster.Config{Nodes: 6, FirstHost: 110})
 	d := storetest.Data(9, 1<<20)
 	ref, err := c.Store.Put(ctx(t), d)
 	if err != nil {

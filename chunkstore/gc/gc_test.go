@@ -29,7 +29,7 @@ func ctx(t *testing.T) context.Context {
 
 func start(t *testing.T, host int) *localcluster.Cluster {
 	t.Helper()
-	c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, FirstHost: host})
+	c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, Prefix: lo, FirstHost: host})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,9 @@ func ctx(t *testing.T) context.Context {
 
 func start(t *testing.T, cfg localcluster.Config) *localcluster.Cluster {
 	t.Helper()
+	if cfg.Prefix == "" {
+		cfg.Prefix = lo
+	}
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
 	}

@@ -28,7 +28,7 @@ func ctx(t *testing.T) context.Context {
 
 func start(t *testing.T, host int) (*localcluster.Cluster, map[chunkstore.Ref][]byte) {
 	t.Helper()
-	c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, Dir: t.TempDir(), NoSync: true, FirstHost: host})
+	c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, Dir: t.TempDir(), NoSync: true, Prefix: lo, FirstHost: host})
 	if err != nil {
 		t.Fatal(err)
 	}
