@@ -72,32 +72,12 @@ func ctx(t *testing.T) context.Context {
 // contents derived from seed.
 var shardsOf = shardtest.Shards
 
-func mustPut(t *testing.T, s chunkstore.ShardStore, sh ...chunkstore.Shard) {
-	t.Helper()
-	if err := s.PutShards(ctx(t), sh); err != nil {
-		t.Fatalf("PutShards: %v", err)
-	}
-}
-
-func get(t *testing.T, s chunkstore.ShardStore, k chunkstore.ShardKey) chunkstore.ShardResult {
-	t.Helper()
-	res, err := s.GetShards(ctx(t), []chunkstore.ShardKey{k})
-	if err != nil {
-		t.Fatalf("GetShards: %v", err)
-	}
-	return res[0]
-}
-
-func checkShard(t *testing.T, s chunkstore.ShardStore, want chunkstore.Shard) {
-	t.Helper()
-	r := get(t, s, want.Key)
-	if r.Err != nil {
-		t.Fatalf("get %s: %v", want.Key, r.Err)
-	}
-	if !bytes.Equal(r.Shard.Data, want.Data) || r.Shard.Sum != want.Sum || r.Shard.ChunkSize != want.ChunkSize {
-		t.Fatalf("get %s returned different bytes or header", want.Key)
-	}
-}
+// Helpers shared with the shard conformance suite.
+var (
+	mustPut    = shardtest.MustPut
+	get        = shardtest.Get
+	checkShard = shardtest.CheckShard
+)
 
 func TestReopen(t *testing.T) {
 	dir := t.TempDir()

@@ -62,3 +62,17 @@ func TestReplicatedConformance(t *testing.T) {
 		}}
 	})
 }
+
+// TestDirConcurrent: 12 journals written at once by 4 writers each, through
+// a Dir that keeps at most 3 files open.
+func TestDirConcurrent(t *testing.T) {
+	d, err := journal.OpenDir(journal.DirConfig{Dir: t.TempDir(), NoSync: true, MaxOpen: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	journaltest.Concurrent(t, d, 12)
+	if open := d.OpenFiles(); open > 3 {
+		t.Fatalf("%d files open, MaxOpen is 3", open)
+	}
+}

@@ -1,11 +1,9 @@
 package journal_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +14,7 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/disk"
 	"github.com/zosproject/zos/chunkstore/journal"
+	"github.com/zosproject/zos/chunkstore/journal/journaltest"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/remote"
 	"github.com/zosproject/zos/chunkstore/shard"
@@ -194,26 +193,7 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-func rec(epoch, seq uint64, n int) journal.Record {
-	r := rand.New(rand.NewPCG(epoch, seq))
-	p := make([]byte, n)
-	for i := range p {
-		p[i] = byte(r.Uint32())
-	}
-	return journal.Record{Epoch: epoch, Seq: seq, Payload: p}
-}
-
-func same(t testing.TB, got []journal.Record, want []journal.Record) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%d records, want %d", len(got), len(want))
-	}
-	for i := range got {
-		if got[i].Epoch != want[i].Epoch || got[i].Seq != want[i].Seq || !bytes.Equal(got[i].Payload, want[i].Payload) {
-			t.Fatalf("record %d is %d/%d, want %d/%d", i, got[i].Epoch, got[i].Seq, want[i].Epoch, want[i].Seq)
-		}
-	}
-}
+var rec = journaltest.Rec
 
 // TestReplicatedHolderLoss: appends go to exactly Copies nodes; with one
 // of them gone a takeover's Read still returns every acknowledged record
@@ -238,7 +218,7 @@ func TestReplicatedHolderLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		if slices.Contains(holders, i) {
-			same(t, got, acked)
+			journaltest.Same(t, got, acked...)
 		} else if len(got) != 0 {
 			t.Fatalf("%s is not a holder but has %d records", nd.id, len(got))
 		}
@@ -251,7 +231,7 @@ func TestReplicatedHolderLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same(t, got, acked)
+	journaltest.Same(t, got, acked...)
 	// The old writer is fenced by the surviving holder.
 	if err := r.Append(ctx, name, 1, []journal.Record{rec(1, 100, 10)}); !errors.Is(err, journal.ErrFenced) {
 		t.Fatalf("old writer's append: %v", err)
@@ -272,7 +252,7 @@ func TestReplicatedHolderLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same(t, got, append(slices.Clone(acked), next...))
+	journaltest.Same(t, got, append(slices.Clone(acked), next...)...)
 
 	// The lost holder comes back (never sealed: it did not answer): the
 	// old writer, whose holders it is again, is still fenced by the other.
@@ -360,7 +340,7 @@ func TestReplicatedFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same(t, got, append(slices.Clone(first), rec2...))
+	journaltest.Same(t, got, append(slices.Clone(first), rec2...)...)
 	if err := r.Append(ctx, name, 1, []journal.Record{rec(1, 3, 10)}); !errors.Is(err, journal.ErrFenced) {
 		t.Fatalf("old writer's append after the takeover: %v, want ErrFenced", err)
 	}
@@ -481,7 +461,7 @@ func TestReplicatedWithCopies(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(got) > 0 {
-			same(t, got, want)
+			journaltest.Same(t, got, want...)
 			n++
 		}
 	}

@@ -63,7 +63,7 @@ func (c *Clock) Set(t time.Time) {
 	c.mu.Unlock()
 }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return c
@@ -81,14 +81,16 @@ func Shards(seed uint64, chunkSize int, p chunkstore.Profile) []chunkstore.Shard
 	return out
 }
 
-func mustPut(t *testing.T, s chunkstore.ShardStore, sh ...chunkstore.Shard) {
+// MustPut puts sh, failing t on error.
+func MustPut(t testing.TB, s chunkstore.ShardStore, sh ...chunkstore.Shard) {
 	t.Helper()
 	if err := s.PutShards(ctx(t), sh); err != nil {
 		t.Fatalf("PutShards: %v", err)
 	}
 }
 
-func get(t *testing.T, s chunkstore.ShardStore, k chunkstore.ShardKey) chunkstore.ShardResult {
+// Get gets the shard k, failing t if the call (not the key) fails.
+func Get(t testing.TB, s chunkstore.ShardStore, k chunkstore.ShardKey) chunkstore.ShardResult {
 	t.Helper()
 	res, err := s.GetShards(ctx(t), []chunkstore.ShardKey{k})
 	if err != nil {
@@ -100,9 +102,10 @@ func get(t *testing.T, s chunkstore.ShardStore, k chunkstore.ShardKey) chunkstor
 	return res[0]
 }
 
-func checkShard(t *testing.T, s chunkstore.ShardStore, want chunkstore.Shard) {
+// CheckShard fails t unless s returns want, bytes and header.
+func CheckShard(t testing.TB, s chunkstore.ShardStore, want chunkstore.Shard) {
 	t.Helper()
-	r := get(t, s, want.Key)
+	r := Get(t, s, want.Key)
 	if r.Err != nil {
 		t.Fatalf("get %s: %v", want.Key, r.Err)
 	}
@@ -140,17 +143,17 @@ func walk(t *testing.T, s chunkstore.ShardStore, pageSize int) []chunkstore.Shar
 func fixture(t *testing.T, s chunkstore.ShardStore) (a, b []chunkstore.Shard) {
 	a = Shards(1, 10000, chunkstore.Profile{K: 4, M: 2})
 	b = Shards(2, 100, chunkstore.Profile{K: 2, M: 1})
-	mustPut(t, s, a...)
-	mustPut(t, s, b[1:]...)
+	MustPut(t, s, a...)
+	MustPut(t, s, b[1:]...)
 	return a, b
 }
 
 func testPutGet(t *testing.T, s chunkstore.ShardStore, _ *Clock) {
 	a, b := fixture(t, s)
 	for _, sh := range append(a, b[1:]...) {
-		checkShard(t, s, sh)
+		CheckShard(t, s, sh)
 	}
-	if r := get(t, s, b[0].Key); !errors.Is(r.Err, chunkstore.ErrNotFound) || r.Shard.Data != nil {
+	if r := Get(t, s, b[0].Key); !errors.Is(r.Err, chunkstore.ErrNotFound) || r.Shard.Data != nil {
 		t.Fatalf("missing shard: %v", r.Err)
 	}
 	// A batch answers per key, in order.
@@ -168,13 +171,13 @@ func testPutGet(t *testing.T, s chunkstore.ShardStore, _ *Clock) {
 func testWildcards(t *testing.T, s chunkstore.ShardStore, _ *Clock) {
 	a, b := fixture(t, s)
 	// Index 3 of a under any profile; any shard of b (its first, index 1).
-	if r := get(t, s, chunkstore.ShardKey{Ref: a[0].Key.Ref, Index: 3}); r.Err != nil || r.Shard.Key != a[3].Key || !bytes.Equal(r.Shard.Data, a[3].Data) {
+	if r := Get(t, s, chunkstore.ShardKey{Ref: a[0].Key.Ref, Index: 3}); r.Err != nil || r.Shard.Key != a[3].Key || !bytes.Equal(r.Shard.Data, a[3].Data) {
 		t.Fatalf("wildcard profile get = %v, %v", r.Shard.Key, r.Err)
 	}
-	if r := get(t, s, chunkstore.ShardKey{Ref: b[0].Key.Ref, Index: chunkstore.AnyIndex}); r.Err != nil || r.Shard.Key != b[1].Key {
+	if r := Get(t, s, chunkstore.ShardKey{Ref: b[0].Key.Ref, Index: chunkstore.AnyIndex}); r.Err != nil || r.Shard.Key != b[1].Key {
 		t.Fatalf("wildcard get = %v, %v", r.Shard.Key, r.Err)
 	}
-	if r := get(t, s, chunkstore.ShardKey{Ref: chunkstore.Sum(nil), Index: chunkstore.AnyIndex}); !errors.Is(r.Err, chunkstore.ErrNotFound) {
+	if r := Get(t, s, chunkstore.ShardKey{Ref: chunkstore.Sum(nil), Index: chunkstore.AnyIndex}); !errors.Is(r.Err, chunkstore.ErrNotFound) {
 		t.Fatalf("wildcard get of an absent Ref: %v", r.Err)
 	}
 }
@@ -194,18 +197,18 @@ func testQueryAnyProfile(t *testing.T, s chunkstore.ShardStore, _ *Clock) {
 			seed := uint64(1000 * (n + 1))
 			var first chunkstore.Profile
 			for i, p := range profiles {
-				mustPut(t, s, Shards(seed, 100000, p)...)
+				MustPut(t, s, Shards(seed, 100000, p)...)
 				if i == 0 || p.K < first.K || p.K == first.K && p.M < first.M {
 					first = p
 				}
 				// Another Ref under each profile, so that lookups see
 				// keys next to the one asked for.
-				mustPut(t, s, Shards(seed+uint64(10+i), 50000, p)...)
+				MustPut(t, s, Shards(seed+uint64(10+i), 50000, p)...)
 			}
 			want := Shards(seed, 100000, first)
 			for idx := range int(first.K + first.M) {
 				q := chunkstore.ShardKey{Ref: want[0].Key.Ref, Index: uint8(idx)}
-				r := get(t, s, q)
+				r := Get(t, s, q)
 				if r.Err != nil || r.Shard.Key != want[idx].Key || !bytes.Equal(r.Shard.Data, want[idx].Data) {
 					t.Fatalf("index %d under any profile: %v %v, want %v", idx, r.Shard.Key, r.Err, want[idx].Key)
 				}
@@ -213,12 +216,12 @@ func testQueryAnyProfile(t *testing.T, s chunkstore.ShardStore, _ *Clock) {
 			// An index only the larger profiles have.
 			if len(profiles) > 1 {
 				q := chunkstore.ShardKey{Ref: want[0].Key.Ref, Index: 5}
-				if r := get(t, s, q); r.Err != nil || r.Shard.Key.Index != 5 || int(r.Shard.Key.Profile.K+r.Shard.Key.Profile.M) <= 5 {
+				if r := Get(t, s, q); r.Err != nil || r.Shard.Key.Index != 5 || int(r.Shard.Key.Profile.K+r.Shard.Key.Profile.M) <= 5 {
 					t.Fatalf("index 5 under any profile: %v %v", r.Shard.Key, r.Err)
 				}
 			}
 			missing := chunkstore.ShardKey{Ref: chunkstore.Sum([]byte("absent")), Index: 0}
-			if r := get(t, s, missing); !errors.Is(r.Err, chunkstore.ErrNotFound) {
+			if r := Get(t, s, missing); !errors.Is(r.Err, chunkstore.ErrNotFound) {
 				t.Fatalf("absent Ref: %v", r.Err)
 			}
 		})
@@ -279,7 +282,7 @@ func testRePutRefreshes(t *testing.T, s chunkstore.ShardStore, c *Clock) {
 	a, _ := fixture(t, s)
 	before, counted := stats(t, s)
 	c.Set(time.Unix(2000, 0))
-	mustPut(t, s, a[0])
+	MustPut(t, s, a[0])
 	if after, _ := stats(t, s); counted && (after.WriteBytes != before.WriteBytes || after.Shards != before.Shards) {
 		t.Fatalf("re-put rewrote data: %+v -> %+v", before, after)
 	}
@@ -290,20 +293,20 @@ func testRePutRefreshes(t *testing.T, s chunkstore.ShardStore, c *Clock) {
 	if st[0].Shard.Written != c.Now().UnixNano() || st[1].Shard.Written != time.Unix(1000, 0).UnixNano() {
 		t.Fatalf("written times after touch: %d %d", st[0].Shard.Written, st[1].Shard.Written)
 	}
-	checkShard(t, s, a[0])
+	CheckShard(t, s, a[0])
 }
 
 func testDeleteByAge(t *testing.T, s chunkstore.ShardStore, c *Clock) {
 	a, b := fixture(t, s)
 	c.Set(time.Unix(2000, 0))
-	mustPut(t, s, a[0])
+	MustPut(t, s, a[0])
 	// Conditional delete: shards of a written before 1500 go, a[0] stays.
 	n, err := s.DeleteShards(ctx(t), []chunkstore.ShardKey{{Ref: a[0].Key.Ref, Index: chunkstore.AnyIndex}}, time.Unix(1500, 0).UnixNano())
 	if err != nil || n != 5 {
 		t.Fatalf("conditional delete = %d, %v; want 5", n, err)
 	}
-	checkShard(t, s, a[0])
-	if r := get(t, s, a[1].Key); !errors.Is(r.Err, chunkstore.ErrNotFound) {
+	CheckShard(t, s, a[0])
+	if r := Get(t, s, a[1].Key); !errors.Is(r.Err, chunkstore.ErrNotFound) {
 		t.Fatalf("deleted shard still readable: %v", r.Err)
 	}
 	// Deleting what is not there is no error.
@@ -361,7 +364,7 @@ func testLargeShards(t *testing.T, s chunkstore.ShardStore, _ *Clock) {
 	for i := range 8 {
 		all = append(all, Shards(uint64(50+i), 3<<20, chunkstore.Profile{K: 2, M: 1})[:2]...)
 	}
-	mustPut(t, s, all...)
+	MustPut(t, s, all...)
 	keys := make([]chunkstore.ShardKey, len(all))
 	for i, sh := range all {
 		keys[i] = sh.Key
