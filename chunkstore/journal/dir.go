@@ -419,12 +419,12 @@ func (d *Dir) Append(ctx context.Context, name string, epoch uint64, recs []Reco
 	if err := d.load(j); err != nil {
 		return err
 	}
+	if s := j.sealAt(); epoch < s {
+		return fmt.Errorf("%w: journal %q is sealed at epoch %d; append at epoch %d refused", ErrFenced, name, s, epoch)
+	}
 	if j.failed != nil {
 		return fmt.Errorf("%w: journal %q: an earlier append failed (%v), so its file cannot take durable appends; reopen the journal directory or Trim(name, All, All) it (its records live on in the other copies)",
 			ErrSyncFailed, name, j.failed)
-	}
-	if s := j.sealAt(); epoch < s {
-		return fmt.Errorf("%w: journal %q is sealed at epoch %d; append at epoch %d refused", ErrFenced, name, s, epoch)
 	}
 	c := cost(recs)
 	if j.cost+c > MaxBytes {
@@ -465,7 +465,7 @@ func (d *Dir) Append(ctx context.Context, name string, epoch uint64, recs []Reco
 		j.failed = err
 		d.dropFile(j)
 		d.log.Error("journal append failed; refusing appends to it until the directory is reopened", "journal", name, "err", err)
-		return fmt.Errorf("journal %q: append: %w", name, err)
+		return fmt.Errorf("journal %q: append: %w (%w)", name, err, ErrSyncFailed)
 	}
 	j.end += n
 	j.size = j.end

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/zosproject/zos/chunkstore"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,10 +17,12 @@ import (
 // FS (a memory FS, faultfs) the same steps go through the vfs.File
 // methods, so that injected faults fire.
 
-// ErrSyncFailed: an earlier append to the journal failed its write or
-// fdatasync, so its file can take no more durable appends (see
-// journal.failed).
-var ErrSyncFailed = errors.New("journal: an earlier write or fdatasync failed")
+// ErrSyncFailed: an append to the journal failed its write or fdatasync,
+// so its file can take no durable appends until the Dir is reopened (see
+// journal.failed). It wraps chunkstore.ErrUnavailable: for Replicated the
+// node is as good as unreachable for that journal, and the append goes to
+// the next node of the ranking.
+var ErrSyncFailed = fmt.Errorf("%w: journal: a write or fdatasync failed", chunkstore.ErrUnavailable)
 
 // lockDir takes the directory's LOCK file: one process (and one Dir) at a
 // time.
@@ -79,10 +82,12 @@ func (d *Dir) syncData(f vfs.File) error {
 // truncate cuts j's file f to size (j locked) and returns the file to use
 // from then on: f itself when it can be truncated in place (an OS file),
 // else a new file written with f's first size bytes and renamed over it.
-// Neither is synced (see Trim).
+// An in-place truncation is not synced (see Trim).
 func (d *Dir) truncate(j *journal, f vfs.File, size int64) (vfs.File, error) {
 	if t, ok := f.(interface{ Truncate(int64) error }); ok {
-		return f, t.Truncate(size)
+		if err := t.Truncate(size); !errors.Is(err, errors.ErrUnsupported) {
+			return f, err
+		}
 	}
 	keep := make([]byte, size)
 	if _, err := f.ReadAt(keep, 0); err != nil {

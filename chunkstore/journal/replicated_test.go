@@ -32,6 +32,7 @@ type node struct {
 	id, addr string
 	host     int
 	jdir     string
+	jfs      vfs.FS // of the journal.Dir; nil: the OS
 	fs       vfs.FS
 	dir      *journal.Dir
 	store    *disk.Store
@@ -52,10 +53,19 @@ type cluster struct {
 }
 
 func startCluster(t testing.TB, n int, noSync bool) *cluster {
+	return startClusterFS(t, n, noSync, nil)
+}
+
+// startClusterFS is startCluster with node i's journal.Dir over jfs(i)
+// (jfs nil, or returning nil: the OS).
+func startClusterFS(t testing.TB, n int, noSync bool, jfs func(i int) vfs.FS) *cluster {
 	c := &cluster{t: t, noSync: noSync, m: placement.Map{Epoch: 1}, pool: newPool()}
 	t.Cleanup(c.close)
 	for i := range n {
 		nd := &node{id: fmt.Sprintf("node-%d", i+1), host: 60 + i, jdir: t.TempDir(), fs: vfs.NewMem()}
+		if jfs != nil {
+			nd.jfs = jfs(i)
+		}
 		c.nodes = append(c.nodes, nd)
 		if err := c.start(nd, fmt.Sprintf("%s%d:0", lo, nd.host)); err != nil {
 			t.Fatal(err)
@@ -70,7 +80,7 @@ func newPool() *remote.Pool {
 }
 
 func (c *cluster) start(nd *node, addr string) error {
-	d, err := journal.OpenDir(journal.DirConfig{Dir: nd.jdir, NoSync: c.noSync})
+	d, err := journal.OpenDir(journal.DirConfig{Dir: nd.jdir, NoSync: c.noSync, FS: nd.jfs})
 	if err != nil {
 		return err
 	}

@@ -21,8 +21,8 @@
 //     sent twice is read once: records are keyed by (Epoch, Seq)).
 //   - A Client is also the journal.Log of the server's node: appends send
 //     their payloads without copying them and do not keep them after
-//     returning; journal.ErrFenced, ErrInvalid and ErrFull come back as
-//     themselves.
+//     returning; journal.ErrFenced, ErrInvalid, ErrFull and ErrSyncFailed
+//     come back as themselves.
 //
 // # Usage
 //

@@ -563,10 +563,10 @@ func TestJournalConformance(t *testing.T) {
 	})
 }
 
-// TestJournalErrorsCrossTheWire: a server-side journal's ErrInvalid and
-// ErrFull reach the client as themselves.
+// TestJournalErrorsCrossTheWire: a server-side journal's ErrInvalid,
+// ErrFull, ErrFenced and ErrSyncFailed reach the client as themselves.
 func TestJournalErrorsCrossTheWire(t *testing.T) {
-	for _, sentinel := range []error{journal.ErrInvalid, journal.ErrFull, journal.ErrFenced} {
+	for _, sentinel := range []error{journal.ErrInvalid, journal.ErrFull, journal.ErrFenced, journal.ErrSyncFailed} {
 		srv, _ := server(t, 10, shard.Config{Journal: failingLog{fmt.Errorf("%w: as told", sentinel)}})
 		c := client(t, srv.Addr().String(), remote.Config{})
 		if _, err := c.Read(ctx(t), "vd", 1); !errors.Is(err, sentinel) || !strings.Contains(err.Error(), "as told") {
