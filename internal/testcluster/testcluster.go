@@ -3,6 +3,9 @@
 // on their own loopback addresses (a random 127.X.Y.0/24 per cluster, so
 // test packages running in parallel do not collide on the default ports),
 // and kills every process it started when the test ends.
+//
+// Beside it, for in-process tests: loopback hands each test package a
+// 127.0.N.0/24 of its own, and wait is the one polling helper.
 package testcluster
 
 import (

@@ -1,13 +1,17 @@
-package bench_test
+package storebench_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
+	"github.com/zosproject/zos/bench/storebench"
 	"github.com/zosproject/zos/chunkstore"
-	"github.com/zosproject/zos/chunkstore/bench"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("bench/storebench")
 
 func TestStoreSmall(t *testing.T) {
 	if testing.Short() {
@@ -15,7 +19,7 @@ func TestStoreSmall(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	res, err := bench.Store(ctx, bench.Config{Bytes: 24 << 20, Dir: t.TempDir(), FirstHost: 60})
+	res, err := storebench.Store(ctx, storebench.Config{Bytes: 24 << 20, Dir: t.TempDir(), Prefix: lo, FirstHost: 60})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +41,7 @@ func BenchmarkAnchor(b *testing.B) {
 	p := chunkstore.Profile{K: 4, M: 2}
 	b.SetBytes(chunkstore.MaxChunkSize)
 	for b.Loop() {
-		if _, err := bench.Anchor(p, chunkstore.MaxChunkSize, chunkstore.MaxChunkSize); err != nil {
+		if _, err := storebench.Anchor(p, chunkstore.MaxChunkSize, chunkstore.MaxChunkSize); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -46,10 +50,10 @@ func BenchmarkAnchor(b *testing.B) {
 // BenchmarkStore runs the whole benchmark (PUT, GET, rebuild) once per
 // iteration over 128 MiB and reports the rates and ratios:
 //
-//	go test -run=^$ -bench=Store -benchtime=1x ./chunkstore/bench
+//	go test -run=^$ -bench=Store -benchtime=1x ./bench/storebench
 func BenchmarkStore(b *testing.B) {
 	for b.Loop() {
-		res, err := bench.Store(context.Background(), bench.Config{Bytes: 128 << 20, Dir: b.TempDir(), FirstHost: 70})
+		res, err := storebench.Store(context.Background(), storebench.Config{Bytes: 128 << 20, Dir: b.TempDir(), Prefix: lo, FirstHost: 70})
 		if err != nil {
 			b.Fatal(err)
 		}

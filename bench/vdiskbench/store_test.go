@@ -10,13 +10,17 @@ import (
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/localcluster"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("bench/vdiskbench")
 
 // BenchmarkClusterPut measures the chunk puts blockd's write-back makes, on
 // an in-process 3-node cluster with fsync: chunks of each block size, 128
 // in flight. It is the ceiling of a vdisk's sequential write rate.
 //
-//	go test -run=^$ -bench=ClusterPut -benchtime=2000x ./blockd/vdiskbench/
+//	go test -run=^$ -bench=ClusterPut -benchtime=2000x ./bench/vdiskbench/
 func BenchmarkClusterPut(b *testing.B) {
 	for _, size := range []int{16 << 10, 64 << 10, 256 << 10} {
 		b.Run(fmt.Sprintf("%dK", size>>10), func(b *testing.B) { clusterPut(b, size, 128) })
@@ -33,7 +37,7 @@ func BenchmarkClusterPutParallelism(b *testing.B) {
 
 func clusterPut(b *testing.B, size, inflight int) {
 	{
-		c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), FirstHost: 160})
+		c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), Prefix: lo, FirstHost: 160})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -67,12 +71,12 @@ func clusterPut(b *testing.B, size, inflight int) {
 // of a 4k-randwrite-fsync16 workload: blocks and tree leaves put in
 // parallel, waiting for all (ns/op is the latency of the round).
 //
-//	go test -run=^$ -bench=ClusterCommitPuts -benchtime=200x ./blockd/vdiskbench/
+//	go test -run=^$ -bench=ClusterCommitPuts -benchtime=200x ./bench/vdiskbench/
 func BenchmarkClusterCommitPuts(b *testing.B) {
 	for _, bs := range []int{16 << 10, 64 << 10} {
 		for _, n := range []int{1, 16} {
 			b.Run(fmt.Sprintf("%dK-x%d", bs>>10, n), func(b *testing.B) {
-				c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), FirstHost: 160})
+				c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), Prefix: lo, FirstHost: 160})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -103,10 +107,10 @@ func BenchmarkClusterCommitPuts(b *testing.B) {
 // they miss its caches, on an in-process 3-node cluster: 16 KiB chunks,
 // 128 in flight. It is the ceiling of a vdisk's uncached read rate.
 //
-//	go test -run=^$ -bench=ClusterGet -benchtime=20000x ./blockd/vdiskbench/
+//	go test -run=^$ -bench=ClusterGet -benchtime=20000x ./bench/vdiskbench/
 func BenchmarkClusterGet(b *testing.B) {
 	const size, inflight, n = 16 << 10, 128, 4096
-	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), FirstHost: 160})
+	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: filepath.Join(b.TempDir(), "c"), Prefix: lo, FirstHost: 160})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,58 +1,4 @@
-// Package bench measures the chunk store end to end, for `zos bench store`
-// and docs/benchmarks.md: PUT and GET MB/s through the erasure store on a
-// loopback cluster of shard servers (real TCP, real disk stores with fsync),
-// each as a ratio to the anchor — in-process reedsolomon encode + BLAKE3 of
-// the same chunks on one core, measured in the same run — then two healing
-// phases as ratios to PUT: rebuild (one node's disk dies and is replaced by
-// an empty one; its shards are rebuilt onto it) and re-encode (a node is
-// removed for good; five nodes cannot hold 4+2 one shard per node, so
-// every chunk becomes 3+2, see chunkstore/heal). Healers use per-node
-// stores that read the node's own shards from its disk, as `zos node`
-// does. A garbage collection runs between phases so each pays for its own.
-//
-// Usage:
-//
-//	res, err := bench.Store(ctx, bench.Config{Dir: "/var/tmp/zos-bench", Bytes: 256 << 20})
-//	fmt.Print(res)
-//
-// or `go test -run=^$ -bench=Store -benchtime=1x ./chunkstore/bench`.
-//
-// # Measured (2-core dev VM shared with other jobs, load average 4-5)
-//
-// That command (6 nodes, 4+2, 128 MiB of 4 MiB chunks, 8 writers, fsync
-// on), several runs:
-//
-//	anchor (encode + BLAKE3, 1 core)  2.1 - 2.6 GB/s      0.4 - 0.5 CPU-s/GB
-//	PUT                               340 - 405 MB/s      0.15 - 0.18x anchor   2.7 - 3.6 CPU-s/GB
-//	GET                               820 - 1170 MB/s     0.37 - 0.51x anchor   1.5 - 2.3 CPU-s/GB
-//	rebuild (lost shard bytes)        190 - 220 MB/s      0.55 - 0.62x PUT      7 - 9 CPU-s/GB rebuilt
-//	re-encode 4+2 -> 3+2 (chunk bytes) 235 - 285 MB/s     0.67 - 0.76x PUT      4.4 - 6 CPU-s/GB
-//
-// Before the copy-free data path (same command): PUT 0.10 - 0.12x anchor at
-// 3.5 - 5.1 CPU-s/GB; rebuild 10 - 11.6 CPU-s per rebuilt GB. Over 512 MiB
-// (less fixed cost) PUT takes 2.2 - 2.5 CPU-s/GB and GET 1.4 - 1.5.
-//
-// Every run also measures the disk's durable write ceiling (DiskCeiling:
-// the shard bytes written to one file per node, one fdatasync each, best
-// of three). On this VM it caps PUT at 0.26 - 0.35x the anchor (`zos bench
-// store --bytes 1073741824`, three runs; PUT reached 0.52 - 0.59x of it),
-// so the 0.5x PUT target cannot be met here whatever the code does.
-//
-// MB/s swing with the other load on the machine; CPU per GB much less. The
-// PUT target (0.5x anchor) is not met in this setup, and the figures say
-// why. A put is CPU-bound on a loaded machine: besides the anchor's work
-// (BLAKE3 + encode, 0.4 CPU-s/GB) it moves 1.5x the chunk through loopback
-// TCP (send and receive), CRC-32Cs it on both ends and pwrites and fsyncs it
-// on six stores sharing the two cores (profile: syscalls 47%, CRC-32C 19%,
-// BLAKE3 18%, Reed-Solomon 3%; no copies or zeroing left in user space).
-// On a quiet machine it is bound by fsync instead: the six stores share one
-// virtual disk, and with fsync off the same put runs 2x faster at the same
-// CPU cost. On separate machines the server half of the cost and the
-// fsyncs are spread over the six nodes. Rebuild reads k shards per lost
-// shard (verified by CRC on both ends and the chunk by BLAKE3), computes
-// only the lost shard, and writes it: 0.55 - 0.62x PUT, about 5x
-// Longhorn's 37 MB/s replica rebuild on this small VM.
-package bench
+package storebench
 
 import (
 	"context"
@@ -60,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"strings"
@@ -75,7 +22,6 @@ import (
 	"github.com/zosproject/zos/chunkstore/heal"
 	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/placement"
-	"github.com/zosproject/zos/chunkstore/storetest"
 )
 
 // Config configures a run. The zero value is the documented benchmark
@@ -91,8 +37,9 @@ type Config struct {
 	Dir string
 	// NoSync turns fsync off in the stores.
 	NoSync bool
-	// FirstHost is the last octet of the first node's 127.0.0.x address
-	// (default 20).
+	// Prefix and FirstHost place the nodes, as in localcluster.Config
+	// (default 127.0.0.20 on).
+	Prefix    string
 	FirstHost int
 	Logger    *slog.Logger
 }
@@ -206,7 +153,7 @@ func Anchor(p chunkstore.Profile, chunkSize int, total int64) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	base := storetest.Data(7, chunkSize)
+	base := data(7, chunkSize)
 	n := int(max(total/int64(chunkSize), 8))
 	size := chunkstore.ShardSize(chunkSize, int(p.K))
 	buf := make([]byte, size*p.N())
@@ -238,7 +185,7 @@ func Anchor(p chunkstore.Profile, chunkSize int, total int64) (float64, error) {
 func DiskCeiling(dir string, p chunkstore.Profile, nodes int, total int64) (float64, error) {
 	shardBytes := total * int64(p.N()) / int64(p.K)
 	per := shardBytes / int64(nodes)
-	buf := storetest.Data(13, 4<<20)
+	buf := data(13, 4<<20)
 	start := time.Now()
 	errs := make(chan error, nodes)
 	for i := range nodes {
@@ -304,12 +251,12 @@ func Store(ctx context.Context, cfg Config) (Result, error) {
 		}
 		res.DiskRatio = res.DiskMBps / res.AnchorMBps
 	}
-	c, err := localcluster.Start(localcluster.Config{Nodes: cfg.Nodes, Profile: cfg.Profile, Dir: dir, NoSync: cfg.NoSync, FirstHost: cfg.FirstHost, Logger: cfg.Logger})
+	c, err := localcluster.Start(localcluster.Config{Nodes: cfg.Nodes, Profile: cfg.Profile, Dir: dir, NoSync: cfg.NoSync, Prefix: cfg.Prefix, FirstHost: cfg.FirstHost, Logger: cfg.Logger})
 	if err != nil {
 		return res, err
 	}
 	defer c.Close()
-	base := storetest.Data(11, cfg.ChunkSize)
+	base := data(11, cfg.ChunkSize)
 
 	// PUT.
 	refs := make([]chunkstore.Ref, n)
@@ -510,4 +457,19 @@ func parallel(ctx context.Context, n, workers int, fn func(i int) error) (float6
 		first = ctx.Err()
 	}
 	return time.Since(start).Seconds(), first
+}
+
+// data returns n pseudo-random bytes derived from seed (the same bytes as
+// storetest.Data, which this package does not import: it links testing,
+// and `zos bench` is part of the product binary).
+func data(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
+	}
+	for i := n &^ 7; i < n; i++ {
+		b[i] = byte(r.Uint32())
+	}
+	return b
 }

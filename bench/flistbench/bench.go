@@ -14,11 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/zosproject/zos/chunkstore/mem"
 	"github.com/zosproject/zos/flist"
 	"github.com/zosproject/zos/flist/cache"
 	ffuse "github.com/zosproject/zos/flist/fuse"
 	"github.com/zosproject/zos/flist/hub"
-	"github.com/zosproject/zos/flist/internal/memstore"
 )
 
 // testHub is a hub on 127.0.0.1 backed by memory, also serving static
@@ -28,12 +28,12 @@ type testHub struct {
 	ln     net.Listener
 	url    string
 	client *hub.Client
-	store  *memstore.Store
+	store  *fetchCounter
 	done   chan struct{}
 }
 
 func startHub(staticDir string) (*testHub, error) {
-	store := memstore.New()
+	store := &fetchCounter{Store: mem.New()}
 	h := hub.New(hub.Config{Store: store, Registry: hub.NewMemRegistry(), Authenticate: func(*http.Request) (hub.Identity, error) {
 		return hub.Identity{User: "bench", Admin: true}, nil
 	}})
@@ -160,7 +160,7 @@ func ColdStart(ctx context.Context, cfg ColdStartConfig) (ColdStartResult, error
 	return res, nil
 }
 
-func fetchBytes(th *testHub) int64 { return th.store.FetchBytes.Load() }
+func fetchBytes(th *testHub) int64 { return th.store.bytes.Load() }
 
 // WarmReadResult compares warm sequential reads.
 type WarmReadResult struct {
@@ -191,7 +191,7 @@ func WarmRead(ctx context.Context, workDir string, size int64) (WarmReadResult, 
 		return res, err
 	}
 	f.Close()
-	store := memstore.New()
+	store := mem.New()
 	tr, _, err := flist.Build(ctx, src, &flist.Options{Store: store})
 	if err != nil {
 		return res, err
@@ -284,7 +284,7 @@ type StatWalkResult struct {
 // StatWalk builds root into an flist, mounts it and times the walk.
 func StatWalk(ctx context.Context, root, workDir string) (StatWalkResult, error) {
 	var res StatWalkResult
-	store := memstore.New()
+	store := mem.New()
 	tr, _, err := flist.Build(ctx, root, &flist.Options{Store: store, AllowDevices: true})
 	if err != nil {
 		return res, err

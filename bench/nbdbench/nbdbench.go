@@ -1,18 +1,3 @@
-// Package nbdbench measures the zos NBD server with fio's nbd engine
-// against the anchors the design names, in the same run: `nbdkit memory`
-// and qemu-nbd serving a raw file. It is what `zos bench nbd` runs.
-//
-// Every target gets the same export size and the same fio jobs, one after
-// the other (never concurrently: they share the CPUs). Before the jobs each
-// target is filled with data by a sequential fio write, so reads return
-// data and not holes (a sparse read would flatter servers that skip holes).
-// Results are IOPS and MiB/s per target and job, and the ratios of zos to
-// each anchor.
-//
-// By default the zos target is an in-process nbd.Server over a
-// memexport.Export (the server's own cost, comparable to nbdkit memory);
-// Config.ZosURI points the benchmark at any running zos node instead
-// (vdisks on a cluster).
 package nbdbench
 
 import (
@@ -27,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -65,6 +51,24 @@ var DefaultWorkloads = []Workload{
 // of one synced write at a time (one FLUSH per write, nothing to coalesce).
 var MoreWorkloads = []Workload{
 	{Name: "4k-randwrite-fsync1-qd1", RW: "randwrite", BS: "4k", IODepth: 1, Fsync: 1},
+}
+
+// Workloads returns the jobs of DefaultWorkloads and MoreWorkloads with the
+// given names, in that order; no names means DefaultWorkloads.
+func Workloads(names []string) ([]Workload, error) {
+	if len(names) == 0 {
+		return slices.Clone(DefaultWorkloads), nil
+	}
+	all := append(slices.Clip(DefaultWorkloads), MoreWorkloads...)
+	var jobs []Workload
+	for _, name := range names {
+		i := slices.IndexFunc(all, func(w Workload) bool { return w.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("nbdbench: unknown fio job %q", name)
+		}
+		jobs = append(jobs, all[i])
+	}
+	return jobs, nil
 }
 
 // Config configures Run. Zero fields take defaults.

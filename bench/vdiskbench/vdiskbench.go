@@ -1,14 +1,3 @@
-// Package vdiskbench measures vdisks end to end with fio's nbd engine
-// against the anchors of issue 4 in the same run: qemu-nbd on a raw file
-// and nbdkit memory (via blockd/nbd/nbdbench, which runs the fio jobs:
-// 4k randrw QD32, 1M sequential read and write, 4k randwrite with
-// fsync=16). `zos bench nbd` calls Run.
-//
-// The zos target is a vdisk served by an in-process blockd Service and NBD
-// server on 127.0.0.x over Config.Store (default: a local disk shard store
-// with fsync, through chunkstore.WholeChunks, i.e. one node without
-// redundancy), with the control plane in process (raft.NewLocal). Point
-// Config.ZosURI at a vdisk of a running cluster to measure that instead.
 package vdiskbench
 
 import (
@@ -22,9 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/zosproject/zos/bench/nbdbench"
 	"github.com/zosproject/zos/blockd"
 	"github.com/zosproject/zos/blockd/nbd"
-	"github.com/zosproject/zos/blockd/nbd/nbdbench"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/disk"
 	"github.com/zosproject/zos/chunkstore/localcluster"
@@ -46,6 +35,9 @@ type Config struct {
 	Store   chunkstore.Store
 	Memory  bool
 	Cluster int
+	// ClusterPrefix places the Cluster's nodes on ClusterPrefix+150 on
+	// (default "127.0.0.", as in localcluster.Config).
+	ClusterPrefix string
 	// Dir holds the disk store and qemu-nbd's raw file; default a
 	// temporary directory (removed afterwards).
 	Dir string
@@ -117,7 +109,7 @@ func Serve(ctx context.Context, cfg Config, size int64) (string, func(), error) 
 		if cfg.Dir == "" {
 			return "", nil, fmt.Errorf("vdiskbench: a cluster needs Dir")
 		}
-		c, err := localcluster.Start(localcluster.Config{Nodes: cfg.Cluster, Dir: filepath.Join(cfg.Dir, "cluster"), FirstHost: 150, Logger: cfg.Logger})
+		c, err := localcluster.Start(localcluster.Config{Nodes: cfg.Cluster, Dir: filepath.Join(cfg.Dir, "cluster"), Prefix: cfg.ClusterPrefix, FirstHost: 150, Logger: cfg.Logger})
 		if err != nil {
 			return "", nil, err
 		}
