@@ -185,6 +185,13 @@ func (h *Hub) fail(w http.ResponseWriter, err error, code int) {
 	httpx.WriteJSON(w, code, envelope{Status: "error", Message: err.Error()})
 }
 
+// WriteError answers err in the hub's envelope with the status the hub
+// maps it to: for what wraps the hub's routes (the node's Idempotency-Key
+// check) and refuses a request before it reaches them.
+func WriteError(w http.ResponseWriter, err error) {
+	httpx.WriteJSON(w, statusOf(err), envelope{Status: "error", Message: err.Error()})
+}
+
 // statusOf is the HTTP status of an error: the hub's and flist's error
 // kinds here, the chunk store's and the rest by httpx.Classify.
 func statusOf(err error) int {
@@ -305,6 +312,13 @@ func (h *Hub) delete(w http.ResponseWriter, r *http.Request) {
 		repo = id.User
 	}
 	e, err := h.entry(r.Context(), repo, r.PathValue("name"))
+	if errors.Is(err, ErrNotFound) && r.Header.Get(httpx.IdempotencyHeader) != "" && (id.Admin || repo == id.User) {
+		// Perhaps a delete retried after its answer was lost: the
+		// Registry answers it (with the first answer if it remembers
+		// the key, as the node's does; else not found). The caller
+		// may delete anything in this repo, so no owner is checked.
+		e, err = Entry{Repo: repo, Name: TrimFlistName(r.PathValue("name"))}, nil
+	}
 	if err != nil {
 		h.fail(w, err, 0)
 		return
