@@ -119,13 +119,14 @@ zos exits with the job's exit code.
 			if err != nil {
 				return err
 			}
-			switch r.State {
-			case agent.StateSuccess:
+			if r.State == agent.StateSuccess {
 				return nil
-			case agent.StateError:
-				if r.Code > 0 && r.Code < 256 && strings.HasPrefix(r.Data, "process exited") {
-					return &exitError{code: r.Code}
-				}
+			}
+			if r.State != agent.StateError {
+				fmt.Fprintf(errOut, "zos: job %s: %s: %s\n", id, r.State, r.Data)
+			}
+			if r.Code > 0 && r.Code < 256 {
+				return &exitError{code: r.Code}
 			}
 			return fmt.Errorf("job %s: %s (code %d): %s", id, r.State, r.Code, r.Data)
 		},

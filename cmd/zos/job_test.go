@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zosproject/zos/internal/testcluster"
+	"github.com/zosproject/zos/node/agent"
+	"github.com/zosproject/zos/node/agent/client"
+)
+
+// TestJobCLI drives a real `zos node` through the CLI: job run streams
+// output and exits with the job's code, job list and node info answer,
+// and the RESP endpoint refuses a wrong token.
+func TestJobCLI(t *testing.T) {
+	c := testcluster.Start(t, 1, testcluster.Options{})
+	out, err := c.CLI(0, "job", "run", "n1", "--", "sh", "-c", "echo hello; echo oops >&2; exit 7")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 7 {
+		t.Fatalf("job run: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "hello\n") || !strings.Contains(out, "oops\n") {
+		t.Fatalf("job run output:\n%s", out)
+	}
+	if out, err := c.CLI(0, "job", "run", c.Nodes[0].IP, "--", "true"); err != nil {
+		t.Fatalf("job run true: %v\n%s", err, out)
+	}
+	if out, err := c.CLI(0, "job", "run", "n1", "--max-time", "1", "--", "sleep", "100"); !strings.Contains(out, "TIMEOUT") {
+		t.Fatalf("job run with max-time: %v\n%s", err, out)
+	}
+
+	// A long job shows in job list and dies with job kill.
+	addr := net.JoinHostPort(c.Nodes[0].IP, "6379")
+	ac := client.New(addr, c.Token)
+	defer ac.Close()
+	ctx := context.Background()
+	id, err := ac.Submit(ctx, agent.Command{Command: "core.system", Arguments: []byte(`{"name":"sleep","args":["1000"]}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		out, err := c.CLI(0, "job", "list", "n1")
+		if err != nil || !strings.Contains(out, id) {
+			return errors.New(out)
+		}
+		return nil
+	})
+	if out, err := c.CLI(0, "job", "kill", "n1", id); err != nil {
+		t.Fatalf("job kill: %v\n%s", err, out)
+	}
+	if r, err := ac.Result(ctx, id, 60*time.Second); err != nil || r.State != agent.StateKilled {
+		t.Fatalf("killed job: %+v %v", r, err)
+	}
+	out, err = c.CLI(0, "node", "info", "n1")
+	if err != nil || !strings.Contains(out, "kernel") || !strings.Contains(out, "lo") {
+		t.Fatalf("node info: %v\n%s", err, out)
+	}
+	bad := client.New(addr, "wrong")
+	defer bad.Close()
+	if err := bad.R.Ping(ctx).Err(); err == nil {
+		t.Fatal("wrong token accepted")
+	}
+	// The node's /metrics shows the agent.
+	resp, err := exec.Command("curl", "-s", "-H", "Authorization: Bearer "+c.Token, c.APIAddr(0)+"/metrics").Output()
+	if err != nil || !strings.Contains(string(resp), "zos_agent_jobs_total") {
+		t.Fatalf("metrics: %v", err)
+	}
+}
