@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,6 +28,12 @@ import (
 type AgentConfig struct {
 	Duration time.Duration // per target; default 5s
 	Clients  int           // concurrent clients; default 16
+	// Binary, when set, is a zos binary: the agent measured is then a real
+	// `zos node` process (bootstrapped on a random 127.X.Y.Z in a temporary
+	// directory), like the redis-server anchor is a process of its own.
+	// Empty: the agent runs inside the benchmark's process.
+	Binary string
+	Log    io.Writer
 }
 
 // AgentResult is one target's figures.
@@ -56,24 +65,11 @@ func Agent(ctx context.Context, cfg AgentConfig, log io.Writer) ([]AgentResult, 
 	if err != nil {
 		return nil, fmt.Errorf("bench agent needs redis-server as its anchor (apt-get install redis-server): %w", err)
 	}
-	// The agent, as a node runs it: keyspace, RESP server, job manager.
-	const token = "bench"
-	ks := resp.NewKeyspace(resp.KeyspaceConfig{})
-	defer ks.Close()
-	m, err := agent.New(agent.Config{Keyspace: ks})
+	addr, token, stop, err := startAgent(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	srv := resp.New(resp.Config{Auth: func(t string) bool { return t == token }, Handlers: resp.ListHandlers(ks)})
-	go srv.Serve(ctx, ln)
-	defer srv.Close()
-	mdone := make(chan struct{})
-	go func() { m.Run(ctx); close(mdone) }()
-	defer func() { m.Close(); <-mdone }()
+	defer stop()
 
 	// The anchor.
 	port, err := freePort()
@@ -96,7 +92,7 @@ func Agent(ctx context.Context, cfg AgentConfig, log io.Writer) ([]AgentResult, 
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	ac := client.New(ln.Addr().String(), token)
+	ac := client.New(addr, token)
 	defer ac.Close()
 	sample, _ := json.Marshal(agent.Command{ID: client.NewID(), Command: "core.ping"})
 	size := len(sample)
@@ -135,6 +131,65 @@ func Agent(ctx context.Context, cfg AgentConfig, log io.Writer) ([]AgentResult, 
 		ag.Ratio = ag.OpsPerSec / red.OpsPerSec
 	}
 	return []AgentResult{red, ag}, nil
+}
+
+// startAgent starts the agent under test and returns its RESP address.
+func startAgent(ctx context.Context, cfg AgentConfig) (addr, token string, stop func(), err error) {
+	token = "bench-" + strconv.FormatUint(rand.Uint64(), 16)
+	if cfg.Binary == "" {
+		// The agent as a node runs it: keyspace, RESP server, job manager.
+		ks := resp.NewKeyspace(resp.KeyspaceConfig{})
+		m, err := agent.New(agent.Config{Keyspace: ks})
+		if err != nil {
+			return "", "", nil, err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", "", nil, err
+		}
+		srv := resp.New(resp.Config{Auth: func(t string) bool { return t == token }, Handlers: resp.ListHandlers(ks)})
+		go srv.Serve(ctx, ln)
+		mdone := make(chan struct{})
+		go func() { m.Run(ctx); close(mdone) }()
+		return ln.Addr().String(), token, func() { srv.Close(); m.Close(); <-mdone; ks.Close() }, nil
+	}
+	dir, err := os.MkdirTemp("", "zos-bench-agent-")
+	if err != nil {
+		return "", "", nil, err
+	}
+	ip := fmt.Sprintf("127.%d.%d.%d", 20+rand.IntN(200), rand.IntN(250), 1+rand.IntN(250))
+	cmd := exec.Command(cfg.Binary, "node", "--dir", dir, "--bind", ip, "--bootstrap", "--token", token, "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = cfg.Log, cfg.Log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return "", "", nil, err
+	}
+	stop = func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		os.RemoveAll(dir)
+	}
+	addr = net.JoinHostPort(ip, "6379")
+	c := client.New(addr, token)
+	defer c.Close()
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		if r, err := c.Run(ctx, agent.Command{Command: "core.ping"}, 2*time.Second); err == nil && r.State == agent.StateSuccess {
+			return addr, token, stop, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			stop()
+			return "", "", nil, errors.New("the zos node under test did not answer core.ping within 90s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func freePort() (int, error) {

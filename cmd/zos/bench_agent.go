@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -11,11 +12,20 @@ import (
 
 func newBenchAgentCmd() *cobra.Command {
 	var cfg bench.AgentConfig
-	cmd := &cobra.Command{Use: "agent", Short: "Node agent core.ping round trips/s and p50/p99 vs a real redis-server (RPUSH+BLPOP)", Args: cobra.NoArgs}
+	cmd := &cobra.Command{Use: "agent", Short: "Node agent core.ping round trips/s and p50/p99 (a real zos node) vs a real redis-server (RPUSH+BLPOP)", Args: cobra.NoArgs}
 	cmd.Flags().DurationVar(&cfg.Duration, "duration", 5*time.Second, "time per target")
 	cmd.Flags().IntVar(&cfg.Clients, "clients", 16, "concurrent clients")
+	var inProcess bool
+	cmd.Flags().BoolVar(&inProcess, "in-process", false, "run the agent inside the benchmark process instead of a `zos node`")
 	out := addOutputFlag(cmd)
 	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if !inProcess {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			cfg.Binary, cfg.Log = exe, c.ErrOrStderr()
+		}
 		res, err := bench.Agent(c.Context(), cfg, c.ErrOrStderr())
 		if err != nil {
 			return err

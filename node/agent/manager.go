@@ -148,6 +148,14 @@ func (m *Manager) Run(ctx context.Context) error {
 		if ok {
 			m.Submit(raw)
 		}
+		// Take what else is queued without blocking again.
+		for i := 0; i < 256; i++ {
+			raw, ok := m.ks.LPop(DefaultQueue)
+			if !ok {
+				break
+			}
+			m.Submit(raw)
+		}
 	}
 }
 

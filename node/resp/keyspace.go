@@ -1,6 +1,7 @@
 package resp
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,7 @@ type KeyspaceConfig struct {
 	MaxListBytes int
 	// MaxBytes bounds the payload bytes of all lists (default 512 MiB).
 	MaxBytes int
-	// SweepInterval between removals of expired keys (default 1s).
+	// SweepInterval between removals of expired keys (default 100ms).
 	SweepInterval time.Duration
 }
 
@@ -34,21 +35,28 @@ type KeyspaceConfig struct {
 type Keyspace struct {
 	cfg KeyspaceConfig
 
-	mu      sync.Mutex
-	lists   map[string]*list
-	waiters map[string][]*waiter
-	total   int
-	closed  bool
-	stop    chan struct{}
-	done    chan struct{}
+	mu       sync.Mutex
+	lists    map[string]*list
+	waiters  map[string][]*waiter
+	total    int
+	expiries expiryHeap // lists with an expiry, soonest first
+	closed   bool
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 type list struct {
 	items  [][]byte // items[head:] are the elements
 	head   int
-	bytes  int
+	bytes  int       // payload bytes
 	expiry time.Time // zero: none
+	key    string
+	hidx   int // index in Keyspace.expiries, -1 when none
 }
+
+// keyOverhead is what a key costs beyond its payload, counted in the
+// bounds so that many small lists cannot grow memory without limit.
+const keyOverhead = 128
 
 func (l *list) len() int { return len(l.items) - l.head }
 
@@ -74,7 +82,7 @@ func NewKeyspace(cfg KeyspaceConfig) *Keyspace {
 		cfg.MaxBytes = 512 << 20
 	}
 	if cfg.SweepInterval <= 0 {
-		cfg.SweepInterval = time.Second
+		cfg.SweepInterval = 100 * time.Millisecond
 	}
 	k := &Keyspace{cfg: cfg, lists: map[string]*list{}, waiters: map[string][]*waiter{},
 		stop: make(chan struct{}), done: make(chan struct{})}
@@ -115,18 +123,64 @@ func (k *Keyspace) sweep() {
 			return
 		case now := <-t.C:
 			k.mu.Lock()
-			for key, l := range k.lists {
-				if !l.expiry.IsZero() && !now.Before(l.expiry) {
-					k.dropLocked(key, l)
-				}
+			// Only keys that are due: the heap keeps the sweep O(expired).
+			for n := 0; len(k.expiries) > 0 && !now.Before(k.expiries[0].expiry) && n < 100000; n++ {
+				l := k.expiries[0]
+				k.dropLocked(l.key, l)
 			}
 			k.mu.Unlock()
 		}
 	}
 }
 
+// expiryHeap orders lists by expiry; each list knows its index.
+type expiryHeap []*list
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].expiry.Before(h[j].expiry) }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].hidx, h[j].hidx = i, j
+}
+func (h *expiryHeap) Push(x any) {
+	l := x.(*list)
+	l.hidx = len(*h)
+	*h = append(*h, l)
+}
+func (h *expiryHeap) Pop() any {
+	old := *h
+	l := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	l.hidx = -1
+	return l
+}
+
+func (k *Keyspace) newListLocked(key string) *list {
+	l := &list{key: key, hidx: -1}
+	k.lists[key] = l
+	k.total += keyOverhead + len(key)
+	return l
+}
+
+func (k *Keyspace) setExpiryLocked(l *list, at time.Time) {
+	l.expiry = at
+	switch {
+	case at.IsZero() && l.hidx >= 0:
+		heap.Remove(&k.expiries, l.hidx)
+	case at.IsZero():
+	case l.hidx >= 0:
+		heap.Fix(&k.expiries, l.hidx)
+	default:
+		heap.Push(&k.expiries, l)
+	}
+}
+
 func (k *Keyspace) dropLocked(key string, l *list) {
-	k.total -= l.bytes
+	k.total -= l.bytes + keyOverhead + len(key)
+	if l.hidx >= 0 {
+		heap.Remove(&k.expiries, l.hidx)
+	}
 	delete(k.lists, key)
 }
 
@@ -169,13 +223,16 @@ func (k *Keyspace) push(key string, vals [][]byte, left bool) (int, error) {
 	if cur+n > k.cfg.MaxListBytes {
 		return 0, fmt.Errorf("%w: list %q would hold %d bytes (limit %d)", ErrFull, printable([]byte(key)), cur+n, k.cfg.MaxListBytes)
 	}
+	if l == nil {
+		n += keyOverhead + len(key)
+	}
 	if k.total+n > k.cfg.MaxBytes {
 		return 0, fmt.Errorf("%w: the agent holds %d bytes of lists (limit %d); read or delete results and streams", ErrFull, k.total, k.cfg.MaxBytes)
 	}
 	if l == nil {
-		l = &list{}
-		k.lists[key] = l
+		l = k.newListLocked(key)
 	}
+	n = size(vals)
 	for _, v := range vals {
 		v = append([]byte(nil), v...)
 		if left {
@@ -220,7 +277,7 @@ func (k *Keyspace) popLocked(key string, l *list, left bool) []byte {
 	l.bytes -= len(v)
 	k.total -= len(v)
 	if l.len() == 0 {
-		delete(k.lists, key) // an empty list does not exist, as in Redis
+		k.dropLocked(key, l) // an empty list does not exist, as in Redis
 	} else if l.head > 64 && l.head > l.len() {
 		l.items = append([][]byte(nil), l.items[l.head:]...)
 		l.head = 0
@@ -259,8 +316,7 @@ func (k *Keyspace) serveLocked(key string) {
 func (k *Keyspace) pushLeftNoLimitLocked(key string, v []byte) {
 	l := k.getLocked(key)
 	if l == nil {
-		l = &list{}
-		k.lists[key] = l
+		l = k.newListLocked(key)
 	}
 	k.prependLocked(l, v)
 	l.bytes += len(v)
@@ -442,7 +498,7 @@ func (k *Keyspace) Expire(key string, d time.Duration) bool {
 		k.dropLocked(key, l)
 		return true
 	}
-	l.expiry = time.Now().Add(d)
+	k.setExpiryLocked(l, time.Now().Add(d))
 	return true
 }
 
@@ -454,7 +510,7 @@ func (k *Keyspace) Persist(key string) bool {
 	if l == nil || l.expiry.IsZero() {
 		return false
 	}
-	l.expiry = time.Time{}
+	k.setExpiryLocked(l, time.Time{})
 	return true
 }
 

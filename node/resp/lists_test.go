@@ -198,7 +198,7 @@ func TestBounds(t *testing.T) {
 	if err := c.RPush(ctx, "b", strings.Repeat("x", 700)).Err(); err == nil || !strings.HasPrefix(err.Error(), "OOM") {
 		t.Fatalf("over total bound = %v", err)
 	}
-	if k.Bytes() != 900 {
+	if k.Bytes() != 900+keyOverhead+len("a") {
 		t.Fatalf("bytes = %d", k.Bytes())
 	}
 	// A 1 GiB bulk string is refused before it is read or allocated.

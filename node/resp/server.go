@@ -137,37 +137,55 @@ type Conn struct {
 // WatchDisconnect returns a context that ends when the client hangs up
 // (or ctx ends), for handlers that block. Until stop is called the
 // connection's reader belongs to the watcher; stop returns it, keeping any
-// bytes the client pipelined meanwhile.
+// bytes the client pipelined meanwhile. The watcher starts only after
+// watchDelay, so pops answered at once cost nothing.
 func (c *Conn) WatchDisconnect(ctx context.Context) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	if c.r == nil {
+	if c.r == nil || c.r.Buffered() > 0 {
+		// No reader, or more commands are already here: the client is alive.
 		return ctx, cancel
 	}
-	if c.r.Buffered() > 0 {
-		// More commands are already here: the client is alive.
-		return ctx, cancel
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if _, err := c.r.Peek(1); err != nil {
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				cancel() // EOF or reset: the client is gone
-			}
+	var mu sync.Mutex
+	var done chan struct{}
+	stopped := false
+	t := time.AfterFunc(watchDelay, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
+		done = make(chan struct{})
+		go func() {
+			defer close(done)
+			if _, err := c.r.Peek(1); err != nil {
+				var ne net.Error
+				if !errors.As(err, &ne) || !ne.Timeout() {
+					cancel() // EOF or reset: the client is gone
+				}
+			}
+		}()
+	})
 	return ctx, func() {
-		select {
-		case <-done:
-		default:
-			c.nc.SetReadDeadline(time.Now()) // unblock the peek
-			<-done
-			c.nc.SetReadDeadline(time.Time{})
+		t.Stop()
+		mu.Lock()
+		stopped = true
+		d := done
+		mu.Unlock()
+		if d != nil {
+			select {
+			case <-d:
+			default:
+				c.nc.SetReadDeadline(time.Now()) // unblock the peek
+				<-d
+				c.nc.SetReadDeadline(time.Time{})
+			}
 		}
 		cancel()
 	}
 }
+
+// watchDelay: blocking commands watch for a hang-up after this long.
+const watchDelay = 20 * time.Millisecond
 
 // RemoteAddr returns the client's address.
 func (c *Conn) RemoteAddr() string { return c.nc.RemoteAddr().String() }
