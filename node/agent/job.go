@@ -100,7 +100,12 @@ func (j *Job) Exec(ctx context.Context, p Process) error {
 		return err
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
+	j.mu.Lock()
+	if j.capture == nil {
+		j.capture = newCapture(j.m.cfg.MaxOutput, j.m.streamSink(j.Cmd))
+	}
 	c := j.capture
+	j.mu.Unlock()
 	var readers sync.WaitGroup
 	for i, r := range []*os.File{outR, errR} {
 		pr := &parser{level: LevelStdout + i, emit: c.message, max: j.m.cfg.MaxOutput}

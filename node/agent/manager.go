@@ -64,6 +64,7 @@ type Manager struct {
 
 	running prometheus.Gauge
 	states  *prometheus.CounterVec
+	byState map[string]prometheus.Counter
 	active  prometheus.GaugeFunc
 }
 
@@ -98,6 +99,10 @@ func New(cfg Config) (*Manager, error) {
 		defer m.mu.Unlock()
 		return float64(len(m.jobs))
 	})
+	m.byState = map[string]prometheus.Counter{}
+	for _, st := range []string{StateSuccess, StateError, StateTimeout, StateKilled, StateUnknownCmd, StateDuplicateID} {
+		m.byState[st] = m.states.WithLabelValues(st)
+	}
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{m.running, m.states, m.active} {
 			if err := cfg.Registerer.Register(c); err != nil {
@@ -197,7 +202,7 @@ func (m *Manager) Submit(raw []byte) {
 	if _, dup := m.jobs[cmd.ID]; dup || m.ks.Exists(flagKey(cmd.ID)) {
 		m.mu.Unlock()
 		m.log.Warn("dropped a command with a duplicate id", "id", cmd.ID, "command", cmd.Command)
-		m.states.WithLabelValues(StateDuplicateID).Inc()
+		m.byState[StateDuplicateID].Inc()
 		// Answer on the result list so the sender sees why; the flag and
 		// the original job are left alone.
 		b, _ := json.Marshal(JobResult{ID: cmd.ID, Command: cmd.Command, State: StateDuplicateID, Code: 409,
@@ -329,7 +334,7 @@ func (m *Manager) runOnce(j *Job, h Handler) JobResult {
 	start := time.Now()
 	j.mu.Lock()
 	j.cancel, j.runs = cancel, j.runs+1
-	j.capture = newCapture(m.cfg.MaxOutput, m.streamSink(j.Cmd))
+	j.capture = nil // made by Exec: most commands run no process
 	j.exitCode, j.ranProcess = 0, false
 	killedBefore := j.killed
 	j.mu.Unlock()
@@ -345,7 +350,12 @@ func (m *Manager) runOnce(j *Job, h Handler) JobResult {
 	killed, code, ranProcess, c := j.killed, j.exitCode, j.ranProcess, j.capture
 	j.cancel = nil
 	j.mu.Unlock()
-	streams, pdata, hasData := c.result()
+	var streams [2]string
+	var pdata string
+	var hasData bool
+	if c != nil {
+		streams, pdata, hasData = c.result()
+	}
 	res.Streams = streams
 	if ranProcess {
 		res.Code = code
@@ -386,7 +396,7 @@ func (m *Manager) runOnce(j *Job, h Handler) JobResult {
 	default:
 		res.State, res.Code, res.Data, res.Critical = StateError, 500, err.Error(), err.Error()
 	}
-	m.states.WithLabelValues(res.State).Inc()
+	m.byState[res.State].Inc()
 	return res
 }
 
