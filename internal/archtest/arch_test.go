@@ -46,6 +46,9 @@ func TestLayering(t *testing.T) {
 		{"blockd", []string{"node", "cmd", "flist"}},
 		{"raft", []string{"node", "orchestrator", "blockd", "flist", "cmd"}},
 		{"orchestrator", []string{"node", "cmd"}},
+		// The node agent is host-side: the node wires it to the cluster.
+		{"node/agent", []string{"raft", "orchestrator", "blockd", "cmd"}},
+		{"node/resp", []string{"node/agent", "raft", "orchestrator", "blockd", "flist", "chunkstore"}},
 		{"", []string{"cmd"}},
 	}
 	for _, p := range listPackages(t) {

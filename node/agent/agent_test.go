@@ -82,7 +82,7 @@ func submit(t *testing.T, c *redis.Client, cmd map[string]any) string {
 // result waits (generously) for the result of id, the way 0-core clients do.
 func result(t *testing.T, c *redis.Client, id string) agent.JobResult {
 	t.Helper()
-	v, err := c.BRPopLPush(context.Background(), "result:"+id, "result:"+id, 60*time.Second).Result()
+	v, err := c.Do(context.Background(), "BRPOPLPUSH", "result:"+id, "result:"+id, 60).Text()
 	if err != nil {
 		t.Fatalf("result of %s: %v", id, err)
 	}

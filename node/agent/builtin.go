@@ -72,7 +72,7 @@ func registerBuiltins(m *Manager) {
 		if a.Name == "" {
 			return nil, Argf("name is required")
 		}
-		return nil, j.Exec(ctx, Process{Name: a.Name, Args: a.Args, Dir: a.Dir, Env: a.Env, Stdin: a.Stdin})
+		return nil, j.Exec(ctx, Process(a))
 	})
 	m.Register("bash", func(ctx context.Context, j *Job) (any, error) {
 		var a BashArgs

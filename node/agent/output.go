@@ -44,13 +44,6 @@ func (r *ring) Write(p []byte) {
 	}
 }
 
-func (r *ring) len() int {
-	if r.full {
-		return r.max
-	}
-	return len(r.buf)
-}
-
 func (r *ring) String() string {
 	if !r.full {
 		return string(r.buf)

@@ -66,7 +66,7 @@ func TestListCommands(t *testing.T) {
 	if v, _ := c.BLPop(ctx, time.Second, "nope", "l").Result(); strings.Join(v, ",") != "l,a" {
 		t.Fatalf("blpop = %v", v)
 	}
-	if v, _ := c.BRPopLPush(ctx, "l", "l", time.Second).Result(); v != "c" {
+	if v, _ := cliBRPopLPush(c, ctx, "l", "l", time.Second); v != "c" {
 		t.Fatalf("brpoplpush = %v", v)
 	}
 	if vs, _ := c.LRange(ctx, "l", 0, -1).Result(); strings.Join(vs, ",") != "c,b" {
@@ -132,7 +132,7 @@ func TestBlockingPops(t *testing.T) {
 			defer wg.Done()
 			r := client(addr)
 			defer r.Close()
-			v, err := r.BRPopLPush(ctx, "result:x", "result:x", 30*time.Second).Result()
+			v, err := cliBRPopLPush(r, ctx, "result:x", "result:x", 30*time.Second)
 			if err != nil {
 				v = err.Error()
 			}
@@ -216,4 +216,10 @@ func TestBounds(t *testing.T) {
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// cliBRPopLPush sends BRPOPLPUSH as 0-core clients do (go-redis marks its
+// helper deprecated in favour of BLMOVE).
+func cliBRPopLPush(c *redis.Client, ctx context.Context, src, dst string, timeout time.Duration) (string, error) {
+	return c.Do(ctx, "BRPOPLPUSH", src, dst, timeout.Seconds()).Text()
 }

@@ -65,6 +65,7 @@ var ErrNoResult = errors.New("agent client: no result yet")
 // Result waits up to timeout for the result of job id.
 func (c *Client) Result(ctx context.Context, id string, timeout time.Duration) (agent.JobResult, error) {
 	var r agent.JobResult
+	//lint:ignore SA1019 BRPOPLPUSH is 0-core's protocol (the agent has no BLMOVE)
 	v, err := c.R.BRPopLPush(ctx, "result:"+id, "result:"+id, timeout).Result()
 	if errors.Is(err, redis.Nil) {
 		return r, fmt.Errorf("%w: job %s", ErrNoResult, id)
