@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,5 +71,47 @@ func TestJobCLI(t *testing.T) {
 	resp, err := exec.Command("curl", "-s", "-H", "Authorization: Bearer "+c.Token, c.APIAddr(0)+"/metrics").Output()
 	if err != nil || !strings.Contains(string(resp), "zos_agent_jobs_total") {
 		t.Fatalf("metrics: %v", err)
+	}
+}
+
+// TestAgentFlistMount: flist.mount of a published flist (REPO/NAME) on a
+// real node, read through the mount, then flist.unmount.
+func TestAgentFlistMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("flist mounts need root (CI runs as root)")
+	}
+	c := testcluster.Start(t, 1, testcluster.Options{})
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "hello.txt"), []byte("hello from an flist\n"), 0o644)
+	if out, err := c.CLI(0, "flist", "create", src, "-o", filepath.Join(t.TempDir(), "t.flist"), "--push", "agent/tree"); err != nil {
+		t.Fatalf("flist create: %v\n%s", err, out)
+	}
+	ac := client.New(net.JoinHostPort(c.Nodes[0].IP, "6379"), c.Token)
+	defer ac.Close()
+	ctx := context.Background()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	if err := ac.JSON(ctx, "flist.mount", map[string]any{"url": "agent/tree", "target": mnt}, nil); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(mnt, "hello.txt"))
+	if err != nil || string(b) != "hello from an flist\n" {
+		t.Fatalf("read through the mount: %q %v", b, err)
+	}
+	var ms []map[string]string
+	if err := ac.JSON(ctx, "flist.list", nil, &ms); err != nil || len(ms) != 1 || ms[0]["target"] != mnt {
+		t.Fatalf("flist.list = %v %v", ms, err)
+	}
+	if err := ac.JSON(ctx, "flist.mount", map[string]any{"url": "agent/tree", "target": mnt}, nil); err == nil {
+		t.Fatal("second mount at the same target accepted")
+	}
+	if err := ac.JSON(ctx, "flist.unmount", map[string]any{"target": mnt}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "hello.txt")); err == nil {
+		t.Fatal("file still visible after flist.unmount")
+	}
+	if err := ac.JSON(ctx, "flist.mount", map[string]any{"url": "agent/nope", "target": mnt}, nil); err == nil {
+		t.Fatal("mount of a missing flist accepted")
 	}
 }
