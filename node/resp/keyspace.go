@@ -21,7 +21,9 @@ var (
 type KeyspaceConfig struct {
 	// MaxListBytes bounds the payload bytes of one list (default 64 MiB).
 	MaxListBytes int
-	// MaxBytes bounds the payload bytes of all lists (default 512 MiB).
+	// MaxBytes bounds the bytes of all lists (default 512 MiB). When a
+	// push would pass it, keys with a TTL are evicted soonest-expiring
+	// first; only when none is left is the push refused.
 	MaxBytes int
 	// SweepInterval between removals of expired keys (default 100ms).
 	SweepInterval time.Duration
@@ -40,6 +42,7 @@ type Keyspace struct {
 	waiters  map[string][]*waiter
 	total    int
 	expiries expiryHeap // lists with an expiry, soonest first
+	evicted  int64
 	closed   bool
 	stop     chan struct{}
 	done     chan struct{}
@@ -225,6 +228,14 @@ func (k *Keyspace) push(key string, vals [][]byte, left bool) (int, error) {
 	}
 	if l == nil {
 		n += keyOverhead + len(key)
+	}
+	// Full: evict keys that are expiring anyway (finished jobs' results),
+	// soonest first, as Redis's volatile-ttl policy; keys without a TTL
+	// (queues, running jobs) are never evicted.
+	for k.total+n > k.cfg.MaxBytes && len(k.expiries) > 0 && k.expiries[0] != l {
+		v := k.expiries[0]
+		k.dropLocked(v.key, v)
+		k.evicted++
 	}
 	if k.total+n > k.cfg.MaxBytes {
 		return 0, fmt.Errorf("%w: the agent holds %d bytes of lists (limit %d); read or delete results and streams", ErrFull, k.total, k.cfg.MaxBytes)
@@ -541,4 +552,11 @@ func (k *Keyspace) Keys() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return len(k.lists)
+}
+
+// Evicted returns how many expiring keys were dropped early to make room.
+func (k *Keyspace) Evicted() int64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.evicted
 }

@@ -201,6 +201,17 @@ func TestBounds(t *testing.T) {
 	if k.Bytes() != 900+keyOverhead+len("a") {
 		t.Fatalf("bytes = %d", k.Bytes())
 	}
+	// Expiring keys make room; keys without a TTL stay.
+	c.Expire(ctx, "a", time.Hour)
+	if err := c.RPush(ctx, "b", strings.Repeat("x", 700)).Err(); err != nil {
+		t.Fatalf("push with an expiring key to evict: %v", err)
+	}
+	if c.Exists(ctx, "a").Val() != 0 || k.Evicted() != 1 {
+		t.Fatalf("expiring key not evicted (evicted %d)", k.Evicted())
+	}
+	if err := c.RPush(ctx, "c", strings.Repeat("x", 700)).Err(); err == nil || !strings.HasPrefix(err.Error(), "OOM") {
+		t.Fatalf("over total bound without expiring keys = %v", err)
+	}
 	// A 1 GiB bulk string is refused before it is read or allocated.
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
