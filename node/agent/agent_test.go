@@ -25,6 +25,7 @@ type env struct {
 	addr string
 	m    *agent.Manager
 	ks   *resp.Keyspace
+	stop func() // stops everything (once); also run at cleanup
 }
 
 // start runs a RESP server and a manager on loopback; both stop at the
@@ -44,13 +45,17 @@ func start(t *testing.T) *env {
 	go s.Serve(context.Background(), ln)
 	done := make(chan struct{})
 	go func() { m.Run(context.Background()); close(done) }()
-	t.Cleanup(func() {
-		m.Close()
-		<-done
-		s.Close()
-		ks.Close()
-	})
-	return &env{addr: ln.Addr().String(), m: m, ks: ks}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			m.Close()
+			<-done
+			s.Close()
+			ks.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return &env{addr: ln.Addr().String(), m: m, ks: ks, stop: stop}
 }
 
 func (e *env) client(t *testing.T) *redis.Client {
