@@ -5,30 +5,59 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/zosproject/zos/node/agent"
 	"github.com/zosproject/zos/node/agent/bridge"
 	"github.com/zosproject/zos/node/resp"
 )
 
-func run(t *testing.T, ks *resp.Keyspace, cmd string, args any) agent.JobResult {
+// via is how commands reach the agent: "go-redis" or "redis-cli".
+var via = "go-redis"
+
+var addr string
+
+func run(t *testing.T, _ *resp.Keyspace, cmd string, args any) agent.JobResult {
 	t.Helper()
 	id := fmt.Sprintf("br-%d-%d", os.Getpid(), rand.Int64())
 	b, _ := json.Marshal(map[string]any{"id": id, "command": cmd, "arguments": args})
-	ks.RPush(agent.DefaultQueue, b)
-	v, ok, err := ks.BRPopLPush(context.Background(), 60*time.Second, "result:"+id, "result:"+id)
-	if err != nil || !ok {
-		t.Fatalf("%s: no result (%v)", cmd, err)
+	var v string
+	if via == "redis-cli" {
+		host, port, _ := net.SplitHostPort(addr)
+		cli := func(a ...string) string {
+			out, err := exec.Command("redis-cli", append([]string{"-h", host, "-p", port, "-a", token, "--no-auth-warning", "--raw"}, a...)...).Output()
+			if err != nil {
+				t.Fatalf("redis-cli %v: %v", a, err)
+			}
+			return strings.TrimSpace(string(out))
+		}
+		cli("RPUSH", agent.DefaultQueue, string(b))
+		v = cli("BRPOPLPUSH", "result:"+id, "result:"+id, "60")
+	} else {
+		c := redis.NewClient(&redis.Options{Addr: addr, Password: token, Protocol: 2, ReadTimeout: -1, DisableIdentity: true})
+		defer c.Close()
+		ctx := context.Background()
+		c.RPush(ctx, agent.DefaultQueue, b)
+		var err error
+		if v, err = c.Do(ctx, "BRPOPLPUSH", "result:"+id, "result:"+id, 60).Text(); err != nil {
+			t.Fatalf("%s: no result (%v)", cmd, err)
+		}
 	}
 	var r agent.JobResult
-	json.Unmarshal(v, &r)
+	if err := json.Unmarshal([]byte(v), &r); err != nil {
+		t.Fatalf("%s: %v: %q", cmd, err, v)
+	}
 	return r
 }
+
+const token = "bridge-test"
 
 func sh(t *testing.T, name string, args ...string) string {
 	out, _ := exec.Command(name, args...).CombinedOutput()
@@ -49,8 +78,17 @@ func TestBridge(t *testing.T) {
 	done := make(chan struct{})
 	go func() { m.Run(context.Background()); close(done) }()
 	defer func() { m.Close(); <-done; brs.Close() }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := resp.New(resp.Config{Auth: func(tok string) bool { return tok == token }, Handlers: resp.ListHandlers(ks)})
+	go srv.Serve(context.Background(), ln)
+	defer srv.Close()
+	addr = ln.Addr().String()
 
 	for i, mode := range []string{"static", "dnsmasq"} {
+		via = []string{"redis-cli", "go-redis"}[i]
 		name := fmt.Sprintf("zt%x", rand.Uint32())
 		net3 := 100 + rand.IntN(150)
 		cidr := fmt.Sprintf("10.213.%d.1/24", net3)
