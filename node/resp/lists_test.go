@@ -234,3 +234,36 @@ func TestBounds(t *testing.T) {
 func cliBRPopLPush(c *redis.Client, ctx context.Context, src, dst string, timeout time.Duration) (string, error) {
 	return c.Do(ctx, "BRPOPLPUSH", src, dst, timeout.Seconds()).Text()
 }
+
+// FuzzServer feeds arbitrary bytes to a connection of a server with the
+// list commands: it must answer or close, never panic, and keep serving.
+func FuzzServer(f *testing.F) {
+	for _, s := range []string{
+		"AUTH secret\r\nRPUSH a x y\r\nLRANGE a 0 -1\r\nBLPOP a 0.01\r\n",
+		"*2\r\n$4\r\nAUTH\r\n$6\r\nsecret\r\n*4\r\n$10\r\nBRPOPLPUSH\r\n$1\r\na\r\n$1\r\na\r\n$4\r\n0.01\r\n",
+		"AUTH secret\r\nEXPIRE a 10\r\nTTL a\r\nDEL a b\r\nEXISTS a\r\nLLEN a\r\nLPOP a\r\n",
+		"AUTH secret\r\nBLPOP a b -1\r\nEXPIRE a 99999999999999999999\r\nLRANGE a x y\r\n",
+		"*1\r\n$-1\r\n", "*3\r\n$5\r\nRPUSH\r\n$1\r\na\r\n$1073741824\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	k := NewKeyspace(KeyspaceConfig{MaxListBytes: 1 << 16, MaxBytes: 1 << 20})
+	defer k.Close()
+	s := New(Config{Auth: func(tok string) bool { return tok == "secret" }, Handlers: ListHandlers(k)})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		cli, srv := net.Pipe()
+		s.mu.Lock()
+		s.conns[srv] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(context.Background(), srv)
+		cli.SetDeadline(time.Now().Add(10 * time.Second))
+		go cli.Write(in)
+		done := make(chan struct{})
+		go func() { io.Copy(io.Discard, cli); close(done) }()
+		// Hang up after the input: a blocked pop must give up.
+		time.Sleep(2 * time.Millisecond)
+		cli.Close()
+		<-done
+	})
+}
