@@ -277,3 +277,25 @@ func TestStateProcessAndShutdown(t *testing.T) {
 	}
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= before+2 })
 }
+
+// TestShutdownWithQueuedJobs: jobs waiting on a queue are answered KILLED
+// at shutdown, and Close returns.
+func TestShutdownWithQueuedJobs(t *testing.T) {
+	e := start(t)
+	c := e.client(t)
+	first := submit(t, c, map[string]any{"command": "bash", "queue": "q", "arguments": map[string]any{"script": "sleep 1000"}})
+	second := submit(t, c, map[string]any{"command": "core.ping", "queue": "q"})
+	waitFor(t, func() bool { return len(e.m.Jobs()) == 2 })
+	stopped := make(chan struct{})
+	go func() { e.m.Close(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(60 * time.Second):
+		t.Fatal("Close did not return with a queued job")
+	}
+	for _, id := range []string{first, second} {
+		if r := result(t, c, id); r.State != agent.StateKilled {
+			t.Fatalf("%s = %+v", id, r)
+		}
+	}
+}

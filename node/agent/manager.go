@@ -170,11 +170,22 @@ func (m *Manager) Close() { m.cancel() }
 func (m *Manager) shutdown() {
 	m.mu.Lock()
 	m.closing = true
+	var pending []*Job
+	for q, js := range m.queues {
+		pending = append(pending, js...)
+		m.queues[q] = nil
+	}
+	for _, j := range pending {
+		delete(m.jobs, j.Cmd.ID)
+	}
 	for _, j := range m.jobs {
 		j.kill(syscall.SIGKILL)
 	}
-	m.queues = map[string][]*Job{}
 	m.mu.Unlock()
+	for _, j := range pending { // never started: answer, and they are done
+		m.publish(j.Cmd, JobResult{State: StateKilled, Code: 137, Data: "agent shut down before the job started"}, true)
+		m.wg.Done()
+	}
 	m.wg.Wait()
 }
 
@@ -304,15 +315,8 @@ func (m *Manager) runJob(j *Job, h Handler) {
 		t := time.NewTimer(time.Duration(j.Cmd.RecurringPeriod) * time.Second)
 		select {
 		case <-t.C:
-		case <-j.wake:
+		case <-j.wake: // unscheduled or killed between runs: the last result stands
 			t.Stop()
-			j.mu.Lock()
-			killed = j.killed
-			j.mu.Unlock()
-			if !killed {
-				m.finish(j.Cmd) // unscheduled between runs: the last result stands
-				return
-			}
 			m.finish(j.Cmd)
 			return
 		case <-m.ctx.Done():
