@@ -77,7 +77,8 @@ func newJobRunCmd() *cobra.Command {
 		Short: "Run a process on NODE, streaming its output; exits with its code",
 		Long: `Run CMD on NODE (a node id, an IP or host:port of its RESP endpoint) as a
 core.system job: its stdout and stderr are streamed here as they happen, and
-zos exits with the job's exit code.
+zos exits with the job's exit code. Interrupting zos detaches: the job keeps
+running on the node (zos job kill NODE ID stops it).
 
   zos job run n-1a2b3c -- uname -a
   zos job run 127.0.0.1:6379 --max-time 10 -- sh -c 'sleep 1; echo done'`,
@@ -113,6 +114,9 @@ zos exits with the job's exit code.
 					fmt.Fprintln(out, msg)
 				}
 			}); err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("detached; job %s keeps running (zos job kill %s %s)", id, args[0], id)
+				}
 				return err
 			}
 			r, err := ac.Result(ctx, id, time.Minute)
