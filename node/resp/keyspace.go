@@ -206,12 +206,22 @@ func size(vals [][]byte) int {
 }
 
 // RPush appends vals to the list at key and returns its new length.
-func (k *Keyspace) RPush(key string, vals ...[]byte) (int, error) { return k.push(key, vals, false) }
+func (k *Keyspace) RPush(key string, vals ...[]byte) (int, error) {
+	return k.push(key, vals, false, false)
+}
 
 // LPush prepends vals (each to the head, in order, as Redis does).
-func (k *Keyspace) LPush(key string, vals ...[]byte) (int, error) { return k.push(key, vals, true) }
+func (k *Keyspace) LPush(key string, vals ...[]byte) (int, error) {
+	return k.push(key, vals, true, false)
+}
 
-func (k *Keyspace) push(key string, vals [][]byte, left bool) (int, error) {
+// pushOwned is push for values the keyspace may keep without a copy (the
+// RESP reader allocates every argument afresh).
+func (k *Keyspace) pushOwned(key string, vals [][]byte, left bool) (int, error) {
+	return k.push(key, vals, left, true)
+}
+
+func (k *Keyspace) push(key string, vals [][]byte, left, owned bool) (int, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed {
@@ -245,7 +255,9 @@ func (k *Keyspace) push(key string, vals [][]byte, left bool) (int, error) {
 	}
 	n = size(vals)
 	for _, v := range vals {
-		v = append([]byte(nil), v...)
+		if !owned {
+			v = append([]byte(nil), v...)
+		}
 		if left {
 			k.prependLocked(l, v)
 		} else {

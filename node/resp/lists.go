@@ -84,11 +84,7 @@ func push(k *Keyspace, c *Conn, a [][]byte, left bool) {
 	}
 	var n int
 	var err error
-	if left {
-		n, err = k.LPush(string(a[1]), a[2:]...)
-	} else {
-		n, err = k.RPush(string(a[1]), a[2:]...)
-	}
+	n, err = k.pushOwned(string(a[1]), a[2:], left)
 	if err != nil {
 		keyErr(c, err)
 		return
