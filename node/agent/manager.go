@@ -261,10 +261,11 @@ func streamKey(id string) string { return "stream:" + id }
 
 // ack marks the job as running: result:<id>:flag exists without a TTL.
 func (m *Manager) ack(id string) {
-	if _, err := m.ks.RPush(flagKey(id), []byte("")); err != nil {
+	fk := flagKey(id)
+	if _, err := m.ks.RPush(fk, []byte("")); err != nil {
 		m.log.Warn("could not acknowledge job", "id", id, "err", err)
 	}
-	m.ks.Persist(flagKey(id))
+	m.ks.Persist(fk)
 }
 
 // runQueue runs j, then the jobs queued behind it on the same queue.
@@ -427,16 +428,17 @@ func (m *Manager) publish(cmd Command, res JobResult, last bool) {
 		m.log.Error("encoding a job result", "id", cmd.ID, "err", err)
 		return
 	}
-	m.ks.Del(resultKey(cmd.ID))
-	if _, err := m.ks.RPush(resultKey(cmd.ID), b); err != nil {
+	rk := resultKey(cmd.ID)
+	m.ks.Del(rk)
+	if _, err := m.ks.RPush(rk, b); err != nil {
 		// Output too large for the keyspace: keep the verdict.
 		res.Streams, res.Data = [2]string{}, "result dropped: "+err.Error()
 		b, _ = json.Marshal(res)
-		if _, err := m.ks.RPush(resultKey(cmd.ID), b); err != nil {
+		if _, err := m.ks.RPush(rk, b); err != nil {
 			m.log.Error("could not publish a job result", "id", cmd.ID, "err", err)
 		}
 	}
-	m.ks.Expire(resultKey(cmd.ID), m.cfg.ResultTTL)
+	m.ks.Expire(rk, m.cfg.ResultTTL)
 	if cmd.Stream {
 		flags := 0x2
 		if res.State != StateSuccess {
@@ -450,11 +452,13 @@ func (m *Manager) publish(cmd Command, res JobResult, last bool) {
 	m.log.Debug("job finished", "id", cmd.ID, "command", cmd.Command, "state", res.State, "code", res.Code)
 }
 
-// finish lets the job's keys expire.
+// finish lets the job's flag and stream expire (publish set the result's
+// TTL).
 func (m *Manager) finish(cmd Command) {
 	m.ks.Expire(flagKey(cmd.ID), m.cfg.ResultTTL)
-	m.ks.Expire(resultKey(cmd.ID), m.cfg.ResultTTL)
-	m.ks.Expire(streamKey(cmd.ID), m.cfg.ResultTTL)
+	if cmd.Stream {
+		m.ks.Expire(streamKey(cmd.ID), m.cfg.ResultTTL)
+	}
 }
 
 // StreamMessage is one element of stream:<id>, as 0-core's clients read
