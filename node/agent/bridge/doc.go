@@ -14,7 +14,8 @@
 // owns, stopped on delete and at shutdown. nat masquerades traffic from
 // the subnet leaving through another interface: one rule per bridge, tagged
 // with the bridge's name, in the nftables table "ip zos", chain
-// "postrouting" (google/nftables). Port forwards (DNAT) belong in the
+// "postrouting" (google/nftables), the table removed with its last rule.
+// Port forwards (DNAT) belong in the
 // same table, in a "prerouting" chain (NAT.Table and NAT.Chain).
 //
 //	b := bridge.Register(manager, bridge.Config{RunDir: dir})

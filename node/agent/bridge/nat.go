@@ -91,7 +91,27 @@ func delMasquerade(bridge string) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftables: delete masquerade of %s: %w", bridge, err)
 	}
+	dropEmptyTable(c, t)
 	return nil
+}
+
+// dropEmptyTable removes the zos table once none of its chains holds a
+// rule, so a host without zos bridges carries no zos state.
+func dropEmptyTable(c *nftables.Conn, t *nftables.Table) {
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != TableName {
+			continue
+		}
+		if rules, err := c.GetRules(t, ch); err != nil || len(rules) > 0 {
+			return
+		}
+	}
+	c.DelTable(t)
+	c.Flush()
 }
 
 // hasMasquerade reports whether the bridge has a NAT rule.
