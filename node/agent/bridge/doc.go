@@ -15,8 +15,8 @@
 // the subnet leaving through another interface: one rule per bridge, tagged
 // with the bridge's name, in the nftables table "ip zos", chain
 // "postrouting" (google/nftables), the table removed with its last rule.
-// Port forwards (DNAT) belong in the
-// same table, in a "prerouting" chain (NAT.Table and NAT.Chain).
+// Port forwards (DNAT, a later issue) belong in the same table (TableName),
+// in a "prerouting" chain, tagged the same way.
 //
 //	b := bridge.Register(manager, bridge.Config{RunDir: dir})
 //	defer b.Close()
