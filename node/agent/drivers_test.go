@@ -299,3 +299,37 @@ func TestShutdownWithQueuedJobs(t *testing.T) {
 		}
 	}
 }
+
+func TestKillallAndProcessKill(t *testing.T) {
+	e := start(t)
+	c := e.client(t)
+	for i := 0; i < 2; i++ {
+		submit(t, c, map[string]any{"command": "core.system", "arguments": map[string]any{"name": "sleep", "args": []string{"1000"}}})
+	}
+	waitFor(t, func() bool { return len(e.m.Jobs()) == 2 })
+	r := result(t, c, submit(t, c, map[string]any{"command": "job.killall"}))
+	if r.State != agent.StateSuccess || r.Data != "2" {
+		t.Fatalf("job.killall = %+v", r)
+	}
+	waitFor(t, func() bool { return len(e.m.Jobs()) == 0 })
+
+	p := exec.Command("sleep", "1000")
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.Wait() }()
+	r = result(t, c, submit(t, c, map[string]any{"command": "process.kill", "arguments": map[string]any{"pid": p.Process.Pid, "signal": 9}}))
+	if r.State != agent.StateSuccess {
+		t.Fatalf("process.kill = %+v", r)
+	}
+	select {
+	case <-exited:
+	case <-time.After(60 * time.Second):
+		p.Process.Kill()
+		t.Fatal("process.kill did not kill the process")
+	}
+	if r := result(t, c, submit(t, c, map[string]any{"command": "process.kill", "arguments": map[string]any{"pid": 12, "signal": 99}})); r.State != agent.StateError || r.Code != 400 {
+		t.Fatalf("signal 99 = %+v", r)
+	}
+}
