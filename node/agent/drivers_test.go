@@ -333,3 +333,54 @@ func TestKillallAndProcessKill(t *testing.T) {
 		t.Fatalf("signal 99 = %+v", r)
 	}
 }
+
+// pyClient is 0-core's Python client's way of running a job, with
+// redis-py: RPUSH, LKEYEXISTS/LTTL on the flag, BLPOP on the stream until
+// the EOF flag, BRPOPLPUSH on the result.
+const pyClient = `
+import json, sys, redis
+host, port, token, jid = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+r = redis.Redis(host=host, port=port, password=token)
+r.rpush('core:default', json.dumps({'id': jid, 'command': 'core.system', 'stream': True,
+    'arguments': {'name': 'sh', 'args': ['-c', 'echo py-out; echo py-err >&2'], 'dir': '', 'stdin': '', 'env': None},
+    'queue': None, 'max_time': None, 'max_restart': 0, 'recurring_period': 0, 'stats_interval': 0, 'tags': None}))
+flag = 'result:%s:flag' % jid
+lines = []
+while True:
+    data = r.blpop('stream:%s' % jid, 10)
+    if data is None:
+        if not (r.execute_command('LKEYEXISTS', flag) and r.execute_command('LTTL', flag) == -1):
+            break
+        continue
+    m = json.loads(data[1].decode())['message']
+    if m['meta'] & 0x6:
+        break
+    lines.append('%d:%s' % (m['meta'] >> 16, m['message']))
+res = json.loads(r.brpoplpush('result:%s' % jid, 'result:%s' % jid, 10).decode())
+print(json.dumps({'lines': lines, 'state': res['state'], 'streams': res['streams']}))
+`
+
+func TestRedisPy(t *testing.T) {
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import redis").Run(); err != nil {
+		t.Fatal("redis-py missing: scripts/deps.sh test installs python3-redis")
+	}
+	e := start(t)
+	host, port, _ := net.SplitHostPort(e.addr)
+	out, err := exec.Command(py, "-c", pyClient, host, port, token, newID(t)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python: %v\n%s", err, out)
+	}
+	var got struct {
+		Lines   []string  `json:"lines"`
+		State   string    `json:"state"`
+		Streams [2]string `json:"streams"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if got.State != agent.StateSuccess || got.Streams[0] != "py-out\n" || got.Streams[1] != "py-err\n" ||
+		!strings.Contains(strings.Join(got.Lines, "|"), "1:py-out") || !strings.Contains(strings.Join(got.Lines, "|"), "2:py-err") {
+		t.Fatalf("redis-py run = %+v", got)
+	}
+}
