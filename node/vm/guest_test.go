@@ -292,7 +292,7 @@ func followConsole(t testing.TB, m *Manager, name string) *consoleWaiter {
 		for {
 			line, err := br.ReadString('\n')
 			w.mu.Lock()
-			w.buf.WriteString(line)
+			w.buf.WriteString(strings.ReplaceAll(line, "\r", ""))
 			close(w.wake)
 			w.wake = make(chan struct{})
 			w.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -92,6 +93,12 @@ func (m *Manager) Info(ctx context.Context, name string) (Info, error) {
 		QDev     string `json:"qdev"`
 		Inserted *struct {
 			NodeName string `json:"node-name"`
+			BPS      int64  `json:"bps"`
+			BPSRd    int64  `json:"bps_rd"`
+			BPSWr    int64  `json:"bps_wr"`
+			IOPS     int64  `json:"iops"`
+			IOPSRd   int64  `json:"iops_rd"`
+			IOPSWr   int64  `json:"iops_wr"`
 		} `json:"inserted"`
 	}
 	if err := v.mon.run(ctx, "query-block", nil, &blocks); err != nil {
@@ -99,8 +106,20 @@ func (m *Manager) Info(ctx context.Context, name string) (Info, error) {
 	}
 	for _, b := range blocks {
 		for i := range in.Disks {
-			if b.Inserted != nil && (b.QDev == in.Disks[i].ID || b.QDev == "/machine/peripheral/"+in.Disks[i].ID) {
-				in.Disks[i].Node = b.Inserted.NodeName
+			id := in.Disks[i].ID
+			if b.Inserted == nil || !(b.QDev == id || b.QDev == "/machine/peripheral/"+id ||
+				strings.HasPrefix(b.QDev, "/machine/peripheral/"+id+"/")) {
+				continue
+			}
+			x := b.Inserted
+			in.Disks[i].Node = x.NodeName
+			// The limits qemu applies (the source of truth for a running VM).
+			t := IOTune{TotalBytesSec: x.BPS, ReadBytesSec: x.BPSRd, WriteBytesSec: x.BPSWr,
+				TotalIOPSSec: x.IOPS, ReadIOPSSec: x.IOPSRd, WriteIOPSSec: x.IOPSWr}
+			if t == (IOTune{}) {
+				in.Disks[i].IOTune = nil
+			} else {
+				in.Disks[i].IOTune = &t
 			}
 		}
 	}

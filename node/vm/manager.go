@@ -129,6 +129,7 @@ type machine struct {
 	mon     *monitor
 	log     *console.Log
 	stopped bool
+	cleaned bool // cleanupLocked ran in this process
 	pumpWG  sync.WaitGroup
 	watchWG sync.WaitGroup
 	quit    chan struct{} // closed by Manager.Close: stop watching, leave qemu alone
@@ -418,7 +419,7 @@ func (m *Manager) start(ctx context.Context, v *machine, s Spec) (err error) {
 	undo = append(undo, func() { v.closeConsole() })
 	for _, d := range v.st.Disks {
 		if d.IOTune != nil {
-			if err := mon.run(ctx, "block_set_io_throttle", throttleArgs(d.ID, *d.IOTune), nil); err != nil {
+			if err := mon.run(ctx, "block_set_io_throttle", throttleArgs(d.blockQDev(), *d.IOTune), nil); err != nil {
 				return fmt.Errorf("disk %s: %w", d.ID, err)
 			}
 		}
@@ -540,6 +541,9 @@ func (m *Manager) cleanup(ctx context.Context, v *machine, why string) {
 // monitor and console, delete taps, release leases, remove sockets, and
 // record the VM as stopped. Idempotent.
 func (m *Manager) cleanupLocked(_ context.Context, v *machine, why string) {
+	if v.cleaned {
+		return
+	}
 	if v.mon != nil {
 		v.mon.close()
 		v.mon = nil
@@ -568,7 +572,7 @@ func (m *Manager) cleanupLocked(_ context.Context, v *machine, why string) {
 	for _, p := range []string{v.f.qmp(), v.f.serial(), v.f.pid()} {
 		os.Remove(p)
 	}
-	v.stopped = true
+	v.stopped, v.cleaned = true, true
 	if !v.st.Stopped {
 		v.st.Stopped, v.st.Exit = true, why
 		if err := v.save(); err != nil {
@@ -814,7 +818,7 @@ func (m *Manager) AttachDisk(ctx context.Context, name string, md Media) (string
 		return fail(err)
 	}
 	if d.IOTune != nil {
-		if err := v.mon.run(ctx, "block_set_io_throttle", throttleArgs(d.ID, *d.IOTune), nil); err != nil {
+		if err := v.mon.run(ctx, "block_set_io_throttle", throttleArgs(d.blockQDev(), *d.IOTune), nil); err != nil {
 			m.log.Warn("throttle hot-plugged disk", "vm", name, "disk", d.ID, "err", err)
 		}
 	}
@@ -892,7 +896,7 @@ func (m *Manager) LimitDiskIO(ctx context.Context, name, diskID string, t IOTune
 	if i < 0 {
 		return fmt.Errorf("vm %s: %w: %s", name, ErrNoDisk, diskID)
 	}
-	if err := v.mon.run(ctx, "block_set_io_throttle", throttleArgs(diskID, t), nil); err != nil {
+	if err := v.mon.run(ctx, "block_set_io_throttle", throttleArgs(v.st.Disks[i].blockQDev(), t), nil); err != nil {
 		return fmt.Errorf("vm %s: %w", name, err)
 	}
 	if t == (IOTune{}) {

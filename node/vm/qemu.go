@@ -144,3 +144,13 @@ func shellQuote(args []string) string {
 	}
 	return strings.Join(q, " ")
 }
+
+// blockQDev is the qdev path of the device that owns d's block backend
+// (what block_set_io_throttle's "id" wants): for virtio-blk-pci it is the
+// virtio backend below the PCI proxy that carries the id.
+func (d disk) blockQDev() string {
+	if d.Bus == "virtio" {
+		return "/machine/peripheral/" + d.ID + "/virtio-backend"
+	}
+	return d.ID
+}
