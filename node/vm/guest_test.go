@@ -239,12 +239,17 @@ func (f *fakeLeaser) heldCount() int {
 // testManager opens a Manager over a fresh short directory (unix socket
 // paths are limited to 107 bytes) and destroys every VM at cleanup.
 func testManager(t testing.TB, l DiskLeaser) (*Manager, string) {
+	return testManagerCfg(t, Config{Leaser: l})
+}
+
+func testManagerCfg(t testing.TB, cfg Config) (*Manager, string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "zvm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Open(Config{Dir: dir, Leaser: l})
+	cfg.Dir = dir
+	m, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -75,6 +76,10 @@ func (m *Manager) Info(ctx context.Context, name string) (Info, error) {
 		Status  string `json:"status"`
 	}
 	if err := v.mon.run(ctx, "query-status", nil, &st); err != nil {
+		if errors.Is(err, ErrNotRunning) { // exited just now; the watcher is cleaning up
+			in.State, in.PID, in.Uptime, in.Exit = StateStopped, 0, 0, "qemu exited"
+			return in, nil
+		}
 		return Info{}, fmt.Errorf("vm %s: %w", name, err)
 	}
 	in.Status = st.Status

@@ -141,6 +141,8 @@ type Manager struct {
 	log   *slog.Logger
 	accel string
 
+	lock *os.File // flock on Dir/.lock, held until Close
+
 	mu     sync.Mutex
 	vms    map[string]*machine
 	closed bool
@@ -160,7 +162,21 @@ func Open(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("vm: %w", err)
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "vm"), vms: map[string]*machine{}}
+	lock, err := os.OpenFile(filepath.Join(cfg.Dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("vm: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("vm: %s is in use by another Manager (another agent?): %w", cfg.Dir, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "vm"), vms: map[string]*machine{}, lock: lock}
 	m.accel = cfg.Accel
 	if m.accel == "" {
 		if err := probeKVM(3 * time.Second); err != nil {
@@ -193,6 +209,7 @@ func Open(cfg Config) (*Manager, error) {
 			m.log.Warn("cannot adopt vm; leaving its directory alone", "vm", e.Name(), "err", err)
 		}
 	}
+	ok = true
 	return m, nil
 }
 
@@ -237,7 +254,7 @@ func (m *Manager) adopt(name string) error {
 	if !v.st.Stopped {
 		p, err := findProcess(v.f.pid(), v.f.qmp())
 		if err == nil {
-			mon, err := dialMonitor(v.f.qmp(), 10*time.Second)
+			mon, err := dialMonitor(v.f.qmp(), 30*time.Second)
 			if err == nil {
 				v.proc, v.mon = p, mon
 				if err := v.openConsole(m.cfg.ConsoleBytes); err != nil {
@@ -383,7 +400,9 @@ func (m *Manager) start(ctx context.Context, v *machine, s Spec) (err error) {
 		return err
 	}
 	defer errf.Close()
-	cmd := exec.CommandContext(ctx, m.cfg.QEMU, args...)
+	sctx, cancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(sctx, m.cfg.QEMU, args...)
 	cmd.Stdout, cmd.Stderr = errf, errf
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
 	// With -daemonize the command returns once qemu's devices are set up
@@ -743,6 +762,12 @@ func (m *Manager) Close() error {
 		}
 		v.closeConsole()
 		v.mu.Unlock()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lock != nil {
+		m.lock.Close() // releases the flock
+		m.lock = nil
 	}
 	return nil
 }

@@ -295,6 +295,7 @@ func TestCreateBadInput(t *testing.T) {
 		{"missing vdisk", func(s *Spec) { s.Media[0].URL = strings.TrimSuffix(url, "boot") + "nosuch" }, ErrStart, "nosuch"},
 		{"nbd down", func(s *Spec) { s.Media[0].URL = "nbd://127.0.0.1:1/x" }, ErrStart, "Connection refused"},
 		{"lease refused", func(s *Spec) { s.Media[0].URL = refused }, ErrLease, "node n2"},
+		{"qemu fails", func(s *Spec) { s.Kernel = "/nonexistent/vmlinuz" }, ErrStart, "/nonexistent/vmlinuz"},
 		{"bad nic", func(s *Spec) { s.NICs = []NIC{{Type: "macvtap"}} }, ErrInvalid, "macvtap"},
 	}
 	for _, c := range cases {
@@ -309,18 +310,21 @@ func TestCreateBadInput(t *testing.T) {
 		}
 		assertNothingLeft(t, m, dir, leases)
 	}
-	// qemu missing.
-	m2, err := Open(Config{Dir: dir, Accel: "tcg", QEMU: "/nonexistent/qemu", Leaser: leases})
-	if err != nil {
-		t.Fatal(err)
+	// A second Manager on the same directory is refused.
+	if m2, err := Open(Config{Dir: dir, Accel: "tcg"}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second Manager on %s: %v", dir, err)
+		if m2 != nil {
+			m2.Close()
+		}
 	}
-	defer m2.Close()
+	// qemu missing.
+	m2, dir2 := testManagerCfg(t, Config{Accel: "tcg", QEMU: "/nonexistent/qemu", Leaser: leases})
 	if _, err := m2.Create(ctx, base); !errors.Is(err, ErrStart) || !strings.Contains(err.Error(), "/nonexistent/qemu") {
 		t.Errorf("qemu missing: %v", err)
 	}
-	assertNothingLeft(t, m2, dir, leases)
+	assertNothingLeft(t, m2, dir2, leases)
 	// A second VM with the same name.
-	_, err = m.Create(ctx, Spec{Name: "dup", Memory: 64, Kernel: kernel, Media: []Media{{URL: url, ReadOnly: true}}})
+	_, err := m.Create(ctx, Spec{Name: "dup", Memory: 64, Kernel: kernel, Media: []Media{{URL: url, ReadOnly: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,8 +338,11 @@ func assertNothingLeft(t *testing.T, m *Manager, dir string, l *fakeLeaser) {
 	if l.heldCount() != 0 {
 		t.Errorf("leases left: %v", l.calls)
 	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
-		t.Errorf("left in %s: %v", dir, ents)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.Name() != ".lock" {
+			t.Errorf("left in %s: %s", dir, e.Name())
+		}
 	}
 	if list, _ := m.List(context.Background()); len(list) != 0 {
 		t.Errorf("vms listed: %+v", list)
