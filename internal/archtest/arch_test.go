@@ -46,6 +46,9 @@ func TestLayering(t *testing.T) {
 		{"blockd", []string{"node", "cmd", "flist"}},
 		{"raft", []string{"node", "orchestrator", "blockd", "flist", "cmd"}},
 		{"orchestrator", []string{"node", "cmd"}},
+		// The VM runtime reaches vdisks only over NBD and the DiskLeaser
+		// interface; the agent binding wires it to blockd.
+		{"node/vm", []string{"blockd", "raft", "chunkstore", "flist", "orchestrator", "node/resp", "cmd"}},
 		{"", []string{"cmd"}},
 	}
 	for _, p := range listPackages(t) {

@@ -15,6 +15,14 @@ import (
 	"time"
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if initrdPath != "" {
+		os.RemoveAll(filepath.Dir(initrdPath))
+	}
+	os.Exit(code)
+}
+
 // virtioModules are loaded by the guest's /init, in this order.
 var virtioModules = []string{"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"}
 

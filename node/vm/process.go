@@ -50,13 +50,6 @@ func findProcess(pidFile, marker string) (*process, error) {
 	return &process{pid: pid, pidfd: fd}, nil
 }
 
-// exited reports whether the process has exited (without blocking).
-func (p *process) exited() bool {
-	fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	return err == nil && n > 0
-}
-
 // wait blocks until the process exits or ctx ends.
 func (p *process) wait(ctx context.Context) error {
 	for {
