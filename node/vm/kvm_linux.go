@@ -78,7 +78,7 @@ func runHLT(kvm *os.File) error {
 		return err
 	}
 	defer unix.Munmap(mem)
-	mem[0x1000] = 0xf4 // hlt
+	mem[0x1000] = 0xf4  // hlt
 	var region [32]byte // kvm_userspace_memory_region{slot, flags u32; gpa, size, uaddr u64}
 	binary.LittleEndian.PutUint64(region[8:], 0)
 	binary.LittleEndian.PutUint64(region[16:], uint64(len(mem)))
@@ -104,7 +104,7 @@ func runHLT(kvm *os.File) error {
 	if _, err := ioctl(cpufd, kvmGetSregs, uintptr(unsafe.Pointer(&sregs[0]))); err != nil {
 		return fmt.Errorf("KVM_GET_SREGS: %w", err)
 	}
-	binary.LittleEndian.PutUint64(sregs[0:], 0) // cs.base
+	binary.LittleEndian.PutUint64(sregs[0:], 0)  // cs.base
 	binary.LittleEndian.PutUint16(sregs[12:], 0) // cs.selector
 	if _, err := ioctl(cpufd, kvmSetSregs, uintptr(unsafe.Pointer(&sregs[0]))); err != nil {
 		return fmt.Errorf("KVM_SET_SREGS: %w", err)

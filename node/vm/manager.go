@@ -634,10 +634,14 @@ func (m *Manager) running(name string) (*machine, error) {
 }
 
 // Pause stops the guest's vCPUs (QMP stop).
-func (m *Manager) Pause(ctx context.Context, name string) error { return m.simple(ctx, name, "stop", nil) }
+func (m *Manager) Pause(ctx context.Context, name string) error {
+	return m.simple(ctx, name, "stop", nil)
+}
 
 // Resume continues a paused guest (QMP cont).
-func (m *Manager) Resume(ctx context.Context, name string) error { return m.simple(ctx, name, "cont", nil) }
+func (m *Manager) Resume(ctx context.Context, name string) error {
+	return m.simple(ctx, name, "cont", nil)
+}
 
 // Reset is a hard reset of the guest (QMP system_reset).
 func (m *Manager) Reset(ctx context.Context, name string) error {
