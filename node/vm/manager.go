@@ -324,29 +324,20 @@ func (m *Manager) Create(ctx context.Context, s Spec) (Info, error) {
 	return m.Info(ctx, s.Name)
 }
 
-// start does Create's work with v.mu held, undoing everything on error.
-func (m *Manager) start(ctx context.Context, v *machine, s Spec) (err error) {
-	log := m.log.With("vm", s.Name)
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-			log.Warn("create failed; rolled back", "err", err)
-		}
-	}()
+// start does Create's work with v.mu held: it makes the VM's directory and
+// state, then launches it; on error the directory is removed again.
+func (m *Manager) start(ctx context.Context, v *machine, s Spec) error {
 	if err := os.Mkdir(v.f.dir, 0o750); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("%w: directory %s is left from an earlier vm (destroy it)", ErrExists, v.f.dir)
 		}
 		return err
 	}
-	undo = append(undo, func() { os.RemoveAll(v.f.dir) })
-	v.st = persisted{Spec: s, Accel: m.accel, Created: time.Now().UTC()}
+	v.st = persisted{Spec: s, Created: time.Now().UTC()}
 	for i, md := range s.Media {
 		t, err := parseNBD(md.URL, m.cfg.LocalNBD)
 		if err != nil {
+			os.RemoveAll(v.f.dir)
 			return fmt.Errorf("%w: media %d: %v", ErrInvalid, i, err)
 		}
 		d := disk{ID: "disk" + strconv.Itoa(i), Node: "nbd" + strconv.Itoa(i), URL: t.URL(), Type: md.Type, Bus: md.Bus,
@@ -363,15 +354,6 @@ func (m *Manager) start(ctx context.Context, v *machine, s Spec) (err error) {
 		v.st.Disks = append(v.st.Disks, d)
 	}
 	v.st.NextDisk = len(v.st.Disks)
-	for _, d := range v.st.Disks {
-		if d.ReadOnly {
-			continue
-		}
-		if err := m.cfg.Leaser.Acquire(ctx, s.Name, d.URL); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrLease, d.URL, err)
-		}
-		undo = append(undo, func() { m.release(s.Name, d.URL) })
-	}
 	for i, n := range s.NICs {
 		x := nic{Type: n.Type, HWAddr: n.HWAddr}
 		if x.HWAddr == "" {
@@ -383,13 +365,76 @@ func (m *Manager) start(ctx context.Context, v *machine, s Spec) (err error) {
 				x.Bridge = m.cfg.Bridge
 			}
 			x.Tap = tap.Name(s.Name, i)
-			if err := tap.Create(x.Tap, x.Bridge); err != nil {
-				return err
-			}
-			undo = append(undo, func() { tap.Delete(x.Tap) })
 		}
 		v.st.NICs = append(v.st.NICs, x)
 	}
+	if err := m.launch(ctx, v); err != nil {
+		os.RemoveAll(v.f.dir)
+		return err
+	}
+	return nil
+}
+
+// Start boots a stopped VM again with the disks and NICs it had (disks
+// hot-plugged before it stopped included), taking the leases and taps
+// again. On error the VM stays stopped and nothing is held.
+func (m *Manager) Start(ctx context.Context, name string) error {
+	v, err := m.get(name)
+	if err != nil {
+		return err
+	}
+	defer v.mu.Unlock()
+	if !v.stopped {
+		return fmt.Errorf("vm %s: %w: it is running", name, ErrExists)
+	}
+	v.cleaned = false
+	if err := m.launch(ctx, v); err != nil {
+		v.cleaned = true
+		v.st.Stopped, v.st.Exit = true, "start failed: "+err.Error()
+		v.save()
+		return fmt.Errorf("vm %s: %w", name, err)
+	}
+	v.stopped = false
+	v.mu.Unlock()
+	v.watch(m)
+	v.mu.Lock()
+	return nil
+}
+
+// launch runs the pre-start steps (leases, taps), starts qemu paused,
+// connects QMP and the console, applies limits and lets the guest run. On
+// error every step is undone in reverse order.
+func (m *Manager) launch(ctx context.Context, v *machine) (err error) {
+	s := v.st.Spec
+	log := m.log.With("vm", s.Name)
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+			log.Warn("start failed; rolled back", "err", err)
+		}
+	}()
+	for _, d := range v.st.Disks {
+		if d.ReadOnly {
+			continue
+		}
+		if err := m.cfg.Leaser.Acquire(ctx, s.Name, d.URL); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrLease, d.URL, err)
+		}
+		undo = append(undo, func() { m.release(s.Name, d.URL) })
+	}
+	for _, x := range v.st.NICs {
+		if x.Tap == "" {
+			continue
+		}
+		if err := tap.Create(x.Tap, x.Bridge); err != nil {
+			return err
+		}
+		undo = append(undo, func() { tap.Delete(x.Tap) })
+	}
+	v.st.Accel, v.st.Stopped, v.st.Exit = m.accel, false, ""
 	if err := v.save(); err != nil {
 		return err
 	}
@@ -512,7 +557,15 @@ func (v *machine) openConsole(capBytes int64) error {
 	v.pumpWG.Add(1)
 	go func() {
 		defer v.pumpWG.Done()
-		go func() { <-v.quit; conn.Close() }()
+		copied := make(chan struct{})
+		defer close(copied)
+		go func() {
+			select {
+			case <-v.quit:
+				conn.Close()
+			case <-copied:
+			}
+		}()
 		io.Copy(l, conn) // ends when qemu exits or the manager closes
 		conn.Close()
 	}()

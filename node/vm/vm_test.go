@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -179,26 +180,88 @@ func TestGuestPowerOff(t *testing.T) {
 	if _, err := m.Create(ctx, guestSpec(t, "halt", "halt", mk, Media{URL: url})); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		in, err := m.Info(ctx, "halt")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if in.State == StateStopped {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("guest did not power off within 5 min:\n%s", readConsole(t, m, "halt"))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitStopped(t, m, "halt")
 	c := readConsole(t, m, "halt")
 	if !strings.Contains(c, "ZOS-BOOT "+mk) || !strings.Contains(c, "PATTERN: halt-pattern") {
 		t.Fatalf("console:\n%s", c)
 	}
 	if leases.heldCount() != 0 {
 		t.Fatalf("leases held after the guest powered off: %v", leases.calls)
+	}
+	// Boot it again: same disk, the lease taken again, the console appended.
+	if err := m.Start(ctx, "halt"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx, "halt"); !errors.Is(err, ErrExists) {
+		t.Fatalf("Start of a running vm: %v", err)
+	}
+	waitStopped(t, m, "halt")
+	if c := readConsole(t, m, "halt"); strings.Count(c, "PATTERN: halt-pattern") != 2 {
+		t.Fatalf("console after the second boot:\n%s", c)
+	}
+	if leases.heldCount() != 0 || len(leases.calls) != 4 {
+		t.Fatalf("lease calls: %v", leases.calls)
+	}
+}
+
+func waitStopped(t *testing.T, m *Manager, name string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		in, err := m.Info(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.State == StateStopped {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("guest did not power off within 5 min:\n%s", readConsole(t, m, name))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// qemu dies while no Manager runs: the next Open finds it stopped and
+// releases its leases and taps.
+func TestRecoveryOfDeadVM(t *testing.T) {
+	requireBins(t, "qemu-system-x86_64", "qemu-nbd", "busybox", "cpio")
+	leases := newFakeLeaser()
+	m, dir := testManager(t, leases)
+	ctx := context.Background()
+	br := fmt.Sprintf("ztb%06x", rand.Uint32()&0xffffff)
+	t.Cleanup(func() { tap.DeleteBridge(br) })
+	s := guestSpec(t, "dead", "wait", marker(), Media{URL: nbdServer(t, "boot", "x")})
+	s.NICs = []NIC{{Type: "bridge", ID: br}}
+	in, err := m.Create(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tap.Delete(in.NICs[0].Tap) })
+	m.Close()
+	if err := syscall.Kill(in.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for processAlive(in.PID) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	m2, err := Open(Config{Dir: dir, Leaser: leases})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	in2, err := m2.Info(ctx, "dead")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in2.State != StateStopped || in2.Exit == "" {
+		t.Fatalf("after restart: %+v", in2)
+	}
+	if leases.heldCount() != 0 {
+		t.Fatalf("leases: %v", leases.calls)
+	}
+	if tap.Exists(in.NICs[0].Tap) {
+		t.Fatal("tap of a dead vm left after Open")
 	}
 }
 
