@@ -24,7 +24,8 @@ func TestMain(m *testing.M) {
 }
 
 // virtioModules are loaded by the guest's /init, in this order.
-var virtioModules = []string{"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"}
+var virtioModules = []string{"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk",
+	"crc16", "crc32c_generic", "mbcache", "jbd2", "ext4"}
 
 func requireBins(t testing.TB, bins ...string) {
 	t.Helper()
@@ -77,6 +78,11 @@ disks() { $B ls /sys/block | $B grep '^vd' | $B tr '\n' ' '; }
 echo "DISKS: $(disks)"
 echo "PATTERN: $($B dd if=/dev/vda bs=64 count=1 2>/dev/null | $B tr -d '\000')"
 if [ "$MODE" = halt ]; then $B sync; $B poweroff -f; fi
+if [ "$MODE" = root ]; then
+  $B mkdir -p /mnt
+  $B mount -t ext4 /dev/vda /mnt && exec $B switch_root /mnt /sbin/init
+  echo "ROOT MOUNT FAILED"; $B poweroff -f
+fi
 last=$(disks)
 while true; do
   now=$(disks)
@@ -120,14 +126,10 @@ func buildInitrd(modDir string) (string, error) {
 	}
 	for _, m := range virtioModules {
 		out := filepath.Join(root, "lib/modules", m+".ko")
-		matches, _ := filepath.Glob(filepath.Join(modDir, "kernel/drivers/*", m+".ko*"))
-		if len(matches) == 0 {
-			matches, _ = filepath.Glob(filepath.Join(modDir, "kernel/drivers/*/*", m+".ko*"))
-		}
-		if len(matches) == 0 {
+		src := findModule(modDir, m)
+		if src == "" {
 			return "", fmt.Errorf("module %s not found under %s", m, modDir)
 		}
-		src := matches[0]
 		var dec string
 		switch {
 		case strings.HasSuffix(src, ".xz"):
@@ -157,6 +159,26 @@ func buildInitrd(modDir string) (string, error) {
 	return img, nil
 }
 
+// findModule returns the path of module name (NAME.ko, possibly
+// compressed) under modDir/kernel, or "".
+func findModule(modDir, name string) string {
+	var found string
+	filepath.WalkDir(filepath.Join(modDir, "kernel"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || found != "" {
+			return nil
+		}
+		b := d.Name()
+		for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
+			if b == name+ext {
+				found = p
+				return filepath.SkipAll
+			}
+		}
+		return nil
+	})
+	return found
+}
+
 func copyFile(src, dst string, mode os.FileMode) error {
 	b, err := os.ReadFile(src)
 	if err != nil {
@@ -175,13 +197,19 @@ func nbdServer(t testing.TB, export, pattern string) string {
 	if err := os.WriteFile(f, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return nbdServe(t, f, "raw", export)
+}
+
+// nbdServe serves file (in format raw or qcow2) as export over qemu-nbd.
+func nbdServe(t testing.TB, f, format, export string) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cmd := exec.Command("qemu-nbd", "-f", "raw", "-x", export, "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-t", "-e", "8", f)
+	cmd := exec.Command("qemu-nbd", "-f", format, "-x", export, "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-t", "-e", "8", f)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -75,12 +75,15 @@ func (m *Manager) Info(ctx context.Context, name string) (Info, error) {
 		Running bool   `json:"running"`
 		Status  string `json:"status"`
 	}
-	if err := v.mon.run(ctx, "query-status", nil, &st); err != nil {
+	exited := func(err error) (Info, error) {
 		if errors.Is(err, ErrNotRunning) { // exited just now; the watcher is cleaning up
-			in.State, in.PID, in.Uptime, in.Exit = StateStopped, 0, 0, "qemu exited"
+			in.State, in.Status, in.PID, in.Uptime, in.Exit = StateStopped, "", 0, 0, "qemu exited"
 			return in, nil
 		}
 		return Info{}, fmt.Errorf("vm %s: %w", name, err)
+	}
+	if err := v.mon.run(ctx, "query-status", nil, &st); err != nil {
+		return exited(err)
 	}
 	in.Status = st.Status
 	in.State = StateRunning
@@ -91,7 +94,7 @@ func (m *Manager) Info(ctx context.Context, name string) (Info, error) {
 		Index int `json:"cpu-index"`
 	}
 	if err := v.mon.run(ctx, "query-cpus-fast", nil, &cpus); err != nil {
-		return Info{}, fmt.Errorf("vm %s: %w", name, err)
+		return exited(err)
 	}
 	in.CPU = len(cpus)
 	var blocks []struct {
@@ -107,7 +110,7 @@ func (m *Manager) Info(ctx context.Context, name string) (Info, error) {
 		} `json:"inserted"`
 	}
 	if err := v.mon.run(ctx, "query-block", nil, &blocks); err != nil {
-		return Info{}, fmt.Errorf("vm %s: %w", name, err)
+		return exited(err)
 	}
 	for _, b := range blocks {
 		for i := range in.Disks {

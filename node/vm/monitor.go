@@ -110,10 +110,14 @@ func (m *monitor) run(ctx context.Context, cmd string, args any, out any) error 
 		return fmt.Errorf("qmp %s: %w (the QMP connection closed)", cmd, ErrNotRunning)
 	}
 	if r.err != nil {
+		// A reply lost to a closing connection shows up as a read error
+		// just before the event stream ends: give it a moment.
+		t := time.NewTimer(500 * time.Millisecond)
+		defer t.Stop()
 		select {
 		case <-m.done:
 			return fmt.Errorf("qmp %s: %w (the QMP connection closed)", cmd, ErrNotRunning)
-		default:
+		case <-t.C:
 		}
 		return fmt.Errorf("qmp %s: %w", cmd, r.err)
 	}
