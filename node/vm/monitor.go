@@ -3,8 +3,12 @@ package vm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
@@ -109,7 +113,7 @@ func (m *monitor) run(ctx context.Context, cmd string, args any, out any) error 
 	case <-m.done:
 		return fmt.Errorf("qmp %s: %w (the QMP connection closed)", cmd, ErrNotRunning)
 	}
-	if r.err != nil {
+	if r.err != nil && connError(r.err) {
 		// A reply lost to a closing connection shows up as a read error
 		// just before the event stream ends: give it a moment.
 		t := time.NewTimer(500 * time.Millisecond)
@@ -120,6 +124,9 @@ func (m *monitor) run(ctx context.Context, cmd string, args any, out any) error 
 		case <-t.C:
 		}
 		return fmt.Errorf("qmp %s: %w", cmd, r.err)
+	}
+	if r.err != nil {
+		return fmt.Errorf("qmp %s: %w", cmd, r.err) // qemu's own error message
 	}
 	if out == nil {
 		return nil
@@ -134,6 +141,16 @@ func (m *monitor) run(ctx context.Context, cmd string, args any, out any) error 
 		return fmt.Errorf("qmp %s: decode reply: %w", cmd, err)
 	}
 	return nil
+}
+
+// connError reports an error of the connection rather than of qemu (go-qemu
+// returns qemu's errors as plain strings; a closed stream yields an empty
+// reply that fails to decode).
+func connError(err error) bool {
+	var se *json.SyntaxError
+	var ne net.Error
+	return errors.As(err, &se) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func (m *monitor) close() {
