@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 
 // virtioModules are loaded by the guest's /init, in this order.
 var virtioModules = []string{"virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk",
-	"crc16", "crc32c_generic", "mbcache", "jbd2", "ext4"}
+	"crc16", "crc32c_generic", "mbcache", "jbd2", "ext4", "failover", "net_failover", "virtio_net"}
 
 func requireBins(t testing.TB, bins ...string) {
 	t.Helper()
@@ -70,8 +70,13 @@ $B mount -t proc proc /proc
 $B mount -t sysfs sysfs /sys
 $B mount -t devtmpfs devtmpfs /dev
 for m in MODULES; do $B insmod /lib/modules/$m.ko 2>/dev/null || echo "insmod $m failed"; done
-for w in $($B cat /proc/cmdline); do case $w in zos.marker=*) M=${w#zos.marker=};; zos.mode=*) MODE=${w#zos.mode=};; esac; done
+for w in $($B cat /proc/cmdline); do case $w in zos.marker=*) M=${w#zos.marker=};; zos.mode=*) MODE=${w#zos.mode=};; zos.ip=*) IP=${w#zos.ip=};; zos.peer=*) PEER=${w#zos.peer=};; esac; done
 echo "ZOS-BOOT $M"
+if [ -n "$IP" ]; then
+  i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do $B sleep 0.1; i=$((i+1)); done
+  $B ip link set lo up; $B ip addr add $IP dev eth0; $B ip link set eth0 up
+  if $B ping -c 1 -W 2 $PEER >/dev/null 2>&1 || $B ping -c 3 -W 5 $PEER >/dev/null 2>&1; then echo "PING-OK $PEER"; else echo "PING-FAILED $PEER"; fi
+fi
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 600 ]; do $B sleep 0.1; i=$((i+1)); done
 disks() { $B ls /sys/block | $B grep '^vd' | $B tr '\n' ' '; }
