@@ -50,4 +50,3 @@ func TestBridgeNICCarriesTraffic(t *testing.T) {
 		t.Fatal("tap left after destroy")
 	}
 }
-
