@@ -599,7 +599,11 @@ func (v *machine) watch(m *Manager) {
 		if v.stopped || v.proc != p {
 			return
 		}
-		m.cleanupLocked(context.Background(), v, "qemu exited")
+		why := "qemu exited"
+		if v.mon != nil && v.mon.shutdownReason() != "" {
+			why += " (" + v.mon.shutdownReason() + ")"
+		}
+		m.cleanupLocked(context.Background(), v, why)
 	}()
 }
 
@@ -684,6 +688,16 @@ func (m *Manager) running(name string) (*machine, error) {
 		return nil, fmt.Errorf("%w: %s (%s)", ErrNotRunning, name, v.st.Exit)
 	}
 	return v, nil
+}
+
+// Get returns the Spec the VM was created with.
+func (m *Manager) Get(name string) (Spec, error) {
+	v, err := m.get(name)
+	if err != nil {
+		return Spec{}, err
+	}
+	defer v.mu.Unlock()
+	return v.st.Spec, nil
 }
 
 // Pause stops the guest's vCPUs (QMP stop).
@@ -830,7 +844,8 @@ func (m *Manager) Close() error {
 }
 
 // Console returns a reader of the VM's serial console log, from the oldest
-// kept byte; with follow it waits for more until closed (or the VM stops).
+// kept byte; with follow it waits for more until closed, or until the VM
+// stops (Read then returns console.ErrClosed after the last byte).
 func (m *Manager) Console(name string, follow bool) (io.ReadCloser, error) {
 	v, err := m.get(name)
 	if err != nil {

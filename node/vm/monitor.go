@@ -21,8 +21,9 @@ type monitor struct {
 	mon  *qmp.SocketMonitor
 	done chan struct{} // closed when the connection ends (qemu exited or Close)
 
-	mu   sync.Mutex
-	subs map[*subscription]struct{}
+	mu       sync.Mutex
+	subs     map[*subscription]struct{}
+	shutdown string // reason of the last SHUTDOWN event (guest-shutdown, host-qmp-quit, host-signal, …)
 }
 
 type subscription struct {
@@ -58,6 +59,11 @@ func (m *monitor) readEvents(events <-chan qmp.Event) {
 	defer close(m.done)
 	for e := range events {
 		m.mu.Lock()
+		if e.Event == "SHUTDOWN" {
+			if r, ok := e.Data["reason"].(string); ok {
+				m.shutdown = r
+			}
+		}
 		for s := range m.subs {
 			if s.match(e) {
 				select {
@@ -151,6 +157,12 @@ func connError(err error) bool {
 	var ne net.Error
 	return errors.As(err, &se) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func (m *monitor) shutdownReason() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.shutdown
 }
 
 func (m *monitor) close() {

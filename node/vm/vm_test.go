@@ -91,6 +91,16 @@ func TestVMLifecycle(t *testing.T) {
 	con.waitFor(t, "ZOS-BOOT "+mk, 2)
 	con.waitFor(t, "PATTERN: "+pattern, 2)
 
+	// Reboot: Ctrl-Alt-Delete, which this guest's kernel turns into a reboot.
+	if err := m.Reboot(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	con.waitFor(t, "ZOS-BOOT "+mk, 3)
+	con.waitFor(t, "PATTERN: "+pattern, 3)
+	if s, err := m.Get("vm1"); err != nil || s.Name != "vm1" || s.Memory != 256 {
+		t.Fatalf("Get: %+v, %v", s, err)
+	}
+
 	// Hot-plug a second disk and take it away again.
 	pattern2 := strings.Repeat("B", 64)
 	url2 := nbdServer(t, "data", pattern2)
@@ -181,6 +191,9 @@ func TestGuestPowerOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStopped(t, m, "halt")
+	if in, _ := m.Info(ctx, "halt"); !strings.Contains(in.Exit, "guest-shutdown") {
+		t.Errorf("exit reason %q, want qemu's guest-shutdown", in.Exit)
+	}
 	c := readConsole(t, m, "halt")
 	if !strings.Contains(c, "ZOS-BOOT "+mk) || !strings.Contains(c, "PATTERN: halt-pattern") {
 		t.Fatalf("console:\n%s", c)
