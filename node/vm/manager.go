@@ -128,6 +128,7 @@ type machine struct {
 	proc    *process // nil once stopped
 	mon     *monitor
 	log     *console.Log
+	serial  net.Conn // the console socket the pump reads
 	stopped bool
 	cleaned bool // cleanupLocked ran in this process
 	pumpWG  sync.WaitGroup
@@ -553,7 +554,7 @@ func (v *machine) openConsole(capBytes int64) error {
 		l.Close()
 		return fmt.Errorf("connect serial console: %w", err)
 	}
-	v.log = l
+	v.log, v.serial = l, conn
 	v.pumpWG.Add(1)
 	go func() {
 		defer v.pumpWG.Done()
@@ -628,10 +629,19 @@ func (m *Manager) cleanupLocked(_ context.Context, v *machine, why string) {
 		v.proc.close()
 		v.proc = nil
 	}
-	// The console pump ends at the socket's EOF; wait so the log is complete.
-	v.mu.Unlock()
-	v.pumpWG.Wait()
-	v.mu.Lock()
+	// The console pump ends at the socket's EOF (qemu is gone); wait so the
+	// log is complete, but not forever.
+	v.cleaned = true
+	pumped := make(chan struct{})
+	go func() { v.pumpWG.Wait(); close(pumped) }()
+	select {
+	case <-pumped:
+	case <-time.After(5 * time.Second):
+		if v.serial != nil {
+			v.serial.Close()
+		}
+		<-pumped
+	}
 	v.closeConsole()
 	for _, n := range v.st.NICs {
 		if n.Tap != "" {
