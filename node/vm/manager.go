@@ -497,6 +497,7 @@ func (m *Manager) launch(ctx context.Context, v *machine) (err error) {
 }
 
 func throttleArgs(id string, t IOTune) map[string]any {
+	t = t.effective()
 	return map[string]any{"id": id,
 		"bps": t.TotalBytesSec, "bps_rd": t.ReadBytesSec, "bps_wr": t.WriteBytesSec,
 		"iops": t.TotalIOPSSec, "iops_rd": t.ReadIOPSSec, "iops_wr": t.WriteIOPSSec}
@@ -1006,7 +1007,7 @@ func (m *Manager) LimitDiskIO(ctx context.Context, name, diskID string, t IOTune
 	if err := v.mon.run(ctx, "block_set_io_throttle", throttleArgs(v.st.Disks[i].blockQDev(), t), nil); err != nil {
 		return fmt.Errorf("vm %s: %w", name, err)
 	}
-	if t == (IOTune{}) {
+	if t.effective() == (IOTune{}) {
 		v.st.Disks[i].IOTune = nil
 	} else {
 		v.st.Disks[i].IOTune = &t

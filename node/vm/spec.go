@@ -50,14 +50,28 @@ type Media struct {
 	IOTune *IOTune `json:"iotune,omitempty"`
 }
 
-// IOTune are the limits of qemu's block_set_io_throttle (0 = unlimited).
+// IOTune are the limits of qemu's block_set_io_throttle (0 = unlimited),
+// in 0-core's (libvirt's) wire shape: each value with a "…set" flag. A
+// value counts when its flag is set or it is non-zero.
 type IOTune struct {
-	TotalBytesSec int64 `json:"totalbytessecset,omitempty"`
-	ReadBytesSec  int64 `json:"readbytessecset,omitempty"`
-	WriteBytesSec int64 `json:"writebytessecset,omitempty"`
-	TotalIOPSSec  int64 `json:"totaliopssecset,omitempty"`
-	ReadIOPSSec   int64 `json:"readiopssecset,omitempty"`
-	WriteIOPSSec  int64 `json:"writeiopssecset,omitempty"`
+	TotalBytesSecSet bool  `json:"totalbytessecset,omitempty"`
+	TotalBytesSec    int64 `json:"totalbytessec,omitempty"`
+	ReadBytesSecSet  bool  `json:"readbytessecset,omitempty"`
+	ReadBytesSec     int64 `json:"readbytessec,omitempty"`
+	WriteBytesSecSet bool  `json:"writebytessecset,omitempty"`
+	WriteBytesSec    int64 `json:"writebytessec,omitempty"`
+	TotalIOPSSecSet  bool  `json:"totaliopssecset,omitempty"`
+	TotalIOPSSec     int64 `json:"totaliopssec,omitempty"`
+	ReadIOPSSecSet   bool  `json:"readiopssecset,omitempty"`
+	ReadIOPSSec      int64 `json:"readiopssec,omitempty"`
+	WriteIOPSSecSet  bool  `json:"writeiopssecset,omitempty"`
+	WriteIOPSSec     int64 `json:"writeiopssec,omitempty"`
+}
+
+// effective drops the "set" flags: the limits qemu is given.
+func (t IOTune) effective() IOTune {
+	return IOTune{TotalBytesSec: t.TotalBytesSec, ReadBytesSec: t.ReadBytesSec, WriteBytesSec: t.WriteBytesSec,
+		TotalIOPSSec: t.TotalIOPSSec, ReadIOPSSec: t.ReadIOPSSec, WriteIOPSSec: t.WriteIOPSSec}
 }
 
 // NIC is one network interface.

@@ -14,7 +14,7 @@ func FuzzDecodeSpec(f *testing.F) {
 	for _, s := range []string{
 		`{"name":"vm1","cpu":2,"memory":512,"media":[{"url":"nbd://127.0.0.1:10809/boot"}],"nics":[{"type":"default"}],"port":{"2222":22}}`,
 		`{"name":"a","memory":64,"media":[{"url":"vd1","type":"cdrom","bus":"ide"}],"nics":[{"type":"bridge","id":"zos0","hwaddr":"52:54:00:12:34:56"}]}`,
-		`{"name":"k","memory":64,"kernel":"/boot/vmlinuz","initrd":"/i","cmdline":"console=ttyS0","media":[{"url":"nbd+unix:///x?socket=/run/nbd.sock","iotune":{"totaliopssecset":100}}]}`,
+		`{"name":"k","memory":64,"kernel":"/boot/vmlinuz","initrd":"/i","cmdline":"console=ttyS0","media":[{"url":"nbd+unix:///x?socket=/run/nbd.sock","iotune":{"totaliopssecset":true,"totaliopssec":100}}]}`,
 		`{"name":".bad","memory":0}`, `{"name":"x","media":[{"url":"nbd://[::1]:1/e"}]}`, `[]`, `{"name":"x","extra":1}`,
 	} {
 		f.Add([]byte(s))
