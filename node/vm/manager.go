@@ -146,6 +146,7 @@ type Manager struct {
 
 	mu     sync.Mutex
 	vms    map[string]*machine
+	rw     map[string]string // read-write disk URL -> VM holding it
 	closed bool
 
 	created, failed prometheus.Counter
@@ -177,7 +178,7 @@ func Open(cfg Config) (*Manager, error) {
 			lock.Close()
 		}
 	}()
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "vm"), vms: map[string]*machine{}, lock: lock}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "vm"), vms: map[string]*machine{}, rw: map[string]string{}, lock: lock}
 	m.accel = cfg.Accel
 	if m.accel == "" {
 		if err := probeKVM(3 * time.Second); err != nil {
@@ -263,6 +264,11 @@ func (m *Manager) adopt(name string) error {
 				}
 				m.mu.Lock()
 				m.vms[name] = v
+				for _, d := range v.st.Disks {
+					if !d.ReadOnly {
+						m.rw[d.URL] = name // the lease is still held: qemu never let go of it
+					}
+				}
 				m.mu.Unlock()
 				v.watch(m)
 				log.Info("adopted running vm", "pid", p.pid)
@@ -421,8 +427,8 @@ func (m *Manager) launch(ctx context.Context, v *machine) (err error) {
 		if d.ReadOnly {
 			continue
 		}
-		if err := m.cfg.Leaser.Acquire(ctx, s.Name, d.URL); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrLease, d.URL, err)
+		if err := m.acquire(ctx, s.Name, d.URL); err != nil {
+			return err
 		}
 		undo = append(undo, func() { m.release(s.Name, d.URL) })
 	}
@@ -503,7 +509,34 @@ func throttleArgs(id string, t IOTune) map[string]any {
 		"iops": t.TotalIOPSSec, "iops_rd": t.ReadIOPSSec, "iops_wr": t.WriteIOPSSec}
 }
 
+// acquire claims url read-write for vm: refused if another VM of this
+// Manager has it read-write, else the Leaser's lease is taken.
+func (m *Manager) acquire(ctx context.Context, vm, url string) error {
+	m.mu.Lock()
+	if other, ok := m.rw[url]; ok && other != vm {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: %s is attached read-write to vm %s on this node", ErrLease, url, other)
+	}
+	m.rw[url] = vm
+	m.mu.Unlock()
+	if err := m.cfg.Leaser.Acquire(ctx, vm, url); err != nil {
+		m.unclaim(vm, url)
+		return fmt.Errorf("%w: %s: %v", ErrLease, url, err)
+	}
+	return nil
+}
+
+func (m *Manager) unclaim(vm, url string) {
+	m.mu.Lock()
+	if m.rw[url] == vm {
+		delete(m.rw, url)
+	}
+	m.mu.Unlock()
+}
+
+// release gives back what acquire took (the Leaser's errors are logged).
 func (m *Manager) release(vm, url string) {
+	m.unclaim(vm, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := m.cfg.Leaser.Release(ctx, vm, url); err != nil {
@@ -904,8 +937,8 @@ func (m *Manager) AttachDisk(ctx context.Context, name string, md Media) (string
 	d := disk{ID: "disk" + strconv.Itoa(n), Node: "nbd" + strconv.Itoa(n), URL: t.URL(), Type: "disk", Bus: "virtio",
 		ReadOnly: md.ReadOnly, IOTune: md.IOTune, target: t}
 	if !d.ReadOnly {
-		if err := m.cfg.Leaser.Acquire(ctx, name, d.URL); err != nil {
-			return "", fmt.Errorf("vm %s: %w: %s: %v", name, ErrLease, d.URL, err)
+		if err := m.acquire(ctx, name, d.URL); err != nil {
+			return "", fmt.Errorf("vm %s: %w", name, err)
 		}
 	}
 	fail := func(err error) (string, error) {

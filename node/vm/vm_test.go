@@ -407,6 +407,22 @@ func TestCreateBadInput(t *testing.T) {
 	if _, err := m.Create(ctx, Spec{Name: "dup", Memory: 64, Kernel: kernel}); !errors.Is(err, ErrExists) {
 		t.Errorf("duplicate name: %v", err)
 	}
+	// A disk read-write in one VM is refused to another VM of the node, with
+	// no lease call for the refused one.
+	if _, err := m.Create(ctx, Spec{Name: "rw1", Memory: 64, Kernel: kernel, Media: []Media{{URL: url}}}); err != nil {
+		t.Fatal(err)
+	}
+	calls := len(leases.calls)
+	_, err = m.Create(ctx, Spec{Name: "rw2", Memory: 64, Kernel: kernel, Media: []Media{{URL: url}}})
+	if !errors.Is(err, ErrLease) || !strings.Contains(err.Error(), "read-write to vm rw1") {
+		t.Errorf("second read-write user of a disk: %v", err)
+	}
+	if len(leases.calls) != calls {
+		t.Errorf("the refused create called the leaser: %v", leases.calls[calls:])
+	}
+	if _, err := m.Create(ctx, Spec{Name: "ro", Memory: 64, Kernel: kernel, Media: []Media{{URL: url, ReadOnly: true}}}); err != nil {
+		t.Errorf("read-only user of a disk held read-write: %v", err)
+	}
 }
 
 func assertNothingLeft(t *testing.T, m *Manager, dir string, l *fakeLeaser) {
