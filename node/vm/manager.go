@@ -996,15 +996,30 @@ func (m *Manager) DetachDisk(ctx context.Context, name, disk string) error {
 		return e.Event == "DEVICE_DELETED" && e.Data["device"] == d.ID
 	})
 	defer cancel()
-	if err := v.mon.run(ctx, "device_del", map[string]any{"id": d.ID}, nil); err != nil {
+	// device_del may have been sent by an earlier DetachDisk whose wait
+	// ended (the guest was slow or paused): then qemu says the unplug is
+	// under way, or the device is already gone.
+	if err := v.mon.run(ctx, "device_del", map[string]any{"id": d.ID}, nil); err != nil &&
+		!strings.Contains(err.Error(), "in the process of unplug") && !strings.Contains(err.Error(), "not found") {
 		return fmt.Errorf("vm %s: detach %s: %w", name, d.ID, err)
 	}
-	select {
-	case <-deleted:
-	case <-ctx.Done():
-		return fmt.Errorf("vm %s: detach %s: the guest did not release the device (%w); it is still attached", name, d.ID, ctx.Err())
-	case <-v.mon.done:
-		return fmt.Errorf("vm %s: detach %s: %w", name, d.ID, ErrNotRunning)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case <-deleted:
+			break wait
+		case <-tick.C:
+			// The event may have come while nobody waited.
+			if gone, err := v.deviceGone(ctx, d.ID); err == nil && gone {
+				break wait
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("vm %s: detach %s: the guest did not release the device (%w); it is still attached (the unplug request stays pending: call DetachDisk again)", name, d.ID, ctx.Err())
+		case <-v.mon.done:
+			return fmt.Errorf("vm %s: detach %s: %w", name, d.ID, ErrNotRunning)
+		}
 	}
 	if err := v.mon.run(ctx, "blockdev-del", map[string]any{"node-name": d.Node}, nil); err != nil {
 		return fmt.Errorf("vm %s: detach %s: %w", name, d.ID, err)
@@ -1021,6 +1036,21 @@ func (m *Manager) DetachDisk(ctx context.Context, name, disk string) error {
 }
 
 type diskT = disk
+
+// deviceGone reports whether qdev id is no longer among the VM's devices.
+func (v *machine) deviceGone(ctx context.Context, id string) (bool, error) {
+	var props []struct {
+		Name string `json:"name"`
+	}
+	if err := v.mon.run(ctx, "qom-list", map[string]any{"path": "/machine/peripheral"}, &props); err != nil {
+		return false, err
+	}
+	return !slices.ContainsFunc(props, func(p struct {
+		Name string `json:"name"`
+	}) bool {
+		return p.Name == id
+	}), nil
+}
 
 // LimitDiskIO sets a disk's throttling (QMP block_set_io_throttle); a zero
 // IOTune removes the limits.

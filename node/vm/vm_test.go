@@ -122,6 +122,23 @@ func TestVMLifecycle(t *testing.T) {
 	if in, _ := m.Info(ctx, "vm1"); in.Disks[1].IOTune == nil || in.Disks[1].IOTune.TotalIOPSSec != 100 {
 		t.Fatalf("iotune not recorded: %+v", in.Disks[1])
 	}
+	// A paused guest cannot let go of the disk: the detach times out and
+	// says so, the disk stays; after resume a second detach completes.
+	if err := m.Pause(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+	err = m.DetachDisk(pctx, "vm1", id)
+	pcancel()
+	if err == nil || !strings.Contains(err.Error(), "still attached") {
+		t.Fatalf("detach from a paused guest: %v", err)
+	}
+	if in, _ := m.Info(ctx, "vm1"); len(in.Disks) != 2 {
+		t.Fatalf("disks after a timed-out detach: %+v", in.Disks)
+	}
+	if err := m.Resume(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
 	before := strings.Count(con.text(), "DISKS: vda \n")
 	dctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	err = m.DetachDisk(dctx, "vm1", id)
