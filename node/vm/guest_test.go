@@ -2,6 +2,7 @@ package vm
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -216,11 +217,18 @@ func nbdServe(t testing.TB, f, format, export string) string {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	cmd := exec.Command("qemu-nbd", "-f", format, "-x", export, "-b", "127.0.0.1", "-p", fmt.Sprint(port), "-t", "-e", "8", f)
-	cmd.Stderr = os.Stderr
+	var stderr bytes.Buffer // the readiness probe below makes qemu-nbd complain: show it only on failure
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() && stderr.Len() > 0 {
+			t.Logf("qemu-nbd %s: %s", export, stderr.String())
+		}
+	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	for i := 0; ; i++ {
 		c, err := net.Dial("tcp", addr)
