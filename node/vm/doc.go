@@ -29,8 +29,9 @@
 // LimitDiskIO and Info. When qemu exits — guest power-off, Shutdown, a crash,
 // a kill — the post-stop step closes QMP and the console, deletes the taps,
 // releases the leases and removes the sockets; the VM stays listed as
-// stopped, with its console log and the reason, until Destroy removes it and
-// its directory.
+// stopped, with its console log and the reason (qemu's SHUTDOWN reason when
+// it gave one), until Start boots it again or Destroy removes it and its
+// directory.
 //
 // # Processes: qemu daemonizes
 //
@@ -55,8 +56,11 @@
 // hot-plugged disks, written crash-safely on every change), qemu.pid,
 // qmp.sock and console.sock. Open adopts every VM there: a live qemu is
 // reconnected (QMP and console) and keeps running; a dead one is marked
-// stopped and its post-stop step runs (leases released, taps deleted). A
-// lock file keeps a second Manager off the same directory. Console bytes the
+// stopped and its post-stop step runs (leases released, taps deleted). vm.json
+// is written before Create acquires anything, so an agent that dies in the
+// middle of a Create leaves a stopped VM whose leases and taps the next Open
+// gives back (a directory without vm.json is simply removed). A lock file
+// keeps a second Manager off the same directory. Console bytes the
 // guest prints while no Manager is connected are lost (qemu drops output on
 // an unconnected socket chardev); everything else is kept.
 //

@@ -239,6 +239,12 @@ func (m *Manager) countRunning() int {
 func (m *Manager) adopt(name string) error {
 	v := &machine{name: name, f: files{filepath.Join(m.cfg.Dir, name)}, quit: make(chan struct{})}
 	b, err := os.ReadFile(v.f.state())
+	if errors.Is(err, os.ErrNotExist) {
+		// Create made the directory and stopped before its first save:
+		// nothing was acquired or started yet.
+		m.log.Info("removing the directory of a vm whose create never got far", "vm", name)
+		return os.RemoveAll(v.f.dir)
+	}
 	if err != nil {
 		return err
 	}
@@ -374,6 +380,13 @@ func (m *Manager) start(ctx context.Context, v *machine, s Spec) error {
 			x.Tap = tap.Name(s.Name, i)
 		}
 		v.st.NICs = append(v.st.NICs, x)
+	}
+	// Recorded before anything is acquired: if this process dies during the
+	// create, the next Open finds the VM stopped and releases what it took.
+	v.st.Stopped, v.st.Exit = true, "the agent stopped during create"
+	if err := v.save(); err != nil {
+		os.RemoveAll(v.f.dir)
+		return err
 	}
 	if err := m.launch(ctx, v); err != nil {
 		os.RemoveAll(v.f.dir)
