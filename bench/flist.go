@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"github.com/zosproject/zos/flist/flistbench"
+	"github.com/zosproject/zos/bench/flistbench"
 )
 
 // FlistConfig configures the flist benchmarks.

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/zosproject/zos/blockd/nbd/nbdbench"
+	"github.com/zosproject/zos/bench/nbdbench"
 	"github.com/zosproject/zos/node"
 	"github.com/zosproject/zos/orchestrator/client"
 )
@@ -81,18 +81,9 @@ func NBD(ctx context.Context, cfg NBDConfig) (*nbdbench.Report, error) {
 	}
 	n0 := dev.Nodes[0].Config()
 	uri := fmt.Sprintf("nbd://%s:%d/bench", n0.Bind, n0.NBDPort)
-	var jobs []nbdbench.Workload
-	for _, name := range cfg.Workloads {
-		found := false
-		for _, w := range append(slices.Clip(nbdbench.DefaultWorkloads), nbdbench.MoreWorkloads...) {
-			if w.Name == name {
-				jobs = append(jobs, w)
-				found = true
-			}
-		}
-		if !found {
-			return nil, fmt.Errorf("bench: unknown nbd job %q", name)
-		}
+	jobs, err := nbdbench.Workloads(cfg.Workloads)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	if cfg.CPUProfile != "" || cfg.Metrics != nil {
 		// Only the zos target runs in this process: profile while the

@@ -2,7 +2,7 @@ package blockd
 
 // Tests with real NBD clients (nbdinfo, qemu-img, qemu-io, nbdcopy, fio,
 // nbdfuse + mkfs.ext4 + mount, qemu-system-x86_64) against vdisks served by
-// the real NBD server over a Service on 127.0.0.x.
+// the real NBD server over a Service on this package's loopback range.
 
 import (
 	"bytes"
@@ -25,7 +25,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/internal/slogx"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("blockd")
 
 const mib = 1 << 20
 
@@ -73,7 +78,7 @@ type node struct {
 
 func (n *node) uri(export string) string { return "nbd://" + n.addr + "/" + export }
 
-// startNode serves a Service for node id on ip (127.0.0.x).
+// startNode serves a Service for node id on ip (in lo).
 func (e *env) startNode(t *testing.T, id, ip string, mod func(*Config)) *node {
 	t.Helper()
 	svc := e.service(t, id, mod)
@@ -107,17 +112,6 @@ func (n *node) stop(t *testing.T) {
 	}
 	n.svc.Close()
 	n.srv = nil
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // writeImage writes a deterministic file of size bytes: random data with
@@ -168,8 +162,8 @@ func fileHash(t *testing.T, path string) string {
 func TestClientNbdinfo(t *testing.T) {
 	requireBin(t, "nbdinfo", "qemu-io")
 	e := newEnv()
-	n1 := e.startNode(t, "n1", "127.0.0.2", nil)
-	n2 := e.startNode(t, "n2", "127.0.0.3", nil)
+	n1 := e.startNode(t, "n1", lo+"2", nil)
+	n2 := e.startNode(t, "n2", lo+"3", nil)
 	ctx := context.Background()
 	mustCreate(t, n1.svc, "disk", 64*mib, 65536, "db")
 	mustCreate(t, n1.svc, "other", 8*mib, 4096, "cache")
@@ -264,7 +258,7 @@ func TestClientNbdinfo(t *testing.T) {
 func TestClientQemuImg(t *testing.T) {
 	requireBin(t, "qemu-img")
 	e := newEnv()
-	n := e.startNode(t, "n1", "127.0.0.4", nil)
+	n := e.startNode(t, "n1", lo+"4", nil)
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "src.raw"), filepath.Join(dir, "dst.raw")
 	writeImage(t, src, 96*mib, 1)
@@ -289,7 +283,7 @@ func TestClientQemuImg(t *testing.T) {
 func TestClientNbdcopy512MiB(t *testing.T) {
 	requireBin(t, "nbdcopy")
 	e := newEnv()
-	n := e.startNode(t, "n1", "127.0.0.5", nil)
+	n := e.startNode(t, "n1", lo+"5", nil)
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "src.raw"), filepath.Join(dir, "dst.raw")
 	const size = 512 * mib
@@ -315,7 +309,7 @@ func TestClientNbdcopy512MiB(t *testing.T) {
 func TestClientFioVerifyAfterReopen(t *testing.T) {
 	requireBin(t, "fio")
 	e := newEnv()
-	n1 := e.startNode(t, "n1", "127.0.0.6", func(c *Config) { c.MaxDirtyBytes = 16 * mib })
+	n1 := e.startNode(t, "n1", lo+"6", func(c *Config) { c.MaxDirtyBytes = 16 * mib })
 	mustCreate(t, n1.svc, "fio", 256*mib, 65536, "db")
 	common := func(n *node) []string {
 		return []string{"--name=verify", "--ioengine=nbd", "--uri=" + n.uri("fio"),
@@ -324,7 +318,7 @@ func TestClientFioVerifyAfterReopen(t *testing.T) {
 	}
 	run(t, "fio", append(common(n1), "--do_verify=0")...)
 	n1.stop(t)
-	n2 := e.startNode(t, "n2", "127.0.0.7", nil)
+	n2 := e.startNode(t, "n2", lo+"7", nil)
 	out := run(t, "fio", append(common(n2), "--verify_only")...)
 	var res struct {
 		Jobs []struct {
@@ -395,6 +389,9 @@ func startFuse(t *testing.T, uri string) *fuseDisk {
 		case <-time.After(30 * time.Second):
 			f.cmd.Process.Kill()
 			<-exited
+			// A killed nbdfuse leaves a dead mount ("transport endpoint
+			// is not connected") that TempDir's cleanup cannot remove.
+			exec.Command("fusermount3", "-u", "-z", f.dir).Run()
 		}
 	}
 	t.Cleanup(stop)
@@ -424,7 +421,7 @@ func mountExt4(t *testing.T, file string) (string, func()) {
 func TestClientExt4SnapshotCloneRollback(t *testing.T) {
 	requireBin(t, "nbdfuse", "fusermount3", "mkfs.ext4", "mount", "umount")
 	e := newEnv()
-	n := e.startNode(t, "n1", "127.0.0.8", nil)
+	n := e.startNode(t, "n1", lo+"8", nil)
 	ctx := context.Background()
 	mustCreate(t, n.svc, "fs", 256*mib, 65536, "db")
 	payload := randImage(5, 3*mib+123, 0)
@@ -483,7 +480,7 @@ func TestClientExt4SnapshotCloneRollback(t *testing.T) {
 // server releases it after the client's disconnect).
 func waitDetached(t *testing.T, s *Service, name string) {
 	t.Helper()
-	waitFor(t, name+" to be detached", time.Minute, func() bool {
+	wait.For(t, time.Minute, name+" to be detached", func() bool {
 		in, err := s.Get(context.Background(), name, false)
 		return err == nil && in.AttachedTo == ""
 	})

@@ -532,7 +532,7 @@ func (d *Disk) commitHead(ctx context.Context, old, new chunkstore.Ref, seq uint
 	for {
 		// One request id for every attempt: a retry after a lost answer
 		// gets the first attempt's result instead of a conflict.
-		_, err := d.svc.cfg.Control.Apply(raft.WithRequestID(ctx, id), fsm.OpVDiskHead, args)
+		err := raft.Exec(raft.WithRequestID(ctx, id), d.svc.cfg.Control, fsm.VDiskHead, args)
 		if err == nil {
 			return nil
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/journal"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -266,7 +267,7 @@ func (d *Disk) close(ctx context.Context) error {
 	if !d.ro {
 		cfg := d.svc.cfg
 		if d.typ == fsm.VDiskTmp {
-			_, err = cfg.Control.Apply(ctx, fsm.OpVDiskDelete, fsm.VDiskDeleteArgs{Name: d.name, Epoch: d.epoch})
+			err = raft.Exec(ctx, cfg.Control, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: d.name, Epoch: d.epoch})
 			if err != nil {
 				d.log.Error("could not delete tmp vdisk on detach", "err", err)
 			} else {
@@ -289,7 +290,7 @@ func (d *Disk) close(ctx context.Context) error {
 						d.log.Warn("journal trim at detach failed (the head's mark covers it)", "err", terr)
 					}
 				}
-				if _, rerr := cfg.Control.Apply(ctx, fsm.OpLeaseRelease, fsm.LeaseArgs{Name: d.name, Node: cfg.Node, Epoch: d.epoch, Clean: clean}); rerr != nil && !errors.Is(rerr, fsm.ErrStaleEpoch) && !errors.Is(rerr, fsm.ErrNotFound) {
+				if rerr := raft.Exec(ctx, cfg.Control, fsm.LeaseRelease, fsm.LeaseArgs{Name: d.name, Node: cfg.Node, Epoch: d.epoch, Clean: clean}); rerr != nil && !errors.Is(rerr, fsm.ErrStaleEpoch) && !errors.Is(rerr, fsm.ErrNotFound) {
 					d.log.Warn("lease release failed; it lapses after its TTL", "err", rerr)
 				}
 			}

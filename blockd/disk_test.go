@@ -20,6 +20,7 @@ import (
 	"github.com/zosproject/zos/chunkstore/journal"
 	"github.com/zosproject/zos/chunkstore/mem"
 	"github.com/zosproject/zos/internal/slogx"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
@@ -960,7 +961,7 @@ func TestLeaseLapsesAndFences(t *testing.T) {
 	pc.cut.Store(true)
 	d1.WriteAt(ctx, []byte("lost!"), 0, false) // never flushed
 	var d2 *Disk
-	waitFor(t, "the lease to lapse", 30*time.Second, func() bool {
+	wait.For(t, 30*time.Second, "the lease to lapse", func() bool {
 		d, rel, err := s2.Open(ctx, "lap")
 		if err != nil {
 			return false
@@ -1008,14 +1009,14 @@ func TestCommitTakesOverFailedJobs(t *testing.T) {
 	}
 	// Background write-back started (past WritebackBytes) and its puts
 	// are held.
-	waitFor(t, "write-back jobs", 30*time.Second, func() bool {
+	wait.For(t, 30*time.Second, "write-back jobs", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		return len(d.wb.inflight) > 0
 	})
 	flushed := make(chan error, 1)
 	go func() { flushed <- d.Flush(ctx) }()
-	waitFor(t, "the commit to claim the jobs", 30*time.Second, func() bool {
+	wait.For(t, 30*time.Second, "the commit to claim the jobs", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		for _, b := range d.wb.inflight {

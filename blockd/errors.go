@@ -5,12 +5,13 @@ import (
 	"fmt"
 
 	"github.com/zosproject/zos/blockd/nbd"
+	"github.com/zosproject/zos/raft/fsm"
 )
 
-// Block size limits (the control plane enforces the same).
+// Block size limits: the control plane's.
 const (
-	MinBlockSize = 4 << 10
-	MaxBlockSize = 1 << 20
+	MinBlockSize = fsm.MinBlockSize
+	MaxBlockSize = fsm.MaxBlockSize
 )
 
 // Errors. Control-plane refusals (not found, exists, leased, stale epoch,

@@ -3,69 +3,21 @@ package blockd
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/zosproject/zos/blockd/nbd"
+	"github.com/zosproject/zos/blockd/vdiskapi"
 	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/internal/size"
 )
 
 // Size is a byte count that decodes from a JSON number or a string with a
-// binary unit ("10G", "512M", "1T", "4096").
-type Size int64
-
-// UnmarshalJSON accepts a number or a size string.
-func (s *Size) UnmarshalJSON(b []byte) error {
-	var n int64
-	if err := json.Unmarshal(b, &n); err == nil {
-		*s = Size(n)
-		return nil
-	}
-	var str string
-	if err := json.Unmarshal(b, &str); err != nil {
-		return fmt.Errorf("size: want a number of bytes or a string like \"10G\"")
-	}
-	n, err := ParseSize(str)
-	if err != nil {
-		return err
-	}
-	*s = Size(n)
-	return nil
-}
-
-// ParseSize parses a size: bytes, or a number with a binary unit suffix
-// K, M, G, T, P (optionally followed by "i", "iB" or "B"; case-insensitive):
-// "10G" is 10 GiB.
-func ParseSize(s string) (int64, error) {
-	str := strings.TrimSpace(s)
-	i := strings.IndexFunc(str, func(r rune) bool { return !unicode.IsDigit(r) && r != '.' })
-	num, unit := str, ""
-	if i >= 0 {
-		num, unit = str[:i], strings.ToUpper(strings.TrimSpace(str[i:]))
-	}
-	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
-	shift := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
-	sh, ok := shift[unit]
-	if num == "" || !ok {
-		return 0, invalidf("size %q: want bytes or a number with K, M, G, T or P (e.g. 10G)", s)
-	}
-	if n, err := strconv.ParseInt(num, 10, 64); err == nil {
-		if n < 0 || (sh > 0 && n > (1<<62)>>sh) {
-			return 0, invalidf("size %q is out of range", s)
-		}
-		return n << sh, nil
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < 0 || f*float64(int64(1)<<sh) > 1<<62 {
-		return 0, invalidf("size %q: want bytes or a number with K, M, G, T or P (e.g. 10G)", s)
-	}
-	return int64(f * float64(int64(1)<<sh)), nil
-}
+// binary unit ("10G", "512M", "1T", "4096"); see internal/size.
+type Size = vdiskapi.Size
 
 // apiError maps blockd errors to API errors (control-plane and chunk store
 // errors are mapped by httpx).
@@ -93,39 +45,15 @@ func handler(fn func(w http.ResponseWriter, r *http.Request) error) http.Handler
 	return httpx.Handler(func(w http.ResponseWriter, r *http.Request) error { return apiError(fn(w, r)) })
 }
 
-// Request bodies.
+// The request and answer bodies are defined in blockd/vdiskapi.
 type (
-	createRequest struct {
-		Name      string `json:"name"`
-		Size      Size   `json:"size"`
-		BlockSize Size   `json:"block_size"`
-		Type      string `json:"type"`
-		Pool      string `json:"pool"`
-		From      string `json:"from"`
-	}
-	resizeRequest struct {
-		Size  Size `json:"size"`
-		Force bool `json:"force"`
-	}
-	snapshotRequest struct {
-		Name string `json:"name"`
-	}
-	rollbackRequest struct {
-		Snapshot string `json:"snapshot"`
-	}
-	cloneRequest struct {
-		Snapshot string `json:"snapshot"` // "" clones the current head (not while attached)
-		Name     string `json:"name"`     // the new vdisk
-		Type     string `json:"type"`
-	}
+	createRequest   = vdiskapi.CreateRequest
+	resizeRequest   = vdiskapi.ResizeRequest
+	snapshotRequest = vdiskapi.SnapshotRequest
+	rollbackRequest = vdiskapi.RollbackRequest
+	cloneRequest    = vdiskapi.CloneRequest
 	// DiffAnswer is the JSON of GET /api/v1/vdisks/{name}/diff.
-	DiffAnswer struct {
-		VDisk     string  `json:"vdisk"`
-		From      string  `json:"from,omitempty"`
-		To        string  `json:"to,omitempty"`
-		BlockSize int64   `json:"block_size"`
-		Ranges    []Range `json:"ranges"`
-	}
+	DiffAnswer = vdiskapi.DiffAnswer
 )
 
 // RegisterHTTP adds the vdisk API to mux, under /api/v1/vdisks:
@@ -149,8 +77,7 @@ type (
 // Sizes in JSON are bytes or strings like "10G". Errors use httpx's shape;
 // callers are authenticated by the wrapping mux.
 func RegisterHTTP(mux *http.ServeMux, svc *Service) {
-	const p = "/api/v1/vdisks"
-	mux.Handle("GET "+p, handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.List.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		list, err := svc.ListVDisks(r.Context())
 		if err != nil {
 			return err
@@ -158,10 +85,10 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, list)
 		return nil
 	}))
-	mux.Handle("POST "+p, handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Create.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		return createHandler(svc, w, r)
 	}))
-	mux.Handle("GET "+p+"/{name}", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Get.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		info, err := svc.Get(r.Context(), r.PathValue("name"), true)
 		if err != nil {
 			return err
@@ -169,7 +96,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, info)
 		return nil
 	}))
-	mux.Handle("DELETE "+p+"/{name}", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Delete.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		force, err := boolParam(r, "force")
 		if err != nil {
 			return err
@@ -180,7 +107,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}))
-	mux.Handle("POST "+p+"/{name}/resize", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Resize.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		var req resizeRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -192,7 +119,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, info)
 		return nil
 	}))
-	mux.Handle("GET "+p+"/{name}/snapshots", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.ListSnapshots.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		list, err := svc.Snapshots(r.Context(), r.PathValue("name"))
 		if err != nil {
 			return err
@@ -200,7 +127,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, list)
 		return nil
 	}))
-	mux.Handle("POST "+p+"/{name}/snapshots", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Snapshot.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		var req snapshotRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -212,14 +139,14 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusCreated, sn)
 		return nil
 	}))
-	mux.Handle("DELETE "+p+"/{name}/snapshots/{snap}", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.DeleteSnapshot.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		if err := svc.DeleteSnapshot(r.Context(), r.PathValue("name"), r.PathValue("snap")); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}))
-	mux.Handle("POST "+p+"/{name}/rollback", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Rollback.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		var req rollbackRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -234,7 +161,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, info)
 		return nil
 	}))
-	mux.Handle("POST "+p+"/{name}/clone", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Clone.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		var req cloneRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -246,7 +173,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusCreated, info)
 		return nil
 	}))
-	mux.Handle("GET "+p+"/{name}/export", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Export.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		name, snap := r.PathValue("name"), r.URL.Query().Get("snap")
 		im, err := svc.Image(r.Context(), name, snap)
 		if err != nil {
@@ -268,7 +195,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		}
 		return nil
 	}))
-	mux.Handle("PUT "+p+"/{name}/import", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Import.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		name := r.PathValue("name")
 		if err := svc.Import(r.Context(), name, r.Body, nil); err != nil {
 			return err
@@ -280,7 +207,7 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		httpx.WriteJSON(w, http.StatusOK, info)
 		return nil
 	}))
-	mux.Handle("GET "+p+"/{name}/diff", handler(func(w http.ResponseWriter, r *http.Request) error {
+	mux.Handle(vdiskapi.Diff.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
 		return diffHandler(svc, w, r)
 	}))
 }
@@ -308,9 +235,9 @@ func createHandler(svc *Service, w http.ResponseWriter, r *http.Request) error {
 		opts = CreateOptions{Name: q.Get("name"), Type: q.Get("type"), Pool: q.Get("pool")}
 		for key, dst := range map[string]*int64{"size": &opts.Size, "block_size": &opts.BlockSize} {
 			if v := q.Get(key); v != "" {
-				n, err := ParseSize(v)
+				n, err := size.Parse(v)
 				if err != nil {
-					return err
+					return invalidf("%s: %v", key, err)
 				}
 				*dst = n
 			}

@@ -12,21 +12,6 @@ import (
 	"github.com/zosproject/zos/orchestrator/client"
 )
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"4096": 4096, "10G": 10 << 30, "512M": 512 << 20, "1T": 1 << 40, "1.5K": 1536,
-		"64MiB": 64 << 20, "2gb": 2 << 30, " 8k ": 8192, "0": 0} {
-		got, err := ParseSize(in)
-		if err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "G", "-1", "10X", "1e3", "99999999999P"} {
-		if _, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q) accepted", in)
-		}
-	}
-}
-
 func TestHTTPAPI(t *testing.T) {
 	e := newEnv()
 	svc := e.service(t, "n1", nil)

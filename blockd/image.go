@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/blockd/tree"
+	"github.com/zosproject/zos/blockd/vdiskapi"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/gc"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -196,7 +198,7 @@ func (s *Service) Import(ctx context.Context, name string, r io.Reader, progress
 		if err != nil {
 			return err
 		}
-		if err := s.apply(ctx, fsm.OpVDiskHead, fsm.VDiskHeadArgs{Name: name, Epoch: epoch, Old: v.Head, New: root}, nil); err != nil {
+		if err := raft.Exec(ctx, s.cfg.Control, fsm.VDiskHead, fsm.VDiskHeadArgs{Name: name, Epoch: epoch, Old: v.Head, New: root}); err != nil {
 			return err
 		}
 		s.log.Info("vdisk imported", "vdisk", name, "bytes", n, "head", root.Short(), "took", time.Since(start).Round(time.Millisecond))
@@ -328,14 +330,8 @@ func (s *Service) buildTree(ctx context.Context, st chunkstore.Store, tr *tree.T
 	return root, total, nil
 }
 
-// Range is a changed byte range of a diff.
-type Range struct {
-	Offset int64 `json:"offset"`
-	Length int64 `json:"length"`
-	// Zero: the range reads as zeroes in the newer version (trimmed or
-	// zeroed), so a backup can punch it instead of copying it.
-	Zero bool `json:"zero,omitempty"`
-}
+// Range is a changed byte range of a diff (defined in blockd/vdiskapi).
+type Range = vdiskapi.Range
 
 // Diff calls fn, in offset order, for the byte ranges whose content differs
 // between two versions of vdisk name: from and to are snapshot names, ""

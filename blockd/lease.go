@@ -2,11 +2,11 @@ package blockd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -72,11 +72,10 @@ func (d *Disk) renewLoop() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(d.ctx, cfg.LeaseRenew)
-		raw, err := cfg.Control.Apply(ctx, fsm.OpLeaseRenew, fsm.LeaseArgs{Name: d.name, Node: cfg.Node, Epoch: d.epoch, TTL: int64(cfg.LeaseTTL)})
+		l, err := raft.Apply(ctx, cfg.Control, fsm.LeaseRenew, fsm.LeaseArgs{Name: d.name, Node: cfg.Node, Epoch: d.epoch, TTL: int64(cfg.LeaseTTL)})
 		cancel()
 		if err == nil {
-			var l fsm.Lease
-			if json.Unmarshal(raw, &l) == nil && l.Expires > 0 {
+			if l != nil && l.Expires > 0 {
 				d.mu.Lock()
 				d.lease.until = time.Unix(0, l.Expires)
 				d.mu.Unlock()

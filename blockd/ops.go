@@ -2,7 +2,6 @@ package blockd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,58 +9,11 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/blockd/tree"
+	"github.com/zosproject/zos/blockd/vdiskapi"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
-
-// VDiskInfo describes a vdisk (the API's JSON shape).
-type VDiskInfo struct {
-	Name       string `json:"name"`
-	Type       string `json:"type"`
-	Pool       string `json:"pool"`
-	Size       int64  `json:"size"`
-	BlockSize  int64  `json:"block_size"`
-	Head       string `json:"head,omitempty"`
-	Generation uint64 `json:"generation"`
-	Parent     string `json:"parent,omitempty"`
-	AttachedTo string `json:"attached_to,omitempty"` // node holding the read-write lease
-	LeaseEpoch uint64 `json:"lease_epoch,omitempty"`
-	// Unreplayed: the last read-write writer failed with writes only in
-	// the vdisk's journal; the next attach (or snapshot, export…) replays
-	// them.
-	Unreplayed bool `json:"unreplayed,omitempty"`
-	// Takeover: the last time a node took the vdisk over from a writer
-	// that failed.
-	Takeover  *TakeoverInfo  `json:"takeover,omitempty"`
-	Snapshots []SnapshotInfo `json:"snapshots"`
-	Created   time.Time      `json:"created"`
-	Modified  time.Time      `json:"modified"`
-	// Allocated is the bytes of blocks present in the head's tree (Get
-	// only; -1 when not computed).
-	Allocated int64 `json:"allocated,omitempty"`
-}
-
-// TakeoverInfo describes a takeover of a vdisk from a failed writer.
-type TakeoverInfo struct {
-	From      string    `json:"from"` // the failed writer's node
-	FromEpoch uint64    `json:"from_epoch"`
-	Node      string    `json:"node"` // the node that took it over
-	Epoch     uint64    `json:"epoch"`
-	At        time.Time `json:"at"` // the new lease was granted
-	// Seconds from the failed writer's last lease renewal (it failed at
-	// most a renewal period later) to the first write completed on Node;
-	// to the new lease while nothing was written yet (Written false).
-	Seconds float64 `json:"seconds"`
-	Written bool    `json:"written"`
-}
-
-// SnapshotInfo describes one snapshot.
-type SnapshotInfo struct {
-	Name    string    `json:"name"`
-	Head    string    `json:"head,omitempty"`
-	Size    int64     `json:"size"`
-	Created time.Time `json:"created"`
-}
 
 func refString(r chunkstore.Ref) string {
 	if r.IsZero() {
@@ -98,20 +50,6 @@ func infoOf(v *fsm.VDisk, now time.Time) VDiskInfo {
 
 func snapInfo(sn *fsm.Snapshot) SnapshotInfo {
 	return SnapshotInfo{Name: sn.Name, Head: refString(sn.Head), Size: sn.Size, Created: time.Unix(0, sn.Created).UTC()}
-}
-
-// apply runs a control-plane command and decodes its result into out.
-func (s *Service) apply(ctx context.Context, op string, args, out any) error {
-	raw, err := s.cfg.Control.Apply(ctx, op, args)
-	if err != nil {
-		return err
-	}
-	if out != nil && len(raw) > 0 && string(raw) != "null" {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return fmt.Errorf("blockd: %s: decode answer: %w", op, err)
-		}
-	}
-	return nil
 }
 
 // sameClass reports whether vdisks of types a and b can share chunks: cache
@@ -156,9 +94,9 @@ func (s *Service) Create(ctx context.Context, opts CreateOptions, image io.Reade
 	if opts.Size <= 0 {
 		return VDiskInfo{}, invalidf("create %s: a size is required", opts.Name)
 	}
-	var v fsm.VDisk
-	if err := s.apply(ctx, fsm.OpVDiskCreate, fsm.VDiskCreateArgs{Name: opts.Name, Size: opts.Size,
-		BlockSize: opts.BlockSize, Type: opts.Type, Pool: opts.Pool}, &v); err != nil {
+	v, err := raft.Apply(ctx, s.cfg.Control, fsm.VDiskCreate, fsm.VDiskCreateArgs{Name: opts.Name, Size: opts.Size,
+		BlockSize: opts.BlockSize, Type: opts.Type, Pool: opts.Pool})
+	if err != nil {
 		return VDiskInfo{}, err
 	}
 	s.log.Info("vdisk created", "vdisk", v.Name, "size", v.Size, "block_size", v.BlockSize, "type", v.Type, "pool", v.Pool)
@@ -166,14 +104,14 @@ func (s *Service) Create(ctx context.Context, opts CreateOptions, image io.Reade
 		if err := s.Import(ctx, opts.Name, image, progress); err != nil {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
-			if derr := s.apply(dctx, fsm.OpVDiskDelete, fsm.VDiskDeleteArgs{Name: opts.Name, Force: true}, nil); derr != nil {
+			if derr := raft.Exec(dctx, s.cfg.Control, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: opts.Name, Force: true}); derr != nil {
 				s.log.Warn("could not delete vdisk after a failed import", "vdisk", opts.Name, "err", derr)
 			}
 			return VDiskInfo{}, err
 		}
 		return s.Get(ctx, opts.Name, false)
 	}
-	return infoOf(&v, time.Now()), nil
+	return infoOf(v, time.Now()), nil
 }
 
 // ParseSnapshotRef splits NAME@SNAP.
@@ -267,7 +205,7 @@ func (s *Service) Delete(ctx context.Context, name string, force bool) error {
 	if err != nil {
 		return err
 	}
-	if err := s.apply(ctx, fsm.OpVDiskDelete, fsm.VDiskDeleteArgs{Name: name, Force: force}, nil); err != nil {
+	if err := raft.Exec(ctx, s.cfg.Control, fsm.VDiskDelete, fsm.VDiskDeleteArgs{Name: name, Force: force}); err != nil {
 		return err
 	}
 	s.log.Info("vdisk deleted", "vdisk", name, "force", force)
@@ -288,15 +226,15 @@ func (s *Service) Resize(ctx context.Context, name string, size int64, force boo
 		return VDiskInfo{}, err
 	}
 	if size >= v.Size || !force {
-		var nv fsm.VDisk
-		if err := s.apply(ctx, fsm.OpVDiskResize, fsm.VDiskResizeArgs{Name: name, Size: size, Force: force}, &nv); err != nil {
+		nv, err := raft.Apply(ctx, s.cfg.Control, fsm.VDiskResize, fsm.VDiskResizeArgs{Name: name, Size: size, Force: force})
+		if err != nil {
 			return VDiskInfo{}, err
 		}
 		if d := s.localRW(name); d != nil {
 			d.setSize(nv.Size)
 		}
 		s.log.Info("vdisk resized", "vdisk", name, "from", v.Size, "to", nv.Size)
-		return infoOf(&nv, time.Now()), nil
+		return infoOf(nv, time.Now()), nil
 	}
 	if size <= 0 || size%512 != 0 {
 		return VDiskInfo{}, invalidf("size %d: want a positive multiple of 512", size)
@@ -338,13 +276,13 @@ func (s *Service) Resize(ctx context.Context, name string, size int64, force boo
 			}
 		}
 		old := v.Head
-		var nv fsm.VDisk
-		if err := s.apply(ctx, fsm.OpVDiskResize, fsm.VDiskResizeArgs{Name: name, Size: size, Force: true,
-			Epoch: epoch, OldHead: &old, NewHead: &root}, &nv); err != nil {
+		nv, err := raft.Apply(ctx, s.cfg.Control, fsm.VDiskResize, fsm.VDiskResizeArgs{Name: name, Size: size, Force: true,
+			Epoch: epoch, OldHead: &old, NewHead: &root})
+		if err != nil {
 			return err
 		}
 		s.log.Info("vdisk shrunk", "vdisk", name, "from", v.Size, "to", size)
-		out = infoOf(&nv, time.Now())
+		out = infoOf(nv, time.Now())
 		return nil
 	})
 	return out, err
@@ -386,7 +324,7 @@ func (s *Service) withLease(ctx context.Context, name, what string, fn func(ctx 
 			case <-t.C:
 			}
 			rctx, rcancel := context.WithTimeout(ctx, s.cfg.LeaseRenew)
-			_, err := s.cfg.Control.Apply(rctx, fsm.OpLeaseRenew, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, Epoch: l.Epoch, TTL: int64(s.cfg.LeaseTTL)})
+			err := raft.Exec(rctx, s.cfg.Control, fsm.LeaseRenew, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, Epoch: l.Epoch, TTL: int64(s.cfg.LeaseTTL)})
 			rcancel()
 			switch {
 			case err == nil:
@@ -420,12 +358,12 @@ func (s *Service) Snapshot(ctx context.Context, name, snap string) (SnapshotInfo
 	if err := s.settle(ctx, name); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("blockd: snapshot %s@%s: %w", name, snap, err)
 	}
-	var sn fsm.Snapshot
-	if err := s.apply(ctx, fsm.OpVDiskSnapshot, fsm.SnapshotArgs{Name: name, Snap: snap}, &sn); err != nil {
+	sn, err := raft.Apply(ctx, s.cfg.Control, fsm.VDiskSnapshot, fsm.SnapshotArgs{Name: name, Snap: snap})
+	if err != nil {
 		return SnapshotInfo{}, err
 	}
 	s.log.Info("snapshot taken", "vdisk", name, "snapshot", snap, "head", sn.Head.Short())
-	return snapInfo(&sn), nil
+	return snapInfo(sn), nil
 }
 
 // Snapshots lists a vdisk's snapshots, oldest first.
@@ -440,7 +378,7 @@ func (s *Service) Snapshots(ctx context.Context, name string) ([]SnapshotInfo, e
 // DeleteSnapshot removes a snapshot (its chunks are collected once no
 // other head or snapshot shares them).
 func (s *Service) DeleteSnapshot(ctx context.Context, name, snap string) error {
-	if err := s.apply(ctx, fsm.OpVDiskSnapDel, fsm.SnapshotArgs{Name: name, Snap: snap}, nil); err != nil {
+	if err := raft.Exec(ctx, s.cfg.Control, fsm.VDiskSnapshotDelete, fsm.SnapshotArgs{Name: name, Snap: snap}); err != nil {
 		return err
 	}
 	s.log.Info("snapshot deleted", "vdisk", name, "snapshot", snap)
@@ -453,12 +391,12 @@ func (s *Service) Rollback(ctx context.Context, name, snap string) (VDiskInfo, e
 	if d := s.localRW(name); d != nil {
 		return VDiskInfo{}, fmt.Errorf("%w: vdisk %s is attached read-write on this node (%s); detach it before rolling back", ErrBusy, name, s.cfg.Node)
 	}
-	var v fsm.VDisk
-	if err := s.apply(ctx, fsm.OpVDiskRollback, fsm.SnapshotArgs{Name: name, Snap: snap}, &v); err != nil {
+	v, err := raft.Apply(ctx, s.cfg.Control, fsm.VDiskRollback, fsm.SnapshotArgs{Name: name, Snap: snap})
+	if err != nil {
 		return VDiskInfo{}, err
 	}
 	s.log.Info("vdisk rolled back", "vdisk", name, "snapshot", snap, "head", v.Head.Short())
-	return infoOf(&v, time.Now()), nil
+	return infoOf(v, time.Now()), nil
 }
 
 // Clone makes vdisk dst a copy-on-write clone of src@snap (O(1)): its head
@@ -479,10 +417,17 @@ func (s *Service) Clone(ctx context.Context, src, snap, dst, typ string) (VDiskI
 	if typ != "" && !sameClass(v.Type, typ) {
 		return VDiskInfo{}, invalidf("clone %s -> %s: a %s vdisk cannot be cloned as %s (cache and non-cache vdisks use different stores)", src, dst, v.Type, typ)
 	}
-	var nv fsm.VDisk
-	if err := s.apply(ctx, fsm.OpVDiskClone, fsm.CloneArgs{Src: src, Snap: snap, New: dst, Type: typ}, &nv); err != nil {
+	nv, err := raft.Apply(ctx, s.cfg.Control, fsm.VDiskClone, fsm.CloneArgs{Src: src, Snap: snap, New: dst, Type: typ})
+	if err != nil {
 		return VDiskInfo{}, err
 	}
 	s.log.Info("vdisk cloned", "vdisk", dst, "from", nv.Parent, "type", nv.Type)
-	return infoOf(&nv, time.Now()), nil
+	return infoOf(nv, time.Now()), nil
 }
+
+// The JSON shapes of the vdisk API are defined in blockd/vdiskapi.
+type (
+	VDiskInfo    = vdiskapi.VDiskInfo
+	TakeoverInfo = vdiskapi.TakeoverInfo
+	SnapshotInfo = vdiskapi.SnapshotInfo
+)

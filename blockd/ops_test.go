@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -316,7 +317,7 @@ func TestRootsIncludePendingBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := chunkstore.Sum(data[:4096])
-	waitFor(t, "background write-back", 10*time.Second, func() bool { return d.Stats().PendingBlocks > 0 })
+	wait.For(t, 10*time.Second, "background write-back", func() bool { return d.Stats().PendingBlocks > 0 })
 	if !d.Head().IsZero() {
 		t.Fatal("committed without a flush")
 	}

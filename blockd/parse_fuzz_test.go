@@ -5,21 +5,6 @@ import (
 	"testing"
 )
 
-func FuzzParseSize(f *testing.F) {
-	for _, s := range []string{"10G", "512M", "1T", "4096", "1.5K", "64MiB", "", "-1", "9999999999999999999P", "1e9", " 2 gb "} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		n, err := ParseSize(s)
-		if err != nil {
-			return
-		}
-		if n < 0 {
-			t.Fatalf("ParseSize(%q) = %d < 0", s, n)
-		}
-	})
-}
-
 func FuzzParseExportName(f *testing.F) {
 	for _, s := range []string{"disk", "disk:ro", "disk@snap", "@", ":ro", "a@b@c", "a:ro:ro", "a/b", "", "x@"} {
 		f.Add(s)

@@ -2,7 +2,6 @@ package blockd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/journal"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
@@ -528,7 +528,7 @@ func (s *Service) replayFailed(ctx context.Context, name string) error {
 // acquire takes the vdisk's read-write lease for this node.
 // journal says the writer keeps a journal (fsm.VDisk.Journaled).
 func (s *Service) acquire(ctx context.Context, name string, journal bool) (*fsm.Lease, error) {
-	raw, err := s.cfg.Control.Apply(ctx, fsm.OpLeaseAcquire, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, TTL: int64(s.cfg.LeaseTTL), Journal: journal})
+	l, err := raft.Apply(ctx, s.cfg.Control, fsm.LeaseAcquire, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, TTL: int64(s.cfg.LeaseTTL), Journal: journal})
 	if err != nil {
 		if errors.Is(err, fsm.ErrLeased) {
 			holder := "?"
@@ -539,17 +539,16 @@ func (s *Service) acquire(ctx context.Context, name string, journal bool) (*fsm.
 		}
 		return nil, err
 	}
-	var l fsm.Lease
-	if err := json.Unmarshal(raw, &l); err != nil || l.Epoch == 0 {
-		return nil, fmt.Errorf("blockd: lease on %s: bad answer %q: %v", name, raw, err)
+	if l == nil || l.Epoch == 0 {
+		return nil, fmt.Errorf("blockd: lease on %s: answer without an epoch", name)
 	}
-	return &l, nil
+	return l, nil
 }
 
 func (s *Service) releaseLease(name string, epoch uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := s.cfg.Control.Apply(ctx, fsm.OpLeaseRelease, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, Epoch: epoch}); err != nil &&
+	if err := raft.Exec(ctx, s.cfg.Control, fsm.LeaseRelease, fsm.LeaseArgs{Name: name, Node: s.cfg.Node, Epoch: epoch}); err != nil &&
 		!errors.Is(err, fsm.ErrStaleEpoch) && !errors.Is(err, fsm.ErrNotFound) {
 		s.log.Warn("lease release failed; it lapses after its TTL", "vdisk", name, "err", err)
 	}

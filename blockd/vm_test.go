@@ -102,7 +102,7 @@ func TestClientVMBoot(t *testing.T) {
 	kernel, modDir := guestKernel(t)
 	initrd := buildInitramfs(t, modDir)
 	e := newEnv()
-	n := e.startNode(t, "n1", "127.0.0.9", nil)
+	n := e.startNode(t, "n1", lo+"9", nil)
 	ctx := context.Background()
 	mustCreate(t, n.svc, "vm", 64*mib, 65536, "boot")
 	run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x41 0 64", n.uri("vm")) // "AAAA…" in sector 0

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
 
 // gatedBatches is a BatchReceiver that records its batch sizes, fails
@@ -79,13 +80,12 @@ func TestBatcherGroups(t *testing.T) {
 	for i := 1; i <= 100; i++ {
 		put(i, chunk(i))
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for b.Queued() < 100 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of 100 Puts queued", b.Queued())
+	wait.Until(t, 30*time.Second, func() error {
+		if n := b.Queued(); n < 100 {
+			return fmt.Errorf("%d of 100 Puts queued", n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	close(g.release)
 
 	got := map[int]result{}

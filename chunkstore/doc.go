@@ -22,12 +22,15 @@
 //
 // Shards (shard.go) are what nodes store: ShardKey (Ref, Profile, Index),
 // ShardInfo (sizes, CRC-32C, write time) and the ShardStore interfaces that
-// the disk store and the remote client implement. Around them: blob (data of
-// any size as chunks plus manifests), heal (rebuild and rebalance after map
-// changes), scrub (bitrot), gc (mark and sweep), bench (the store benchmark)
-// and localcluster (a whole cluster in one process, for tests and bench).
+// the disk store and the remote client implement; both pass
+// chunkstore/shardtest. Around them: blob (data of any size as chunks plus
+// manifests), heal (rebuild and rebalance after map changes), scrub
+// (bitrot), gc (mark and sweep), journal (the vdisks' write journals,
+// passing journal/journaltest) and localcluster (a whole cluster in one
+// process, for tests and bench/storebench).
 //
-// This package and its subpackages import nothing of raft, node,
-// orchestrator, blockd, flist or cmd (see deps_test.go): the cluster map
-// comes in as a placement.Map, roots for GC through gc.Roots.
+// This package and its subpackages, tests included, import nothing of
+// raft, node, orchestrator, blockd, flist, cmd or bench (internal/archtest):
+// the cluster map comes in as a placement.Map, roots for GC through
+// gc.Roots.
 package chunkstore

@@ -15,8 +15,10 @@ import (
 // the local disk store, the wire protocol, the shard server, the remote client,
 // the erasure store and the healer all speak it.
 
-// MaxShards is the largest k+m a Profile may have.
-const MaxShards = 128
+// MaxShards is the largest k+m a Profile may have: the widest stripe zos
+// places (the codec itself would take up to 256 shards). The control plane
+// refuses pool profiles beyond it (fsm.MaxShards is this constant).
+const MaxShards = 32
 
 // AnyIndex in a ShardKey used as a query means "any shard index".
 const AnyIndex = 255
@@ -347,4 +349,13 @@ func WalkShards(ctx context.Context, s ShardEnumerator, after ShardKey, pageSize
 		}
 		after = page[len(page)-1].Key
 	}
+}
+
+// LocalShardStore is a node's own shard store with a place for
+// checkpoints (disk.Store is one): what heal and scrub work on.
+type LocalShardStore interface {
+	ShardStore
+	SetMeta(name string, value []byte) error
+	GetMeta(name string) ([]byte, error)
+	DeleteMeta(name string) error
 }

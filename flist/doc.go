@@ -54,7 +54,7 @@
 //
 // DefaultChunking is FastCDC (gear hash, normalised chunking) with
 // 256 KiB / 1 MiB / 4 MiB bounds, chosen from two measurements
-// (flistbench.Dedup, flist/flistbench/dedup_test.go):
+// (flistbench.Dedup, bench/flistbench/dedup_test.go):
 //
 // Two versions of a Debian root file system — debootstrap --variant=minbase
 // bookworm, and the same tree after apt-get upgrade from bookworm-updates and

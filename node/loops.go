@@ -87,7 +87,7 @@ func (n *Node) probeLoop() {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-			_, err := n.raft.Apply(ctx, fsm.OpNodeState, fsm.NodeStateArgs{ID: nd.ID, State: want})
+			err := raft.Exec(ctx, n.raft, fsm.NodeSetState, fsm.NodeStateArgs{ID: nd.ID, State: want})
 			cancel()
 			if err != nil {
 				n.log.Warn("could not change node state", "target", nd.ID, "state", want, "err", err)
@@ -110,7 +110,7 @@ func (n *Node) reportLoop() {
 		}
 		_, used := diskUsage(n.cfg.Dir)
 		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-		_, err := n.raft.Apply(ctx, fsm.OpNodeUpdate, fsm.NodeUpdateArgs{ID: n.id, Used: &used})
+		err := raft.Exec(ctx, n.raft, fsm.NodeUpdate, fsm.NodeUpdateArgs{ID: n.id, Used: &used})
 		cancel()
 		if err != nil && n.ctx.Err() == nil {
 			n.log.Debug("usage report failed", "err", err)
@@ -164,8 +164,7 @@ func (n *Node) askRemoved() bool {
 	})
 	for _, p := range peers {
 		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
-		var me fsm.Node
-		err := client.New(p, secret).Do(ctx, http.MethodGet, "/api/v1/nodes/"+n.id+"?stale=true", nil, &me)
+		me, err := client.New(p, secret).Node(ctx, n.id, true)
 		cancel()
 		if err == nil {
 			return me.State == fsm.NodeRemoved

@@ -277,14 +277,14 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		}
 	}
 	clusterID := "zos-" + orchestrator.RandomHex(4)
-	_, err := n.raft.Apply(ctx, fsm.OpInit, fsm.InitArgs{ClusterID: clusterID, Secret: orchestrator.RandomHex(24),
+	err := raft.Exec(ctx, n.raft, fsm.ClusterInit, fsm.InitArgs{ClusterID: clusterID, Secret: orchestrator.RandomHex(24),
 		Admin: fsm.Token{ID: tokID, Name: "admin", Hash: orchestrator.HashToken(token), Role: fsm.RoleAdmin}})
 	if err != nil {
 		return fmt.Errorf("node: initialize cluster: %w", err)
 	}
 	self := n.self()
 	self.Voter = true
-	if _, err := n.raft.Apply(ctx, fsm.OpNodeAdd, fsm.NodeAddArgs{Node: self}); err != nil {
+	if err := raft.Exec(ctx, n.raft, fsm.NodeAdd, fsm.NodeAddArgs{Node: self}); err != nil {
 		return fmt.Errorf("node: add self: %w", err)
 	}
 	n.log.Info("cluster bootstrapped", "cluster", clusterID)
@@ -307,7 +307,8 @@ func (n *Node) join(ctx context.Context) error {
 	defer cancel()
 	var resp orchestrator.JoinResponse
 	for attempt := 0; ; attempt++ {
-		err := c.Do(ctx, http.MethodPost, "/api/v1/nodes/join", orchestrator.JoinRequest{Node: n.self()}, &resp)
+		var err error
+		resp, err = c.Join(ctx, n.self())
 		if err == nil {
 			break
 		}
@@ -330,7 +331,7 @@ func (n *Node) join(ctx context.Context) error {
 		// Caught up: now it is safe to count this node in the quorum.
 		sc := client.New(joinURL(n.cfg.Join), resp.Secret)
 		for {
-			err := sc.Do(ctx, http.MethodPost, "/api/v1/nodes/"+n.id+"/promote", nil, nil)
+			err := sc.Promote(ctx, n.id)
 			if err == nil {
 				break
 			}
@@ -389,7 +390,7 @@ func (n *Node) refreshSelf(ctx context.Context) error {
 		cur.RESPAddr == want.RESPAddr && cur.Version == want.Version {
 		return nil
 	}
-	_, err := n.raft.Apply(ctx, fsm.OpNodeUpdate, fsm.NodeUpdateArgs{ID: n.id, APIAddr: &want.APIAddr,
+	err := raft.Exec(ctx, n.raft, fsm.NodeUpdate, fsm.NodeUpdateArgs{ID: n.id, APIAddr: &want.APIAddr,
 		ShardAddr: &want.ShardAddr, NBDAddr: &want.NBDAddr, RESPAddr: &want.RESPAddr, Version: &want.Version})
 	return err
 }

@@ -28,7 +28,7 @@ func (r flistRegistry) Put(ctx context.Context, e hub.Entry) error {
 	if e.Source != "" {
 		meta["source"] = e.Source
 	}
-	_, err = r.c.Apply(ctx, fsm.OpFlistPut, fsm.FlistPutArgs{Flist: fsm.Flist{Repo: e.Repo, Name: e.Name, Ref: e.Ref,
+	err = raft.Exec(ctx, r.c, fsm.FlistPut, fsm.FlistPutArgs{Flist: fsm.Flist{Repo: e.Repo, Name: e.Name, Ref: e.Ref,
 		Size: e.Size, Owner: e.Owner, Meta: meta}})
 	return err
 }
@@ -90,7 +90,7 @@ func (r flistRegistry) ListRepos(ctx context.Context) ([]string, error) {
 }
 
 func (r flistRegistry) Delete(ctx context.Context, repo, name string) error {
-	_, err := r.c.Apply(ctx, fsm.OpFlistDelete, fsm.FlistDeleteArgs{Repo: repo, Name: name})
+	err := raft.Exec(ctx, r.c, fsm.FlistDelete, fsm.FlistDeleteArgs{Repo: repo, Name: name})
 	if errors.Is(err, fsm.ErrNotFound) {
 		return fmt.Errorf("%w: flist %s/%s", hub.ErrNotFound, repo, name)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/zosproject/zos/flist/hub"
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/orchestrator"
+	zosapi "github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/orchestrator/client"
 	"github.com/zosproject/zos/raft/fsm"
 )
@@ -77,9 +77,19 @@ func (n *Node) startAPI(ln net.Listener) error {
 		Gatherer: n.reg, Ready: n.ready.Load, Logger: n.cfg.Logger,
 		Mount: []func(public, protected *http.ServeMux){
 			func(public, protected *http.ServeMux) {
-				h.Register(public)
+				// The hub's writes take an Idempotency-Key like the
+				// API's own (the hub authenticates them itself).
+				hubMux := http.NewServeMux()
+				h.Register(hubMux)
+				for _, rt := range hub.Routes {
+					var hh http.Handler = hubMux
+					if rt.Method != http.MethodGet {
+						hh = n.idempotent(hubMux)
+					}
+					public.Handle(rt.Pattern(), hh)
+				}
 				blockd.RegisterHTTP(protected, n.blockd)
-				public.Handle("POST /internal/v1/vdisks/{name}/sync", n.nodeOnly(httpx.Handler(n.syncVDisk)))
+				public.Handle(zosapi.SyncVDisk.Pattern(), n.nodeOnly(httpx.Handler(n.syncVDisk)))
 				n.storage.register(public, protected)
 			},
 		}})
@@ -102,6 +112,22 @@ func (n *Node) startAPI(ln net.Listener) error {
 		return n.http.Shutdown(ctx)
 	})
 	return nil
+}
+
+// idempotent makes the writes of a route that authenticates itself (the
+// hub's) take an Idempotency-Key: a retry with the same key by the same
+// token gets the first answer (orchestrator.Server.WithIdempotencyKey). A
+// malformed key is refused in the hub's envelope. The API server is looked
+// up per request, as in nodeOnly.
+func (n *Node) idempotent(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r, err := n.api.WithIdempotencyKey(r)
+		if err != nil {
+			hub.WriteError(w, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // nodeOnly restricts h to other nodes (the cluster secret). The API server
@@ -153,7 +179,7 @@ func (p blockdPeers) Sync(ctx context.Context, node, name string) error {
 	if api == "" {
 		return fmt.Errorf("node: %s has no API address in the cluster map", node)
 	}
-	err := client.New(api, secret).Do(ctx, http.MethodPost, "/internal/v1/vdisks/"+url.PathEscape(name)+"/sync", nil, nil)
+	err := client.New(api, secret).SyncVDisk(ctx, name)
 	if client.IsCode(err, "not_attached") {
 		return fmt.Errorf("%w: %v", blockd.ErrNotAttached, err)
 	}

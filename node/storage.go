@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
@@ -251,7 +250,7 @@ func (s *storage) kickHealEverywhere() {
 	defer cancel()
 	var failed []string
 	for _, v := range s.fanout(ctx, func() any { s.kickHeal(); return LocalStatus{Node: s.n.id} }, func(c *client.Client) (any, error) {
-		return LocalStatus{}, c.Do(ctx, http.MethodPost, "/internal/v1/store/heal", nil, nil)
+		return LocalStatus{}, c.HealLocal(ctx)
 	}) {
 		if ls := v.(LocalStatus); ls.Error != "" {
 			failed = append(failed, ls.Node+": "+ls.Error)

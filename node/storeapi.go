@@ -11,35 +11,28 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/blob"
 	"github.com/zosproject/zos/chunkstore/erasure"
-	"github.com/zosproject/zos/chunkstore/heal"
-	"github.com/zosproject/zos/chunkstore/scrub"
 	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/orchestrator/client"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
 // The store API: blobs in and out, where a chunk's shards are, cluster
 // status with rebuild progress, scrub and garbage collection.
 func (s *storage) register(public, protected *http.ServeMux) {
-	protected.Handle("POST /api/v1/store/blobs", httpx.Handler(s.putBlob))
-	protected.Handle("GET /api/v1/store/blobs/{ref}", httpx.Handler(s.getBlob))
-	protected.Handle("GET /api/v1/store/chunks/{ref}", httpx.Handler(s.statChunk))
-	protected.Handle("GET /api/v1/store/blobs/{ref}/stat", httpx.Handler(s.statBlob))
-	protected.Handle("GET /api/v1/store/status", httpx.Handler(s.status))
-	protected.Handle("POST /api/v1/store/scrub", httpx.Handler(s.scrubAll))
-	protected.Handle("POST /api/v1/store/gc", httpx.Handler(s.collectHandler))
-	protected.Handle("GET /api/v1/store/pins", httpx.Handler(s.listPins))
-	protected.Handle("DELETE /api/v1/store/pins/{ref}", httpx.Handler(s.unpin))
-	public.Handle("GET /internal/v1/store/local", s.n.nodeOnly(httpx.Handler(s.localStatus)))
-	public.Handle("POST /internal/v1/store/scrub", s.n.nodeOnly(httpx.Handler(s.scrubLocal)))
-	public.Handle("POST /internal/v1/store/heal", s.n.nodeOnly(httpx.Handler(s.healLocal)))
-}
-
-// PutBlobResponse answers POST /api/v1/store/blobs.
-type PutBlobResponse struct {
-	Ref    chunkstore.Ref `json:"ref"`
-	Size   int64          `json:"size"`
-	Pinned bool           `json:"pinned"`
+	protected.Handle(api.PutBlob.Pattern(), httpx.Handler(s.putBlob))
+	protected.Handle(api.GetBlob.Pattern(), httpx.Handler(s.getBlob))
+	protected.Handle(api.StatChunk.Pattern(), httpx.Handler(s.statChunk))
+	protected.Handle(api.StatBlob.Pattern(), httpx.Handler(s.statBlob))
+	protected.Handle(api.GetStoreStatus.Pattern(), httpx.Handler(s.status))
+	protected.Handle(api.Scrub.Pattern(), httpx.Handler(s.scrubAll))
+	protected.Handle(api.GC.Pattern(), httpx.Handler(s.collectHandler))
+	protected.Handle(api.ListPins.Pattern(), httpx.Handler(s.listPins))
+	protected.Handle(api.Unpin.Pattern(), httpx.Handler(s.unpin))
+	public.Handle(api.LocalStore.Pattern(), s.n.nodeOnly(httpx.Handler(s.localStatus)))
+	public.Handle(api.LocalScrub.Pattern(), s.n.nodeOnly(httpx.Handler(s.scrubLocal)))
+	public.Handle(api.LocalHeal.Pattern(), s.n.nodeOnly(httpx.Handler(s.healLocal)))
 }
 
 // putBlob stores the request body as a blob (chunks plus manifests) and
@@ -56,7 +49,7 @@ func (s *storage) putBlob(w http.ResponseWriter, r *http.Request) error {
 	}
 	pin := r.URL.Query().Get("pin") != "false"
 	if pin {
-		if _, err := s.n.raft.Apply(r.Context(), fsm.OpPinAdd, fsm.PinArgs{Ref: ref, Note: r.URL.Query().Get("note")}); err != nil {
+		if err := raft.Exec(r.Context(), s.n.raft, fsm.PinAdd, fsm.PinArgs{Ref: ref, Note: r.URL.Query().Get("note")}); err != nil {
 			return err
 		}
 	}
@@ -102,17 +95,6 @@ func (s *storage) statChunk(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// BlobStatus answers GET /api/v1/store/blobs/{ref}/stat: the state of
-// every chunk of a blob (its manifests and data chunks; a plain chunk is a
-// blob of one chunk).
-type BlobStatus struct {
-	Ref        chunkstore.Ref        `json:"ref"`
-	Chunks     []erasure.ChunkStatus `json:"chunks"`
-	Healthy    int                   `json:"healthy"`
-	Degraded   int                   `json:"degraded"`
-	Unreadable int                   `json:"unreadable"`
-}
-
 func (s *storage) statBlob(w http.ResponseWriter, r *http.Request) error {
 	ref, err := refParam(r)
 	if err != nil {
@@ -144,41 +126,6 @@ func (s *storage) statBlob(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// LocalStatus is one node's own view: its heal and scrub progress, and the
-// pending repairs of the chunks it wrote degraded (missing shards and the
-// nodes they wait for).
-type LocalStatus struct {
-	Node    string                `json:"node"`
-	Heal    heal.Progress         `json:"heal"`
-	Scrub   scrub.Result          `json:"scrub"`
-	Pending erasure.PendingStatus `json:"pending"`
-	Error   string                `json:"error,omitempty"`
-}
-
-// StoreStatus answers GET /api/v1/store/status.
-type StoreStatus struct {
-	erasure.Status
-	Local []LocalStatus `json:"local"`
-	// Pending sums the pending repairs of every node.
-	Pending PendingSummary `json:"pending"`
-}
-
-// PendingSummary sums the nodes' pending repairs: chunks written degraded
-// whose missing shards are not rebuilt yet.
-type PendingSummary struct {
-	// Chunks, summed over the nodes that wrote them.
-	Chunks int `json:"chunks"`
-	// Dropped: degraded chunks not remembered (a node's list was full);
-	// heal passes are asked for once their nodes answer.
-	Dropped int64 `json:"dropped"`
-	// Repaired: chunks whose missing shards the pending repairs rebuilt
-	// since each node started.
-	Repaired int64 `json:"repaired"`
-	// Nodes is the backlog per node lacking shards, summed over writers
-	// (Since is the oldest).
-	Nodes []erasure.PendingNode `json:"nodes,omitempty"`
 }
 
 func summarize(local []LocalStatus) PendingSummary {
@@ -274,20 +221,14 @@ func (s *storage) status(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	for _, v := range s.fanout(ctx, func() any { return s.local1() }, func(c *client.Client) (any, error) {
 		var ls LocalStatus
-		return ls, c.Do(ctx, http.MethodGet, "/internal/v1/store/local", nil, &ls)
+		ls, err := c.LocalStoreStatus(ctx)
+		return ls, err
 	}) {
 		out.Local = append(out.Local, v.(LocalStatus))
 	}
 	out.Pending = summarize(out.Local)
 	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// ScrubResult is one node's scrub.
-type ScrubResult struct {
-	Node string `json:"node"`
-	scrub.Result
-	Error string `json:"error,omitempty"`
 }
 
 func (s *storage) scrubLocal(w http.ResponseWriter, r *http.Request) error {
@@ -312,7 +253,8 @@ func (s *storage) scrubAll(w http.ResponseWriter, r *http.Request) error {
 		return sr
 	}, func(c *client.Client) (any, error) {
 		var sr ScrubResult
-		return sr, c.Do(ctx, http.MethodPost, "/internal/v1/store/scrub", nil, &sr)
+		sr, err := c.ScrubLocal(ctx)
+		return sr, err
 	}) {
 		switch x := v.(type) {
 		case ScrubResult:
@@ -335,13 +277,6 @@ func (s *storage) collectHandler(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// PinInfo is one pinned blob.
-type PinInfo struct {
-	Ref     chunkstore.Ref `json:"ref"`
-	Note    string         `json:"note,omitempty"`
-	Created int64          `json:"created"`
-}
-
 func (s *storage) listPins(w http.ResponseWriter, r *http.Request) error {
 	var out []PinInfo
 	if err := s.n.raft.Read(r.Context(), func(st *fsm.State) error {
@@ -362,9 +297,20 @@ func (s *storage) unpin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.n.raft.Apply(r.Context(), fsm.OpPinRemove, fsm.PinArgs{Ref: ref}); err != nil {
+	if err := raft.Exec(r.Context(), s.n.raft, fsm.PinRemove, fsm.PinArgs{Ref: ref}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+// The JSON shapes of the store routes are defined in orchestrator/api.
+type (
+	PutBlobResponse = api.PutBlobResponse
+	BlobStatus      = api.BlobStatus
+	LocalStatus     = api.LocalStatus
+	StoreStatus     = api.StoreStatus
+	PendingSummary  = api.PendingSummary
+	ScrubResult     = api.ScrubResult
+	PinInfo         = api.PinInfo
+)

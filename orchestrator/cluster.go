@@ -8,34 +8,11 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/orchestrator/client"
 	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
-
-// NodeStatus is a node of the cluster map with its Raft role.
-type NodeStatus struct {
-	fsm.Node
-	// Raft is "voter", "nonvoter" or "" (not in the Raft configuration).
-	Raft   string `json:"raft"`
-	Leader bool   `json:"leader"`
-}
-
-// ClusterStatus answers GET /api/v1/cluster.
-type ClusterStatus struct {
-	ClusterID    string `json:"cluster_id"`
-	LeaderID     string `json:"leader_id"`
-	LeaderAddr   string `json:"leader_addr"`
-	Term         uint64 `json:"term"`
-	CommitIndex  uint64 `json:"commit_index"`
-	AppliedIndex uint64 `json:"applied_index"`
-	// FirstIndex and SnapshotIndex are the answering node's log bounds.
-	FirstIndex    uint64       `json:"first_index"`
-	SnapshotIndex uint64       `json:"snapshot_index"`
-	Epoch         uint64       `json:"epoch"`
-	AnsweredBy    string       `json:"answered_by"`
-	Nodes         []NodeStatus `json:"nodes"`
-}
 
 func (s *Server) nodeStatuses(st *fsm.State, members []raft.Member, leader string) []NodeStatus {
 	role := map[string]string{}
@@ -103,19 +80,6 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// JoinRequest is what a joining node sends: its cluster-map entry.
-type JoinRequest struct {
-	Node fsm.Node `json:"node"`
-}
-
-// JoinResponse tells the new node what it joined.
-type JoinResponse struct {
-	ClusterID string `json:"cluster_id"`
-	Secret    string `json:"secret"`
-	Voter     bool   `json:"voter"`
-	LeaderID  string `json:"leader_id"`
-}
-
 func (s *Server) joinHandler(w http.ResponseWriter, r *http.Request) error {
 	var req JoinRequest
 	if err := httpx.DecodeJSON(r, &req); err != nil {
@@ -174,7 +138,7 @@ func (s *Server) Join(ctx context.Context, n fsm.Node) (*JoinResponse, error) {
 		voter = voter || existing.Voter
 	} else {
 		n.Voter = false
-		if err := s.apply(ctx, fsm.OpNodeAdd, fsm.NodeAddArgs{Node: n}); err != nil {
+		if err := apply(ctx, s, fsm.NodeAdd, fsm.NodeAddArgs{Node: n}); err != nil {
 			return nil, err
 		}
 	}
@@ -182,7 +146,7 @@ func (s *Server) Join(ctx context.Context, n fsm.Node) (*JoinResponse, error) {
 		if err := s.cfg.Raft.AddMember(ctx, n.ID, n.RaftAddr, false); err != nil {
 			if existing == nil {
 				// Undo the map entry so the join can be retried cleanly.
-				_ = s.apply(context.WithoutCancel(ctx), fsm.OpNodeRemove, fsm.NodeIDArgs{ID: n.ID})
+				_ = apply(context.WithoutCancel(ctx), s, fsm.NodeRemove, fsm.NodeIDArgs{ID: n.ID})
 			}
 			return nil, err
 		}
@@ -221,7 +185,7 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 		if err := s.cfg.Raft.TransferLeadership(); err != nil {
 			return httpx.Errorf(http.StatusConflict, "conflict", "cannot remove the leader %s: leadership transfer failed: %v", id, err)
 		}
-		api, err := s.leaderAPI(ctx)
+		leader, err := s.leaderAPI(ctx)
 		if err != nil {
 			return err
 		}
@@ -232,14 +196,14 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 		// the answer regardless, within a bound.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := client.New(api.Host, secret).Do(rctx, http.MethodDelete, "/api/v1/nodes/"+id, nil, nil); err != nil {
+		if err := client.New(leader.Host, secret).RemoveNode(rctx, id); err != nil {
 			return fmt.Errorf("removal of %s by the new leader: %w", id, err)
 		}
 		return nil
 	}
 	// Map first, while the node still receives the log: a live node
 	// learns it was removed and stops. Then out of Raft.
-	if err := s.apply(ctx, fsm.OpNodeRemove, fsm.NodeIDArgs{ID: id}); err != nil {
+	if err := apply(ctx, s, fsm.NodeRemove, fsm.NodeIDArgs{ID: id}); err != nil {
 		return err
 	}
 	members, err := s.cfg.Raft.Members()
@@ -293,7 +257,7 @@ func (s *Server) promoteSpare(ctx context.Context) {
 			s.log.Warn("could not promote a non-voter", "id", id, "err", err)
 			continue
 		}
-		_ = s.apply(ctx, fsm.OpNodeVoter, fsm.NodeVoterArgs{ID: id, Voter: true})
+		_ = apply(ctx, s, fsm.NodeSetVoter, fsm.NodeVoterArgs{ID: id, Voter: true})
 		s.log.Info("non-voter promoted to replace a removed voter", "id", id)
 		voters++
 	}
@@ -305,7 +269,7 @@ func (s *Server) voterHandler(voter bool) httpx.Handler {
 		if err := s.cfg.Raft.SetVoter(r.Context(), id, voter); err != nil {
 			return httpx.Errorf(http.StatusBadRequest, "invalid", "%v", err)
 		}
-		if err := s.apply(r.Context(), fsm.OpNodeVoter, fsm.NodeVoterArgs{ID: id, Voter: voter}); err != nil {
+		if err := apply(r.Context(), s, fsm.NodeSetVoter, fsm.NodeVoterArgs{ID: id, Voter: voter}); err != nil {
 			return err
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"id": id, "voter": voter})
@@ -314,14 +278,6 @@ func (s *Server) voterHandler(voter bool) httpx.Handler {
 }
 
 // --- tokens ---
-
-// TokenInfo is a token without its secret.
-type TokenInfo struct {
-	ID      string `json:"id"`
-	Name    string `json:"name"`
-	Role    string `json:"role"`
-	Created int64  `json:"created"`
-}
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	var out []TokenInfo
@@ -338,18 +294,6 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// CreateTokenRequest asks for a new token.
-type CreateTokenRequest struct {
-	Name string `json:"name"`
-	Role string `json:"role"` // admin or user (default)
-}
-
-// CreateTokenResponse carries the token; it is shown once.
-type CreateTokenResponse struct {
-	TokenInfo
-	Token string `json:"token"`
-}
-
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	var req CreateTokenRequest
 	if err := httpx.DecodeJSON(r, &req); err != nil {
@@ -363,7 +307,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	if req.Name == "" {
 		return httpx.BadRequest("a token needs a name (it is also the user's hub repository)")
 	}
-	if err := s.apply(r.Context(), fsm.OpTokenCreate, fsm.TokenCreateArgs{Token: t}); err != nil {
+	if err := apply(r.Context(), s, fsm.TokenCreate, fsm.TokenCreateArgs{Token: t}); err != nil {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusCreated, CreateTokenResponse{TokenInfo: TokenInfo{ID: id, Name: req.Name, Role: req.Role}, Token: tok})
@@ -371,7 +315,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) error {
-	if err := s.apply(r.Context(), fsm.OpTokenDelete, fsm.TokenDeleteArgs{ID: r.PathValue("id")}); err != nil {
+	if err := apply(r.Context(), s, fsm.TokenDelete, fsm.TokenDeleteArgs{ID: r.PathValue("id")}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -400,7 +344,7 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.DecodeJSON(r, &req); err != nil {
 		return err
 	}
-	if err := s.apply(r.Context(), fsm.OpPoolCreate, req); err != nil {
+	if err := apply(r.Context(), s, fsm.PoolCreate, req); err != nil {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusCreated, req)
@@ -408,9 +352,20 @@ func (s *Server) createPool(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deletePool(w http.ResponseWriter, r *http.Request) error {
-	if err := s.apply(r.Context(), fsm.OpPoolDelete, fsm.PoolArgs{Name: r.PathValue("name")}); err != nil {
+	if err := apply(r.Context(), s, fsm.PoolDelete, fsm.PoolArgs{Name: r.PathValue("name")}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+// The JSON shapes of the cluster routes are defined in orchestrator/api.
+type (
+	NodeStatus          = api.NodeStatus
+	ClusterStatus       = api.ClusterStatus
+	JoinRequest         = api.JoinRequest
+	JoinResponse        = api.JoinResponse
+	TokenInfo           = api.TokenInfo
+	CreateTokenRequest  = api.CreateTokenRequest
+	CreateTokenResponse = api.CreateTokenResponse
+)

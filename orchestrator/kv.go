@@ -7,21 +7,16 @@ import (
 	"strconv"
 
 	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/orchestrator/api"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
-// KVEntry is one key of the generic namespace.
-type KVEntry struct {
-	Key     string `json:"key"`
-	Value   []byte `json:"value"`
-	Version uint64 `json:"version"`
-}
-
 func (s *Server) mountKV(protected *http.ServeMux) {
-	protected.Handle("GET /api/v1/kv/{ns}", s.admin(httpx.Handler(s.kvList)))
-	protected.Handle("GET /api/v1/kv/{ns}/{key...}", s.admin(httpx.Handler(s.kvGet)))
-	protected.Handle("PUT /api/v1/kv/{ns}/{key...}", s.admin(httpx.Handler(s.kvPut)))
-	protected.Handle("DELETE /api/v1/kv/{ns}/{key...}", s.admin(httpx.Handler(s.kvDelete)))
+	protected.Handle(api.ListKV.Pattern(), s.admin(httpx.Handler(s.kvList)))
+	protected.Handle(api.GetKV.Pattern(), s.admin(httpx.Handler(s.kvGet)))
+	protected.Handle(api.PutKV.Pattern(), s.admin(httpx.Handler(s.kvPut)))
+	protected.Handle(api.DeleteKV.Pattern(), s.admin(httpx.Handler(s.kvDelete)))
 }
 
 // readMode reads linearizably unless ?stale=true asks for the local replica.
@@ -80,19 +75,21 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) error {
 		}
 		args.IfVersion = &n
 	}
-	res, err := s.cfg.Raft.Apply(r.Context(), fsm.OpKVPut, args)
+	res, err := raft.Apply(r.Context(), s.cfg.Raft, fsm.KVPut, args)
 	if err != nil {
 		return s.applyErr(err)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(res)
+	httpx.WriteJSON(w, http.StatusOK, res)
 	return nil
 }
 
 func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) error {
-	if err := s.apply(r.Context(), fsm.OpKVDelete, fsm.KVDeleteArgs{NS: r.PathValue("ns"), Key: r.PathValue("key")}); err != nil {
+	if err := apply(r.Context(), s, fsm.KVDelete, fsm.KVDeleteArgs{NS: r.PathValue("ns"), Key: r.PathValue("key")}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
+
+// KVEntry is one key of the generic namespace (defined in orchestrator/api).
+type KVEntry = api.KVEntry

@@ -15,6 +15,7 @@ import (
 
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/internal/slogx"
+	"github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
@@ -64,28 +65,28 @@ func New(cfg Config) (*Server, error) {
 	public := http.NewServeMux()
 	protected := http.NewServeMux()
 
-	public.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	public.HandleFunc(api.Healthz.Pattern(), func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": cfg.NodeID})
 	})
-	public.HandleFunc("GET /readyz", s.readyz)
+	public.HandleFunc(api.Readyz.Pattern(), s.readyz)
 	if cfg.Gatherer != nil {
-		public.Handle("GET /metrics", s.requireAuth(false, promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+		public.Handle(api.Metrics.Pattern(), s.requireAuth(false, promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 	}
-	public.Handle("POST /internal/v1/forward", s.requireNode(httpx.Handler(s.forward)))
+	public.Handle(api.Forward.Pattern(), s.requireNode(httpx.Handler(s.forward)))
 
-	protected.Handle("GET /api/v1/cluster", httpx.Handler(s.clusterStatus))
-	protected.Handle("GET /api/v1/nodes", httpx.Handler(s.listNodes))
-	protected.Handle("GET /api/v1/nodes/{id}", httpx.Handler(s.getNode))
-	protected.Handle("POST /api/v1/nodes/join", s.admin(s.leaderOnly(httpx.Handler(s.joinHandler))))
-	protected.Handle("DELETE /api/v1/nodes/{id}", s.admin(s.leaderOnly(httpx.Handler(s.removeHandler))))
-	protected.Handle("POST /api/v1/nodes/{id}/promote", s.admin(s.leaderOnly(httpx.Handler(s.voterHandler(true)))))
-	protected.Handle("POST /api/v1/nodes/{id}/demote", s.admin(s.leaderOnly(httpx.Handler(s.voterHandler(false)))))
-	protected.Handle("GET /api/v1/tokens", s.admin(httpx.Handler(s.listTokens)))
-	protected.Handle("POST /api/v1/tokens", s.admin(httpx.Handler(s.createToken)))
-	protected.Handle("DELETE /api/v1/tokens/{id}", s.admin(httpx.Handler(s.deleteToken)))
-	protected.Handle("GET /api/v1/pools", httpx.Handler(s.listPools))
-	protected.Handle("POST /api/v1/pools", s.admin(httpx.Handler(s.createPool)))
-	protected.Handle("DELETE /api/v1/pools/{name}", s.admin(httpx.Handler(s.deletePool)))
+	protected.Handle(api.GetCluster.Pattern(), httpx.Handler(s.clusterStatus))
+	protected.Handle(api.ListNodes.Pattern(), httpx.Handler(s.listNodes))
+	protected.Handle(api.GetNode.Pattern(), httpx.Handler(s.getNode))
+	protected.Handle(api.JoinNode.Pattern(), s.admin(s.leaderOnly(httpx.Handler(s.joinHandler))))
+	protected.Handle(api.RemoveNode.Pattern(), s.admin(s.leaderOnly(httpx.Handler(s.removeHandler))))
+	protected.Handle(api.PromoteNode.Pattern(), s.admin(s.leaderOnly(httpx.Handler(s.voterHandler(true)))))
+	protected.Handle(api.DemoteNode.Pattern(), s.admin(s.leaderOnly(httpx.Handler(s.voterHandler(false)))))
+	protected.Handle(api.ListTokens.Pattern(), s.admin(httpx.Handler(s.listTokens)))
+	protected.Handle(api.CreateToken.Pattern(), s.admin(httpx.Handler(s.createToken)))
+	protected.Handle(api.DeleteToken.Pattern(), s.admin(httpx.Handler(s.deleteToken)))
+	protected.Handle(api.ListPools.Pattern(), httpx.Handler(s.listPools))
+	protected.Handle(api.CreatePool.Pattern(), s.admin(httpx.Handler(s.createPool)))
+	protected.Handle(api.DeletePool.Pattern(), s.admin(httpx.Handler(s.deletePool)))
 
 	s.mountKV(protected)
 	for _, m := range cfg.Mount {
@@ -128,36 +129,19 @@ func (s *Server) requireNode(h http.Handler) http.Handler {
 	}))
 }
 
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
-
-// Flush keeps streaming handlers (export) streaming.
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// Unwrap lets http.ResponseController reach the real writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 func (s *Server) logRequests(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := httpx.NewStatusWriter(w)
 		h.ServeHTTP(sw, r)
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/internal/v1/forward" {
+		if r.URL.Path == api.Healthz.Path || r.URL.Path == api.Readyz.Path || r.URL.Path == api.Forward.Path {
 			return
 		}
 		level := slog.LevelDebug
-		if sw.status >= 500 {
+		if sw.Status() >= 500 {
 			level = slog.LevelWarn
 		}
-		s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start))
+		s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.Status(), "duration", time.Since(start))
 	})
 }
 
@@ -254,8 +238,10 @@ func (s *Server) read(ctx context.Context, fn func(*fsm.State) error) error {
 	return nil
 }
 
-func (s *Server) apply(ctx context.Context, op string, args any) error {
-	_, err := s.cfg.Raft.Apply(ctx, op, args)
+// apply proposes op through s's Raft server, for a handler that needs no
+// result; see applyErr.
+func apply[A, R any](ctx context.Context, s *Server, op fsm.Op[A, R], args A) error {
+	err := raft.Exec(ctx, s.cfg.Raft, op, args)
 	return s.applyErr(err)
 }
 

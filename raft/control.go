@@ -13,14 +13,42 @@ import (
 // Control is what the data plane (blockd, the hub, the store's garbage
 // collector) needs from the control plane. *Server implements it over
 // Raft; Local implements it in-process for unit tests and tools.
+//
+// Callers change the state with the typed function Apply, which calls
+// Control.Apply; Control.Apply is the untyped form that implementations
+// (and wrappers, such as tests' fault injectors) provide.
 type Control interface {
-	// Apply proposes one fsm command and returns its JSON-encoded result.
-	// Refusals are *fsm.Error values (test with errors.Is against the fsm
-	// sentinels).
+	// Apply proposes one fsm command, by op name and arguments to encode,
+	// and returns its JSON-encoded result. Refusals are *fsm.Error values
+	// (test with errors.Is against the fsm sentinels).
 	Apply(ctx context.Context, op string, args any) (json.RawMessage, error)
 	// Read runs fn on a linearizable view of the state. fn must neither
 	// modify nor retain the state.
 	Read(ctx context.Context, fn func(*fsm.State) error) error
+}
+
+// Apply proposes op with its arguments through c and returns its result:
+//
+//	l, err := raft.Apply(ctx, c, fsm.LeaseAcquire, fsm.LeaseArgs{Name: "vm1", Node: "n1", TTL: ttl})
+//
+// The command reaches the log exactly as Control.Apply(ctx, op.Name(),
+// args) sends it; a context with a request id (WithRequestID) makes it safe
+// to repeat. Refusals are *fsm.Error values; the result of an op whose
+// result type is fsm.None is None{}.
+func Apply[A, R any](ctx context.Context, c Control, op fsm.Op[A, R], args A) (R, error) {
+	raw, err := c.Apply(ctx, op.Name(), args)
+	if err != nil {
+		var zero R
+		return zero, err
+	}
+	return op.Result(raw)
+}
+
+// Exec is Apply for a caller that needs no result: the same proposal,
+// without decoding the answer (a vdisk's answer holds its snapshots).
+func Exec[A, R any](ctx context.Context, c Control, op fsm.Op[A, R], args A) error {
+	_, err := c.Apply(ctx, op.Name(), args)
+	return err
 }
 
 // Local is a Control over an in-process state machine without Raft. It is

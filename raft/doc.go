@@ -58,7 +58,12 @@
 //	s, err := raft.Open(raft.Config{ID: "n1", Dir: dir, BindAddr: "127.0.0.1:9901", Bootstrap: true})
 //	defer s.Close()
 //	s.WaitLeader(ctx)
-//	res, err := s.Apply(ctx, fsm.OpPoolCreate, fsm.PoolArgs{Name: "fast", K: 2, M: 1})
-//	res, err = s.Apply(raft.WithRequestID(ctx, clientOpID), op, args) // safe to repeat
+//	pool, err := raft.Apply(ctx, s, fsm.PoolCreate, fsm.PoolArgs{Name: "fast", K: 2, M: 1}) // *fsm.Pool
+//	v, err := raft.Apply(raft.WithRequestID(ctx, clientOpID), s, fsm.VDiskHead, args)    // safe to repeat
+//	err = raft.Exec(ctx, s, fsm.LeaseRelease, fsm.LeaseArgs{…})                           // no result wanted
 //	err = s.Read(ctx, func(st *fsm.State) error { … })
+//
+// Apply and Exec are typed by the op (fsm.Op[A, R]: arguments A, result R)
+// and work on any Control — a *Server, a Local in tests, or a wrapper of
+// either.
 package raft

@@ -9,7 +9,7 @@ mode=${1:-test}
 run_pkgs=(fuse3 ca-certificates)
 test_pkgs=(fuse3 libnbd-bin nbdkit qemu-utils fio qemu-system-x86 linux-image-amd64
   busybox-static cpio redis-tools iproute2 iptables e2fsprogs debootstrap util-linux
-  kmod zstd attr psmisc procps curl)
+  kmod zstd attr psmisc procps curl runc)
 
 case "$mode" in
   run) want=("${run_pkgs[@]}") ;;

@@ -176,18 +176,6 @@ func (ts *testServer) metric(t testing.TB, name string, labels ...string) float6
 	return 0
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func pattern(n int, seed byte) []byte {
 	b := make([]byte, n)
 	for i := range b {

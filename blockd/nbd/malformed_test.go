@@ -13,6 +13,7 @@ import (
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/blockd/nbd/internal/wire"
 	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
 
 // expectClosed reads from nc until the server closes it.
@@ -191,6 +192,6 @@ func TestMalformedInput(t *testing.T) {
 	if err := c.Write(0, []byte("still alive"), wire.CmdFlagFUA); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "abusive connections to close", func() bool { return ts.metric(t, "zos_nbd_connections") == 2 })
+	wait.For(t, 30*time.Second, "abusive connections to close", func() bool { return ts.metric(t, "zos_nbd_connections") == 2 })
 	_ = context.Background
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/blockd/nbd/internal/wire"
 	client "github.com/zosproject/zos/blockd/nbd/nbdclient"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
 
 const mib = 1 << 20
@@ -726,12 +727,12 @@ func TestMetrics(t *testing.T) {
 	// A request's metrics are recorded as its reply goes out, so the
 	// client may see the last reply a moment before they are: wait.
 	for _, ck := range checks {
-		waitFor(t, fmt.Sprintf("%s%v = %v", ck.name, ck.labels, ck.want), func() bool {
+		wait.For(t, 30*time.Second, fmt.Sprintf("%s%v = %v", ck.name, ck.labels, ck.want), func() bool {
 			return ts.metric(t, ck.name, ck.labels...) == ck.want
 		})
 	}
 	c.Disconnect()
-	waitFor(t, "connection gauge to drop", func() bool { return ts.metric(t, "zos_nbd_connections") == 0 })
+	wait.For(t, 30*time.Second, "connection gauge to drop", func() bool { return ts.metric(t, "zos_nbd_connections") == 0 })
 }
 
 // Fast commands are served inline by the reader; a command that turns slow

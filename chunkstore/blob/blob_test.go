@@ -14,7 +14,11 @@ import (
 	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/mem"
 	"github.com/zosproject/zos/chunkstore/storetest"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("chunkstore/blob")
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -154,7 +158,7 @@ func (errReader) Read([]byte) (int, error) { return 0, errors.New("disk on fire"
 
 // TestOverErasure writes a 20 MiB blob through a 6-node 4+2 cluster.
 func TestOverErasure(t *testing.T) {
-	c, err := localcluster.Start(localcluster.Config{Nodes: 6, FirstHost: 140})
+	c, err := localcluster.Start(localcluster.Config{Nodes: 6, Prefix: lo, FirstHost: 140})
 	if err != nil {
 		t.Fatal(err)
 	}

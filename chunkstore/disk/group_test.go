@@ -11,6 +11,7 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/disk"
 	"github.com/zosproject/zos/chunkstore/internal/faultfs"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
 
 func gatherValue(t testing.TB, reg *prometheus.Registry, name string) (value float64, count uint64, sum float64) {
@@ -55,7 +56,7 @@ func TestGroupCommit(t *testing.T) {
 	first := shardsOf(1, 16<<10, chunkstore.Profile{K: 2, M: 1})[:1]
 	firstDone := make(chan error, 1)
 	go func() { firstDone <- s.PutShards(ctx(t), first) }()
-	waitFor(t, "the first put to reach its fsync", func() bool { return fs.Hits() == 1 })
+	wait.For(t, time.Minute, "the first put to reach its fsync", func() bool { return fs.Hits() == 1 })
 	segSyncs, walSyncs := fs.Syncs("/seg/"), fs.Syncs(".log")
 
 	const n = 32
@@ -66,7 +67,7 @@ func TestGroupCommit(t *testing.T) {
 		batches[i] = shardsOf(uint64(100+i), 16<<10, chunkstore.Profile{K: 2, M: 1})
 		wg.Go(func() { errs <- s.PutShards(ctx(t), batches[i]) })
 	}
-	waitFor(t, "32 puts queued behind the held fsync", func() bool {
+	wait.For(t, time.Minute, "32 puts queued behind the held fsync", func() bool {
 		q, _, _ := gatherValue(t, reg, "zos_disk_write_queue")
 		return q == n
 	})
@@ -95,17 +96,6 @@ func TestGroupCommit(t *testing.T) {
 		for _, sh := range b {
 			checkShard(t, s, sh)
 		}
-	}
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -27,7 +27,7 @@ func BenchmarkSmallChunks(b *testing.B) {
 			if mode == "replicated" {
 				below = size + 1
 			}
-			c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, ReplicateBelow: below, FirstHost: 120, NoSync: true})
+			c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, ReplicateBelow: below, Prefix: lo, FirstHost: 120, NoSync: true})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -72,7 +72,7 @@ func BenchmarkSmallChunks(b *testing.B) {
 // anchor), alternating in the same run. It reports each mode's per-batch
 // latency p50/p99 and the ratio of the p50s (ns/op is one batch of each).
 // "commit" is blockd's fsync16 commit round (BenchmarkClusterCommitPuts in
-// blockd/vdiskbench): 16 blocks of 16 KiB and 16 tree nodes of 8 KiB.
+// bench/vdiskbench): 16 blocks of 16 KiB and 16 tree nodes of 8 KiB.
 //
 //	go test -run=^$ -bench=PutBatch -benchtime=200x ./chunkstore/erasure
 func BenchmarkPutBatch(b *testing.B) {
@@ -83,7 +83,7 @@ func BenchmarkPutBatch(b *testing.B) {
 }
 
 func benchPutBatch(b *testing.B, sizes []int) {
-	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: b.TempDir(), FirstHost: 250})
+	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Dir: b.TempDir(), Prefix: lo, FirstHost: 250})
 	if err != nil {
 		b.Fatal(err)
 	}

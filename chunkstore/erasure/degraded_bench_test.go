@@ -68,7 +68,7 @@ func BenchmarkDegradedPut(b *testing.B) {
 }
 
 func benchDegradedPut(b *testing.B, tc degradedCase, op string) {
-	c, err := localcluster.Start(localcluster.Config{Nodes: tc.nodes, Dir: b.TempDir(), FirstHost: 190, Profile: tc.p})
+	c, err := localcluster.Start(localcluster.Config{Nodes: tc.nodes, Dir: b.TempDir(), Prefix: lo, FirstHost: 190, Profile: tc.p})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func benchDegradedPut(b *testing.B, tc degradedCase, op string) {
 func BenchmarkDegradedRepair(b *testing.B) {
 	for _, tc := range degradedCases {
 		b.Run(tc.name, func(b *testing.B) {
-			c, err := localcluster.Start(localcluster.Config{Nodes: tc.nodes, Dir: b.TempDir(), FirstHost: 200, Profile: tc.p})
+			c, err := localcluster.Start(localcluster.Config{Nodes: tc.nodes, Dir: b.TempDir(), Prefix: lo, FirstHost: 200, Profile: tc.p})
 			if err != nil {
 				b.Fatal(err)
 			}

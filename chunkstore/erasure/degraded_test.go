@@ -3,6 +3,7 @@ package erasure_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/storetest"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
 
 // degradedStore returns an erasure store over c's nodes (and c's map,
@@ -326,13 +328,12 @@ func TestPendingOverflow(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("HealNeeded not called after the node came back")
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for s.Pending().Chunks > 0 || len(s.Pending().Nodes) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("pending repairs left: %+v", s.Pending())
+	wait.Until(t, 2*time.Minute, func() error {
+		if p := s.Pending(); p.Chunks > 0 || len(p.Nodes) > 0 {
+			return fmt.Errorf("pending repairs left: %+v", p)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	healed := 0
 	for ref := range chunks {
 		if st, err := s.Inspect(ctx(t), ref); err == nil && st.Healthy == 3 {

@@ -14,10 +14,18 @@ import (
 	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/storetest"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("chunkstore/erasure")
 
 func start(t *testing.T, cfg localcluster.Config) *localcluster.Cluster {
 	t.Helper()
+	if cfg.Prefix == "" {
+		cfg.Prefix = lo
+	}
 	c, err := localcluster.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -181,17 +189,13 @@ func TestReadRepair(t *testing.T) {
 
 func waitHealthy(t *testing.T, s *erasure.Store, ref chunkstore.Ref) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	wait.Until(t, time.Minute, func() error {
 		st, err := s.Inspect(ctx(t), ref)
-		if err == nil && st.Healthy == st.Profile.N() {
-			return
+		if err == nil && st.Healthy != st.Profile.N() {
+			err = fmt.Errorf("chunk %s not repaired: %+v", ref.Short(), st)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("chunk %s not repaired: %+v %v", ref.Short(), st, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // corruptShard flips a byte of a shard's data in the node's (in-memory)

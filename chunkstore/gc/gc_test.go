@@ -14,7 +14,12 @@ import (
 	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/storetest"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("chunkstore/gc")
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -24,7 +29,7 @@ func ctx(t *testing.T) context.Context {
 
 func start(t *testing.T, host int) *localcluster.Cluster {
 	t.Helper()
-	c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, FirstHost: host})
+	c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, Prefix: lo, FirstHost: host})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,11 +222,7 @@ func TestDownNodeSkipped(t *testing.T) {
 	c.SetState(c.Nodes[5].ID, placement.Up)
 	// Wait out the client's dial backoff.
 	cl, _ := c.Pool.Get(c.Nodes[5].Addr)
-	for deadline := time.Now().Add(30 * time.Second); cl.Ping(ctx(t)) != nil; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("restarted node unreachable")
-		}
-	}
+	wait.For(t, 30*time.Second, "the restarted node to answer", func() bool { return cl.Ping(ctx(t)) == nil })
 	if n := shardsOf(t, c, g); n != 1 {
 		t.Fatalf("%d shards on the returned node, want 1", n)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -18,7 +19,12 @@ import (
 	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/storetest"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("chunkstore/heal")
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -28,6 +34,9 @@ func ctx(t *testing.T) context.Context {
 
 func start(t *testing.T, cfg localcluster.Config) *localcluster.Cluster {
 	t.Helper()
+	if cfg.Prefix == "" {
+		cfg.Prefix = lo
+	}
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
 	}
@@ -508,19 +517,16 @@ func TestReprofileSmallClusters(t *testing.T) {
 // after failed dials while it was away).
 func waitReachable(t *testing.T, c *localcluster.Cluster, i int) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	wait.Until(t, time.Minute, func() error {
 		cl, err := c.Pool.Get(c.Nodes[i].Addr)
 		if err == nil {
-			if err = cl.Ping(ctx(t)); err == nil {
-				return
-			}
+			err = cl.Ping(ctx(t))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %d not reachable: %v", i, err)
+		if err != nil {
+			return fmt.Errorf("node %d not reachable: %w", i, err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestRebalanceOnJoin: nodes join; shards move to their new homes and the

@@ -11,21 +11,24 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/chunkstore"
-	"golang.org/x/sys/unix"
 )
 
 // DirConfig configures a Dir.
 type DirConfig struct {
 	// Dir holds the journal files; it is created if missing. Required.
 	Dir string
+	// FS is the file system seam (pebble's vfs.FS; tests wrap it with
+	// chunkstore/internal/faultfs). Default vfs.Default, where appends use
+	// one pwritev and the directory lock is a flock.
+	FS vfs.FS
 	// NoSync skips every fdatasync and directory sync: nothing is durable.
 	// Tests and benchmarks only.
 	NoSync bool
@@ -44,6 +47,9 @@ var ErrConfig = errors.New("journal: bad config")
 func (c *DirConfig) setDefaults() {
 	if c.MaxOpen == 0 {
 		c.MaxOpen = 256
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -95,7 +101,9 @@ type Dir struct {
 	cfg  DirConfig
 	log  *slog.Logger
 	m    *dirMetrics
-	lock *os.File // flock'ed: one process per directory
+	fs   vfs.FS
+	osFS bool      // fs is vfs.Default: pwritev, fdatasync and flock directly
+	lock io.Closer // one process (and one Dir) per directory
 
 	mu     sync.Mutex
 	names  map[string]*journal
@@ -112,12 +120,19 @@ type journal struct {
 	path     string // the journal file
 	sealPath string // the seal file
 
-	mu       sync.Mutex
-	gone     bool // no longer in Dir.names (Trim All, Close): look it up again
-	loaded   bool // the fields below reflect the files
-	exists   bool // the journal file exists
-	f        *os.File
-	elem     *list.Element
+	mu     sync.Mutex
+	gone   bool // no longer in Dir.names (Trim All, Close): look it up again
+	loaded bool // the fields below reflect the files
+	exists bool // the journal file exists
+	f      vfs.File
+	elem   *list.Element
+	// failed is set when an append's write or fdatasync failed: the
+	// kernel may have dropped the dirty pages while the file still reads
+	// well from the page cache, so nothing later appended to this file
+	// can be acknowledged as durable (fsyncgate). Appends are refused
+	// until the Dir is reopened (which reads the file again and checks
+	// every frame) or Trim(name, All, All) removes the journal.
+	failed   error
 	hdrLen   int64
 	end      int64 // end of the last good frame: the next append goes here
 	size     int64 // the file's size; above end while a torn tail awaits cutting
@@ -146,32 +161,31 @@ func OpenDir(cfg DirConfig) (*Dir, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+	fsys := cfg.FS
+	if err := fsys.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
-	}
-	lock, err := os.OpenFile(filepath.Join(cfg.Dir, lockName), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("journal: %w", err)
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("journal: %s is in use by another Dir or process (flock: %v)", cfg.Dir, err)
 	}
 	d := &Dir{
 		cfg:   cfg,
+		fs:    fsys,
+		osFS:  fsys == vfs.Default,
 		log:   cfg.Logger.With("component", "journal", "dir", cfg.Dir),
-		lock:  lock,
 		names: map[string]*journal{},
 	}
-	ents, err := os.ReadDir(cfg.Dir)
+	lock, err := d.lockDir()
+	if err != nil {
+		return nil, err
+	}
+	d.lock = lock
+	ents, err := fsys.List(cfg.Dir)
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), tmpExt) {
-			d.log.Info("removing the leftover of an interrupted write", "file", e.Name())
-			if err := os.Remove(filepath.Join(cfg.Dir, e.Name())); err != nil {
+		if strings.HasSuffix(e, tmpExt) {
+			d.log.Info("removing the leftover of an interrupted write", "file", e)
+			if err := fsys.Remove(fsys.PathJoin(cfg.Dir, e)); err != nil {
 				lock.Close()
 				return nil, fmt.Errorf("journal: %w", err)
 			}
@@ -228,7 +242,7 @@ func (d *Dir) acquire(ctx context.Context, name string) (*journal, error) {
 		}
 		j := d.names[name]
 		if j == nil {
-			base := filepath.Join(d.cfg.Dir, fileBase(name))
+			base := d.fs.PathJoin(d.cfg.Dir, fileBase(name))
 			j = &journal{name: name, path: base + journalExt, sealPath: base + sealExt}
 			d.names[name] = j
 		}
@@ -268,9 +282,9 @@ func (d *Dir) touch(j *journal) {
 }
 
 // file returns j's open file (j locked, its file existing).
-func (d *Dir) file(j *journal) (*os.File, error) {
+func (d *Dir) file(j *journal) (vfs.File, error) {
 	if j.f == nil {
-		f, err := os.OpenFile(j.path, os.O_RDWR, 0)
+		f, err := d.fs.OpenReadWrite(j.path, vfs.WriteCategoryUnspecified)
 		if err != nil {
 			return nil, fmt.Errorf("journal %q: %w", j.name, err)
 		}
@@ -303,16 +317,20 @@ func (d *Dir) load(j *journal) error {
 	}
 	d.dropFile(j)
 	j.exists, j.frames, j.hdrLen, j.end, j.size, j.maxEpoch, j.cost = false, nil, 0, 0, 0, 0, 0
-	seal, err := readSeal(j.sealPath, j.name)
+	seal, err := d.readSeal(j.sealPath, j.name)
 	if err != nil {
 		return err
 	}
 	j.seal = seal
-	f, err := os.OpenFile(j.path, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+	// OpenReadWrite would create a missing file: look first (j is
+	// locked, and no one else writes the directory).
+	if _, err := d.fs.Stat(j.path); errors.Is(err, fs.ErrNotExist) {
 		j.loaded = true
 		return nil
+	} else if err != nil {
+		return fmt.Errorf("journal %q: %w", j.name, err)
 	}
+	f, err := d.fs.OpenReadWrite(j.path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return fmt.Errorf("journal %q: %w", j.name, err)
 	}
@@ -346,7 +364,7 @@ func (d *Dir) load(j *journal) error {
 // scanFile reads and checks a whole journal file: its header's size, its
 // frames (offsets after the header), the end of the last good one and the
 // file's size.
-func scanFile(f *os.File, name string) (hdrLen int64, frames []frameInfo, end, size int64, err error) {
+func scanFile(f vfs.File, name string) (hdrLen int64, frames []frameInfo, end, size int64, err error) {
 	st, err := f.Stat()
 	if err != nil {
 		return 0, nil, 0, 0, err
@@ -369,44 +387,9 @@ func scanFile(f *os.File, name string) (hdrLen int64, frames []frameInfo, end, s
 	return int64(h), frames, int64(h + e), int64(len(data)), nil
 }
 
-// encodeHeader is a journal file's header: magic | name len u16 | name |
-// crc32c u32 of the preceding bytes.
-func encodeHeader(name string) []byte {
-	b := append([]byte(fileMagic), 0, 0)
-	binary.LittleEndian.PutUint16(b[len(fileMagic):], uint16(len(name)))
-	b = append(b, name...)
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-}
-
-// parseHeader checks the header at the start of data and returns its size.
-func parseHeader(data []byte, name string) (int, error) {
-	m := len(fileMagic)
-	if len(data) < m+2 || string(data[:m]) != fileMagic {
-		return 0, fmt.Errorf("%w: not a journal file (bad magic)", chunkstore.ErrCorrupt)
-	}
-	n := m + 2 + int(binary.LittleEndian.Uint16(data[m:]))
-	if len(data) < n+4 || crc32.Checksum(data[:n], castagnoli) != binary.LittleEndian.Uint32(data[n:]) {
-		return 0, fmt.Errorf("%w: bad journal header", chunkstore.ErrCorrupt)
-	}
-	if got := string(data[m+2 : n]); got != name {
-		return 0, fmt.Errorf("%w: the file holds journal %q", chunkstore.ErrCorrupt, got)
-	}
-	return n + 4, nil
-}
-
-// encodeSeal is a seal file: magic | name len u16 | name | seal u64 |
-// crc32c u32 of the preceding bytes.
-func encodeSeal(name string, seal uint64) []byte {
-	b := append([]byte(sealMagic), 0, 0)
-	binary.LittleEndian.PutUint16(b[len(sealMagic):], uint16(len(name)))
-	b = append(b, name...)
-	b = binary.LittleEndian.AppendUint64(b, seal)
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-}
-
 // readSeal reads a seal file (0 if there is none).
-func readSeal(path, name string) (uint64, error) {
-	data, err := os.ReadFile(path)
+func (d *Dir) readSeal(path, name string) (uint64, error) {
+	data, err := d.readFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
@@ -420,129 +403,6 @@ func readSeal(path, name string) (uint64, error) {
 		return 0, fmt.Errorf("%w: journal %q: bad seal file %s", chunkstore.ErrCorrupt, name, filepath.Base(path))
 	}
 	return binary.LittleEndian.Uint64(data[n:]), nil
-}
-
-// frameParts encodes one append as a frame, returned as parts (the
-// payloads are not copied) and its size:
-//
-//	size u32 | crc32c u32 | epoch u64 | count u32 | count × (seq u64 | len u32 | payload)
-//
-// size counts the bytes after the crc, which covers them.
-func frameParts(epoch uint64, recs []Record) ([][]byte, int64) {
-	heads := make([]byte, framePrefix+frameHead+len(recs)*recHead)
-	binary.LittleEndian.PutUint64(heads[8:], epoch)
-	binary.LittleEndian.PutUint32(heads[16:], uint32(len(recs)))
-	crc := crc32.Update(0, castagnoli, heads[framePrefix:framePrefix+frameHead])
-	parts := make([][]byte, 0, 1+2*len(recs))
-	size := frameHead
-	start, pos := 0, framePrefix+frameHead
-	for _, r := range recs {
-		h := heads[pos : pos+recHead]
-		binary.LittleEndian.PutUint64(h, r.Seq)
-		binary.LittleEndian.PutUint32(h[8:], uint32(len(r.Payload)))
-		crc = crc32.Update(crc, castagnoli, h)
-		crc = crc32.Update(crc, castagnoli, r.Payload)
-		pos += recHead
-		size += recHead + len(r.Payload)
-		if len(r.Payload) > 0 {
-			parts = append(parts, heads[start:pos], r.Payload)
-			start = pos
-		}
-	}
-	if start < pos {
-		parts = append(parts, heads[start:pos])
-	}
-	binary.LittleEndian.PutUint32(heads[0:], uint32(size))
-	binary.LittleEndian.PutUint32(heads[4:], crc)
-	return parts, int64(framePrefix + size)
-}
-
-// parseFrame decodes the frame at data[off:], appending its records to
-// recs (their payloads alias data). why says what is wrong if it is not a
-// good frame.
-func parseFrame(data []byte, off int, recs []Record) (next int, epoch uint64, out []Record, why string) {
-	if len(data)-off < framePrefix {
-		return 0, 0, recs, "truncated frame header"
-	}
-	size := int(binary.LittleEndian.Uint32(data[off:]))
-	if size < minFrameBody || size > maxFrameBody {
-		return 0, 0, recs, fmt.Sprintf("frame size %d", size)
-	}
-	if size > len(data)-off-framePrefix {
-		return 0, 0, recs, fmt.Sprintf("frame of %d bytes runs past the end", size)
-	}
-	body := data[off+framePrefix : off+framePrefix+size]
-	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[off+4:]) {
-		return 0, 0, recs, "checksum mismatch"
-	}
-	epoch = binary.LittleEndian.Uint64(body)
-	n := binary.LittleEndian.Uint32(body[8:])
-	if epoch == 0 || n == 0 || n > MaxRecords {
-		return 0, 0, recs, fmt.Sprintf("frame of epoch %d with %d records", epoch, n)
-	}
-	p := body[frameHead:]
-	mark := len(recs)
-	for range n {
-		if len(p) < recHead {
-			return 0, 0, recs[:mark], "records run past the frame"
-		}
-		seq := binary.LittleEndian.Uint64(p)
-		l := int(binary.LittleEndian.Uint32(p[8:]))
-		p = p[recHead:]
-		if l > len(p) {
-			return 0, 0, recs[:mark], "a payload runs past the frame"
-		}
-		recs = append(recs, Record{Epoch: epoch, Seq: seq, Payload: p[:l:l]})
-		p = p[l:]
-	}
-	if len(p) != 0 {
-		return 0, 0, recs[:mark], fmt.Sprintf("%d bytes after the records", len(p))
-	}
-	return off + framePrefix + size, epoch, recs, ""
-}
-
-// scanFrames reads the frames of data from start: their descriptions
-// (offsets relative to start), their records if keep, and the end of the
-// last good one. A bad frame ends the scan: it and what follows are a torn
-// tail (an append a crash interrupted), unless a good frame follows it,
-// which means a damaged acknowledged append: chunkstore.ErrCorrupt.
-func scanFrames(data []byte, start int, keep bool) (frames []frameInfo, recs []Record, end int, err error) {
-	off := start
-	for off < len(data) {
-		mark := len(recs)
-		next, epoch, out, why := parseFrame(data, off, recs)
-		if why != "" {
-			if followedByFrame(data, off) {
-				return nil, nil, 0, fmt.Errorf("%w: bad frame at offset %d (%s) followed by good frames", chunkstore.ErrCorrupt, off, why)
-			}
-			break
-		}
-		rs := out[mark:]
-		frames = append(frames, frameInfo{end: int64(next - start), epoch: epoch, lastSeq: rs[len(rs)-1].Seq, cost: cost(rs)})
-		recs = out
-		if !keep {
-			recs = out[:0] // scratch for the next frame
-		}
-		off = next
-	}
-	if !keep {
-		recs = nil
-	}
-	return frames, recs, off - start, nil
-}
-
-// followedByFrame reports whether the bad frame at off has a plausible size
-// and a good frame right after it.
-func followedByFrame(data []byte, off int) bool {
-	if len(data)-off < framePrefix {
-		return false
-	}
-	size := int(binary.LittleEndian.Uint32(data[off:]))
-	if size < minFrameBody || size > maxFrameBody || size >= len(data)-off-framePrefix {
-		return false
-	}
-	_, _, _, why := parseFrame(data, off+framePrefix+size, nil)
-	return why == ""
 }
 
 // Append adds recs to name's journal with one write and one fdatasync.
@@ -562,6 +422,10 @@ func (d *Dir) Append(ctx context.Context, name string, epoch uint64, recs []Reco
 	if s := j.sealAt(); epoch < s {
 		return fmt.Errorf("%w: journal %q is sealed at epoch %d; append at epoch %d refused", ErrFenced, name, s, epoch)
 	}
+	if j.failed != nil {
+		return fmt.Errorf("%w: journal %q: an earlier append failed (%v), so its file cannot take durable appends; reopen the journal directory or Trim(name, All, All) it (its records live on in the other copies)",
+			ErrSyncFailed, name, j.failed)
+	}
 	c := cost(recs)
 	if j.cost+c > MaxBytes {
 		return fmt.Errorf("%w: journal %q holds %d bytes; %d more exceed the %d limit (commit and trim it)", ErrFull, name, j.cost, c, MaxBytes)
@@ -578,25 +442,30 @@ func (d *Dir) Append(ctx context.Context, name string, epoch uint64, recs []Reco
 		return err
 	}
 	if j.size > j.end {
-		if err := f.Truncate(j.end); err != nil {
+		if f, err = d.truncate(j, f, j.end); err != nil {
 			return fmt.Errorf("journal %q: cutting a torn tail: %w", name, err)
 		}
 		d.log.Info("cut a torn tail", "journal", name, "offset", j.end, "bytes", j.size-j.end)
 		j.size = j.end
 	}
 	parts, n := frameParts(epoch, recs)
-	err = pwritev(f, parts, j.end)
+	err = d.writeAt(f, parts, j.end)
 	if err == nil && !d.cfg.NoSync {
 		start := time.Now()
-		err = fdatasync(f)
+		err = d.syncData(f)
 		d.m.fsync.Observe(time.Since(start).Seconds())
 	}
 	if err != nil {
 		// The frame may be partly (or, after a failed sync, seemingly)
-		// on disk: the next append cuts it; reopen the file then.
+		// on disk, and after a failed fdatasync the kernel may have
+		// dropped pages it reports clean: no later append to this file
+		// can be trusted durable. Refuse them (j.failed) until a reopen
+		// reads the file again.
 		j.size = max(j.size, j.end+n)
+		j.failed = err
 		d.dropFile(j)
-		return fmt.Errorf("journal %q: append: %w", name, err)
+		d.log.Error("journal append failed; refusing appends to it until the directory is reopened", "journal", name, "err", err)
+		return fmt.Errorf("journal %q: append: %w (%w)", name, err, ErrSyncFailed)
 	}
 	j.end += n
 	j.size = j.end
@@ -701,7 +570,7 @@ func (d *Dir) Trim(ctx context.Context, name string, epoch, seq uint64) error {
 		// Not synced: should the truncation not survive a crash, the
 		// records come back, and callers skip covered records anyway.
 		// The next append's fdatasync makes it durable.
-		if err := f.Truncate(j.hdrLen); err != nil {
+		if _, err := d.truncate(j, f, j.hdrLen); err != nil {
 			j.loaded = false
 			return fmt.Errorf("journal %q: trim: %w", name, err)
 		}
@@ -758,7 +627,7 @@ func (d *Dir) remove(j *journal) error {
 	d.dropFile(j)
 	j.loaded = false
 	for _, p := range []string{j.path, j.sealPath} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := d.fs.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("journal %q: %w", j.name, err)
 		}
 	}
@@ -766,6 +635,7 @@ func (d *Dir) remove(j *journal) error {
 		return fmt.Errorf("journal %q: %w", j.name, err)
 	}
 	j.gone = true
+	j.failed = nil
 	d.mu.Lock()
 	if d.names[j.name] == j {
 		delete(d.names, j.name)
@@ -781,108 +651,6 @@ func (d *Dir) writeSeal(j *journal, seal uint64) error {
 	}
 	j.seal = seal
 	return nil
-}
-
-// writeAtomic replaces path with parts: written to a temporary file,
-// synced, renamed over path, and the directory synced. A crash leaves the
-// old file or the new one (and maybe a temporary file OpenDir removes).
-func (d *Dir) writeAtomic(path string, parts ...[]byte) error {
-	tmp := path + tmpExt
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	err = pwritev(f, parts, 0)
-	if err == nil && !d.cfg.NoSync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return d.syncDir()
-}
-
-func (d *Dir) syncDir() error {
-	if d.cfg.NoSync {
-		return nil
-	}
-	f, err := os.Open(d.cfg.Dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// pwritev writes parts at off with as few pwritev calls as the kernel
-// allows (one, for up to 1024 parts).
-func pwritev(f *os.File, parts [][]byte, off int64) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	parts = append([][]byte(nil), parts...) // advanced below; the caller's stays
-	for {
-		for len(parts) > 0 && len(parts[0]) == 0 {
-			parts = parts[1:]
-		}
-		if len(parts) == 0 {
-			return nil
-		}
-		batch := parts[:min(len(parts), maxIov)]
-		var n int
-		var werr error
-		if err := rc.Control(func(fd uintptr) { n, werr = unix.Pwritev(int(fd), batch, off) }); err != nil {
-			return err
-		}
-		if errors.Is(werr, unix.EINTR) {
-			continue
-		}
-		if werr != nil {
-			return werr
-		}
-		if n == 0 {
-			return io.ErrShortWrite
-		}
-		off += int64(n)
-		for n > 0 {
-			if n >= len(parts[0]) {
-				n -= len(parts[0])
-				parts = parts[1:]
-			} else {
-				parts[0] = parts[0][n:]
-				n = 0
-			}
-		}
-	}
-}
-
-func fdatasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			if serr = unix.Fdatasync(int(fd)); !errors.Is(serr, unix.EINTR) {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	return serr
 }
 
 type dirMetrics struct {

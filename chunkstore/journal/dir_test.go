@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -100,28 +99,6 @@ func fileSize(t testing.TB, path string) int64 {
 		t.Fatal(err)
 	}
 	return st.Size()
-}
-
-func TestDirAppendRead(t *testing.T) {
-	d := openDir(t, t.TempDir(), DirConfig{})
-	want(t, d, "never", 0)
-	a, b, c, e := rec(1, 1, 100), rec(1, 2, 0), rec(1, 3, 70000), rec(2, 1, 5)
-	mustAppend(t, d, "vd", a)
-	mustAppend(t, d, "vd", b, c)
-	mustAppend(t, d, "vd", e)
-	want(t, d, "vd", 0, a, b, c, e)
-	// Order is (Epoch, Seq), whatever the order of appends; a retried
-	// append (same Epoch and Seq) is read once.
-	mustAppend(t, d, "other", rec(3, 9, 10))
-	mustAppend(t, d, "other", rec(3, 4, 10))
-	mustAppend(t, d, "other", rec(3, 9, 10))
-	want(t, d, "other", 0, rec(3, 4, 10), rec(3, 9, 10))
-	// Payloads are not kept: the caller may reuse them at once.
-	p := rec(4, 1, 1000)
-	buf := bytes.Clone(p.Payload)
-	mustAppend(t, d, "reuse", Record{Epoch: 4, Seq: 1, Payload: buf})
-	clear(buf)
-	want(t, d, "reuse", 0, p)
 }
 
 func TestDirSeal(t *testing.T) {
@@ -360,53 +337,6 @@ func TestDirInterruptedRewrite(t *testing.T) {
 		t.Fatalf("temporary file left: %v", err)
 	}
 	want(t, d, "vd", 0, rec(1, 1, 10), rec(1, 2, 10))
-}
-
-func TestDirConcurrent(t *testing.T) {
-	dir := t.TempDir()
-	d := openDir(t, dir, DirConfig{NoSync: true, MaxOpen: 3})
-	ctx := testCtx(t)
-	const names, writers, each = 12, 4, 10
-	var wg sync.WaitGroup
-	errs := make(chan error, names*writers)
-	for n := range names {
-		for w := range writers {
-			wg.Go(func() {
-				name := fmt.Sprintf("vd-%d", n)
-				for i := range each {
-					seq := uint64(w*each + i)
-					if err := d.Append(ctx, name, 1, []Record{rec(1, seq, 50+int(seq))}); err != nil {
-						errs <- err
-						return
-					}
-					if i == each/2 {
-						if _, err := d.Read(ctx, name, 0); err != nil {
-							errs <- err
-							return
-						}
-					}
-				}
-			})
-		}
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	for n := range names {
-		var all []Record
-		for s := range uint64(writers * each) {
-			all = append(all, rec(1, s, 50+int(s)))
-		}
-		want(t, d, fmt.Sprintf("vd-%d", n), 0, all...)
-	}
-	d.mu.Lock()
-	open := d.lru.Len()
-	d.mu.Unlock()
-	if open > 3 {
-		t.Fatalf("%d files open, MaxOpen is 3", open)
-	}
 }
 
 func TestDirBadInput(t *testing.T) {

@@ -39,3 +39,10 @@ func BenchAppends(b *testing.B, l Log) {
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 	}
 }
+
+// OpenFiles is how many journal files d keeps open.
+func (d *Dir) OpenFiles() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lru.Len()
+}

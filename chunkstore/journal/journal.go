@@ -7,8 +7,10 @@
 // sequence number that grows within an epoch; the payload is opaque here.
 // Records are ordered by (Epoch, Seq).
 //
-// Three implementations share the Log interface:
-//   - Dir: one node's journals, as files in a directory (append + fdatasync).
+// Three implementations share the Log interface, and pass the conformance
+// suite in journal/journaltest:
+//   - Dir: one node's journals, as files in a directory (append + fdatasync),
+//     through a pebble vfs.FS (DirConfig.FS) so that tests inject faults.
 //   - remote.Client: a node's Dir over the shard protocol.
 //   - Replicated: a journal over the cluster; an append is acknowledged
 //     once n distinct nodes have it durably: the first n of a rendezvous
@@ -70,6 +72,12 @@
 //     append is all or nothing. A crash mid-append leaves a torn tail:
 //     loading stops at the first frame that does not check, reads ignore
 //     the rest, and the next append truncates it.
+//   - A failed write or fdatasync fails the append, and the journal then
+//     refuses appends (ErrSyncFailed) until the Dir is reopened (which
+//     reads and checks the file again) or Trim(name, All, All) removes it:
+//     after a failed fdatasync the kernel may have dropped dirty pages and
+//     report later syncs as successful (fsyncgate), so nothing appended
+//     after it could be called durable. Other journals go on.
 //   - A bad frame followed by a good one is no torn tail but damage to an
 //     acknowledged append: that journal fails reads and appends with
 //     chunkstore.ErrCorrupt (logged as an error) until Trim(name, All, All)

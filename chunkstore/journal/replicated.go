@@ -95,8 +95,9 @@ func (r *Replicated) WithCopies(n int) Log {
 // Append sends recs to the first Copies nodes of the rendezvous ranking of
 // name over the eligible (up) nodes, in parallel, and succeeds when Copies
 // distinct nodes have them durably. A node that is unreachable (its error
-// wraps chunkstore.ErrUnavailable: no connection, no answer in time) is
-// replaced by the next node of the ranking, until Copies acknowledged or
+// wraps chunkstore.ErrUnavailable: no connection, no answer in time, or
+// ErrSyncFailed: its copy of the journal failed an fdatasync) is replaced
+// by the next node of the ranking, until Copies acknowledged or
 // the ranking is exhausted (then chunkstore.ErrUnavailable, naming the
 // nodes). A node that is sealed at a newer epoch makes it ErrFenced at
 // once, and any other refusal (ErrFull, ErrInvalid, a damaged journal)

@@ -1,11 +1,9 @@
 package journal_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -16,10 +14,15 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/disk"
 	"github.com/zosproject/zos/chunkstore/journal"
+	"github.com/zosproject/zos/chunkstore/journal/journaltest"
 	"github.com/zosproject/zos/chunkstore/placement"
 	"github.com/zosproject/zos/chunkstore/remote"
 	"github.com/zosproject/zos/chunkstore/shard"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("chunkstore/journal")
 
 var secret = []byte("journal-test-secret-0123456789")
 
@@ -29,13 +32,14 @@ type node struct {
 	id, addr string
 	host     int
 	jdir     string
+	jfs      vfs.FS // of the journal.Dir; nil: the OS
 	fs       vfs.FS
 	dir      *journal.Dir
 	store    *disk.Store
 	srv      *shard.Server
 }
 
-// cluster is a few nodes on 127.0.0.x and the map over them. The first
+// cluster is a few nodes on lo (127.0.N.x) and the map over them. The first
 // node's journal is reached directly (as a node reaches its own), the
 // others through remote clients.
 type cluster struct {
@@ -49,12 +53,21 @@ type cluster struct {
 }
 
 func startCluster(t testing.TB, n int, noSync bool) *cluster {
+	return startClusterFS(t, n, noSync, nil)
+}
+
+// startClusterFS is startCluster with node i's journal.Dir over jfs(i)
+// (jfs nil, or returning nil: the OS).
+func startClusterFS(t testing.TB, n int, noSync bool, jfs func(i int) vfs.FS) *cluster {
 	c := &cluster{t: t, noSync: noSync, m: placement.Map{Epoch: 1}, pool: newPool()}
 	t.Cleanup(c.close)
 	for i := range n {
 		nd := &node{id: fmt.Sprintf("node-%d", i+1), host: 60 + i, jdir: t.TempDir(), fs: vfs.NewMem()}
+		if jfs != nil {
+			nd.jfs = jfs(i)
+		}
 		c.nodes = append(c.nodes, nd)
-		if err := c.start(nd, fmt.Sprintf("127.0.0.%d:0", nd.host)); err != nil {
+		if err := c.start(nd, fmt.Sprintf("%s%d:0", lo, nd.host)); err != nil {
 			t.Fatal(err)
 		}
 		c.m.Nodes = append(c.m.Nodes, placement.Node{ID: nd.id, Addr: nd.addr, Weight: 1, State: placement.Up})
@@ -67,7 +80,7 @@ func newPool() *remote.Pool {
 }
 
 func (c *cluster) start(nd *node, addr string) error {
-	d, err := journal.OpenDir(journal.DirConfig{Dir: nd.jdir, NoSync: c.noSync})
+	d, err := journal.OpenDir(journal.DirConfig{Dir: nd.jdir, NoSync: c.noSync, FS: nd.jfs})
 	if err != nil {
 		return err
 	}
@@ -190,26 +203,7 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-func rec(epoch, seq uint64, n int) journal.Record {
-	r := rand.New(rand.NewPCG(epoch, seq))
-	p := make([]byte, n)
-	for i := range p {
-		p[i] = byte(r.Uint32())
-	}
-	return journal.Record{Epoch: epoch, Seq: seq, Payload: p}
-}
-
-func same(t testing.TB, got []journal.Record, want []journal.Record) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%d records, want %d", len(got), len(want))
-	}
-	for i := range got {
-		if got[i].Epoch != want[i].Epoch || got[i].Seq != want[i].Seq || !bytes.Equal(got[i].Payload, want[i].Payload) {
-			t.Fatalf("record %d is %d/%d, want %d/%d", i, got[i].Epoch, got[i].Seq, want[i].Epoch, want[i].Seq)
-		}
-	}
-}
+var rec = journaltest.Rec
 
 // TestReplicatedHolderLoss: appends go to exactly Copies nodes; with one
 // of them gone a takeover's Read still returns every acknowledged record
@@ -234,7 +228,7 @@ func TestReplicatedHolderLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		if slices.Contains(holders, i) {
-			same(t, got, acked)
+			journaltest.Same(t, got, acked...)
 		} else if len(got) != 0 {
 			t.Fatalf("%s is not a holder but has %d records", nd.id, len(got))
 		}
@@ -247,7 +241,7 @@ func TestReplicatedHolderLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same(t, got, acked)
+	journaltest.Same(t, got, acked...)
 	// The old writer is fenced by the surviving holder.
 	if err := r.Append(ctx, name, 1, []journal.Record{rec(1, 100, 10)}); !errors.Is(err, journal.ErrFenced) {
 		t.Fatalf("old writer's append: %v", err)
@@ -268,7 +262,7 @@ func TestReplicatedHolderLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same(t, got, append(slices.Clone(acked), next...))
+	journaltest.Same(t, got, append(slices.Clone(acked), next...)...)
 
 	// The lost holder comes back (never sealed: it did not answer): the
 	// old writer, whose holders it is again, is still fenced by the other.
@@ -356,7 +350,7 @@ func TestReplicatedFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	same(t, got, append(slices.Clone(first), rec2...))
+	journaltest.Same(t, got, append(slices.Clone(first), rec2...)...)
 	if err := r.Append(ctx, name, 1, []journal.Record{rec(1, 3, 10)}); !errors.Is(err, journal.ErrFenced) {
 		t.Fatalf("old writer's append after the takeover: %v, want ErrFenced", err)
 	}
@@ -477,7 +471,7 @@ func TestReplicatedWithCopies(t *testing.T) {
 			t.Fatal(err)
 		}
 		if len(got) > 0 {
-			same(t, got, want)
+			journaltest.Same(t, got, want...)
 			n++
 		}
 	}

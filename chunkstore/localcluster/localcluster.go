@@ -1,8 +1,3 @@
-// Package localcluster runs a whole chunk store cluster in one process:
-// N shard servers on loopback addresses 127.0.0.x, each over its own disk
-// store, and an erasure store over them. Tests use it, and so does the
-// store benchmark (package bench) that `zos bench store` calls. Nodes can be
-// stopped (as if killed), restarted, marked down or removed, and added.
 package localcluster
 
 import (
@@ -41,8 +36,11 @@ type Config struct {
 	RequestTimeout time.Duration
 	// ReplicateBelow for the erasure store (0: its default).
 	ReplicateBelow int
-	// FirstHost is the last octet of the first node's 127.0.0.x address.
-	// Default 10.
+	// Prefix is the first three octets of the nodes' loopback addresses,
+	// with a trailing dot. Default "127.0.0."; tests take their package's
+	// range from internal/testcluster/loopback.
+	Prefix string
+	// FirstHost is the last octet of the first node's address. Default 10.
 	FirstHost int
 	// Logger for everything. Default: discard.
 	Logger *slog.Logger
@@ -82,6 +80,9 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 30 * time.Second
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "127.0.0."
 	}
 	if cfg.FirstHost == 0 {
 		cfg.FirstHost = 10
@@ -125,7 +126,7 @@ func (c *Cluster) openDisk(n *Node) error {
 	return nil
 }
 
-// startNode starts a node (addr "" picks a port on 127.0.0.host).
+// startNode starts a node (addr "" picks a port on Prefix+host).
 func (c *Cluster) startNode(id string, host int, addr string) (*Node, error) {
 	n := &Node{ID: id, host: host}
 	if c.cfg.Dir == "" {
@@ -139,7 +140,7 @@ func (c *Cluster) startNode(id string, host int, addr string) (*Node, error) {
 		return nil, err
 	}
 	if addr == "" {
-		addr = fmt.Sprintf("127.0.0.%d:0", host)
+		addr = fmt.Sprintf("%s%d:0", c.cfg.Prefix, host)
 	}
 	srv, err := shard.Start(shard.Config{Addr: addr, Secret: c.cfg.Secret, Store: n.Disk, Logger: c.cfg.Logger})
 	if err != nil {

@@ -21,8 +21,8 @@
 //     sent twice is read once: records are keyed by (Epoch, Seq)).
 //   - A Client is also the journal.Log of the server's node: appends send
 //     their payloads without copying them and do not keep them after
-//     returning; journal.ErrFenced, ErrInvalid and ErrFull come back as
-//     themselves.
+//     returning; journal.ErrFenced, ErrInvalid, ErrFull and ErrSyncFailed
+//     come back as themselves.
 //
 // # Usage
 //
@@ -211,7 +211,7 @@ func (c *Client) getConn(ctx context.Context) (*conn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
-		if ctx.Err() == nil && !errors.Is(err, syscall.ECONNREFUSED) {
+		if ctxDone(ctx) == nil && !errors.Is(err, syscall.ECONNREFUSED) {
 			c.backoff = min(max(2*c.backoff, minBackoff), maxBackoff)
 			c.retryAt = time.Now().Add(c.backoff)
 			c.dialErr = err
@@ -223,14 +223,28 @@ func (c *Client) getConn(ctx context.Context) (*conn, error) {
 	return cn, nil
 }
 
+// ctxDone is ctx.Err(), and DeadlineExceeded once ctx's deadline has
+// passed even if its timer has not fired yet: the connection's deadline
+// (the same instant) may fire first, and a caller's deadline must not pass
+// for the server's failure (and set a dial backoff other callers hit).
+func ctxDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 func (c *Client) dial(ctx context.Context) (*conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(dctx, "tcp", c.cfg.Addr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if err := ctxDone(ctx); err != nil {
+			return nil, err
 		}
 		return nil, fmt.Errorf("%w: shard server %s: dial: %w", chunkstore.ErrUnavailable, c.cfg.Addr, err)
 	}
@@ -244,8 +258,8 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	stop()
 	if err != nil {
 		nc.Close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if err := ctxDone(ctx); err != nil {
+			return nil, err
 		}
 		if errors.Is(err, wire.ErrAuth) {
 			return nil, fmt.Errorf("shard server %s: %w", c.cfg.Addr, err)

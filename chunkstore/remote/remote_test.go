@@ -19,10 +19,16 @@ import (
 	"github.com/zosproject/zos/chunkstore/disk"
 	"github.com/zosproject/zos/chunkstore/internal/wire"
 	"github.com/zosproject/zos/chunkstore/journal"
+	"github.com/zosproject/zos/chunkstore/journal/journaltest"
 	"github.com/zosproject/zos/chunkstore/remote"
 	"github.com/zosproject/zos/chunkstore/shard"
+	"github.com/zosproject/zos/chunkstore/shardtest"
 	"github.com/zosproject/zos/chunkstore/storetest"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("chunkstore/remote")
 
 var secret = []byte("test-cluster-secret-0123456789")
 
@@ -32,14 +38,20 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// server starts a disk store and a shard server on 127.0.0.<host>.
+// server starts a disk store and a shard server on <lo><host>.
 func server(t *testing.T, host int, cfg shard.Config) (*shard.Server, *disk.Store) {
 	t.Helper()
-	st, err := disk.Open(disk.Config{Dir: "/s", FS: vfs.NewMem(), CompactInterval: -1})
+	return serverAt(t, host, cfg, nil)
+}
+
+// serverAt is server with the disk store's clock (nil: time.Now).
+func serverAt(t *testing.T, host int, cfg shard.Config, now func() time.Time) (*shard.Server, *disk.Store) {
+	t.Helper()
+	st, err := disk.Open(disk.Config{Dir: "/s", FS: vfs.NewMem(), CompactInterval: -1, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Addr = fmt.Sprintf("127.0.0.%d:0", host)
+	cfg.Addr = fmt.Sprintf("%s%d:0", lo, host)
 	cfg.Secret = secret
 	cfg.Store = st
 	srv, err := shard.Start(cfg)
@@ -74,60 +86,31 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func shards(seed uint64, chunkSize int, p chunkstore.Profile) []chunkstore.Shard {
-	ref := chunkstore.Sum(storetest.Data(seed, 64))
-	size := chunkstore.ShardSize(chunkSize, int(p.K))
-	out := make([]chunkstore.Shard, p.N())
-	for i := range out {
-		out[i] = chunkstore.NewShard(chunkstore.ShardKey{Ref: ref, Profile: p, Index: uint8(i)}, chunkSize, storetest.Data(seed*100+uint64(i), size))
-	}
-	return out
+// TestShardConformance: a Client passes the ShardStore suite against a
+// shard server over a disk store.
+func TestShardConformance(t *testing.T) {
+	shardtest.Run(t, func(t *testing.T, now func() time.Time) chunkstore.ShardStore {
+		srv, _ := serverAt(t, 3, shard.Config{}, now)
+		return client(t, srv.Addr().String(), remote.Config{})
+	})
 }
 
-func TestShardOps(t *testing.T) {
+var shards = shardtest.Shards
+
+// TestStatsAndPing: the client reports its server's store counters, and
+// pings.
+func TestStatsAndPing(t *testing.T) {
 	srv, st := server(t, 3, shard.Config{})
 	c := client(t, srv.Addr().String(), remote.Config{})
-	a := shards(1, 3<<20, chunkstore.Profile{K: 2, M: 1}) // 1.5 MiB shards
-	b := shards(2, 100, chunkstore.Profile{K: 4, M: 2})
-	if err := c.PutShards(ctx(t), append(a, b...)); err != nil {
+	if err := c.PutShards(ctx(t), append(shards(1, 3<<20, chunkstore.Profile{K: 2, M: 1}), shards(2, 100, chunkstore.Profile{K: 4, M: 2})...)); err != nil {
 		t.Fatal(err)
-	}
-	keys := []chunkstore.ShardKey{a[0].Key, {Ref: b[0].Key.Ref, Index: 3}, {Ref: chunkstore.Sum(nil), Index: chunkstore.AnyIndex}, a[2].Key}
-	res, err := c.GetShards(ctx(t), keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res[0].Err != nil || !bytes.Equal(res[0].Shard.Data, a[0].Data) ||
-		res[1].Err != nil || res[1].Shard.Key != b[3].Key || !bytes.Equal(res[1].Shard.Data, b[3].Data) ||
-		!errors.Is(res[2].Err, chunkstore.ErrNotFound) ||
-		res[3].Err != nil || !bytes.Equal(res[3].Shard.Data, a[2].Data) {
-		t.Fatalf("get results: %v %v %v %v", res[0].Err, res[1].Err, res[2].Err, res[3].Err)
-	}
-	sr, err := c.StatShards(ctx(t), keys)
-	if err != nil || sr[0].Shard.ShardInfo.Size != a[0].Size || sr[0].Shard.Written == 0 || !errors.Is(sr[2].Err, chunkstore.ErrNotFound) {
-		t.Fatalf("stat: %+v %v", sr, err)
-	}
-	var n int
-	if err := chunkstore.WalkShards(ctx(t), c, chunkstore.ShardKey{}, 2, func(chunkstore.ShardInfo) error { n++; return nil }); err != nil || n != 9 {
-		t.Fatalf("enumerate: %d, %v", n, err)
 	}
 	stats, err := c.ShardStats(ctx(t))
 	if err != nil || stats.Shards != 9 || stats != st.Stats() {
 		t.Fatalf("stats %+v vs %+v, %v", stats, st.Stats(), err)
 	}
-	d, err := c.DeleteShards(ctx(t), []chunkstore.ShardKey{{Ref: a[0].Key.Ref, Index: chunkstore.AnyIndex}}, 0)
-	if err != nil || d != 3 {
-		t.Fatalf("delete: %d %v", d, err)
-	}
 	if err := c.Ping(ctx(t)); err != nil {
 		t.Fatal(err)
-	}
-	// A corrupt shard is refused by the server with a clear error.
-	bad := b[0]
-	bad.Data = bytes.Clone(bad.Data)
-	bad.Data[3] ^= 1
-	if err := c.PutShards(ctx(t), []chunkstore.Shard{bad}); !chunkstore.IsCorruption(err) {
-		t.Fatalf("put of a corrupt shard: %v", err)
 	}
 }
 
@@ -241,7 +224,7 @@ func TestGarbagePeers(t *testing.T) {
 // handshake.
 func fakeServer(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.7:0")
+	ln, err := net.Listen("tcp", lo+"7:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +290,7 @@ func TestHungServer(t *testing.T) {
 		t.Fatal("client hung on a stalled server")
 	}
 	// A server that never finishes the handshake: the dial times out.
-	ln, err := net.Listen("tcp", "127.0.0.7:0")
+	ln, err := net.Listen("tcp", lo+"7:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +340,7 @@ func TestReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	srv, err := shard.Start(shard.Config{Addr: "127.0.0.8:0", Secret: secret, Store: st})
+	srv, err := shard.Start(shard.Config{Addr: lo + "8:0", Secret: secret, Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +369,7 @@ func TestReconnect(t *testing.T) {
 // client in a dial backoff: calls fail fast. Retry ends it at once, so the
 // first call after the server is known to be back reaches it.
 func TestRetryEndsBackoff(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.9:0")
+	ln, err := net.Listen("tcp", lo+"9:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,10 +532,41 @@ func TestJournal(t *testing.T) {
 	}
 }
 
-// TestJournalErrorsCrossTheWire: a server-side journal's ErrInvalid and
-// ErrFull reach the client as themselves.
+// TestJournalConformance: a Client passes the journal suite against a
+// shard server whose node keeps its journals in a Dir; a restart stops
+// the server and the Dir and starts both again over the same directory.
+func TestJournalConformance(t *testing.T) {
+	journaltest.Run(t, func(t *testing.T) journaltest.Harness {
+		jdir := t.TempDir()
+		var srv *shard.Server
+		var d *journal.Dir
+		var c *remote.Client
+		start := func(t *testing.T) journal.Log {
+			var err error
+			if d, err = journal.OpenDir(journal.DirConfig{Dir: jdir, NoSync: true}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { d.Close() })
+			srv, _ = server(t, 12, shard.Config{Journal: d})
+			c = client(t, srv.Addr().String(), remote.Config{})
+			return c
+		}
+		return journaltest.Harness{Log: start(t), Restart: func(t *testing.T, crash func(vfs.FS, string)) journal.Log {
+			c.Close()
+			srv.Close()
+			d.Close()
+			if crash != nil {
+				crash(vfs.Default, jdir)
+			}
+			return start(t)
+		}}
+	})
+}
+
+// TestJournalErrorsCrossTheWire: a server-side journal's ErrInvalid,
+// ErrFull, ErrFenced and ErrSyncFailed reach the client as themselves.
 func TestJournalErrorsCrossTheWire(t *testing.T) {
-	for _, sentinel := range []error{journal.ErrInvalid, journal.ErrFull, journal.ErrFenced} {
+	for _, sentinel := range []error{journal.ErrInvalid, journal.ErrFull, journal.ErrFenced, journal.ErrSyncFailed} {
 		srv, _ := server(t, 10, shard.Config{Journal: failingLog{fmt.Errorf("%w: as told", sentinel)}})
 		c := client(t, srv.Addr().String(), remote.Config{})
 		if _, err := c.Read(ctx(t), "vd", 1); !errors.Is(err, sentinel) || !strings.Contains(err.Error(), "as told") {

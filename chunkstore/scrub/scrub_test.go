@@ -13,7 +13,12 @@ import (
 	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/scrub"
 	"github.com/zosproject/zos/chunkstore/storetest"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
+	"github.com/zosproject/zos/internal/testcluster/wait"
 )
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("chunkstore/scrub")
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -23,7 +28,7 @@ func ctx(t *testing.T) context.Context {
 
 func start(t *testing.T, host int) (*localcluster.Cluster, map[chunkstore.Ref][]byte) {
 	t.Helper()
-	c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, Dir: t.TempDir(), NoSync: true, FirstHost: host})
+	c, err := localcluster.Start(localcluster.Config{Nodes: 6, Profile: chunkstore.Profile{K: 4, M: 2}, Dir: t.TempDir(), NoSync: true, Prefix: lo, FirstHost: host})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,13 +177,7 @@ func TestScheduled(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Start()
-	deadline := time.Now().Add(time.Minute)
-	for s.Progress().Finished.IsZero() {
-		if time.Now().After(deadline) {
-			t.Fatal("no scheduled pass ran")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, time.Minute, "a scheduled pass", func() bool { return !s.Progress().Finished.IsZero() })
 	// Count from the metrics (Close may interrupt a later pass, whose
 	// result is what Progress reports then).
 	mfs, err := reg.Gather()

@@ -27,7 +27,7 @@
 //     must not keep them after Append returns (journal.Dir does not).
 //   - Journal requests (append, read, trim) to a server without a journal
 //     are answered with an error saying so; journal.ErrFenced,
-//     ErrInvalid and ErrFull reach the client as themselves.
+//     ErrInvalid, ErrFull and ErrSyncFailed reach the client as themselves.
 //
 // # Usage
 //

@@ -1,14 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/zosproject/zos/orchestrator"
+	"github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/orchestrator/client"
 	"github.com/zosproject/zos/raft/fsm"
 )
@@ -19,8 +19,8 @@ func newClusterCmd() *cobra.Command {
 	status := &cobra.Command{Use: "status", Short: "Show the cluster: leader, term, commit index, epoch, nodes", Args: cobra.NoArgs}
 	sOut := addOutputFlag(status)
 	status.RunE = func(cmd *cobra.Command, args []string) error {
-		var cs orchestrator.ClusterStatus
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, "/api/v1/cluster", nil, &cs); err != nil {
+		cs, err := client.FromEnv().ClusterStatus(cmd.Context())
+		if err != nil {
 			return err
 		}
 		return output(*sOut, cmd.OutOrStdout(), cs, func() {
@@ -44,8 +44,8 @@ func newClusterCmd() *cobra.Command {
 	nodes := &cobra.Command{Use: "nodes", Short: "List the nodes of the cluster map", Args: cobra.NoArgs}
 	nOut := addOutputFlag(nodes)
 	nodes.RunE = func(cmd *cobra.Command, args []string) error {
-		var ns []orchestrator.NodeStatus
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, "/api/v1/nodes", nil, &ns); err != nil {
+		ns, err := client.FromEnv().Nodes(cmd.Context())
+		if err != nil {
 			return err
 		}
 		return output(*nOut, cmd.OutOrStdout(), ns, func() { printNodes(cmd, ns) })
@@ -53,7 +53,7 @@ func newClusterCmd() *cobra.Command {
 
 	remove := &cobra.Command{Use: "remove NODE", Short: "Remove a node (dead or alive) from the cluster for good; its data is rebuilt elsewhere", Args: cobra.ExactArgs(1)}
 	remove.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodDelete, "/api/v1/nodes/"+args[0], nil, nil); err != nil {
+		if err := client.FromEnv().RemoveNode(cmd.Context(), args[0]); err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", args[0])
@@ -62,23 +62,23 @@ func newClusterCmd() *cobra.Command {
 	leave := &cobra.Command{Use: "leave", Short: "The node at ZOS_ADDR leaves the cluster for good: its data is rebuilt elsewhere and it stops (a leader hands over first)", Args: cobra.NoArgs}
 	leave.RunE = func(cmd *cobra.Command, args []string) error {
 		c := client.FromEnv()
-		var st orchestrator.ClusterStatus
-		if err := c.Do(cmd.Context(), http.MethodGet, "/api/v1/cluster", nil, &st); err != nil {
+		st, err := c.ClusterStatus(cmd.Context())
+		if err != nil {
 			return err
 		}
 		if st.AnsweredBy == "" {
 			return fmt.Errorf("the node at %s did not say who it is", c.Addr)
 		}
-		if err := c.Do(cmd.Context(), http.MethodDelete, "/api/v1/nodes/"+st.AnsweredBy, nil, nil); err != nil {
+		if err := c.RemoveNode(cmd.Context(), st.AnsweredBy); err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "%s left the cluster\n", st.AnsweredBy)
 		return nil
 	}
-	voter := func(use, verb string) *cobra.Command {
+	voter := func(use, verb string, call func(*client.Client, context.Context, string) error) *cobra.Command {
 		c := &cobra.Command{Use: use + " NODE", Short: verb + " a node as a Raft voter", Args: cobra.ExactArgs(1)}
 		c.RunE = func(cmd *cobra.Command, args []string) error {
-			if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, "/api/v1/nodes/"+args[0]+"/"+use, nil, nil); err != nil {
+			if err := call(client.FromEnv(), cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%sd %s\n", use, args[0])
@@ -86,11 +86,11 @@ func newClusterCmd() *cobra.Command {
 		}
 		return c
 	}
-	cmd.AddCommand(status, nodes, remove, leave, voter("promote", "Promote"), voter("demote", "Demote"))
+	cmd.AddCommand(status, nodes, remove, leave, voter("promote", "Promote", (*client.Client).Promote), voter("demote", "Demote", (*client.Client).Demote))
 	return cmd
 }
 
-func printNodes(cmd *cobra.Command, ns []orchestrator.NodeStatus) {
+func printNodes(cmd *cobra.Command, ns []api.NodeStatus) {
 	var rows [][]string
 	for _, n := range ns {
 		role := n.Raft
@@ -110,8 +110,8 @@ func newTokenCmd() *cobra.Command {
 	create := &cobra.Command{Use: "create NAME", Short: "Create a token; it is printed once", Args: cobra.ExactArgs(1)}
 	role := create.Flags().String("role", fsm.RoleUser, "admin or user")
 	create.RunE = func(cmd *cobra.Command, args []string) error {
-		var resp orchestrator.CreateTokenResponse
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, "/api/v1/tokens", orchestrator.CreateTokenRequest{Name: args[0], Role: *role}, &resp); err != nil {
+		resp, err := client.FromEnv().CreateToken(cmd.Context(), args[0], *role)
+		if err != nil {
 			return err
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
@@ -120,8 +120,8 @@ func newTokenCmd() *cobra.Command {
 	list := &cobra.Command{Use: "list", Short: "List tokens (without secrets)", Args: cobra.NoArgs}
 	out := addOutputFlag(list)
 	list.RunE = func(cmd *cobra.Command, args []string) error {
-		var ts []orchestrator.TokenInfo
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, "/api/v1/tokens", nil, &ts); err != nil {
+		ts, err := client.FromEnv().Tokens(cmd.Context())
+		if err != nil {
 			return err
 		}
 		return output(*out, cmd.OutOrStdout(), ts, func() {
@@ -134,7 +134,7 @@ func newTokenCmd() *cobra.Command {
 	}
 	del := &cobra.Command{Use: "delete ID", Short: "Delete a token", Args: cobra.ExactArgs(1)}
 	del.RunE = func(cmd *cobra.Command, args []string) error {
-		return client.FromEnv().Do(cmd.Context(), http.MethodDelete, "/api/v1/tokens/"+args[0], nil, nil)
+		return client.FromEnv().DeleteToken(cmd.Context(), args[0])
 	}
 	cmd.AddCommand(create, list, del)
 	return cmd
@@ -145,8 +145,8 @@ func newPoolCmd() *cobra.Command {
 	list := &cobra.Command{Use: "list", Short: "List pools", Args: cobra.NoArgs}
 	out := addOutputFlag(list)
 	list.RunE = func(cmd *cobra.Command, args []string) error {
-		var ps []fsm.Pool
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, "/api/v1/pools", nil, &ps); err != nil {
+		ps, err := client.FromEnv().Pools(cmd.Context())
+		if err != nil {
 			return err
 		}
 		return output(*out, cmd.OutOrStdout(), ps, func() {
@@ -168,11 +168,11 @@ func newPoolCmd() *cobra.Command {
 		if err1 != nil || err2 != nil {
 			return fmt.Errorf("pool profile: k and m must be numbers, got %q and %q", args[1], args[2])
 		}
-		return client.FromEnv().Do(cmd.Context(), http.MethodPost, "/api/v1/pools", fsm.PoolArgs{Name: args[0], K: k, M: m}, nil)
+		return client.FromEnv().CreatePool(cmd.Context(), fsm.PoolArgs{Name: args[0], K: k, M: m})
 	}
 	del := &cobra.Command{Use: "delete NAME", Short: "Delete an empty pool", Args: cobra.ExactArgs(1)}
 	del.RunE = func(cmd *cobra.Command, args []string) error {
-		return client.FromEnv().Do(cmd.Context(), http.MethodDelete, "/api/v1/pools/"+args[0], nil, nil)
+		return client.FromEnv().DeletePool(cmd.Context(), args[0])
 	}
 	cmd.AddCommand(list, create, del)
 	return cmd

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"github.com/zosproject/zos/flist/cache"
 	ffuse "github.com/zosproject/zos/flist/fuse"
 	"github.com/zosproject/zos/flist/hub"
+	"github.com/zosproject/zos/internal/size"
+	"github.com/zosproject/zos/orchestrator/client"
 	"golang.org/x/term"
 )
 
@@ -40,57 +43,25 @@ need $ZOS_TOKEN.`,
 }
 
 // flistClient is the hub client for ZOS_ADDR / ZOS_TOKEN.
-func flistClient() *hub.Client {
-	addr := os.Getenv("ZOS_ADDR")
-	if addr == "" {
-		addr = "http://127.0.0.1:5000"
-	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	return hub.NewClient(addr, os.Getenv("ZOS_TOKEN"))
-}
+func flistClient() *hub.Client { return client.FromEnv().Hub() }
 
-// openFlistArg opens an flist named by a local path, REPO/NAME or URL, and
-// returns the fetcher its chunks come from.
+// openFlistArg opens an flist named by a local path, REPO/NAME or URL.
 func openFlistArg(ctx context.Context, arg string) (*flist.Reader, chunkstore.Fetcher, error) {
-	if strings.HasPrefix(arg, "http://") || strings.HasPrefix(arg, "https://") {
-		base, p, err := hub.SplitURL(arg)
-		if err != nil {
-			return nil, nil, err
-		}
-		c := hub.NewClient(base, os.Getenv("ZOS_TOKEN"))
-		r, err := c.Open(ctx, p)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", arg, err)
-		}
-		return r, c, nil
-	}
-	if st, err := os.Stat(arg); err == nil && !st.IsDir() {
-		r, err := flist.OpenFile(arg)
-		return r, flistClient(), err
-	}
-	if repo, name, ok := strings.Cut(arg, "/"); ok && hub.CheckName(repo) == nil && hub.CheckName(hub.TrimFlistName(name)) == nil {
-		c := flistClient()
-		r, err := c.Open(ctx, repo+"/"+hub.TrimFlistName(name))
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", arg, err)
-		}
-		return r, c, nil
-	}
-	return nil, nil, fmt.Errorf("%s: no such file, and not REPO/NAME or a URL", arg)
+	return flistClient().OpenArg(ctx, arg)
 }
 
-func splitRepoName(s string) (string, string, error) {
-	repo, name, ok := strings.Cut(s, "/")
-	if !ok {
-		return "", "", fmt.Errorf("%q: want REPO/NAME", s)
+// publish registers the flist file at path as push (REPO/NAME).
+func publish(ctx context.Context, w io.Writer, c *hub.Client, push, path string) error {
+	repo, name, err := hub.SplitRepoName(push)
+	if err != nil {
+		return fmt.Errorf("--push: %w", err)
 	}
-	name = hub.TrimFlistName(name)
-	if err := hub.CheckName(repo); err != nil {
-		return "", "", err
+	res, err := c.UploadFlistFile(ctx, repo, name, path)
+	if err != nil {
+		return fmt.Errorf("--push: %w", err)
 	}
-	return repo, name, hub.CheckName(name)
+	fmt.Fprintf(w, "published %s (%s)\n", res.Flist, res.Entry.Ref)
+	return nil
 }
 
 // buildProgress shows a progress bar on a terminal, log lines otherwise.
@@ -139,45 +110,17 @@ func parseChunking(s string) (flist.Chunking, error) {
 	case s == "" || s == "fastcdc":
 		return flist.DefaultChunking, nil
 	case strings.HasPrefix(s, "fixed"):
-		size := int64(1 << 20)
+		n := int64(1 << 20)
 		if _, arg, ok := strings.Cut(s, ":"); ok {
-			n, err := parseSize(arg)
-			if err != nil {
+			var err error
+			if n, err = size.Parse(arg); err != nil {
 				return flist.Chunking{}, err
 			}
-			size = n
 		}
-		c := flist.FixedChunking(int(size))
+		c := flist.FixedChunking(int(n))
 		return c, c.Validate()
 	}
 	return flist.Chunking{}, fmt.Errorf("--chunking %q: want fastcdc or fixed[:SIZE]", s)
-}
-
-// parseSize parses "16M", "10GiB", "512k", "1048576".
-func parseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("size %q: want a number with an optional K, M, G or T suffix", s)
-	}
-	return int64(n * float64(mult)), nil
 }
 
 func flistCreateCmd() *cobra.Command {
@@ -202,13 +145,12 @@ flist file is written to -o, and --push REPO/NAME also publishes it.`,
 			if err != nil {
 				return err
 			}
-			var repo, name string
 			if push != "" {
-				if repo, name, err = splitRepoName(push); err != nil {
+				if _, _, err := hub.SplitRepoName(push); err != nil {
 					return fmt.Errorf("--push: %w", err)
 				}
 			}
-			client := flistClient()
+			hc := flistClient()
 			lbl := map[string]string{}
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
@@ -218,7 +160,7 @@ flist file is written to -o, and --push REPO/NAME also publishes it.`,
 				lbl[k] = v
 			}
 			progress, done := buildProgress("building " + args[0])
-			opts := &flist.Options{Store: client, Chunking: ch, AllowDevices: allowDevices, Concurrency: parallel,
+			opts := &flist.Options{Store: hc, Chunking: ch, AllowDevices: allowDevices, Concurrency: parallel,
 				Progress: progress, Labels: lbl, Platform: platform, Image: image}
 			start := time.Now()
 			var tr *flist.Tree
@@ -242,16 +184,7 @@ flist file is written to -o, and --push REPO/NAME also publishes it.`,
 			if push == "" {
 				return nil
 			}
-			data, err := os.ReadFile(out)
-			if err != nil {
-				return err
-			}
-			res, err := client.UploadFlist(ctx, repo, name, data)
-			if err != nil {
-				return fmt.Errorf("--push: %w", err)
-			}
-			fmt.Fprintf(w, "published %s (%s)\n", res.Flist, res.Entry.Ref)
-			return nil
+			return publish(ctx, w, hc, push, out)
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "flist file to write")
@@ -278,7 +211,7 @@ func flistUploadCmd() *cobra.Command {
 			}
 			defer f.Close()
 			if name == "" {
-				name = hubNameFromFile(args[0])
+				name = hub.NameFromFile(args[0])
 			}
 			res, err := flistClient().UploadArchive(cmd.Context(), repo, name, filepath.Base(args[0]), f)
 			if err != nil {
@@ -291,16 +224,6 @@ func flistUploadCmd() *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "flist name (default: from the file name)")
 	cmd.Flags().StringVar(&repo, "repo", "", "repository (default: the token's own; others need admin)")
 	return cmd
-}
-
-func hubNameFromFile(p string) string {
-	b := filepath.Base(p)
-	for _, ext := range []string{".tar.gz", ".tar.zst", ".tgz", ".tar"} {
-		if strings.HasSuffix(b, ext) {
-			return strings.TrimSuffix(b, ext)
-		}
-	}
-	return b
 }
 
 // lsRow is one line of ls / stat output.
@@ -533,22 +456,10 @@ func flistMergeCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d files, %s\n", out, meta.Stats.Files, humanBytes(meta.Stats.Bytes))
-			if push != "" {
-				repo, name, err := splitRepoName(push)
-				if err != nil {
-					return fmt.Errorf("--push: %w", err)
-				}
-				data, err := os.ReadFile(out)
-				if err != nil {
-					return err
-				}
-				res, err := flistClient().UploadFlist(cmd.Context(), repo, name, data)
-				if err != nil {
-					return fmt.Errorf("--push: %w", err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "published %s\n", res.Flist)
+			if push == "" {
+				return nil
 			}
-			return nil
+			return publish(cmd.Context(), cmd.OutOrStdout(), flistClient(), push, out)
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "flist file to write")
@@ -640,7 +551,7 @@ func flistDeleteCmd() *cobra.Command {
 		Short: "Unpublish an flist (its chunks are collected when nothing references them)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			repo, name, err := splitRepoName(args[0])
+			repo, name, err := hub.SplitRepoName(args[0])
 			if err != nil {
 				return err
 			}
@@ -678,7 +589,7 @@ or until the mountpoint is unmounted.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			size, err := parseSize(cacheSize)
+			max, err := size.Parse(cacheSize)
 			if err != nil {
 				return fmt.Errorf("--cache-size: %w", err)
 			}
@@ -687,7 +598,7 @@ or until the mountpoint is unmounted.`,
 				return err
 			}
 			defer r.Close()
-			c, err := cache.Open(cache.Config{Dir: cacheDir, MaxBytes: size})
+			c, err := cache.Open(cache.Config{Dir: cacheDir, MaxBytes: max})
 			if err != nil {
 				return err
 			}

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"github.com/zosproject/zos/blockd"
+	"github.com/zosproject/zos/internal/size"
 )
 
 // addOutputFlag adds -o/--output (table|json) to a listing command.
@@ -84,7 +84,7 @@ func addLogFlags(cmd *cobra.Command) (level, format *string) {
 }
 
 // sizeValue is a flag holding a byte count written with a binary unit
-// ("256M", "4G"; blockd.ParseSize).
+// ("256M", "4G"; size.Parse).
 type sizeValue int64
 
 func (v *sizeValue) String() string {
@@ -95,7 +95,7 @@ func (v *sizeValue) String() string {
 }
 
 func (v *sizeValue) Set(s string) error {
-	n, err := blockd.ParseSize(s)
+	n, err := size.Parse(s)
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -13,8 +11,7 @@ import (
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/erasure"
-	"github.com/zosproject/zos/chunkstore/gc"
-	"github.com/zosproject/zos/node"
+	"github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/orchestrator/client"
 )
 
@@ -25,25 +22,11 @@ func newStoreCmd() *cobra.Command {
 	pool := put.Flags().String("pool", "", "pool (default: the default pool)")
 	noPin := put.Flags().Bool("no-pin", false, "do not pin the blob (the garbage collector may then remove it)")
 	put.RunE = func(c *cobra.Command, args []string) error {
-		f, err := os.Open(args[0])
+		body, _, done, err := openProgress("put "+args[0], args[0])
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		body, done := progressReader("put "+args[0], f, st.Size())
-		q := "?note=" + url.QueryEscape(args[0])
-		if *pool != "" {
-			q += "&pool=" + url.QueryEscape(*pool)
-		}
-		if *noPin {
-			q += "&pin=false"
-		}
-		var resp node.PutBlobResponse
-		err = client.FromEnv().Do(c.Context(), http.MethodPost, "/api/v1/store/blobs"+q, body, &resp)
+		resp, err := client.FromEnv().PutBlob(c.Context(), body, client.PutBlobOptions{Note: args[0], Pool: *pool, NoPin: *noPin})
 		done()
 		if err != nil {
 			return err
@@ -59,11 +42,11 @@ func newStoreCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		resp, err := client.FromEnv().Stream(c.Context(), http.MethodGet, "/api/v1/store/blobs/"+ref.String(), nil, nil)
+		blob, size, err := client.FromEnv().GetBlob(c.Context(), ref)
 		if err != nil {
 			return err
 		}
-		defer resp.Body.Close()
+		defer blob.Close()
 		var w io.Writer = c.OutOrStdout()
 		var f *os.File
 		if *out != "-" {
@@ -72,7 +55,7 @@ func newStoreCmd() *cobra.Command {
 			}
 			w = f
 		}
-		body, done := progressReader("get "+ref.Short(), resp.Body, resp.ContentLength)
+		body, done := progressReader("get "+ref.Short(), blob, size)
 		_, err = io.Copy(w, body)
 		done()
 		if f != nil {
@@ -90,8 +73,8 @@ func newStoreCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		var st node.BlobStatus
-		if err := client.FromEnv().Do(c.Context(), http.MethodGet, "/api/v1/store/blobs/"+ref.String()+"/stat", nil, &st); err != nil {
+		st, err := client.FromEnv().StatBlob(c.Context(), ref)
+		if err != nil {
 			return err
 		}
 		return output(*sOut, c.OutOrStdout(), st, func() {
@@ -131,12 +114,8 @@ func newStoreCmd() *cobra.Command {
 	stOut := addOutputFlag(status)
 	quick := status.Flags().Bool("quick", false, "skip the census of every chunk (counters only)")
 	status.RunE = func(c *cobra.Command, args []string) error {
-		var st node.StoreStatus
-		path := "/api/v1/store/status"
-		if *quick {
-			path += "?census=false"
-		}
-		if err := client.FromEnv().Do(c.Context(), http.MethodGet, path, nil, &st); err != nil {
+		st, err := client.FromEnv().StoreStatus(c.Context(), !*quick)
+		if err != nil {
 			return err
 		}
 		return output(*stOut, c.OutOrStdout(), st, func() { printStoreStatus(c, st) })
@@ -145,8 +124,8 @@ func newStoreCmd() *cobra.Command {
 	scrub := &cobra.Command{Use: "scrub", Short: "Verify every shard on every node now and repair bitrot", Args: cobra.NoArgs}
 	scOut := addOutputFlag(scrub)
 	scrub.RunE = func(c *cobra.Command, args []string) error {
-		var res []node.ScrubResult
-		if err := client.FromEnv().Do(c.Context(), http.MethodPost, "/api/v1/store/scrub", nil, &res); err != nil {
+		res, err := client.FromEnv().Scrub(c.Context())
+		if err != nil {
 			return err
 		}
 		return output(*scOut, c.OutOrStdout(), res, func() {
@@ -163,12 +142,8 @@ func newStoreCmd() *cobra.Command {
 	dry := gcCmd.Flags().Bool("dry-run", false, "count what would be deleted, delete nothing")
 	gOut := addOutputFlag(gcCmd)
 	gcCmd.RunE = func(c *cobra.Command, args []string) error {
-		path := "/api/v1/store/gc"
-		if *dry {
-			path += "?dry_run=true"
-		}
-		var res gc.Result
-		if err := client.FromEnv().Do(c.Context(), http.MethodPost, path, nil, &res); err != nil {
+		res, err := client.FromEnv().GC(c.Context(), *dry)
+		if err != nil {
 			return err
 		}
 		return output(*gOut, c.OutOrStdout(), res, func() {
@@ -188,8 +163,8 @@ func newStoreCmd() *cobra.Command {
 	pins := &cobra.Command{Use: "pins", Short: "List pinned blobs (garbage-collection roots)", Args: cobra.NoArgs}
 	pOut := addOutputFlag(pins)
 	pins.RunE = func(c *cobra.Command, args []string) error {
-		var ps []node.PinInfo
-		if err := client.FromEnv().Do(c.Context(), http.MethodGet, "/api/v1/store/pins", nil, &ps); err != nil {
+		ps, err := client.FromEnv().Pins(c.Context())
+		if err != nil {
 			return err
 		}
 		return output(*pOut, c.OutOrStdout(), ps, func() {
@@ -206,13 +181,13 @@ func newStoreCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return client.FromEnv().Do(c.Context(), http.MethodDelete, "/api/v1/store/pins/"+ref.String(), nil, nil)
+		return client.FromEnv().Unpin(c.Context(), ref)
 	}
 	cmd.AddCommand(put, get, stat, status, scrub, gcCmd, pins, unpin)
 	return cmd
 }
 
-func printStoreStatus(c *cobra.Command, st node.StoreStatus) {
+func printStoreStatus(c *cobra.Command, st api.StoreStatus) {
 	w := c.OutOrStdout()
 	fmt.Fprintf(w, "map epoch:  %d\nprofile:    %s (new chunks)\nshards:     %d (%s)\n", st.Epoch, st.Profile, st.Shards, humanBytes(st.Bytes))
 	if cs := st.Census; cs != nil {
@@ -235,7 +210,7 @@ func printStoreStatus(c *cobra.Command, st node.StoreStatus) {
 		fmt.Fprintf(w, "pending:    none (no degraded writes waiting for repair; %d repaired since the nodes started)\n", pd.Repaired)
 	}
 	fmt.Fprintln(w)
-	heal := map[string]node.LocalStatus{}
+	heal := map[string]api.LocalStatus{}
 	for _, l := range st.Local {
 		heal[l.Node] = l
 	}

@@ -2,12 +2,9 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -16,6 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zosproject/zos/blockd"
+	"github.com/zosproject/zos/blockd/vdiskapi"
+	"github.com/zosproject/zos/internal/size"
 	"github.com/zosproject/zos/orchestrator/client"
 )
 
@@ -31,18 +30,10 @@ the head) and NAME@SNAPSHOT (a snapshot, read-only). Sizes accept bytes or 512M,
 	return cmd
 }
 
-func vdiskPath(name string, parts ...string) string {
-	p := "/api/v1/vdisks/" + url.PathEscape(name)
-	for _, s := range parts {
-		p += "/" + url.PathEscape(s)
-	}
-	return p
-}
-
 func vdiskCreateCmd() *cobra.Command {
 	c := &cobra.Command{Use: "create NAME --size SIZE [--block-size B] [--type boot|db|cache|tmp] [--from NAME@SNAP | --image FILE.raw]",
 		Short: "Create a vdisk: empty, a clone of a snapshot, or from a raw image", Args: cobra.ExactArgs(1)}
-	size := c.Flags().String("size", "", "size (bytes or 10G, 512M…); with --image defaults to the image size, with --from to the snapshot's")
+	sizeFlag := c.Flags().String("size", "", "size (bytes or 10G, 512M…); with --image defaults to the image size, with --from to the snapshot's")
 	bs := c.Flags().String("block-size", "", "block size, a power of two from 4K to 1M (default 16K)")
 	typ := c.Flags().String("type", "", "boot, db, cache or tmp (default db; boot with --from)")
 	pool := c.Flags().String("pool", "", "storage pool (default: default)")
@@ -53,13 +44,13 @@ func vdiskCreateCmd() *cobra.Command {
 		name := args[0]
 		var sz, bsz int64
 		var err error
-		if *size != "" {
-			if sz, err = blockd.ParseSize(*size); err != nil {
+		if *sizeFlag != "" {
+			if sz, err = size.Parse(*sizeFlag); err != nil {
 				return err
 			}
 		}
 		if *bs != "" {
-			if bsz, err = blockd.ParseSize(*bs); err != nil {
+			if bsz, err = size.Parse(*bs); err != nil {
 				return err
 			}
 		}
@@ -67,45 +58,26 @@ func vdiskCreateCmd() *cobra.Command {
 			return errors.New("give --from or --image, not both")
 		}
 		cl := client.FromEnv()
+		req := vdiskapi.CreateRequest{Name: name, Size: vdiskapi.Size(sz), BlockSize: vdiskapi.Size(bsz), Type: *typ, Pool: *pool, From: *from}
 		var info blockd.VDiskInfo
 		if *image != "" {
-			f, err := os.Open(*image)
+			body, size, done, err := openProgress("import "+name, *image)
 			if err != nil {
 				return err
 			}
-			defer f.Close()
-			st, err := f.Stat()
-			if err != nil {
-				return err
+			if req.Size == 0 {
+				req.Size = vdiskapi.Size((size + 511) &^ 511)
 			}
-			if sz == 0 {
-				sz = (st.Size() + 511) &^ 511
-			}
-			q := url.Values{"name": {name}, "size": {strconv.FormatInt(sz, 10)}}
-			if bsz != 0 {
-				q.Set("block_size", strconv.FormatInt(bsz, 10))
-			}
-			if *typ != "" {
-				q.Set("type", *typ)
-			}
-			if *pool != "" {
-				q.Set("pool", *pool)
-			}
-			body, done := progressReader("import "+name, f, st.Size())
-			resp, err := cl.Stream(cmd.Context(), http.MethodPost, "/api/v1/vdisks?"+q.Encode(), body, nil)
+			info, err = cl.CreateVDiskFromImage(cmd.Context(), req, body)
 			done()
 			if err != nil {
 				return err
 			}
-			defer resp.Body.Close()
-			if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
-				return fmt.Errorf("decode answer: %w", err)
-			}
 		} else {
-			req := map[string]any{"name": name, "size": sz, "block_size": bsz, "type": *typ, "pool": *pool, "from": *from}
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/api/v1/vdisks", req, &info); err != nil {
-				return err
-			}
+			info, err = cl.CreateVDisk(cmd.Context(), req)
+		}
+		if err != nil {
+			return err
 		}
 		return output(*out, cmd.OutOrStdout(), info, func() { printVDisk(cmd, info) })
 	}
@@ -116,8 +88,8 @@ func vdiskListCmd() *cobra.Command {
 	c := &cobra.Command{Use: "list", Aliases: []string{"ls"}, Short: "List vdisks", Args: cobra.NoArgs}
 	out := addOutputFlag(c)
 	c.RunE = func(cmd *cobra.Command, args []string) error {
-		var list []blockd.VDiskInfo
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, "/api/v1/vdisks", nil, &list); err != nil {
+		list, err := client.FromEnv().VDisks(cmd.Context())
+		if err != nil {
 			return err
 		}
 		return output(*out, cmd.OutOrStdout(), list, func() {
@@ -182,8 +154,8 @@ func vdiskInfoCmd() *cobra.Command {
 	c := &cobra.Command{Use: "info NAME", Short: "Show a vdisk", Args: cobra.ExactArgs(1)}
 	out := addOutputFlag(c)
 	c.RunE = func(cmd *cobra.Command, args []string) error {
-		var info blockd.VDiskInfo
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, vdiskPath(args[0]), nil, &info); err != nil {
+		info, err := client.FromEnv().VDisk(cmd.Context(), args[0])
+		if err != nil {
 			return err
 		}
 		return output(*out, cmd.OutOrStdout(), info, func() { printVDisk(cmd, info) })
@@ -195,11 +167,7 @@ func vdiskDeleteCmd() *cobra.Command {
 	c := &cobra.Command{Use: "delete NAME", Aliases: []string{"rm"}, Short: "Delete a vdisk and its snapshots", Args: cobra.ExactArgs(1)}
 	force := c.Flags().Bool("force", false, "delete even while attached read-write")
 	c.RunE = func(cmd *cobra.Command, args []string) error {
-		p := vdiskPath(args[0])
-		if *force {
-			p += "?force=true"
-		}
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodDelete, p, nil, nil); err != nil {
+		if err := client.FromEnv().DeleteVDisk(cmd.Context(), args[0], *force); err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", args[0])
@@ -212,12 +180,12 @@ func vdiskResizeCmd() *cobra.Command {
 	c := &cobra.Command{Use: "resize NAME SIZE", Short: "Grow a vdisk (shrinking needs --force and discards the end)", Args: cobra.ExactArgs(2)}
 	force := c.Flags().Bool("force", false, "allow shrinking (the data past the new end is lost)")
 	c.RunE = func(cmd *cobra.Command, args []string) error {
-		sz, err := blockd.ParseSize(args[1])
+		sz, err := size.Parse(args[1])
 		if err != nil {
 			return err
 		}
-		var info blockd.VDiskInfo
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, vdiskPath(args[0], "resize"), map[string]any{"size": sz, "force": *force}, &info); err != nil {
+		info, err := client.FromEnv().ResizeVDisk(cmd.Context(), args[0], vdiskapi.Size(sz), *force)
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "%s is now %s\n", info.Name, humanBytes(info.Size))
@@ -229,8 +197,8 @@ func vdiskResizeCmd() *cobra.Command {
 func vdiskSnapshotCmd() *cobra.Command {
 	c := &cobra.Command{Use: "snapshot NAME SNAP", Short: "Take a snapshot (O(1)); `snapshot delete NAME SNAP` removes one", Args: cobra.ExactArgs(2)}
 	c.RunE = func(cmd *cobra.Command, args []string) error {
-		var sn blockd.SnapshotInfo
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, vdiskPath(args[0], "snapshots"), map[string]string{"name": args[1]}, &sn); err != nil {
+		sn, err := client.FromEnv().Snapshot(cmd.Context(), args[0], args[1])
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s@%s taken\n", args[0], sn.Name)
@@ -238,7 +206,7 @@ func vdiskSnapshotCmd() *cobra.Command {
 	}
 	del := &cobra.Command{Use: "delete NAME SNAP", Short: "Delete a snapshot", Args: cobra.ExactArgs(2)}
 	del.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodDelete, vdiskPath(args[0], "snapshots", args[1]), nil, nil); err != nil {
+		if err := client.FromEnv().DeleteSnapshot(cmd.Context(), args[0], args[1]); err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s@%s deleted\n", args[0], args[1])
@@ -252,8 +220,8 @@ func vdiskSnapshotsCmd() *cobra.Command {
 	c := &cobra.Command{Use: "snapshots NAME", Short: "List a vdisk's snapshots", Args: cobra.ExactArgs(1)}
 	out := addOutputFlag(c)
 	c.RunE = func(cmd *cobra.Command, args []string) error {
-		var list []blockd.SnapshotInfo
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, vdiskPath(args[0], "snapshots"), nil, &list); err != nil {
+		list, err := client.FromEnv().Snapshots(cmd.Context(), args[0])
+		if err != nil {
 			return err
 		}
 		return output(*out, cmd.OutOrStdout(), list, func() {
@@ -270,7 +238,7 @@ func vdiskSnapshotsCmd() *cobra.Command {
 func vdiskRollbackCmd() *cobra.Command {
 	c := &cobra.Command{Use: "rollback NAME SNAP", Short: "Set a vdisk back to a snapshot (not while attached read-write)", Args: cobra.ExactArgs(2)}
 	c.RunE = func(cmd *cobra.Command, args []string) error {
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, vdiskPath(args[0], "rollback"), map[string]string{"snapshot": args[1]}, nil); err != nil {
+		if _, err := client.FromEnv().Rollback(cmd.Context(), args[0], args[1]); err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "%s rolled back to %s\n", args[0], args[1])
@@ -287,8 +255,8 @@ func vdiskCloneCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		var info blockd.VDiskInfo
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodPost, vdiskPath(src, "clone"), map[string]string{"snapshot": snap, "name": args[1], "type": *typ}, &info); err != nil {
+		info, err := client.FromEnv().Clone(cmd.Context(), src, snap, args[1], *typ)
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "%s cloned from %s\n", info.Name, info.Parent)
@@ -303,15 +271,11 @@ func vdiskExportCmd() *cobra.Command {
 	c.MarkFlagRequired("output")
 	c.RunE = func(cmd *cobra.Command, args []string) error {
 		name, snap, _ := strings.Cut(args[0], "@")
-		p := vdiskPath(name, "export")
-		if snap != "" {
-			p += "?snap=" + url.QueryEscape(snap)
-		}
-		resp, err := client.FromEnv().Stream(cmd.Context(), http.MethodGet, p, nil, nil)
+		img, size, err := client.FromEnv().Export(cmd.Context(), name, snap)
 		if err != nil {
 			return err
 		}
-		defer resp.Body.Close()
+		defer img.Close()
 		var w io.Writer = cmd.OutOrStdout()
 		var f *os.File
 		if *outFile != "-" {
@@ -321,14 +285,14 @@ func vdiskExportCmd() *cobra.Command {
 			defer f.Close()
 			w = &sparseWriter{f: f}
 		}
-		body, done := progressReader("export "+args[0], resp.Body, resp.ContentLength)
+		body, done := progressReader("export "+args[0], img, size)
 		n, err := io.CopyBuffer(w, body, make([]byte, 1<<20))
 		done()
 		if err != nil {
 			return fmt.Errorf("export %s: %w (after %d bytes)", args[0], err, n)
 		}
-		if resp.ContentLength >= 0 && n != resp.ContentLength {
-			return fmt.Errorf("export %s: got %d of %d bytes", args[0], n, resp.ContentLength)
+		if size >= 0 && n != size {
+			return fmt.Errorf("export %s: got %d of %d bytes", args[0], n, size)
 		}
 		if f != nil {
 			if err := f.Truncate(n); err != nil { // the trailing holes
@@ -347,23 +311,16 @@ func vdiskExportCmd() *cobra.Command {
 func vdiskImportCmd() *cobra.Command {
 	c := &cobra.Command{Use: "import NAME FILE.raw", Short: "Replace a vdisk's content with a raw image (not while attached read-write)", Args: cobra.ExactArgs(2)}
 	c.RunE = func(cmd *cobra.Command, args []string) error {
-		f, err := os.Open(args[1])
+		body, size, done, err := openProgress("import "+args[0], args[1])
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		body, done := progressReader("import "+args[0], f, st.Size())
-		var info blockd.VDiskInfo
-		err = client.FromEnv().Do(cmd.Context(), http.MethodPut, vdiskPath(args[0], "import"), body, &info)
+		info, err := client.FromEnv().Import(cmd.Context(), args[0], body)
 		done()
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "imported %s into %s (%s allocated)\n", humanBytes(st.Size()), info.Name, humanBytes(info.Allocated))
+		fmt.Fprintf(cmd.OutOrStdout(), "imported %s into %s (%s allocated)\n", humanBytes(size), info.Name, humanBytes(info.Allocated))
 		return nil
 	}
 	return c
@@ -378,9 +335,8 @@ func vdiskDiffCmd() *cobra.Command {
 		if na != nb {
 			return fmt.Errorf("diff compares two versions of one vdisk: %s and %s differ", na, nb)
 		}
-		q := url.Values{"from": {a}, "to": {b}}
-		var d blockd.DiffAnswer
-		if err := client.FromEnv().Do(cmd.Context(), http.MethodGet, vdiskPath(na, "diff")+"?"+q.Encode(), nil, &d); err != nil {
+		d, err := client.FromEnv().Diff(cmd.Context(), na, a, b)
+		if err != nil {
 			return err
 		}
 		return output(*out, cmd.OutOrStdout(), d, func() {

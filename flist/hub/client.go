@@ -103,7 +103,7 @@ func apiError(resp *http.Response) error {
 // Fetch implements chunkstore.Fetcher; the content is verified against
 // ref.
 func (c *Client) Fetch(ctx context.Context, ref chunkstore.Ref) ([]byte, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/api/v1/chunks/"+ref.String(), nil, nil)
+	resp, err := c.do(ctx, GetChunkRoute.Method, GetChunkRoute.URL(ref.String()), nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +129,7 @@ func (c *Client) Fetch(ctx context.Context, ref chunkstore.Ref) ([]byte, error) 
 
 // Stat implements chunkstore.Statter.
 func (c *Client) Stat(ctx context.Context, ref chunkstore.Ref) (chunkstore.Info, error) {
-	resp, err := c.do(ctx, http.MethodHead, "/api/v1/chunks/"+ref.String(), nil, nil)
+	resp, err := c.do(ctx, http.MethodHead, GetChunkRoute.URL(ref.String()), nil, nil)
 	if err != nil {
 		return chunkstore.Info{}, err
 	}
@@ -154,7 +154,7 @@ func (c *Client) Put(ctx context.Context, data []byte) (chunkstore.Ref, error) {
 		return ref, nil
 	}
 	hdr := http.Header{"Content-Type": {"application/octet-stream"}, "X-Zos-Ref": {ref.String()}}
-	resp, err := c.do(ctx, http.MethodPost, "/api/v1/chunks", bytes.NewReader(data), hdr)
+	resp, err := c.do(ctx, PutChunkRoute.Method, PutChunkRoute.URL(), bytes.NewReader(data), hdr)
 	if err != nil {
 		return chunkstore.Ref{}, err
 	}
@@ -177,7 +177,7 @@ func (c *Client) Put(ctx context.Context, data []byte) (chunkstore.Ref, error) {
 // Missing returns which of refs the hub's store does not have.
 func (c *Client) Missing(ctx context.Context, refs []chunkstore.Ref) ([]chunkstore.Ref, error) {
 	var out missingResponse
-	err := c.postJSON(ctx, "/api/v1/chunks/missing", missingRequest{Refs: refs}, &out)
+	err := c.postJSON(ctx, MissingChunkRoute.URL(), missingRequest{Refs: refs}, &out)
 	return out.Missing, err
 }
 
@@ -217,19 +217,19 @@ func (c *Client) call(ctx context.Context, method, p string, body io.Reader, hdr
 // ListRepos lists repositories.
 func (c *Client) ListRepos(ctx context.Context) ([]string, error) {
 	var out []string
-	return out, c.call(ctx, http.MethodGet, "/api/flist", nil, nil, &out)
+	return out, c.call(ctx, ListReposRoute.Method, ListReposRoute.URL(), nil, nil, &out)
 }
 
 // List lists a repository's flists.
 func (c *Client) List(ctx context.Context, repo string) ([]Entry, error) {
 	var out []Entry
-	return out, c.call(ctx, http.MethodGet, "/api/flist/"+url.PathEscape(repo), nil, nil, &out)
+	return out, c.call(ctx, ListRoute.Method, ListRoute.URL(repo), nil, nil, &out)
 }
 
 // Inspect returns an flist's entry and metadata.
 func (c *Client) Inspect(ctx context.Context, repo, name string) (Inspection, error) {
 	var out Inspection
-	return out, c.call(ctx, http.MethodGet, "/api/flist/"+url.PathEscape(repo)+"/"+url.PathEscape(TrimFlistName(name)), nil, nil, &out)
+	return out, c.call(ctx, InspectRoute.Method, InspectRoute.URL(repo, TrimFlistName(name)), nil, nil, &out)
 }
 
 // Delete deletes repo/name ("me" or "" for the token's own repository).
@@ -238,7 +238,7 @@ func (c *Client) Delete(ctx context.Context, repo, name string) error {
 		repo = "me"
 	}
 	var out map[string]string
-	return c.call(ctx, http.MethodDelete, "/api/flist/"+url.PathEscape(repo)+"/"+url.PathEscape(TrimFlistName(name)), nil, nil, &out)
+	return c.call(ctx, DeleteRoute.Method, DeleteRoute.URL(repo, TrimFlistName(name)), nil, nil, &out)
 }
 
 // Merge merges sources ("repo/name.flist") into target in the token's
@@ -246,7 +246,7 @@ func (c *Client) Delete(ctx context.Context, repo, name string) error {
 func (c *Client) Merge(ctx context.Context, repo, target string, sources []string) (UploadResult, error) {
 	b, _ := json.Marshal(sources)
 	var out UploadResult
-	return out, c.call(ctx, http.MethodPost, "/api/flist/me/merge/"+url.PathEscape(TrimFlistName(target))+repoQuery(repo, "?"),
+	return out, c.call(ctx, MergeRoute.Method, MergeRoute.URL(TrimFlistName(target))+repoQuery(repo, "?"),
 		bytes.NewReader(b), http.Header{"Content-Type": {"application/json"}}, &out)
 }
 
@@ -275,7 +275,7 @@ func (c *Client) UploadArchive(ctx context.Context, repo, name, filename string,
 	}()
 	q := "?name=" + url.QueryEscape(TrimFlistName(name)) + repoQuery(repo, "&")
 	var out UploadResult
-	err := c.call(ctx, http.MethodPost, "/api/flist/me/upload"+q, pr, http.Header{"Content-Type": {mw.FormDataContentType()}}, &out)
+	err := c.call(ctx, UploadRoute.Method, UploadRoute.URL()+q, pr, http.Header{"Content-Type": {mw.FormDataContentType()}}, &out)
 	pr.CloseWithError(io.ErrClosedPipe)
 	return out, err
 }
@@ -285,7 +285,7 @@ func (c *Client) UploadArchive(ctx context.Context, repo, name, filename string,
 func (c *Client) UploadFlist(ctx context.Context, repo, name string, data []byte) (UploadResult, error) {
 	q := "?name=" + url.QueryEscape(TrimFlistName(name)) + repoQuery(repo, "&")
 	var out UploadResult
-	err := c.call(ctx, http.MethodPost, "/api/flist/me/upload-flist"+q, bytes.NewReader(data), http.Header{"Content-Type": {"application/octet-stream"}}, &out)
+	err := c.call(ctx, UploadFlistRoute.Method, UploadFlistRoute.URL()+q, bytes.NewReader(data), http.Header{"Content-Type": {"application/octet-stream"}}, &out)
 	return out, err
 }
 

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/flist"
+	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/internal/route"
 )
 
 // Identity is who a request comes from. User names the "me" repository.
@@ -125,24 +127,21 @@ func New(cfg Config) *Hub {
 // Reads are public; writes need Authenticate to accept the request. Upload
 // endpoints take ?repo= for admins (and users naming their own repo).
 func (h *Hub) Register(mux *http.ServeMux) {
-	route := func(pattern, name string, fn func(http.ResponseWriter, *http.Request)) {
-		mux.Handle(pattern, h.wrap(name, fn))
+	handle := func(rt route.Route, name string, fn func(http.ResponseWriter, *http.Request)) {
+		mux.Handle(rt.Pattern(), h.wrap(name, fn))
 	}
-	route("GET /api/flist", "repos", h.listRepos)
-	route("GET /api/flist/{repo}", "list", h.list)
-	route("GET /api/flist/{repo}/{name}", "inspect", h.inspect)
-	route("DELETE /api/flist/{repo}/{name}", "delete", h.delete)
-	route("POST /api/flist/me/upload", "upload", h.upload)
-	route("POST /api/flist/me/upload-flist", "upload-flist", h.uploadFlist)
-	route("POST /api/flist/me/merge/{name}", "merge", h.merge)
-	route("DELETE /api/flist/me/{name}", "delete", h.delete)
-	// "{file...}" rather than "{file}": any prefix pattern of the caller
-	// ("/ui/", "/static/") is then more specific and wins, instead of
-	// conflicting at registration.
-	route("GET /{repo}/{file...}", "download", h.download)
-	route("GET /api/v1/chunks/{ref}", "chunk-get", h.getChunk)
-	route("POST /api/v1/chunks", "chunk-put", h.putChunk)
-	route("POST /api/v1/chunks/missing", "chunk-missing", h.missing)
+	handle(ListReposRoute, "repos", h.listRepos)
+	handle(ListRoute, "list", h.list)
+	handle(InspectRoute, "inspect", h.inspect)
+	handle(DeleteRoute, "delete", h.delete)
+	handle(UploadRoute, "upload", h.upload)
+	handle(UploadFlistRoute, "upload-flist", h.uploadFlist)
+	handle(MergeRoute, "merge", h.merge)
+	handle(DeleteMineRoute, "delete", h.delete)
+	handle(DownloadRoute, "download", h.download)
+	handle(GetChunkRoute, "chunk-get", h.getChunk)
+	handle(PutChunkRoute, "chunk-put", h.putChunk)
+	handle(MissingChunkRoute, "chunk-missing", h.missing)
 }
 
 // Handler returns a mux with only the hub's routes.
@@ -152,29 +151,10 @@ func (h *Hub) Handler() http.Handler {
 	return mux
 }
 
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
 func (h *Hub) wrap(name string, fn func(http.ResponseWriter, *http.Request)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w}
-		defer func() { h.reqs.WithLabelValues(name, strconv.Itoa(max(sw.code, 200))).Inc() }()
+		sw := httpx.NewStatusWriter(w)
+		defer func() { h.reqs.WithLabelValues(name, strconv.Itoa(sw.Status())).Inc() }()
 		if h.err != nil {
 			h.fail(sw, fmt.Errorf("hub misconfigured: %w", h.err), http.StatusServiceUnavailable)
 			return
@@ -190,16 +170,8 @@ type envelope struct {
 	Payload any    `json:"payload,omitempty"`
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
 func (h *Hub) ok(w http.ResponseWriter, payload any) {
-	writeJSON(w, http.StatusOK, envelope{Status: "success", Payload: payload})
+	httpx.WriteJSON(w, http.StatusOK, envelope{Status: "success", Payload: payload})
 }
 
 // fail answers with the status an error maps to (or code if non-zero).
@@ -210,29 +182,35 @@ func (h *Hub) fail(w http.ResponseWriter, err error, code int) {
 	if code >= 500 {
 		h.log.Error("request failed", "err", err)
 	}
-	writeJSON(w, code, envelope{Status: "error", Message: err.Error()})
+	httpx.WriteJSON(w, code, envelope{Status: "error", Message: err.Error()})
 }
 
+// WriteError answers err in the hub's envelope with the status the hub
+// maps it to: for what wraps the hub's routes (the node's Idempotency-Key
+// check) and refuses a request before it reaches them.
+func WriteError(w http.ResponseWriter, err error) {
+	httpx.WriteJSON(w, statusOf(err), envelope{Status: "error", Message: err.Error()})
+}
+
+// statusOf is the HTTP status of an error: the hub's and flist's error
+// kinds here, the chunk store's and the rest by httpx.Classify.
 func statusOf(err error) int {
+	var mbe *http.MaxBytesError
 	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, chunkstore.ErrNotFound), errors.Is(err, flist.ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, flist.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, ErrUnauthorized):
 		return http.StatusUnauthorized
 	case errors.Is(err, ErrForbidden), errors.Is(err, flist.ErrDeviceRefused):
 		return http.StatusForbidden
 	case errors.Is(err, ErrBadName), errors.Is(err, flist.ErrBadArchive), errors.Is(err, flist.ErrUnsafePath),
-		errors.Is(err, flist.ErrNotDir), errors.Is(err, flist.ErrCorrupt), errors.Is(err, flist.ErrVersion),
-		errors.Is(err, chunkstore.ErrBadRef), errors.Is(err, chunkstore.ErrTooLarge):
+		errors.Is(err, flist.ErrNotDir), errors.Is(err, flist.ErrCorrupt), errors.Is(err, flist.ErrVersion):
 		return http.StatusBadRequest
-	case errors.Is(err, chunkstore.ErrUnavailable):
-		return http.StatusServiceUnavailable
-	}
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge
 	}
-	return http.StatusInternalServerError
+	status, _ := httpx.Classify(err)
+	return status
 }
 
 func (h *Hub) identify(r *http.Request) (Identity, error) {
@@ -334,6 +312,13 @@ func (h *Hub) delete(w http.ResponseWriter, r *http.Request) {
 		repo = id.User
 	}
 	e, err := h.entry(r.Context(), repo, r.PathValue("name"))
+	if errors.Is(err, ErrNotFound) && r.Header.Get(httpx.IdempotencyHeader) != "" && (id.Admin || repo == id.User) {
+		// Perhaps a delete retried after its answer was lost: the
+		// Registry answers it (with the first answer if it remembers
+		// the key, as the node's does; else not found). The caller
+		// may delete anything in this repo, so no owner is checked.
+		e, err = Entry{Repo: repo, Name: TrimFlistName(r.PathValue("name"))}, nil
+	}
 	if err != nil {
 		h.fail(w, err, 0)
 		return
@@ -360,9 +345,9 @@ type UploadResult struct {
 	Stats flist.Stats `json:"stats"`
 }
 
-// nameFromFile derives an flist name from an uploaded file name, as 0-hub:
+// NameFromFile derives an flist name from an uploaded file name, as 0-hub:
 // "ubuntu.tar.gz" -> "ubuntu".
-func nameFromFile(fn string) string {
+func NameFromFile(fn string) string {
 	base := path.Base(strings.ReplaceAll(fn, "\\", "/"))
 	for _, ext := range []string{".tar.gz", ".tar.zst", ".tar.zstd", ".tgz", ".tar", ".flist", ".gz", ".zst"} {
 		if strings.HasSuffix(base, ext) && len(base) > len(ext) {
@@ -374,6 +359,26 @@ func nameFromFile(fn string) string {
 
 // uploadBody returns the uploaded stream and its file name: the multipart
 // field "file" (as 0-hub) or the raw body.
+// namedUpload reads at most limit bytes of an upload and names the flist
+// from ?name= or else from the uploaded file's name.
+// It returns the body, the file's name as uploaded, and the flist's name.
+func namedUpload(w http.ResponseWriter, r *http.Request, limit int64) (_ io.Reader, fname, name string, _ func(), _ error) {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	body, fname, closeBody, err := uploadBody(r)
+	if err != nil {
+		return nil, "", "", nil, err
+	}
+	name = TrimFlistName(r.URL.Query().Get("name"))
+	if name == "" {
+		name = NameFromFile(fname)
+	}
+	if err := CheckName(name); err != nil {
+		closeBody()
+		return nil, "", "", nil, fmt.Errorf("%w (give ?name=)", err)
+	}
+	return body, fname, name, closeBody, nil
+}
+
 func uploadBody(r *http.Request) (io.Reader, string, func(), error) {
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "multipart/form-data" {
@@ -406,21 +411,12 @@ func (h *Hub) upload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err, 0)
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxUploadBytes)
-	body, fname, closeBody, err := uploadBody(r)
+	body, fname, name, closeBody, err := namedUpload(w, r, h.cfg.MaxUploadBytes)
 	if err != nil {
 		h.fail(w, err, 0)
 		return
 	}
 	defer closeBody()
-	name := TrimFlistName(r.URL.Query().Get("name"))
-	if name == "" {
-		name = nameFromFile(fname)
-	}
-	if err := CheckName(name); err != nil {
-		h.fail(w, fmt.Errorf("%w (give ?name=)", err), 0)
-		return
-	}
 	select {
 	case h.builds <- struct{}{}:
 		defer func() { <-h.builds }()
@@ -477,21 +473,12 @@ func (h *Hub) uploadFlist(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err, 0)
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFlistFile)
-	body, fname, closeBody, err := uploadBody(r)
+	body, _, name, closeBody, err := namedUpload(w, r, maxFlistFile)
 	if err != nil {
 		h.fail(w, err, 0)
 		return
 	}
 	defer closeBody()
-	name := TrimFlistName(r.URL.Query().Get("name"))
-	if name == "" {
-		name = nameFromFile(fname)
-	}
-	if err := CheckName(name); err != nil {
-		h.fail(w, fmt.Errorf("%w (give ?name=)", err), 0)
-		return
-	}
 	data, err := io.ReadAll(body)
 	if err != nil {
 		h.fail(w, fmt.Errorf("%w: %v", flist.ErrBadArchive, err), 0)
@@ -707,7 +694,7 @@ func (h *Hub) putChunk(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err, 0)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]string{"ref": ref.String()})
+	httpx.WriteJSON(w, http.StatusCreated, map[string]string{"ref": ref.String()})
 }
 
 type missingRequest struct {
@@ -736,5 +723,5 @@ func (h *Hub) missing(w http.ResponseWriter, r *http.Request) {
 	if missing == nil {
 		missing = []chunkstore.Ref{}
 	}
-	writeJSON(w, http.StatusOK, missingResponse{Missing: missing})
+	httpx.WriteJSON(w, http.StatusOK, missingResponse{Missing: missing})
 }

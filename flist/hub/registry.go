@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/flist"
+	"github.com/zosproject/zos/raft/fsm"
 )
 
 // Errors.
@@ -50,12 +50,11 @@ type Registry interface {
 	Delete(ctx context.Context, repo, name string) error
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
-
-// CheckName validates a repository or flist name: letters, digits, '.',
-// '_' and '-', not starting with '.' or '-', at most 128 bytes.
+// CheckName validates a repository or flist name by the control plane's
+// rule (fsm.ValidName): letters, digits, '.', '_' and '-', not starting
+// with '.' or '-', at most 128 bytes.
 func CheckName(s string) error {
-	if !nameRE.MatchString(s) {
+	if !fsm.ValidName(s) {
 		return fmt.Errorf("%w: %q (use letters, digits, '.', '_', '-'; at most 128)", ErrBadName, s)
 	}
 	return nil

@@ -135,3 +135,48 @@ func (h Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, err)
 	}
 }
+
+// StatusWriter records the status code a handler answers with (for logs
+// and metrics). It keeps streaming handlers streaming (Flush) and lets
+// http.ResponseController reach the real writer (Unwrap).
+type StatusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+// NewStatusWriter wraps w.
+func NewStatusWriter(w http.ResponseWriter) *StatusWriter { return &StatusWriter{ResponseWriter: w} }
+
+// Status is the code sent: the first WriteHeader's, 200 if the handler
+// wrote a body without one or nothing at all.
+func (w *StatusWriter) Status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// WriteHeader records the first code.
+func (w *StatusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *StatusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush keeps streaming handlers (export, diff) streaming.
+func (w *StatusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,6 +1,3 @@
-// Package client is the Go client of the zos HTTP API (port 5000 on every
-// node). The CLI uses it; so can anyone. It reads ZOS_ADDR and ZOS_TOKEN
-// through FromEnv.
 package client
 
 import (

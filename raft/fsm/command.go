@@ -4,12 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-
-	"github.com/zosproject/zos/chunkstore"
 )
-
-// MaxCommandSize bounds one encoded command (a batch included).
-const MaxCommandSize = 4 << 20
 
 // Command is one entry of the replicated log.
 type Command struct {
@@ -29,7 +24,9 @@ type Command struct {
 	Seen uint64 `json:"seen,omitempty"`
 }
 
-// Ops.
+// Op names: Command.Op in the log, never renamed (old logs and snapshots
+// hold them). Callers use the typed descriptors of the same ops (NodeAdd,
+// VDiskHead, LeaseAcquire, …, declared with the domain they belong to).
 const (
 	OpInit          = "cluster.init"
 	OpNodeAdd       = "node.add"
@@ -61,145 +58,6 @@ const (
 	OpBatch         = "batch"
 	OpNoop          = "noop"
 )
-
-// Argument types, one per op.
-type (
-	InitArgs struct {
-		ClusterID string `json:"cluster_id"`
-		Secret    string `json:"secret"`
-		Admin     Token  `json:"admin"`
-	}
-	NodeAddArgs struct {
-		Node Node `json:"node"`
-	}
-	NodeUpdateArgs struct {
-		ID       string  `json:"id"`
-		Used     *int64  `json:"used,omitempty"`
-		Capacity *int64  `json:"capacity,omitempty"`
-		Domain   *string `json:"domain,omitempty"`
-		Version  *string `json:"version,omitempty"`
-		// Addresses, when set, replace the node's service addresses.
-		APIAddr   *string `json:"api_addr,omitempty"`
-		ShardAddr *string `json:"shard_addr,omitempty"`
-		NBDAddr   *string `json:"nbd_addr,omitempty"`
-		RESPAddr  *string `json:"resp_addr,omitempty"`
-	}
-	NodeStateArgs struct {
-		ID    string    `json:"id"`
-		State NodeState `json:"state"`
-	}
-	NodeIDArgs struct {
-		ID string `json:"id"`
-	}
-	NodeVoterArgs struct {
-		ID    string `json:"id"`
-		Voter bool   `json:"voter"`
-	}
-	PoolArgs struct {
-		Name string `json:"name"`
-		K    int    `json:"k"`
-		M    int    `json:"m"`
-	}
-	VDiskCreateArgs struct {
-		Name      string         `json:"name"`
-		Size      int64          `json:"size"`
-		BlockSize int64          `json:"block_size"`
-		Type      string         `json:"type"`
-		Pool      string         `json:"pool,omitempty"`
-		Head      chunkstore.Ref `json:"head"`
-		Parent    string         `json:"parent,omitempty"`
-	}
-	VDiskDeleteArgs struct {
-		Name  string `json:"name"`
-		Force bool   `json:"force,omitempty"` // even while attached
-		// Epoch, when non-zero, lets the lease holder delete (tmp detach).
-		Epoch uint64 `json:"epoch,omitempty"`
-	}
-	VDiskResizeArgs struct {
-		Name  string `json:"name"`
-		Size  int64  `json:"size"`
-		Force bool   `json:"force,omitempty"` // allow shrinking
-		// Shrinking also replaces the head (the truncated tree), fenced
-		// by the lease epoch of whoever truncated it.
-		Epoch   uint64          `json:"epoch,omitempty"`
-		OldHead *chunkstore.Ref `json:"old_head,omitempty"`
-		NewHead *chunkstore.Ref `json:"new_head,omitempty"`
-	}
-	VDiskHeadArgs struct {
-		Name  string         `json:"name"`
-		Epoch uint64         `json:"epoch"`
-		Old   chunkstore.Ref `json:"old"`
-		New   chunkstore.Ref `json:"new"`
-		// Mark: the new head holds the writer's journal records up to
-		// (Epoch, Seq): VDisk.JournalEpoch/JournalSeq move there unless
-		// already past it.
-		Mark bool   `json:"mark,omitempty"`
-		Seq  uint64 `json:"seq,omitempty"`
-		// FirstWrite (unix ns): the first write completed under Epoch
-		// after a takeover; recorded in VDisk.Takeover once.
-		FirstWrite int64 `json:"first_write,omitempty"`
-	}
-	SnapshotArgs struct {
-		Name string `json:"name"`
-		Snap string `json:"snap"`
-	}
-	CloneArgs struct {
-		Src  string `json:"src"`
-		Snap string `json:"snap"`
-		New  string `json:"new"`
-		Type string `json:"type,omitempty"`
-	}
-	LeaseArgs struct {
-		Name  string `json:"name"`
-		Node  string `json:"node"`
-		Epoch uint64 `json:"epoch,omitempty"` // renew and release
-		TTL   int64  `json:"ttl,omitempty"`   // ns; acquire and renew
-		// Journal (acquire): the writer keeps a journal (VDisk.Journaled).
-		Journal bool `json:"journal,omitempty"`
-		// Clean (release): every acknowledged write is in the head; the
-		// journal needs no replay.
-		Clean bool `json:"clean,omitempty"`
-	}
-	FlistPutArgs struct {
-		Flist Flist `json:"flist"`
-	}
-	FlistDeleteArgs struct {
-		Repo string `json:"repo"`
-		Name string `json:"name"`
-	}
-	TokenCreateArgs struct {
-		Token Token `json:"token"`
-	}
-	TokenDeleteArgs struct {
-		ID string `json:"id"`
-	}
-	PinArgs struct {
-		Ref  chunkstore.Ref `json:"ref"`
-		Note string         `json:"note,omitempty"`
-	}
-	KVPutArgs struct {
-		NS    string `json:"ns"`
-		Key   string `json:"key"`
-		Value []byte `json:"value"`
-		// IfVersion, when set, makes the write a compare-and-swap: 0
-		// means "must not exist".
-		IfVersion *uint64 `json:"if_version,omitempty"`
-	}
-	KVDeleteArgs struct {
-		NS        string  `json:"ns"`
-		Key       string  `json:"key"`
-		IfVersion *uint64 `json:"if_version,omitempty"`
-	}
-	BatchArgs struct {
-		Cmds []Command `json:"cmds"`
-	}
-)
-
-// BatchResult is one entry of a batch's result.
-type BatchResult struct {
-	Value any    `json:"value,omitempty"`
-	Err   *Error `json:"error,omitempty"`
-}
 
 // NewCommand builds a command; time is the proposer's clock (unix ns).
 func NewCommand(op string, time int64, args any) (Command, error) {

@@ -10,6 +10,21 @@
 // its fencing epoch), the flist registry, hashed API tokens, pinned blobs
 // and a generic namespaced key/value space for the orchestrator.
 //
+// Ops are typed: each is an Op[A, R] value (NodeAdd, VDiskCreate,
+// VDiskHead, LeaseAcquire, KVPut, …) naming the command in the log and the
+// types of its arguments and result; raft.Apply(ctx, control, fsm.VDiskHead,
+// fsm.VDiskHeadArgs{…}) returns a *fsm.VDisk. The ops live in one file per
+// domain (nodes.go, pools.go, vdisks.go, leases.go, flists.go, tokens.go,
+// pins.go, kv.go, cluster.go) and are registered where they are declared:
+//
+//	var PinAdd = register(OpPinAdd, (*State).applyPinAdd)
+//
+// register decodes the arguments once, strictly, for every op, so an apply
+// function only validates and changes the State. Adding an op is adding a
+// name to the list in command.go, its argument type, its apply function
+// and that one line; the name is part of the log format forever. The
+// limits the State enforces are in limits.go.
+//
 // Usage: Decode (or build with NewCommand) a Command, then State.Apply it.
 // Apply validates everything before it changes anything: a command that
 // returns an error leaves the State untouched (but for the request table).
@@ -27,6 +42,10 @@
 // everything but the table. Results are kept as JSON, so replaying costs
 // no re-encoding; a request id reused for another command (a different
 // CRC-32C of op and arguments) is refused with ErrKeyReused.
+//
+// The scripts in testdata/*.txt (TestScripts, cockroachdb/datadriven) show
+// the fencing, head CAS, rollback, clone and lease rules command by
+// command; go test -run TestScripts -rewrite regenerates their output.
 //
 // Fencing: every head update is a compare-and-swap that carries the lease
 // epoch. Acquiring a lease always issues a new, larger epoch, so a writer

@@ -1,52 +1,42 @@
 package fsm
 
-// --- pins ---
+// Key/value ops: the orchestrator's namespaced store.
+var (
+	// KVPut writes a key, a compare-and-swap with IfVersion.
+	KVPut = register(OpKVPut, (*State).applyKVPut)
 
-func (s *State) applyPinAdd(c *Command) (any, error) {
-	var a PinArgs
-	if err := decodeArgs(c, &a); err != nil {
-		return nil, err
-	}
-	if a.Ref.IsZero() {
-		return nil, errf(ErrInvalid, "pin: zero ref")
-	}
-	p := &Pin{Ref: a.Ref, Note: a.Note, Created: c.Time}
-	if old, ok := s.Pins[a.Ref]; ok {
-		p.Created = old.Created
-	}
-	s.Pins[a.Ref] = p
-	return p, nil
-}
+	// KVDelete deletes a key, a compare-and-swap with IfVersion.
+	KVDelete = register(OpKVDelete, (*State).applyKVDelete)
+)
 
-func (s *State) applyPinRemove(c *Command) (any, error) {
-	var a PinArgs
-	if err := decodeArgs(c, &a); err != nil {
-		return nil, err
+// Arguments.
+type (
+	KVPutArgs struct {
+		NS    string `json:"ns"`
+		Key   string `json:"key"`
+		Value []byte `json:"value"`
+		// IfVersion, when set, makes the write a compare-and-swap: 0
+		// means "must not exist".
+		IfVersion *uint64 `json:"if_version,omitempty"`
 	}
-	if _, ok := s.Pins[a.Ref]; !ok {
-		return nil, errf(ErrNotFound, "ref %s is not pinned", a.Ref)
+	KVDeleteArgs struct {
+		NS        string  `json:"ns"`
+		Key       string  `json:"key"`
+		IfVersion *uint64 `json:"if_version,omitempty"`
 	}
-	delete(s.Pins, a.Ref)
-	return nil, nil
-}
-
-// --- key/value ---
+)
 
 func checkKV(ns, key string) error {
 	if err := checkName("namespace", ns); err != nil {
 		return err
 	}
-	if key == "" || len(key) > 1024 {
-		return errf(ErrInvalid, "key must be 1-1024 bytes")
+	if key == "" || len(key) > maxKVKey {
+		return errf(ErrInvalid, "key must be 1-%d bytes", maxKVKey)
 	}
 	return nil
 }
 
-func (s *State) applyKVPut(c *Command) (any, error) {
-	var a KVPutArgs
-	if err := decodeArgs(c, &a); err != nil {
-		return nil, err
-	}
+func (s *State) applyKVPut(c *Command, a KVPutArgs) (*KV, error) {
 	if err := checkKV(a.NS, a.Key); err != nil {
 		return nil, err
 	}
@@ -76,24 +66,20 @@ func (s *State) applyKVPut(c *Command) (any, error) {
 	return v, nil
 }
 
-func (s *State) applyKVDelete(c *Command) (any, error) {
-	var a KVDeleteArgs
-	if err := decodeArgs(c, &a); err != nil {
-		return nil, err
-	}
+func (s *State) applyKVDelete(c *Command, a KVDeleteArgs) (None, error) {
 	if err := checkKV(a.NS, a.Key); err != nil {
-		return nil, err
+		return None{}, err
 	}
 	cur := s.KV[a.NS][a.Key]
 	if cur == nil {
-		return nil, errf(ErrNotFound, "no key %s/%s", a.NS, a.Key)
+		return None{}, errf(ErrNotFound, "no key %s/%s", a.NS, a.Key)
 	}
 	if a.IfVersion != nil && cur.Version != *a.IfVersion {
-		return nil, errf(ErrConflict, "%s/%s is at version %d, not %d", a.NS, a.Key, cur.Version, *a.IfVersion)
+		return None{}, errf(ErrConflict, "%s/%s is at version %d, not %d", a.NS, a.Key, cur.Version, *a.IfVersion)
 	}
 	delete(s.KV[a.NS], a.Key)
 	if len(s.KV[a.NS]) == 0 {
 		delete(s.KV, a.NS)
 	}
-	return nil, nil
+	return None{}, nil
 }

@@ -184,6 +184,16 @@ func (f *FS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vf
 	return f.wrap(file, newname, err)
 }
 
+// Truncate truncates the file if the wrapped file can be truncated (an OS
+// file); errors.ErrUnsupported otherwise.
+func (f *File) Truncate(size int64) error {
+	t, ok := f.File.(interface{ Truncate(int64) error })
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	return t.Truncate(size)
+}
+
 // Unwrap returns the wrapped FS.
 func (f *FS) Unwrap() vfs.FS { return f.FS }
 

@@ -531,6 +531,7 @@ const (
 	StatusFenced     = 6 // journal.ErrFenced
 	StatusInvalid    = 7 // journal.ErrInvalid
 	StatusFull       = 8 // journal.ErrFull
+	StatusSyncFailed = 9 // journal.ErrSyncFailed (an older client reads StatusError)
 )
 
 // StatusOf classifies err for the wire.
@@ -550,6 +551,8 @@ func StatusOf(err error) byte {
 		return StatusInvalid
 	case errors.Is(err, journal.ErrFull):
 		return StatusFull
+	case errors.Is(err, journal.ErrSyncFailed):
+		return StatusSyncFailed
 	case errors.Is(err, chunkstore.ErrBadRef), errors.Is(err, chunkstore.ErrBadProfile), errors.Is(err, ErrProtocol):
 		return StatusBadRequest
 	}
@@ -580,6 +583,8 @@ func ErrorOf(status byte, msg string) error {
 		return remoteSentinel(journal.ErrInvalid, msg)
 	case StatusFull:
 		return remoteSentinel(journal.ErrFull, msg)
+	case StatusSyncFailed:
+		return remoteSentinel(journal.ErrSyncFailed, msg)
 	}
 	return fmt.Errorf("%w: %s", ErrRemote, msg)
 }

@@ -1,0 +1,71 @@
+package storebench_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/zosproject/zos/bench/storebench"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
+)
+
+// lo is this package's loopback range (internal/testcluster/loopback).
+var lo = loopback.Prefix("bench/storebench")
+
+func TestStoreSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster benchmark")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := storebench.Store(ctx, storebench.Config{Bytes: 24 << 20, Dir: t.TempDir(), Prefix: lo, FirstHost: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + res.String())
+	if res.AnchorMBps <= 0 || res.PutMBps <= 0 || res.GetMBps <= 0 || res.RebuildMBps <= 0 || res.Chunks != 6 {
+		t.Fatalf("result %+v", res)
+	}
+	// The lost node held one shard of each chunk: all of them rebuilt.
+	if want := int64(res.Chunks) * int64(chunkstore.ShardSize(res.ChunkSize, 4)); res.RebuiltBytes != want {
+		t.Fatalf("rebuilt %d bytes, want %d", res.RebuiltBytes, want)
+	}
+	// A second node lost without replacement: every chunk re-encoded to 3+2.
+	if want := int64(res.Chunks) * 5 * int64(chunkstore.ShardSize(res.ChunkSize, 3)); res.Reencoded != int64(res.Chunks) || res.ReencodedBytes != want {
+		t.Fatalf("re-encoded %d chunks, %d bytes; want %d, %d", res.Reencoded, res.ReencodedBytes, res.Chunks, want)
+	}
+}
+
+func BenchmarkAnchor(b *testing.B) {
+	p := chunkstore.Profile{K: 4, M: 2}
+	b.SetBytes(chunkstore.MaxChunkSize)
+	for b.Loop() {
+		if _, err := storebench.Anchor(p, chunkstore.MaxChunkSize, chunkstore.MaxChunkSize); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStore runs the whole benchmark (PUT, GET, rebuild) once per
+// iteration over 128 MiB and reports the rates and ratios:
+//
+//	go test -run=^$ -bench=Store -benchtime=1x ./bench/storebench
+func BenchmarkStore(b *testing.B) {
+	for b.Loop() {
+		res, err := storebench.Store(context.Background(), storebench.Config{Bytes: 128 << 20, Dir: b.TempDir(), Prefix: lo, FirstHost: 70})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Log("\n" + res.String())
+		b.ReportMetric(res.AnchorMBps, "anchor-MB/s")
+		b.ReportMetric(res.PutMBps, "put-MB/s")
+		b.ReportMetric(res.GetMBps, "get-MB/s")
+		b.ReportMetric(res.RebuildMBps, "rebuild-MB/s")
+		b.ReportMetric(res.PutRatio, "put/anchor")
+		b.ReportMetric(res.GetRatio, "get/anchor")
+		b.ReportMetric(res.RebuildRatio, "rebuild/put")
+		b.ReportMetric(res.RestoreRatio, "restore/put")
+		b.ReportMetric(res.ReencodeRatio, "reencode/put")
+	}
+}

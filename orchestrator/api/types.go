@@ -1,0 +1,67 @@
+package api
+
+import "github.com/zosproject/zos/raft/fsm"
+
+// NodeStatus is a node of the cluster map with its Raft role.
+type NodeStatus struct {
+	fsm.Node
+	// Raft is "voter", "nonvoter" or "" (not in the Raft configuration).
+	Raft   string `json:"raft"`
+	Leader bool   `json:"leader"`
+}
+
+// ClusterStatus answers GET /api/v1/cluster.
+type ClusterStatus struct {
+	ClusterID    string `json:"cluster_id"`
+	LeaderID     string `json:"leader_id"`
+	LeaderAddr   string `json:"leader_addr"`
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	// FirstIndex and SnapshotIndex are the answering node's log bounds.
+	FirstIndex    uint64       `json:"first_index"`
+	SnapshotIndex uint64       `json:"snapshot_index"`
+	Epoch         uint64       `json:"epoch"`
+	AnsweredBy    string       `json:"answered_by"`
+	Nodes         []NodeStatus `json:"nodes"`
+}
+
+// JoinRequest is what a joining node sends: its cluster-map entry.
+type JoinRequest struct {
+	Node fsm.Node `json:"node"`
+}
+
+// JoinResponse tells the new node what it joined.
+type JoinResponse struct {
+	ClusterID string `json:"cluster_id"`
+	Secret    string `json:"secret"`
+	Voter     bool   `json:"voter"`
+	LeaderID  string `json:"leader_id"`
+}
+
+// TokenInfo is a token without its secret.
+type TokenInfo struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Role    string `json:"role"`
+	Created int64  `json:"created"`
+}
+
+// CreateTokenRequest asks for a new token.
+type CreateTokenRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"` // admin or user (default)
+}
+
+// CreateTokenResponse carries the token; it is shown once.
+type CreateTokenResponse struct {
+	TokenInfo
+	Token string `json:"token"`
+}
+
+// KVEntry is one key of the generic namespace.
+type KVEntry struct {
+	Key     string `json:"key"`
+	Value   []byte `json:"value"`
+	Version uint64 `json:"version"`
+}
