@@ -29,6 +29,9 @@ func TestOpenAfterCrashDuringCreate(t *testing.T) {
 	br := fmt.Sprintf("ztb%06x", rand.Uint32()&0xffffff)
 	tp := tap.Name("late", 0)
 	t.Cleanup(func() { tap.Delete(tp); tap.DeleteBridge(br) })
+	if _, err := tap.EnsureBridge(br); err != nil {
+		t.Fatal(err)
+	}
 	if err := tap.Create(tp, br); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +62,7 @@ func TestOpenAfterCrashDuringCreate(t *testing.T) {
 		t.Fatalf("info: %+v, %v", in, err)
 	}
 	if leases.heldCount() != 0 {
-		t.Errorf("lease not released: %v", leases.calls)
+		t.Errorf("lease not released: %v", leases.log())
 	}
 	if tap.Exists(tp) {
 		t.Errorf("tap %s not deleted", tp)

@@ -3,6 +3,8 @@ package vm
 import (
 	"context"
 	"errors"
+
+	"github.com/zosproject/zos/node/vm/tap"
 )
 
 // Errors; match with errors.Is. Every error of this package says which VM.
@@ -33,3 +35,19 @@ type noLeases struct{}
 
 func (noLeases) Acquire(context.Context, string, string) error { return nil }
 func (noLeases) Release(context.Context, string, string) error { return nil }
+
+// Bridges makes sure a bridge exists before a VM's tap is put on it. The
+// agent wires it to the provider containers use (node/container/network's
+// Bridges, which gives zos0 its address and NAT), so VMs and containers
+// share one bridge set-up; the default creates a bare bridge with netlink
+// when it is missing.
+type Bridges interface {
+	EnsureBridge(ctx context.Context, name string) error
+}
+
+type netlinkBridges struct{}
+
+func (netlinkBridges) EnsureBridge(_ context.Context, name string) error {
+	_, err := tap.EnsureBridge(name)
+	return err
+}

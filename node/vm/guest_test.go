@@ -14,12 +14,21 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if initrdPath != "" {
 		os.RemoveAll(filepath.Dir(initrdPath))
+	}
+	if code == 0 {
+		// Every monitor, console pump and watcher ends with its VM or Manager.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
@@ -278,6 +287,13 @@ func (f *fakeLeaser) Release(_ context.Context, vm, url string) error {
 		delete(f.held, url)
 	}
 	return nil
+}
+
+// log returns a copy of the calls so far.
+func (f *fakeLeaser) log() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
 }
 
 func (f *fakeLeaser) heldCount() int {

@@ -76,11 +76,20 @@ func (m *Manager) Info(ctx context.Context, name string) (Info, error) {
 		Status  string `json:"status"`
 	}
 	exited := func(err error) (Info, error) {
-		if errors.Is(err, ErrNotRunning) { // exited just now; the watcher is cleaning up
-			in.State, in.Status, in.PID, in.Uptime, in.Exit = StateStopped, "", 0, 0, "qemu exited"
-			return in, nil
+		if !errors.Is(err, ErrNotRunning) {
+			return Info{}, fmt.Errorf("vm %s: %w", name, err)
 		}
-		return Info{}, fmt.Errorf("vm %s: %w", name, err)
+		// qemu exited just now and the watcher has not cleaned up yet: do it
+		// here, so that a VM reported stopped has given its leases back.
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		werr := v.proc.wait(wctx)
+		cancel()
+		if werr != nil {
+			return Info{}, fmt.Errorf("vm %s: QMP closed but qemu (pid %d) still runs: %w", name, v.proc.pid, werr)
+		}
+		m.cleanupLocked(ctx, v, v.exitReason())
+		in.State, in.Status, in.PID, in.Uptime, in.Exit = StateStopped, "", 0, 0, v.st.Exit
+		return in, nil
 	}
 	if err := v.mon.run(ctx, "query-status", nil, &st); err != nil {
 		return exited(err)

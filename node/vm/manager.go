@@ -45,6 +45,9 @@ type Config struct {
 	StartTimeout time.Duration
 	// Leaser takes vdisk leases (none by default).
 	Leaser DiskLeaser
+	// Bridges provides the bridges of "bridge" NICs (bare netlink bridges
+	// created on demand by default).
+	Bridges Bridges
 	// Logger (slog.Default by default) and Registerer (none by default).
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -89,6 +92,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Leaser == nil {
 		c.Leaser = noLeases{}
+	}
+	if c.Bridges == nil {
+		c.Bridges = netlinkBridges{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -449,6 +455,9 @@ func (m *Manager) launch(ctx context.Context, v *machine) (err error) {
 		if x.Tap == "" {
 			continue
 		}
+		if err := m.cfg.Bridges.EnsureBridge(ctx, x.Bridge); err != nil {
+			return fmt.Errorf("bridge %s: %w", x.Bridge, err)
+		}
 		if err := tap.Create(x.Tap, x.Bridge); err != nil {
 			return err
 		}
@@ -647,12 +656,17 @@ func (v *machine) watch(m *Manager) {
 		if v.stopped || v.proc != p {
 			return
 		}
-		why := "qemu exited"
-		if v.mon != nil && v.mon.shutdownReason() != "" {
-			why += " (" + v.mon.shutdownReason() + ")"
-		}
-		m.cleanupLocked(context.Background(), v, why)
+		m.cleanupLocked(context.Background(), v, v.exitReason())
 	}()
+}
+
+// exitReason is why qemu exited on its own, with qemu's SHUTDOWN reason.
+func (v *machine) exitReason() string {
+	why := "qemu exited"
+	if v.mon != nil && v.mon.shutdownReason() != "" {
+		why += " (" + v.mon.shutdownReason() + ")"
+	}
+	return why
 }
 
 func (m *Manager) cleanup(ctx context.Context, v *machine, why string) {

@@ -96,7 +96,7 @@ func TestExt4RootFromDisk(t *testing.T) {
 		t.Fatalf("booting the clone changed the template: /hello = %q", got)
 	}
 	if leases.heldCount() != 0 {
-		t.Fatalf("leases: %v", leases.calls)
+		t.Fatalf("leases: %v", leases.log())
 	}
 }
 

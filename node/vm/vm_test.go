@@ -67,7 +67,7 @@ func TestVMLifecycle(t *testing.T) {
 		t.Fatalf("zos_vm_running = %v, want 1", got)
 	}
 	if leases.heldCount() != 1 {
-		t.Fatalf("leases held after create: %v", leases.calls)
+		t.Fatalf("leases held after create: %v", leases.log())
 	}
 
 	// Pause and resume.
@@ -170,7 +170,7 @@ func TestVMLifecycle(t *testing.T) {
 		t.Fatalf("qemu pid %d still alive after shutdown", pid)
 	}
 	if leases.heldCount() != 0 {
-		t.Fatalf("leases still held after shutdown: %v", leases.calls)
+		t.Fatalf("leases still held after shutdown: %v", leases.log())
 	}
 	if got := gaugeValue(t, reg, "zos_vm_running"); got != 0 {
 		t.Fatalf("zos_vm_running = %v after shutdown", got)
@@ -192,7 +192,7 @@ func TestVMLifecycle(t *testing.T) {
 	if _, err := m.Info(ctx, "vm1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("info after destroy: %v", err)
 	}
-	t.Logf("lease calls: %v", leases.calls)
+	t.Logf("lease calls: %v", leases.log())
 }
 
 // A guest that powers off by itself: the VM is stopped, its leases are
@@ -216,7 +216,7 @@ func TestGuestPowerOff(t *testing.T) {
 		t.Fatalf("console:\n%s", c)
 	}
 	if leases.heldCount() != 0 {
-		t.Fatalf("leases held after the guest powered off: %v", leases.calls)
+		t.Fatalf("leases held after the guest powered off: %v", leases.log())
 	}
 	// Boot it again: same disk, the lease taken again, the console appended.
 	if err := m.Start(ctx, "halt"); err != nil {
@@ -229,8 +229,8 @@ func TestGuestPowerOff(t *testing.T) {
 	if c := readConsole(t, m, "halt"); strings.Count(c, "PATTERN: halt-pattern") != 2 {
 		t.Fatalf("console after the second boot:\n%s", c)
 	}
-	if leases.heldCount() != 0 || len(leases.calls) != 4 {
-		t.Fatalf("lease calls: %v", leases.calls)
+	if leases.heldCount() != 0 || len(leases.log()) != 4 {
+		t.Fatalf("lease calls: %v", leases.log())
 	}
 }
 
@@ -288,7 +288,7 @@ func TestRecoveryOfDeadVM(t *testing.T) {
 		t.Fatalf("after restart: %+v", in2)
 	}
 	if leases.heldCount() != 0 {
-		t.Fatalf("leases: %v", leases.calls)
+		t.Fatalf("leases: %v", leases.log())
 	}
 	if tap.Exists(in.NICs[0].Tap) {
 		t.Fatal("tap of a dead vm left after Open")
@@ -361,7 +361,7 @@ func TestRestartRecovery(t *testing.T) {
 		t.Fatalf("tap %s left after destroy", tapName)
 	}
 	if leases.heldCount() != 0 {
-		t.Fatalf("leases after destroy: %v", leases.calls)
+		t.Fatalf("leases after destroy: %v", leases.log())
 	}
 }
 
@@ -416,6 +416,14 @@ func TestCreateBadInput(t *testing.T) {
 		t.Errorf("qemu missing: %v", err)
 	}
 	assertNothingLeft(t, m2, dir2, leases)
+	// A bridge the agent's provider refuses.
+	m3, dir3 := testManagerCfg(t, Config{Accel: "tcg", Leaser: leases, Bridges: refuseBridges{}})
+	bs := base
+	bs.NICs = []NIC{{Type: "bridge", ID: "nosuchbr"}}
+	if _, err := m3.Create(ctx, bs); err == nil || !strings.Contains(err.Error(), "create it first") {
+		t.Errorf("refused bridge: %v", err)
+	}
+	assertNothingLeft(t, m3, dir3, leases)
 	// A second VM with the same name.
 	_, err := m.Create(ctx, Spec{Name: "dup", Memory: 64, Kernel: kernel, Media: []Media{{URL: url, ReadOnly: true}}})
 	if err != nil {
@@ -429,13 +437,13 @@ func TestCreateBadInput(t *testing.T) {
 	if _, err := m.Create(ctx, Spec{Name: "rw1", Memory: 64, Kernel: kernel, Media: []Media{{URL: url}}}); err != nil {
 		t.Fatal(err)
 	}
-	calls := len(leases.calls)
+	calls := len(leases.log())
 	_, err = m.Create(ctx, Spec{Name: "rw2", Memory: 64, Kernel: kernel, Media: []Media{{URL: url}}})
 	if !errors.Is(err, ErrLease) || !strings.Contains(err.Error(), "read-write to vm rw1") {
 		t.Errorf("second read-write user of a disk: %v", err)
 	}
-	if len(leases.calls) != calls {
-		t.Errorf("the refused create called the leaser: %v", leases.calls[calls:])
+	if len(leases.log()) != calls {
+		t.Errorf("the refused create called the leaser: %v", leases.log()[calls:])
 	}
 	if _, err := m.Create(ctx, Spec{Name: "ro", Memory: 64, Kernel: kernel, Media: []Media{{URL: url, ReadOnly: true}}}); err != nil {
 		t.Errorf("read-only user of a disk held read-write: %v", err)
@@ -445,7 +453,7 @@ func TestCreateBadInput(t *testing.T) {
 func assertNothingLeft(t *testing.T, m *Manager, dir string, l *fakeLeaser) {
 	t.Helper()
 	if l.heldCount() != 0 {
-		t.Errorf("leases left: %v", l.calls)
+		t.Errorf("leases left: %v", l.log())
 	}
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
@@ -497,4 +505,10 @@ func gaugeValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+type refuseBridges struct{}
+
+func (refuseBridges) EnsureBridge(_ context.Context, name string) error {
+	return fmt.Errorf("bridge %s does not exist (create it first)", name)
 }

@@ -1,7 +1,7 @@
-// Package tap creates the host side of a VM's bridged NIC: a Linux bridge
-// (created if missing, never deleted by this package, since other VMs and
-// containers share it) and a persistent tap device enslaved to it, both
-// through netlink (github.com/vishvananda/netlink), following the steps of
+// Package tap creates the host side of a VM's bridged NIC: a persistent tap
+// device enslaved to a Linux bridge (EnsureBridge makes a bare one when the
+// agent provides none; bridges are shared with other VMs and containers, so
+// deleting a tap never touches its bridge), through netlink (github.com/vishvananda/netlink), following the steps of
 // the CNI bridge plugin.
 //
 // The tap is persistent (TUNSETPERSIST) and created with IFF_NO_PI |

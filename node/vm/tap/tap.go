@@ -44,15 +44,19 @@ func EnsureBridge(name string) (*netlink.Bridge, error) {
 	return br, nil
 }
 
-// Create makes a persistent tap named name on bridge br (creating the
-// bridge if needed) and sets it up. On error nothing is left behind.
+// Create makes a persistent tap named name on bridge (which must exist; see
+// EnsureBridge) and sets it up. On error nothing is left behind.
 func Create(name, bridge string) error {
 	if err := validName(name); err != nil {
 		return err
 	}
-	br, err := EnsureBridge(bridge)
+	l, err := netlink.LinkByName(bridge)
 	if err != nil {
-		return err
+		return fmt.Errorf("tap: bridge %s: %w", bridge, err)
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return fmt.Errorf("tap: %s is a %s, not a bridge", bridge, l.Type())
 	}
 	t := &netlink.Tuntap{
 		LinkAttrs: netlink.LinkAttrs{Name: name, TxQLen: -1},
@@ -69,7 +73,7 @@ func Create(name, bridge string) error {
 		Delete(name)
 		return err
 	}
-	l, err := netlink.LinkByName(name)
+	l, err = netlink.LinkByName(name)
 	if err != nil {
 		return undo(fmt.Errorf("tap: look up %s: %w", name, err))
 	}

@@ -14,6 +14,12 @@ func TestCreateDelete(t *testing.T) {
 	br := fmt.Sprintf("ztb%06x", rand.Uint32()&0xffffff)
 	name := Name(br, 0)
 	t.Cleanup(func() { Delete(name); DeleteBridge(br) })
+	if err := Create(name, br); err == nil {
+		t.Fatal("Create on a missing bridge succeeded")
+	}
+	if _, err := EnsureBridge(br); err != nil {
+		t.Fatal(err)
+	}
 	if err := Create(name, br); err != nil {
 		t.Fatal(err)
 	}
