@@ -27,6 +27,19 @@ import (
 type Identity struct {
 	User  string
 	Admin bool
+	// Authorize, if set, decides whether the identity may make the write
+	// r touching the flists called names (on a node: internal/authz's
+	// policy, which refuses a reader token and names outside a token's
+	// prefixes); nil allows every write.
+	Authorize func(r *http.Request, names ...string) error
+}
+
+// authorize checks a write by id touching names.
+func (id Identity) authorize(r *http.Request, names ...string) error {
+	if id.Authorize == nil {
+		return nil
+	}
+	return id.Authorize(r, names...)
 }
 
 // Authenticator identifies a request (typically from its bearer token).
@@ -304,6 +317,10 @@ func (h *Hub) delete(w http.ResponseWriter, r *http.Request) {
 	if repo == "" || repo == "me" {
 		repo = id.User
 	}
+	if err := id.authorize(r, TrimFlistName(r.PathValue("name"))); err != nil {
+		h.fail(w, err, 0)
+		return
+	}
 	e, err := h.entry(r.Context(), repo, r.PathValue("name"))
 	if err != nil {
 		h.fail(w, err, 0)
@@ -392,6 +409,10 @@ func (h *Hub) upload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, fmt.Errorf("%w (give ?name=)", err), 0)
 		return
 	}
+	if err := id.authorize(r, name); err != nil {
+		h.fail(w, err, 0)
+		return
+	}
 	select {
 	case h.builds <- struct{}{}:
 		defer func() { <-h.builds }()
@@ -461,6 +482,10 @@ func (h *Hub) uploadFlist(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := CheckName(name); err != nil {
 		h.fail(w, fmt.Errorf("%w (give ?name=)", err), 0)
+		return
+	}
+	if err := id.authorize(r, name); err != nil {
+		h.fail(w, err, 0)
 		return
 	}
 	data, err := io.ReadAll(body)
@@ -551,6 +576,10 @@ func (h *Hub) merge(w http.ResponseWriter, r *http.Request) {
 	}
 	name := TrimFlistName(r.PathValue("name"))
 	if err := CheckName(name); err != nil {
+		h.fail(w, err, 0)
+		return
+	}
+	if err := id.authorize(r, name); err != nil {
 		h.fail(w, err, 0)
 		return
 	}
@@ -655,7 +684,12 @@ func (h *Hub) getChunk(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Hub) putChunk(w http.ResponseWriter, r *http.Request) {
-	if _, err := h.identify(r); err != nil {
+	id, err := h.identify(r)
+	if err != nil {
+		h.fail(w, err, 0)
+		return
+	}
+	if err := id.authorize(r); err != nil { // chunks are content: no names
 		h.fail(w, err, 0)
 		return
 	}
