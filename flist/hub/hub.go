@@ -230,6 +230,12 @@ func (h *Hub) identify(r *http.Request) (Identity, error) {
 	if id.User == "" {
 		return Identity{}, fmt.Errorf("%w: token has no user", ErrUnauthorized)
 	}
+	// Every caller writes: a token that may not write anything is
+	// refused before the request is parsed; the names are checked once
+	// known.
+	if err := id.authorize(r); err != nil {
+		return Identity{}, err
+	}
 	return id, nil
 }
 
@@ -684,12 +690,7 @@ func (h *Hub) getChunk(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Hub) putChunk(w http.ResponseWriter, r *http.Request) {
-	id, err := h.identify(r)
-	if err != nil {
-		h.fail(w, err, 0)
-		return
-	}
-	if err := id.authorize(r); err != nil { // chunks are content: no names
+	if _, err := h.identify(r); err != nil { // chunks are content: no names
 		h.fail(w, err, 0)
 		return
 	}
