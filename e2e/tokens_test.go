@@ -35,7 +35,7 @@ func TestTokenRevocation(t *testing.T) {
 				t.Fatalf("round %d: an operator creating a token on node %d: %v", round, i, err)
 			}
 		}
-		if err := c.Client((round + 1) % 3).DeleteToken(ctx, tok.ID); err != nil {
+		if err := c.Client((round+1)%3).DeleteToken(ctx, tok.ID); err != nil {
 			t.Fatal(err)
 		}
 		for i := range 3 {
