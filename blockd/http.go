@@ -6,11 +6,13 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/blockd/vdiskapi"
+	"github.com/zosproject/zos/internal/authz"
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/internal/size"
 )
@@ -75,13 +77,20 @@ type (
 //	GET    /api/v1/vdisks/{name}/diff?from=A&to=B  changed byte ranges between snapshots (to="" is the head)
 //
 // Sizes in JSON are bytes or strings like "10G". Errors use httpx's shape;
-// callers are authenticated by the wrapping mux.
+// callers are authenticated by the wrapping mux, and every handler asks
+// internal/authz (scope Data) about the vdisks it touches: the path's, a
+// clone's target and a create's source too. The list shows a
+// prefix-limited token only its vdisks.
 func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 	mux.Handle(vdiskapi.List.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data); err != nil {
+			return err
+		}
 		list, err := svc.ListVDisks(r.Context())
 		if err != nil {
 			return err
 		}
+		list = slices.DeleteFunc(list, func(v VDiskInfo) bool { return !authz.Visible(r.Context(), v.Name) })
 		httpx.WriteJSON(w, http.StatusOK, list)
 		return nil
 	}))
@@ -89,6 +98,9 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		return createHandler(svc, w, r)
 	}))
 	mux.Handle(vdiskapi.Get.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data, r.PathValue("name")); err != nil {
+			return err
+		}
 		info, err := svc.Get(r.Context(), r.PathValue("name"), true)
 		if err != nil {
 			return err
@@ -97,6 +109,9 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		return nil
 	}))
 	mux.Handle(vdiskapi.Delete.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data, r.PathValue("name")); err != nil {
+			return err
+		}
 		force, err := boolParam(r, "force")
 		if err != nil {
 			return err
@@ -108,6 +123,9 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		return nil
 	}))
 	mux.Handle(vdiskapi.Resize.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data, r.PathValue("name")); err != nil {
+			return err
+		}
 		var req resizeRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -120,6 +138,9 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		return nil
 	}))
 	mux.Handle(vdiskapi.ListSnapshots.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data, r.PathValue("name")); err != nil {
+			return err
+		}
 		list, err := svc.Snapshots(r.Context(), r.PathValue("name"))
 		if err != nil {
 			return err
@@ -128,6 +149,9 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		return nil
 	}))
 	mux.Handle(vdiskapi.Snapshot.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data, r.PathValue("name")); err != nil {
+			return err
+		}
 		var req snapshotRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -140,6 +164,9 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		return nil
 	}))
 	mux.Handle(vdiskapi.DeleteSnapshot.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data, r.PathValue("name")); err != nil {
+			return err
+		}
 		if err := svc.DeleteSnapshot(r.Context(), r.PathValue("name"), r.PathValue("snap")); err != nil {
 			return err
 		}
@@ -147,6 +174,9 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		return nil
 	}))
 	mux.Handle(vdiskapi.Rollback.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data, r.PathValue("name")); err != nil {
+			return err
+		}
 		var req rollbackRequest
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
@@ -166,6 +196,10 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		if err := httpx.DecodeJSON(r, &req); err != nil {
 			return err
 		}
+		// Both the source and the new vdisk must be the token's.
+		if err := authz.Require(r, authz.Data, r.PathValue("name"), req.Name); err != nil {
+			return err
+		}
 		info, err := svc.Clone(r.Context(), r.PathValue("name"), req.Snapshot, req.Name, req.Type)
 		if err != nil {
 			return err
@@ -174,6 +208,9 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		return nil
 	}))
 	mux.Handle(vdiskapi.Export.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data, r.PathValue("name")); err != nil {
+			return err
+		}
 		name, snap := r.PathValue("name"), r.URL.Query().Get("snap")
 		im, err := svc.Image(r.Context(), name, snap)
 		if err != nil {
@@ -196,6 +233,9 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		return nil
 	}))
 	mux.Handle(vdiskapi.Import.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data, r.PathValue("name")); err != nil {
+			return err
+		}
 		name := r.PathValue("name")
 		if err := svc.Import(r.Context(), name, r.Body, nil); err != nil {
 			return err
@@ -208,6 +248,9 @@ func RegisterHTTP(mux *http.ServeMux, svc *Service) {
 		return nil
 	}))
 	mux.Handle(vdiskapi.Diff.Pattern(), handler(func(w http.ResponseWriter, r *http.Request) error {
+		if err := authz.Require(r, authz.Data, r.PathValue("name")); err != nil {
+			return err
+		}
 		return diffHandler(svc, w, r)
 	}))
 }
@@ -258,6 +301,13 @@ func createHandler(svc *Service, w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		opts = CreateOptions{Name: req.Name, Size: int64(req.Size), BlockSize: int64(req.BlockSize), Type: req.Type, Pool: req.Pool, From: req.From}
+	}
+	names := []string{opts.Name}
+	if opts.From != "" {
+		names = append(names, opts.From) // a clone's source too
+	}
+	if err := authz.Require(r, authz.Data, names...); err != nil {
+		return err
 	}
 	if opts.Name == "" {
 		return httpx.BadRequest("a vdisk needs a name")

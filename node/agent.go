@@ -59,7 +59,7 @@ func (n *Node) startAgent(ln net.Listener) error {
 		Handlers: resp.ListHandlers(ks),
 		Auth: func(tok string) bool {
 			id, err := n.api.Authenticate(tok)
-			return err == nil && id.Admin
+			return err == nil && id.IsAdmin()
 		}})
 	n.wg.Add(1)
 	go func() {

@@ -15,6 +15,7 @@ import (
 	"github.com/zosproject/zos/blockd"
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/flist/hub"
+	"github.com/zosproject/zos/internal/authz"
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/orchestrator"
 	zosapi "github.com/zosproject/zos/orchestrator/api"
@@ -70,11 +71,13 @@ func (n *Node) startAPI(ln net.Listener) error {
 		Logger: n.cfg.Logger.With("component", "hub"), TempDir: tmp,
 		Authenticate: func(r *http.Request) (hub.Identity, error) {
 			id, err := n.api.Identify(r)
-			return hub.Identity{User: id.Name, Admin: id.Admin}, err
+			return hub.Identity{User: id.Name, Admin: id.IsAdmin(), Authorize: func(r *http.Request, names ...string) error {
+				return n.api.Authorize(r, id, authz.Data, names...)
+			}}, err
 		}})
 	n.hub = h
 	api, err := orchestrator.New(orchestrator.Config{Raft: n.raft, NodeID: n.id, Version: n.cfg.Version,
-		Gatherer: n.reg, Ready: n.ready.Load, Logger: n.cfg.Logger,
+		Gatherer: n.reg, Registerer: n.reg, Ready: n.ready.Load, Logger: n.cfg.Logger,
 		Mount: []func(public, protected *http.ServeMux){
 			func(public, protected *http.ServeMux) {
 				// The hub's writes take an Idempotency-Key like the

@@ -11,6 +11,7 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/blob"
 	"github.com/zosproject/zos/chunkstore/erasure"
+	"github.com/zosproject/zos/internal/authz"
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/orchestrator/api"
 	"github.com/zosproject/zos/orchestrator/client"
@@ -26,13 +27,25 @@ func (s *storage) register(public, protected *http.ServeMux) {
 	protected.Handle(api.StatChunk.Pattern(), httpx.Handler(s.statChunk))
 	protected.Handle(api.StatBlob.Pattern(), httpx.Handler(s.statBlob))
 	protected.Handle(api.GetStoreStatus.Pattern(), httpx.Handler(s.status))
-	protected.Handle(api.Scrub.Pattern(), httpx.Handler(s.scrubAll))
-	protected.Handle(api.GC.Pattern(), httpx.Handler(s.collectHandler))
+	protected.Handle(api.Scrub.Pattern(), storeScope(httpx.Handler(s.scrubAll)))
+	protected.Handle(api.GC.Pattern(), storeScope(httpx.Handler(s.collectHandler)))
 	protected.Handle(api.ListPins.Pattern(), httpx.Handler(s.listPins))
-	protected.Handle(api.Unpin.Pattern(), httpx.Handler(s.unpin))
+	protected.Handle(api.Unpin.Pattern(), storeScope(httpx.Handler(s.unpin)))
 	public.Handle(api.LocalStore.Pattern(), s.n.nodeOnly(httpx.Handler(s.localStatus)))
 	public.Handle(api.LocalScrub.Pattern(), s.n.nodeOnly(httpx.Handler(s.scrubLocal)))
 	public.Handle(api.LocalHeal.Pattern(), s.n.nodeOnly(httpx.Handler(s.healLocal)))
+}
+
+// storeScope wraps a cluster-wide store maintenance route: operator or
+// admin, not a token limited to name prefixes (authz.Store).
+func storeScope(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := authz.Require(r, authz.Store); err != nil {
+			httpx.WriteError(w, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // putBlob stores the request body as a blob (chunks plus manifests) and

@@ -6,30 +6,25 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"net/http"
+	"slices"
 	"strings"
+	"time"
 
+	"github.com/zosproject/zos/internal/authz"
 	"github.com/zosproject/zos/internal/httpx"
+	"github.com/zosproject/zos/raft"
 	"github.com/zosproject/zos/raft/fsm"
 )
 
-// Identity is who made a request.
-type Identity struct {
-	Name string // token name (the hub's "me"), or "node" for the cluster secret
-	// TokenID is the token's ID ("node" for the cluster secret). It scopes
-	// Idempotency-Keys: two callers never share one.
-	TokenID string
-	Admin   bool
-	Node    bool // authenticated with the cluster secret
-}
-
-type identityKey struct{}
+// Identity is who made a request: the token's name, id, role and name
+// prefixes, or a node (the cluster secret). What it may do is decided by
+// internal/authz.
+type Identity = authz.Principal
 
 // IdentityFrom returns the identity of an authenticated request.
-func IdentityFrom(ctx context.Context) (Identity, bool) {
-	id, ok := ctx.Value(identityKey{}).(Identity)
-	return id, ok
-}
+func IdentityFrom(ctx context.Context) (Identity, bool) { return authz.FromContext(ctx) }
 
 // HashToken returns the stored form of a token: hex SHA-256.
 func HashToken(token string) string {
@@ -60,51 +55,129 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
-// Identify authenticates a request from the local replica of the token
-// table. It does not need the leader, so authentication keeps working
-// while an election runs.
+// Identify authenticates a request. A refusal (no token, an unknown or
+// revoked one) is logged and counted with the token's id.
 func (s *Server) Identify(r *http.Request) (Identity, error) {
 	tok := bearer(r)
 	if tok == "" {
-		return Identity{}, httpx.Errorf(http.StatusUnauthorized, "unauthorized", "missing bearer token (set ZOS_TOKEN)")
+		return Identity{}, s.guard.Refuse(r, "", &authz.Refusal{Reason: authz.NoToken, Msg: "missing bearer token (set ZOS_TOKEN)"})
 	}
-	return s.Authenticate(tok)
+	id, err := s.AuthenticateContext(r.Context(), tok)
+	var ref *authz.Refusal
+	if errors.As(err, &ref) {
+		return Identity{}, s.guard.Refuse(r, claimedID(tok), ref)
+	}
+	return id, err
 }
 
-// Authenticate checks a token (an API token or the cluster secret).
+// claimedID is the id part of a token string "zos_<id>_<secret>", for
+// logging a refused token without its secret ("" if tok has no such
+// form).
+func claimedID(tok string) string {
+	rest, ok := strings.CutPrefix(tok, "zos_")
+	if !ok {
+		return ""
+	}
+	id, _, ok := strings.Cut(rest, "_")
+	if !ok || len(id) != 8 || strings.Trim(id, "0123456789abcdef") != "" {
+		return ""
+	}
+	return id
+}
+
+// Authenticate checks a token (an API token or the cluster secret); see
+// AuthenticateContext. An unknown token is an *httpx.Error 401.
 func (s *Server) Authenticate(tok string) (Identity, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, err := s.AuthenticateContext(ctx, tok)
+	var ref *authz.Refusal
+	if errors.As(err, &ref) {
+		return Identity{}, httpx.Errorf(ref.Status(), "unauthorized", "%s", ref.Msg)
+	}
+	return id, err
+}
+
+// AuthenticateContext checks a token. The cluster secret is checked on
+// the local replica (it never changes, and nodes use it to reach the
+// leader). An API token is looked up after a linearizable read of the
+// token table (one read index round trip, shared by the requests that
+// arrive while one is in flight): a token deleted on any node is refused
+// by every node as soon as the delete returns, and one just created is
+// accepted everywhere. So API authentication needs a leader, like every
+// write; without one it answers 503 no_leader. An unknown (or revoked)
+// token is an *authz.Refusal.
+func (s *Server) AuthenticateContext(ctx context.Context, tok string) (Identity, error) {
+	node := false
+	s.cfg.Raft.ReadStale(func(st *fsm.State) error {
+		node = st.Secret != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(st.Secret)) == 1
+		return nil
+	})
+	if node {
+		return Identity{Name: "node", TokenID: "node", Role: authz.Admin, Node: true}, nil
+	}
+	if err := s.fresh.sync(ctx); err != nil {
+		return Identity{}, s.readErr(err, "could not check the token with the leader")
+	}
 	hash := HashToken(tok)
 	var id Identity
 	found := false
 	s.cfg.Raft.ReadStale(func(st *fsm.State) error {
-		if st.Secret != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(st.Secret)) == 1 {
-			id, found = Identity{Name: "node", TokenID: "node", Admin: true, Node: true}, true
-			return nil
-		}
 		if t := st.TokenByHash(hash); t != nil {
-			id, found = Identity{Name: t.Name, TokenID: t.ID, Admin: t.Role == fsm.RoleAdmin}, true
+			id = Identity{Name: t.Name, TokenID: t.ID, Role: authz.Role(t.EffectiveRole()), Prefixes: slices.Clone(t.Prefixes)}
+			found = true
 		}
 		return nil
 	})
 	if !found {
-		return Identity{}, httpx.Errorf(http.StatusUnauthorized, "unauthorized", "invalid token")
+		return Identity{}, &authz.Refusal{Reason: authz.InvalidToken, Msg: "invalid token (unknown or revoked)"}
 	}
 	return id, nil
 }
 
-// requireAuth wraps h: the request must carry a valid token; admin
-// additionally requires an admin token.
-func (s *Server) requireAuth(admin bool, h http.Handler) http.Handler {
+// requireAuth wraps h: the request must carry a valid token that may call
+// a route of scope (authz.Decide, with no names: a handler that knows the
+// names it touches checks them with authz.Require). h runs with the
+// identity and the guard in its context.
+func (s *Server) requireAuth(scope authz.Scope, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := s.Identify(r)
 		if err != nil {
 			httpx.WriteError(w, err)
 			return
 		}
-		if admin && !id.Admin {
-			httpx.WriteError(w, httpx.Errorf(http.StatusForbidden, "forbidden", "this needs an admin token"))
+		if err := s.guard.Check(r, id, scope); err != nil {
+			httpx.WriteError(w, err)
 			return
 		}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
+		h.ServeHTTP(w, r.WithContext(authz.NewContext(r.Context(), id, s.guard)))
 	})
+}
+
+// Authorize decides whether id may call r's route of scope touching the
+// resources names, and logs and counts a refusal; for handlers that
+// authenticate by themselves (the hub's).
+func (s *Server) Authorize(r *http.Request, id Identity, scope authz.Scope, names ...string) error {
+	return s.guard.Check(r, id, scope, names...)
+}
+
+// scoped wraps h, behind requireAuth, with a check of scope.
+func scoped(scope authz.Scope, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := authz.Require(r, scope); err != nil {
+			httpx.WriteError(w, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// readErr maps a failed freshness read: no leader or quorum is a 503 the
+// client may retry.
+func (s *Server) readErr(err error, what string) error {
+	switch {
+	case errors.Is(err, raft.ErrNoLeader), errors.Is(err, raft.ErrNotLeader), errors.Is(err, context.DeadlineExceeded):
+		return httpx.Errorf(http.StatusServiceUnavailable, "no_leader", "%s: %v (is a majority of voters reachable?)", what, err)
+	}
+	return err
 }

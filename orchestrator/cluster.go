@@ -283,7 +283,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	var out []TokenInfo
 	if err := s.read(r.Context(), func(st *fsm.State) error {
 		for _, t := range st.Tokens {
-			out = append(out, TokenInfo{ID: t.ID, Name: t.Name, Role: t.Role, Created: t.Created})
+			out = append(out, TokenInfo{ID: t.ID, Name: t.Name, Role: t.EffectiveRole(), Prefixes: t.Prefixes, Created: t.Created})
 		}
 		return nil
 	}); err != nil {
@@ -295,23 +295,63 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
-	var req CreateTokenRequest
-	if err := httpx.DecodeJSON(r, &req); err != nil {
+	req, err := DecodeCreateToken(r)
+	if err != nil {
 		return err
 	}
-	if req.Role == "" {
-		req.Role = fsm.RoleUser
-	}
 	tok, id := NewToken()
-	t := fsm.Token{ID: id, Name: req.Name, Hash: HashToken(tok), Role: req.Role}
-	if req.Name == "" {
-		return httpx.BadRequest("a token needs a name (it is also the user's hub repository)")
-	}
+	t := fsm.Token{ID: id, Name: req.Name, Hash: HashToken(tok), Role: req.Role, Prefixes: req.Prefixes}
 	if err := apply(r.Context(), s, fsm.TokenCreate, fsm.TokenCreateArgs{Token: t}); err != nil {
 		return err
 	}
-	httpx.WriteJSON(w, http.StatusCreated, CreateTokenResponse{TokenInfo: TokenInfo{ID: id, Name: req.Name, Role: req.Role}, Token: tok})
+	s.log.Info("token created", "token", id, "name", req.Name, "role", req.Role, "prefixes", req.Prefixes)
+	httpx.WriteJSON(w, http.StatusCreated, CreateTokenResponse{TokenInfo: TokenInfo{ID: id, Name: req.Name, Role: req.Role, Prefixes: req.Prefixes}, Token: tok})
 	return nil
+}
+
+// DecodeCreateToken decodes and checks the body of POST /api/v1/tokens:
+// a name, a role (default operator; "user" is operator) and name
+// prefixes. What it accepts the state machine accepts too (it checks the
+// same again when it applies the token).
+func DecodeCreateToken(r *http.Request) (CreateTokenRequest, error) {
+	var req CreateTokenRequest
+	if err := httpx.DecodeJSON(r, &req); err != nil {
+		return req, err
+	}
+	switch req.Role {
+	case "", fsm.RoleUser:
+		req.Role = fsm.RoleOperator
+	case fsm.RoleAdmin, fsm.RoleOperator, fsm.RoleReader:
+	default:
+		return req, httpx.BadRequest("token role %q: want admin, operator or reader", req.Role)
+	}
+	if req.Name == "" {
+		return req, httpx.BadRequest("a token needs a name (it is also the user's hub repository)")
+	}
+	if !fsm.ValidName(req.Name) {
+		return req, httpx.BadRequest("token name %q: use 1-128 letters, digits, '.', '_' or '-', not starting with '.' or '-'", req.Name)
+	}
+	if len(req.Prefixes) == 0 {
+		req.Prefixes = nil
+		return req, nil
+	}
+	if req.Role == fsm.RoleAdmin {
+		return req, httpx.BadRequest("an admin token cannot be limited to name prefixes (it could create one that is not); use --role operator")
+	}
+	if len(req.Prefixes) > fsm.MaxTokenPrefixes {
+		return req, httpx.BadRequest("%d name prefixes, at most %d", len(req.Prefixes), fsm.MaxTokenPrefixes)
+	}
+	seen := map[string]bool{}
+	for _, p := range req.Prefixes {
+		if !fsm.ValidName(p) {
+			return req, httpx.BadRequest("name prefix %q: use 1-128 letters, digits, '.', '_' or '-', not starting with '.' or '-'", p)
+		}
+		if seen[p] {
+			return req, httpx.BadRequest("name prefix %q given twice", p)
+		}
+		seen[p] = true
+	}
+	return req, nil
 }
 
 func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) error {

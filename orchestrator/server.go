@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/zosproject/zos/internal/authz"
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/internal/slogx"
 	"github.com/zosproject/zos/orchestrator/api"
@@ -31,6 +32,9 @@ type Config struct {
 	MaxVoters int
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
+	// Registerer, if set, receives the API's metrics
+	// (zos_api_auth_refusals_total).
+	Registerer prometheus.Registerer
 	// Ready reports whether the node serves (for /readyz).
 	Ready  func() bool
 	Logger *slog.Logger
@@ -45,6 +49,8 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	handler http.Handler
+	guard   *authz.Guard // logs and counts refusals
+	fresh   *syncer      // linearizable token lookups
 }
 
 // New builds the API server.
@@ -61,7 +67,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Ready == nil {
 		cfg.Ready = func() bool { return true }
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api", "node", cfg.NodeID)}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api", "node", cfg.NodeID),
+		fresh: &syncer{read: cfg.Raft.Read, timeout: 10 * time.Second}}
+	s.guard = authz.NewGuard(s.log, cfg.Registerer)
 	public := http.NewServeMux()
 	protected := http.NewServeMux()
 
@@ -70,7 +78,7 @@ func New(cfg Config) (*Server, error) {
 	})
 	public.HandleFunc(api.Readyz.Pattern(), s.readyz)
 	if cfg.Gatherer != nil {
-		public.Handle(api.Metrics.Pattern(), s.requireAuth(false, promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+		public.Handle(api.Metrics.Pattern(), s.requireAuth(authz.Read, promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 	}
 	public.Handle(api.Forward.Pattern(), s.requireNode(httpx.Handler(s.forward)))
 
@@ -95,9 +103,18 @@ func New(cfg Config) (*Server, error) {
 	// Everything not public goes through authentication first. The
 	// patterns carry methods so that they are more specific than the
 	// hub's "GET /{repo}/{file...}" download route.
-	auth := s.requireAuth(false, s.idempotent(protected))
+	// Every protected route is at least of scope Read (a reader may only
+	// GET); the routes of other scopes check theirs themselves.
+	auth := s.requireAuth(authz.Read, s.idempotent(protected))
+	named := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := protected.Handler(r); pattern != "" {
+			r = r.WithContext(r.Context())
+			r.Pattern = pattern // refusals log the route, not "/api/v1/"
+		}
+		auth.ServeHTTP(w, r)
+	})
 	for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
-		public.Handle(m+" /api/v1/", auth)
+		public.Handle(m+" /api/v1/", named)
 	}
 	s.handler = s.logRequests(public)
 	return s, nil
@@ -106,27 +123,15 @@ func New(cfg Config) (*Server, error) {
 // Handler returns the root handler.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-func (s *Server) admin(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id, ok := IdentityFrom(r.Context()); !ok || !id.Admin {
-			httpx.WriteError(w, httpx.Errorf(http.StatusForbidden, "forbidden", "this needs an admin token"))
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
+// admin wraps h, a route behind requireAuth, with a check of scope
+// Manage: tokens, membership, pools and kv need an admin token.
+func (s *Server) admin(h http.Handler) http.Handler { return scoped(authz.Manage, h) }
 
 // RequireNode wraps h: only nodes (the cluster secret) may call it.
 func (s *Server) RequireNode(h http.Handler) http.Handler { return s.requireNode(h) }
 
 func (s *Server) requireNode(h http.Handler) http.Handler {
-	return s.requireAuth(true, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id, _ := IdentityFrom(r.Context()); !id.Node {
-			httpx.WriteError(w, httpx.Errorf(http.StatusForbidden, "forbidden", "internal API: nodes only"))
-			return
-		}
-		h.ServeHTTP(w, r)
-	}))
+	return s.requireAuth(authz.Internal, h)
 }
 
 func (s *Server) logRequests(h http.Handler) http.Handler {

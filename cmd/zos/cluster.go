@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -108,9 +109,18 @@ func printNodes(cmd *cobra.Command, ns []api.NodeStatus) {
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "API tokens (admin)"}
 	create := &cobra.Command{Use: "create NAME", Short: "Create a token; it is printed once", Args: cobra.ExactArgs(1)}
-	role := create.Flags().String("role", fsm.RoleUser, "admin or user")
+	create.Long = `Create a token; its secret is printed once (only its SHA-256 is stored).
+
+Roles: admin (everything), operator (vdisks, flists, the store, workloads;
+not tokens, membership, pools or kv), reader (GET only). --prefix limits an
+operator or reader token to vdisks and flists whose names start with one
+of the prefixes (a clone's source and target both), e.g.
+
+  zos token create ci --role operator --prefix vm-,tmpl-`
+	role := create.Flags().String("role", fsm.RoleOperator, "admin, operator or reader")
+	prefixes := create.Flags().StringSlice("prefix", nil, "limit the token to vdisk and flist names starting with these (comma-separated)")
 	create.RunE = func(cmd *cobra.Command, args []string) error {
-		resp, err := client.FromEnv().CreateToken(cmd.Context(), args[0], *role)
+		resp, err := client.FromEnv().NewToken(cmd.Context(), api.CreateTokenRequest{Name: args[0], Role: *role, Prefixes: *prefixes})
 		if err != nil {
 			return err
 		}
@@ -127,12 +137,16 @@ func newTokenCmd() *cobra.Command {
 		return output(*out, cmd.OutOrStdout(), ts, func() {
 			var rows [][]string
 			for _, t := range ts {
-				rows = append(rows, []string{t.ID, t.Name, t.Role, time.Unix(0, t.Created).UTC().Format(time.RFC3339)})
+				pre := strings.Join(t.Prefixes, ",")
+				if pre == "" {
+					pre = "*"
+				}
+				rows = append(rows, []string{t.ID, t.Name, t.Role, pre, time.Unix(0, t.Created).UTC().Format(time.RFC3339)})
 			}
-			table(cmd.OutOrStdout(), []string{"ID", "NAME", "ROLE", "CREATED"}, rows)
+			table(cmd.OutOrStdout(), []string{"ID", "NAME", "ROLE", "NAMES", "CREATED"}, rows)
 		})
 	}
-	del := &cobra.Command{Use: "delete ID", Short: "Delete a token", Args: cobra.ExactArgs(1)}
+	del := &cobra.Command{Use: "delete ID", Short: "Delete a token: every node refuses it once this returns", Args: cobra.ExactArgs(1)}
 	del.RunE = func(cmd *cobra.Command, args []string) error {
 		return client.FromEnv().DeleteToken(cmd.Context(), args[0])
 	}

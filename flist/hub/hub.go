@@ -27,6 +27,19 @@ import (
 type Identity struct {
 	User  string
 	Admin bool
+	// Authorize, if set, decides whether the identity may make the write
+	// r touching the flists called names (on a node: internal/authz's
+	// policy, which refuses a reader token and names outside a token's
+	// prefixes); nil allows every write.
+	Authorize func(r *http.Request, names ...string) error
+}
+
+// authorize checks a write by id touching names.
+func (id Identity) authorize(r *http.Request, names ...string) error {
+	if id.Authorize == nil {
+		return nil
+	}
+	return id.Authorize(r, names...)
 }
 
 // Authenticator identifies a request (typically from its bearer token).
@@ -224,6 +237,12 @@ func (h *Hub) identify(r *http.Request) (Identity, error) {
 	if id.User == "" {
 		return Identity{}, fmt.Errorf("%w: token has no user", ErrUnauthorized)
 	}
+	// Every caller writes: a token that may not write anything is
+	// refused before the request is parsed; the names are checked once
+	// known.
+	if err := id.authorize(r); err != nil {
+		return Identity{}, err
+	}
 	return id, nil
 }
 
@@ -310,6 +329,10 @@ func (h *Hub) delete(w http.ResponseWriter, r *http.Request) {
 	repo := r.PathValue("repo")
 	if repo == "" || repo == "me" {
 		repo = id.User
+	}
+	if err := id.authorize(r, TrimFlistName(r.PathValue("name"))); err != nil {
+		h.fail(w, err, 0)
+		return
 	}
 	e, err := h.entry(r.Context(), repo, r.PathValue("name"))
 	if errors.Is(err, ErrNotFound) && r.Header.Get(httpx.IdempotencyHeader) != "" && (id.Admin || repo == id.User) {
@@ -417,6 +440,10 @@ func (h *Hub) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer closeBody()
+	if err := id.authorize(r, name); err != nil {
+		h.fail(w, err, 0)
+		return
+	}
 	select {
 	case h.builds <- struct{}{}:
 		defer func() { <-h.builds }()
@@ -479,6 +506,10 @@ func (h *Hub) uploadFlist(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer closeBody()
+	if err := id.authorize(r, name); err != nil {
+		h.fail(w, err, 0)
+		return
+	}
 	data, err := io.ReadAll(body)
 	if err != nil {
 		h.fail(w, fmt.Errorf("%w: %v", flist.ErrBadArchive, err), 0)
@@ -567,6 +598,10 @@ func (h *Hub) merge(w http.ResponseWriter, r *http.Request) {
 	}
 	name := TrimFlistName(r.PathValue("name"))
 	if err := CheckName(name); err != nil {
+		h.fail(w, err, 0)
+		return
+	}
+	if err := id.authorize(r, name); err != nil {
 		h.fail(w, err, 0)
 		return
 	}
@@ -671,7 +706,7 @@ func (h *Hub) getChunk(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Hub) putChunk(w http.ResponseWriter, r *http.Request) {
-	if _, err := h.identify(r); err != nil {
+	if _, err := h.identify(r); err != nil { // chunks are content: no names
 		h.fail(w, err, 0)
 		return
 	}

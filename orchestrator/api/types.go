@@ -41,16 +41,26 @@ type JoinResponse struct {
 
 // TokenInfo is a token without its secret.
 type TokenInfo struct {
-	ID      string `json:"id"`
-	Name    string `json:"name"`
-	Role    string `json:"role"`
-	Created int64  `json:"created"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Role is admin, operator or reader (tokens created as "user" before
+	// these roles existed show as operator, which is what they are).
+	Role string `json:"role"`
+	// Prefixes limit the token to vdisks and flists whose names start
+	// with one of them; none: every name.
+	Prefixes []string `json:"prefixes,omitempty"`
+	Created  int64    `json:"created"`
 }
 
 // CreateTokenRequest asks for a new token.
 type CreateTokenRequest struct {
 	Name string `json:"name"`
-	Role string `json:"role"` // admin or user (default)
+	// Role: admin, operator (the default) or reader; "user" is accepted
+	// as operator.
+	Role string `json:"role,omitempty"`
+	// Prefixes, if any, limit an operator or reader token to vdisks and
+	// flists whose names start with one of them.
+	Prefixes []string `json:"prefixes,omitempty"`
 }
 
 // CreateTokenResponse carries the token; it is shown once.

@@ -67,11 +67,18 @@ func (c *Client) Tokens(ctx context.Context) ([]api.TokenInfo, error) {
 	return out, c.call(ctx, api.ListTokens, nil, nil, &out)
 }
 
-// CreateToken creates a token of role (fsm.RoleAdmin or fsm.RoleUser,
-// "" = user); the answer carries the secret, shown once (admin).
+// CreateToken creates a token of role (fsm.RoleAdmin, fsm.RoleOperator
+// or fsm.RoleReader; "" = operator); the answer carries the secret, shown
+// once (admin).
 func (c *Client) CreateToken(ctx context.Context, name, role string) (api.CreateTokenResponse, error) {
+	return c.NewToken(ctx, api.CreateTokenRequest{Name: name, Role: role})
+}
+
+// NewToken creates the token req describes (a role, name prefixes); the
+// answer carries the secret, shown once (admin).
+func (c *Client) NewToken(ctx context.Context, req api.CreateTokenRequest) (api.CreateTokenResponse, error) {
 	var out api.CreateTokenResponse
-	return out, c.call(ctx, api.CreateToken, nil, api.CreateTokenRequest{Name: name, Role: role}, &out)
+	return out, c.call(ctx, api.CreateToken, nil, req, &out)
 }
 
 // DeleteToken deletes a token by ID (admin).

@@ -44,7 +44,7 @@
 // CRC-32C of op and arguments) is refused with ErrKeyReused.
 //
 // The scripts in testdata/*.txt (TestScripts, cockroachdb/datadriven) show
-// the fencing, head CAS, rollback, clone and lease rules command by
+// the fencing, head CAS, rollback, clone, lease and token rules command by
 // command; go test -run TestScripts -rewrite regenerates their output.
 //
 // Fencing: every head update is a compare-and-swap that carries the lease

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -552,5 +553,68 @@ func TestJournalMark(t *testing.T) {
 	h.ok(OpVDiskRollback, SnapshotArgs{Name: "d", Snap: "s0"})
 	if v.Journaled || v.JournalEpoch != l3.Epoch || v.JournalSeq != math.MaxUint64 {
 		t.Fatalf("after rollback: journaled %v, mark (%d, %d): every record must be discarded", v.Journaled, v.JournalEpoch, v.JournalSeq)
+	}
+}
+
+// TestTokenRoles: the new roles and prefixes, and entries in the format
+// written before them (role "user", no prefixes field; a state whose
+// token has no role at all) decode and keep their meaning: operator.
+func TestTokenRoles(t *testing.T) {
+	h := newHarness(t)
+	h.ok(OpTokenCreate, TokenCreateArgs{Token: Token{ID: "op", Name: "op", Hash: hashOf("op"), Role: RoleOperator, Prefixes: []string{"vm-", "tmpl-"}}})
+	h.ok(OpTokenCreate, TokenCreateArgs{Token: Token{ID: "rd", Name: "rd", Hash: hashOf("rd"), Role: RoleReader}})
+	h.ok(OpTokenCreate, TokenCreateArgs{Token: Token{ID: "e", Name: "e", Hash: hashOf("e"), Role: RoleReader, Prefixes: []string{}}})
+	if p := h.s.Tokens["op"].Prefixes; len(p) != 2 || p[0] != "vm-" {
+		t.Fatalf("prefixes: %q", p)
+	}
+	if h.s.Tokens["e"].Prefixes != nil {
+		t.Fatal("an empty prefix list is stored as none")
+	}
+	for _, bad := range []Token{
+		{ID: "b1", Hash: hashOf("b1"), Role: RoleAdmin, Prefixes: []string{"vm-"}},
+		{ID: "b2", Hash: hashOf("b2"), Role: RoleOperator, Prefixes: []string{""}},
+		{ID: "b3", Hash: hashOf("b3"), Role: RoleOperator, Prefixes: []string{"-x"}},
+		{ID: "b4", Hash: hashOf("b4"), Role: RoleOperator, Prefixes: []string{"a/b"}},
+		{ID: "b5", Hash: hashOf("b5"), Role: RoleOperator, Prefixes: []string{"a", "a"}},
+		{ID: "b6", Hash: hashOf("b6"), Role: RoleOperator, Prefixes: make([]string, MaxTokenPrefixes+1)},
+		{ID: "b7", Hash: hashOf("b7"), Role: ""},
+	} {
+		h.fails(OpTokenCreate, TokenCreateArgs{Token: bad}, ErrInvalid)
+	}
+
+	// A token.create entry as the log held it before roles grew.
+	raw := `{"op":"token.create","time":5,"args":{"token":{"id":"old","name":"old","hash":"` + hashOf("old") + `","role":"user","created":0}}}`
+	c, err := Decode([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.s.Apply(&c); err != nil {
+		t.Fatalf("old token.create entry: %v", err)
+	}
+	old := h.s.Tokens["old"]
+	if old == nil || old.Role != RoleUser || old.EffectiveRole() != RoleOperator || old.Prefixes != nil {
+		t.Fatalf("old token: %+v", old)
+	}
+	for id, want := range map[string]string{"admin": RoleAdmin, "op": RoleOperator, "rd": RoleReader} {
+		if got := h.s.Tokens[id].EffectiveRole(); got != want {
+			t.Errorf("token %s acts as %s, want %s", id, got, want)
+		}
+	}
+
+	// A snapshot with a token that has no role field at all.
+	var buf bytes.Buffer
+	if err := h.s.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(buf.String(), `"role":"user",`, ``, 1)
+	if doc == buf.String() {
+		t.Fatal("test setup: no role to strip")
+	}
+	s2, err := ReadSnapshot(strings.NewReader(doc))
+	if err != nil {
+		t.Fatalf("snapshot without a role: %v", err)
+	}
+	if tk := s2.Tokens["old"]; tk.Role != "" || tk.EffectiveRole() != RoleOperator {
+		t.Fatalf("roleless token: %+v acts as %s", tk, tk.EffectiveRole())
 	}
 }

@@ -191,19 +191,38 @@ type Flist struct {
 	Updated int64             `json:"updated"`
 }
 
-// Token roles.
+// Token roles. RoleUser is the role of tokens created before operator and
+// reader existed; it means what it meant then, which is what operator
+// means now (everything but tokens, membership, pools and kv). A token
+// whose role is empty (a state older still) is an operator too.
 const (
-	RoleAdmin = "admin"
-	RoleUser  = "user"
+	RoleAdmin    = "admin"    // everything
+	RoleOperator = "operator" // vdisks, flists, the store, workloads; no tokens, membership, pools or kv
+	RoleReader   = "reader"   // GET only
+	RoleUser     = "user"     // legacy: operator
 )
 
 // Token is an API token; only the SHA-256 of its secret is stored.
 type Token struct {
-	ID      string `json:"id"`
-	Name    string `json:"name"`
-	Hash    string `json:"hash"` // hex sha256 of the full token string
-	Role    string `json:"role"`
-	Created int64  `json:"created"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Hash string `json:"hash"` // hex sha256 of the full token string
+	Role string `json:"role"`
+	// Prefixes, if any, limit a non-admin token to the vdisks and flists
+	// whose names start with one of them. Absent in entries written
+	// before prefixes existed: such a token is not limited.
+	Prefixes []string `json:"prefixes,omitempty"`
+	Created  int64    `json:"created"`
+}
+
+// EffectiveRole is the role t acts with: RoleAdmin, RoleOperator or
+// RoleReader (RoleUser and an empty role are RoleOperator).
+func (t *Token) EffectiveRole() string {
+	switch t.Role {
+	case RoleAdmin, RoleReader:
+		return t.Role
+	}
+	return RoleOperator
 }
 
 // Pin keeps a blob alive for the garbage collector.

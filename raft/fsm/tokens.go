@@ -33,13 +33,48 @@ func checkToken(t *Token) error {
 	return nil
 }
 
+// MaxTokenPrefixes bounds the name prefixes of one token.
+const MaxTokenPrefixes = 32
+
+// checkRole checks a new token's role and prefixes. RoleUser stays
+// accepted: the log holds token.create entries with it, and replaying
+// them must give the State it gave.
+func checkRole(t *Token) error {
+	switch t.Role {
+	case RoleAdmin, RoleOperator, RoleReader, RoleUser:
+	default:
+		return errf(ErrInvalid, "token role %q: want admin, operator or reader", t.Role)
+	}
+	if len(t.Prefixes) == 0 {
+		t.Prefixes = nil // an empty list and none are the same token
+		return nil
+	}
+	if t.Role == RoleAdmin {
+		return errf(ErrInvalid, "token %s: an admin token cannot be limited to name prefixes (it could create one that is not)", t.ID)
+	}
+	if len(t.Prefixes) > MaxTokenPrefixes {
+		return errf(ErrInvalid, "token %s: %d name prefixes, at most %d", t.ID, len(t.Prefixes), MaxTokenPrefixes)
+	}
+	seen := map[string]bool{}
+	for _, p := range t.Prefixes {
+		if !ValidName(p) {
+			return errf(ErrInvalid, "token %s: name prefix %q: use 1-%d letters, digits, '.', '_' or '-', not starting with '.' or '-'", t.ID, p, maxNameLength)
+		}
+		if seen[p] {
+			return errf(ErrInvalid, "token %s: name prefix %q given twice", t.ID, p)
+		}
+		seen[p] = true
+	}
+	return nil
+}
+
 func (s *State) applyTokenCreate(c *Command, a TokenCreateArgs) (*Token, error) {
 	t := a.Token
 	if err := checkToken(&t); err != nil {
 		return nil, err
 	}
-	if t.Role != RoleAdmin && t.Role != RoleUser {
-		return nil, errf(ErrInvalid, "token role %q: want admin or user", t.Role)
+	if err := checkRole(&t); err != nil {
+		return nil, err
 	}
 	if _, ok := s.Tokens[t.ID]; ok {
 		return nil, errf(ErrExists, "token %s exists", t.ID)
