@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/orchestrator"
+	"github.com/zosproject/zos/orchestrator/client"
 )
 
 // DevConfig configures an embedded development cluster: N nodes in one
@@ -141,4 +143,14 @@ func (d *Dev) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Client returns an API client of node i with the admin token, trusting
+// the cluster CA.
+func (d *Dev) Client(i int) *client.Client {
+	var tc *tls.Config
+	if p := d.Nodes[i].pki; p != nil {
+		tc = &tls.Config{RootCAs: p.Pool()}
+	}
+	return client.NewTLS(d.Nodes[i].APIAddr(), d.Token, tc)
 }

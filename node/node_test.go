@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/orchestrator"
-	"github.com/zosproject/zos/orchestrator/client"
 )
 
 func randomBase() string { return fmt.Sprintf("127.%d.%d.1", 20+rand.IntN(200), rand.IntN(250)) }
@@ -31,7 +30,7 @@ func TestDevLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("3-node dev cluster serving after %v", time.Since(start))
-	c := client.New(d.Nodes[2].APIAddr(), d.Token)
+	c := d.Client(2)
 	var cs orchestrator.ClusterStatus
 	if err := c.Do(ctx, http.MethodGet, "/api/v1/cluster", nil, &cs); err != nil {
 		t.Fatal(err)
@@ -66,7 +65,7 @@ func TestDevLifecycle(t *testing.T) {
 	if d.Token != token {
 		t.Fatalf("token changed across restarts")
 	}
-	c = client.New(d.Nodes[0].APIAddr(), d.Token)
+	c = d.Client(0)
 	var v struct {
 		Name string `json:"name"`
 	}
