@@ -111,7 +111,7 @@ func (n *Node) setupTLS(ctx context.Context, ident identity) error {
 			return err
 		}
 		return pki.Save(dir, ca.PEM(), certPEM, keyPEM)
-	default: // join
+	case n.cfg.Join != "":
 		caPEM, err := n.joinCA(ctx)
 		if err != nil {
 			return err
@@ -119,6 +119,7 @@ func (n *Node) setupTLS(ctx context.Context, ident identity) error {
 		n.pki, err = pki.NewHolder(caPEM, n.log.With("component", "tls"))
 		return err
 	}
+	return nil // Start refuses: neither state, --bootstrap nor --join
 }
 
 // joinCA returns the CA to trust when joining: --cacert, else the one the
