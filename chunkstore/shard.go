@@ -350,3 +350,12 @@ func WalkShards(ctx context.Context, s ShardEnumerator, after ShardKey, pageSize
 		after = page[len(page)-1].Key
 	}
 }
+
+// LocalShardStore is a node's own shard store with a place for
+// checkpoints (disk.Store is one): what heal and scrub work on.
+type LocalShardStore interface {
+	ShardStore
+	SetMeta(name string, value []byte) error
+	GetMeta(name string) ([]byte, error)
+	DeleteMeta(name string) error
+}

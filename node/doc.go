@@ -23,4 +23,10 @@
 // could not remember them all. Every node reports its disk usage
 // periodically. Close shuts everything down in reverse order; a leader first
 // hands leadership over so the cluster does not wait for an election timeout.
+//
+// The RESP port is the node agent (package node/agent, 0-core's job
+// protocol): admin tokens and the cluster secret authenticate; jobs, host
+// info, bridges and flist mounts (through the node's shared chunk cache in
+// DIR/flist-cache) are its commands. Close kills and reaps every job before
+// the mounts and the keyspace go.
 package node

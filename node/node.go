@@ -26,6 +26,7 @@ import (
 	"github.com/zosproject/zos/flist/hub"
 	"github.com/zosproject/zos/internal/pki"
 	"github.com/zosproject/zos/internal/slogx"
+	"github.com/zosproject/zos/node/agent"
 	"github.com/zosproject/zos/node/resp"
 	"github.com/zosproject/zos/orchestrator"
 	"github.com/zosproject/zos/orchestrator/client"
@@ -38,14 +39,15 @@ var ErrRemoved = errors.New("node: removed from the cluster")
 
 // Node is a running zos node.
 type Node struct {
-	cfg  Config
-	log  *slog.Logger
-	id   string
-	reg  *prometheus.Registry
-	raft *raft.Server
-	api  *orchestrator.Server
-	http *http.Server
-	resp *resp.Server
+	cfg   Config
+	log   *slog.Logger
+	id    string
+	reg   *prometheus.Registry
+	raft  *raft.Server
+	api   *orchestrator.Server
+	http  *http.Server
+	resp  *resp.Server
+	agent *agent.Manager
 
 	storage *storage
 	blockd  *blockd.Service
@@ -249,18 +251,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.startAPI(apiLn); err != nil {
 		return nil, err
 	}
-	n.resp = resp.New(resp.Config{Logger: cfg.Logger, Registerer: n.reg, IdleTimeout: 10 * time.Minute,
-		Auth: func(tok string) bool { _, err := n.api.Authenticate(tok); return err == nil }})
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.resp.Serve(n.ctx, respLn); err != nil {
-			n.log.Error("RESP server stopped", "err", err)
-		}
-	}()
-	n.closers = append(n.closers, n.resp.Close)
 	if cfg.RESPTLS {
+		// RESP over TLS with the node certificate (0-core's redis-proxy).
 		respLn = tls.NewListener(respLn, n.pki.PublicServerConfig())
+	}
+	if err := n.startAgent(respLn); err != nil {
+		return nil, err
 	}
 	n.ready.Store(true)
 	n.startLoops()

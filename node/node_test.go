@@ -2,25 +2,26 @@ package node
 
 import (
 	"context"
-	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 	"github.com/zosproject/zos/orchestrator"
 )
 
-func randomBase() string { return fmt.Sprintf("127.%d.%d.1", 20+rand.IntN(200), rand.IntN(250)) }
+// randomBase returns the first address of a fresh /24 of the package's
+// loopback block: the nodes bind fixed ports.
+func randomBase(t testing.TB) string { t.Helper(); return loopback.Fresh("node") + "1" }
 
 // TestDevLifecycle starts an embedded three-node cluster, uses it, stops
 // it (no goroutine may outlive it), and starts it again from its data dir.
 func TestDevLifecycle(t *testing.T) {
 	before := runtime.NumGoroutine()
 	dir := t.TempDir()
-	base := randomBase()
+	base := randomBase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -84,7 +85,7 @@ func TestStartRefusals(t *testing.T) {
 		{Config{}, "--dir is required"},
 		{Config{Dir: t.TempDir(), Bind: "nope"}, "not an IP address"},
 		{Config{Dir: t.TempDir(), Bootstrap: true, Join: "x"}, "exclude each other"},
-		{Config{Dir: t.TempDir(), Bind: randomBase()}, "start with --bootstrap or --join"},
+		{Config{Dir: t.TempDir(), Bind: randomBase(t)}, "start with --bootstrap or --join"},
 	} {
 		_, err := Start(ctx, tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -92,7 +93,7 @@ func TestStartRefusals(t *testing.T) {
 		}
 	}
 	// A busy port is reported.
-	base := randomBase()
+	base := randomBase(t)
 	d, err := StartDev(ctx, DevConfig{Dir: t.TempDir(), Nodes: 1, BaseIP: base})
 	if err != nil {
 		t.Fatal(err)

@@ -82,7 +82,7 @@ func TestRouteAuth(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d, err := StartDev(ctx, DevConfig{Dir: t.TempDir(), Nodes: 1, BaseIP: randomBase(), DisableTLS: true}) // the route matrix, not TLS
+	d, err := StartDev(ctx, DevConfig{Dir: t.TempDir(), Nodes: 1, BaseIP: randomBase(t), DisableTLS: true}) // the route matrix, not TLS
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,7 +81,17 @@ func (n *Node) startAPI(ln net.Listener) error {
 		Gatherer: n.reg, Ready: n.ready.Load, Logger: n.cfg.Logger, PeerTLS: n.peerTLS(), SignNode: signNode,
 		Mount: []func(public, protected *http.ServeMux){
 			func(public, protected *http.ServeMux) {
-				h.Register(public)
+				// The hub's writes take an Idempotency-Key like the
+				// API's own (the hub authenticates them itself).
+				hubMux := http.NewServeMux()
+				h.Register(hubMux)
+				for _, rt := range hub.Routes {
+					var hh http.Handler = hubMux
+					if rt.Method != http.MethodGet {
+						hh = n.idempotent(hubMux)
+					}
+					public.Handle(rt.Pattern(), hh)
+				}
 				blockd.RegisterHTTP(protected, n.blockd)
 				public.Handle(zosapi.SyncVDisk.Pattern(), n.nodeOnly(httpx.Handler(n.syncVDisk)))
 				n.storage.register(public, protected)
@@ -113,6 +123,22 @@ func (n *Node) startAPI(ln net.Listener) error {
 		return n.http.Shutdown(ctx)
 	})
 	return nil
+}
+
+// idempotent makes the writes of a route that authenticates itself (the
+// hub's) take an Idempotency-Key: a retry with the same key by the same
+// token gets the first answer (orchestrator.Server.WithIdempotencyKey). A
+// malformed key is refused in the hub's envelope. The API server is looked
+// up per request, as in nodeOnly.
+func (n *Node) idempotent(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r, err := n.api.WithIdempotencyKey(r)
+		if err != nil {
+			hub.WriteError(w, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // nodeOnly restricts h to other nodes (the cluster secret). The API server

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,8 @@ var (
 	fuzzOnce sync.Once
 	fuzzSrv  *Server
 	fuzzErr  error
+	// fuzzDown closes what fuzzServer opened (TestMain, after the tests).
+	fuzzDown = func() {}
 )
 
 const fuzzToken = "zos_fuzz_admin_token"
@@ -37,6 +40,10 @@ func fuzzServer(tb testing.TB) *Server {
 		if err != nil {
 			fuzzErr = err
 			return
+		}
+		fuzzDown = func() {
+			rs.Close()
+			os.RemoveAll(dir)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -242,6 +242,12 @@ func Open(cfg Config) (*Server, error) {
 }
 
 func (s *Server) closeStores() {
+	if nt, ok := s.trans.(*hraft.NetworkTransport); ok && s.cfg.Transport == nil {
+		// Close does not close the pooled connections to the peers:
+		// without this their handlers (each a goroutine, blocked reading)
+		// and our sockets would outlive the server.
+		nt.CloseStreams()
+	}
 	if c, ok := s.trans.(interface{ Close() error }); ok && s.cfg.Transport == nil {
 		c.Close()
 	}

@@ -6,10 +6,12 @@
 set -euo pipefail
 mode=${1:-test}
 
-run_pkgs=(fuse3 ca-certificates)
+# nftables and dnsmasq-base: the agent's bridge NAT and DHCP (bridge.create).
+run_pkgs=(fuse3 ca-certificates nftables dnsmasq-base)
 test_pkgs=(fuse3 libnbd-bin nbdkit qemu-utils fio qemu-system-x86 linux-image-amd64
   busybox-static cpio redis-tools iproute2 iptables e2fsprogs debootstrap util-linux
-  kmod zstd attr psmisc procps curl runc)
+  kmod zstd attr psmisc procps curl runc
+  nftables dnsmasq-base redis-server python3-redis)
 
 case "$mode" in
   run) want=("${run_pkgs[@]}") ;;

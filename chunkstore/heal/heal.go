@@ -16,14 +16,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// LocalStore is the node's own shard store with a place for checkpoints
-// (disk.Store is one).
-type LocalStore interface {
-	chunkstore.ShardStore
-	SetMeta(name string, value []byte) error
-	GetMeta(name string) ([]byte, error)
-	DeleteMeta(name string) error
-}
+// LocalStore is the node's own shard store with a place for checkpoints.
+type LocalStore = chunkstore.LocalShardStore
 
 // Config configures a Healer.
 type Config struct {

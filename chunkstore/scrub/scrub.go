@@ -32,13 +32,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// LocalStore is the node's shard store with checkpoint storage (disk.Store).
-type LocalStore interface {
-	chunkstore.ShardStore
-	SetMeta(name string, value []byte) error
-	GetMeta(name string) ([]byte, error)
-	DeleteMeta(name string) error
-}
+// LocalStore is the node's own shard store with a place for checkpoints.
+type LocalStore = chunkstore.LocalShardStore
 
 // Config configures a Scrubber.
 type Config struct {

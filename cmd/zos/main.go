@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -17,6 +18,10 @@ func main() {
 	defer stop()
 	root := newRootCmd()
 	if err := root.ExecuteContext(ctx); err != nil {
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			os.Exit(ec.ExitCode())
+		}
 		fmt.Fprintln(os.Stderr, "zos:", err)
 		os.Exit(1)
 	}
@@ -29,7 +34,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newNodeCmd(), newDevCmd(), newClusterCmd(), newTokenCmd(), newPoolCmd(), newStoreCmd(), newVDiskCmd(), newFlistCmd(), newBenchCmd(), newVersionCmd())
+	root.AddCommand(newNodeCmd(), newDevCmd(), newClusterCmd(), newTokenCmd(), newPoolCmd(), newStoreCmd(), newVDiskCmd(), newFlistCmd(), newJobCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 

@@ -34,6 +34,22 @@ func progressReader(what string, r io.Reader, total int64) (_ io.Reader, done fu
 	return &countingReader{r: r, fn: prog}, done
 }
 
+// openProgress opens the file at path for reading with a progress line
+// labelled what; done finishes the line and closes the file.
+func openProgress(what, path string) (_ io.Reader, size int64, done func(), _ error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, nil, err
+	}
+	body, finish := progressReader(what, f, st.Size())
+	return body, st.Size(), func() { finish(); f.Close() }, nil
+}
+
 func byteProgress(what string, total int64) (func(int64), func()) {
 	if term.IsTerminal(int(os.Stderr.Fd())) {
 		bar := progressbar.NewOptions64(total,

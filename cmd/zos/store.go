@@ -22,16 +22,10 @@ func newStoreCmd() *cobra.Command {
 	pool := put.Flags().String("pool", "", "pool (default: the default pool)")
 	noPin := put.Flags().Bool("no-pin", false, "do not pin the blob (the garbage collector may then remove it)")
 	put.RunE = func(c *cobra.Command, args []string) error {
-		f, err := os.Open(args[0])
+		body, _, done, err := openProgress("put "+args[0], args[0])
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		body, done := progressReader("put "+args[0], f, st.Size())
 		resp, err := client.FromEnv().PutBlob(c.Context(), body, client.PutBlobOptions{Note: args[0], Pool: *pool, NoPin: *noPin})
 		done()
 		if err != nil {

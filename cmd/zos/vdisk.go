@@ -61,19 +61,13 @@ func vdiskCreateCmd() *cobra.Command {
 		req := vdiskapi.CreateRequest{Name: name, Size: vdiskapi.Size(sz), BlockSize: vdiskapi.Size(bsz), Type: *typ, Pool: *pool, From: *from}
 		var info blockd.VDiskInfo
 		if *image != "" {
-			f, err := os.Open(*image)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			st, err := f.Stat()
+			body, size, done, err := openProgress("import "+name, *image)
 			if err != nil {
 				return err
 			}
 			if req.Size == 0 {
-				req.Size = vdiskapi.Size((st.Size() + 511) &^ 511)
+				req.Size = vdiskapi.Size((size + 511) &^ 511)
 			}
-			body, done := progressReader("import "+name, f, st.Size())
 			info, err = cl.CreateVDiskFromImage(cmd.Context(), req, body)
 			done()
 			if err != nil {
@@ -317,22 +311,16 @@ func vdiskExportCmd() *cobra.Command {
 func vdiskImportCmd() *cobra.Command {
 	c := &cobra.Command{Use: "import NAME FILE.raw", Short: "Replace a vdisk's content with a raw image (not while attached read-write)", Args: cobra.ExactArgs(2)}
 	c.RunE = func(cmd *cobra.Command, args []string) error {
-		f, err := os.Open(args[1])
+		body, size, done, err := openProgress("import "+args[0], args[1])
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		body, done := progressReader("import "+args[0], f, st.Size())
 		info, err := client.FromEnv().Import(cmd.Context(), args[0], body)
 		done()
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "imported %s into %s (%s allocated)\n", humanBytes(st.Size()), info.Name, humanBytes(info.Allocated))
+		fmt.Fprintf(cmd.OutOrStdout(), "imported %s into %s (%s allocated)\n", humanBytes(size), info.Name, humanBytes(info.Allocated))
 		return nil
 	}
 	return c

@@ -185,6 +185,13 @@ func (h *Hub) fail(w http.ResponseWriter, err error, code int) {
 	httpx.WriteJSON(w, code, envelope{Status: "error", Message: err.Error()})
 }
 
+// WriteError answers err in the hub's envelope with the status the hub
+// maps it to: for what wraps the hub's routes (the node's Idempotency-Key
+// check) and refuses a request before it reaches them.
+func WriteError(w http.ResponseWriter, err error) {
+	httpx.WriteJSON(w, statusOf(err), envelope{Status: "error", Message: err.Error()})
+}
+
 // statusOf is the HTTP status of an error: the hub's and flist's error
 // kinds here, the chunk store's and the rest by httpx.Classify.
 func statusOf(err error) int {
@@ -305,6 +312,13 @@ func (h *Hub) delete(w http.ResponseWriter, r *http.Request) {
 		repo = id.User
 	}
 	e, err := h.entry(r.Context(), repo, r.PathValue("name"))
+	if errors.Is(err, ErrNotFound) && r.Header.Get(httpx.IdempotencyHeader) != "" && (id.Admin || repo == id.User) {
+		// Perhaps a delete retried after its answer was lost: the
+		// Registry answers it (with the first answer if it remembers
+		// the key, as the node's does; else not found). The caller
+		// may delete anything in this repo, so no owner is checked.
+		e, err = Entry{Repo: repo, Name: TrimFlistName(r.PathValue("name"))}, nil
+	}
 	if err != nil {
 		h.fail(w, err, 0)
 		return
@@ -345,6 +359,26 @@ func NameFromFile(fn string) string {
 
 // uploadBody returns the uploaded stream and its file name: the multipart
 // field "file" (as 0-hub) or the raw body.
+// namedUpload reads at most limit bytes of an upload and names the flist
+// from ?name= or else from the uploaded file's name.
+// It returns the body, the file's name as uploaded, and the flist's name.
+func namedUpload(w http.ResponseWriter, r *http.Request, limit int64) (_ io.Reader, fname, name string, _ func(), _ error) {
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	body, fname, closeBody, err := uploadBody(r)
+	if err != nil {
+		return nil, "", "", nil, err
+	}
+	name = TrimFlistName(r.URL.Query().Get("name"))
+	if name == "" {
+		name = NameFromFile(fname)
+	}
+	if err := CheckName(name); err != nil {
+		closeBody()
+		return nil, "", "", nil, fmt.Errorf("%w (give ?name=)", err)
+	}
+	return body, fname, name, closeBody, nil
+}
+
 func uploadBody(r *http.Request) (io.Reader, string, func(), error) {
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "multipart/form-data" {
@@ -377,21 +411,12 @@ func (h *Hub) upload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err, 0)
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxUploadBytes)
-	body, fname, closeBody, err := uploadBody(r)
+	body, fname, name, closeBody, err := namedUpload(w, r, h.cfg.MaxUploadBytes)
 	if err != nil {
 		h.fail(w, err, 0)
 		return
 	}
 	defer closeBody()
-	name := TrimFlistName(r.URL.Query().Get("name"))
-	if name == "" {
-		name = NameFromFile(fname)
-	}
-	if err := CheckName(name); err != nil {
-		h.fail(w, fmt.Errorf("%w (give ?name=)", err), 0)
-		return
-	}
 	select {
 	case h.builds <- struct{}{}:
 		defer func() { <-h.builds }()
@@ -448,21 +473,12 @@ func (h *Hub) uploadFlist(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err, 0)
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFlistFile)
-	body, fname, closeBody, err := uploadBody(r)
+	body, _, name, closeBody, err := namedUpload(w, r, maxFlistFile)
 	if err != nil {
 		h.fail(w, err, 0)
 		return
 	}
 	defer closeBody()
-	name := TrimFlistName(r.URL.Query().Get("name"))
-	if name == "" {
-		name = NameFromFile(fname)
-	}
-	if err := CheckName(name); err != nil {
-		h.fail(w, fmt.Errorf("%w (give ?name=)", err), 0)
-		return
-	}
 	data, err := io.ReadAll(body)
 	if err != nil {
 		h.fail(w, fmt.Errorf("%w: %v", flist.ErrBadArchive, err), 0)

@@ -91,9 +91,15 @@ var Layers = []Layer{
 	{From: "blockd", Forbidden: []string{"node", "cmd", "flist"}},
 	{From: "raft", Forbidden: []string{"node", "orchestrator", "blockd", "flist", "cmd"}},
 	{From: "orchestrator", Forbidden: []string{"node", "cmd"}},
+	// The node agent is host-side: the node wires it to the cluster.
+	{From: "node/agent", Forbidden: []string{"raft", "orchestrator", "blockd", "cmd"}},
+	{From: "node/resp", Forbidden: []string{"node/agent", "raft", "orchestrator", "blockd", "flist", "chunkstore"}},
 	// The container runtime is a library under the agent: it knows
 	// neither the agent's wire protocol nor the cluster.
 	{From: "node/container", Forbidden: []string{"node/agent", "node/resp", "raft", "orchestrator", "chunkstore", "blockd", "cmd"}},
+	// The VM runtime likewise; it reaches vdisks only over NBD and the
+	// DiskLeaser interface, which the agent's kvm.* binding wires to blockd.
+	{From: "node/vm", Forbidden: []string{"node/agent", "node/resp", "node/container", "raft", "orchestrator", "chunkstore", "blockd", "flist", "cmd"}},
 	{From: "", Forbidden: []string{"cmd"}},
 }
 

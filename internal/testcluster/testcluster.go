@@ -1,7 +1,8 @@
 // Package testcluster runs real multi-process zos clusters for tests: it
 // builds the zos binary once per test binary, starts `zos node` processes
-// on their own loopback addresses (a random 127.X.Y.0/24 per cluster, so
-// test packages running in parallel do not collide on the default ports),
+// on their own loopback addresses (a fresh /24 of the block loopback gives
+// testcluster, so clusters never share the default ports with each other or
+// with another package's tests),
 // and kills every process it started when the test ends.
 //
 // Beside it, for in-process tests: loopback hands each test package a
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/internal/invariants"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 	"github.com/zosproject/zos/orchestrator/client"
 )
 
@@ -112,7 +114,7 @@ type Proc struct {
 func Start(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, Bin: Binary(t), Token: "zos_test_" + fmt.Sprint(rand.Int64()), opts: opts,
-		Base: fmt.Sprintf("127.%d.%d.", 20+rand.IntN(200), rand.IntN(250))}
+		Base: loopback.Fresh("internal/testcluster")}
 	c.dir = t.TempDir() // before KillAll, so logs outlive the nodes
 	if keep := os.Getenv("ZOS_TEST_KEEP"); keep != "" {
 		// Post-mortems: the nodes' directories and logs stay in $ZOS_TEST_KEEP.

@@ -64,8 +64,8 @@ func ReadCommand(r *bufio.Reader) ([][]byte, error) {
 		if total > MaxTotalSize {
 			return nil, protoErr("request larger than %d bytes", MaxTotalSize)
 		}
-		buf := make([]byte, size+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
+		buf, err := readBulk(r, size+2)
+		if err != nil {
 			return nil, eofIsUnexpected(err)
 		}
 		if buf[size] != '\r' || buf[size+1] != '\n' {
@@ -74,6 +74,30 @@ func ReadCommand(r *bufio.Reader) ([][]byte, error) {
 		args = append(args, buf[:size])
 	}
 	return args, nil
+}
+
+// readBulk reads n bytes. Large bodies are read in growing steps, so a
+// client that announces a big bulk string and sends little makes the
+// server allocate only what arrived.
+func readBulk(r *bufio.Reader, n int) ([]byte, error) {
+	const step = 1 << 20
+	if n <= step {
+		buf := make([]byte, n)
+		_, err := io.ReadFull(r, buf)
+		return buf, err
+	}
+	buf := make([]byte, 0, step)
+	for len(buf) < n {
+		if cap(buf) == len(buf) {
+			buf = append(buf, make([]byte, min(cap(buf), n-len(buf)))...)[:len(buf)]
+		}
+		m, err := io.ReadFull(r, buf[len(buf):min(cap(buf), n)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
 }
 
 func eofIsUnexpected(err error) error {

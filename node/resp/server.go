@@ -126,12 +126,66 @@ func (s *Server) Close() error {
 // Conn is one client connection.
 type Conn struct {
 	W      *Writer
+	r      *bufio.Reader
 	Authed bool
 	// User is the name the client authenticated as ("default" for a
 	// password-only AUTH).
 	User string
 	nc   net.Conn
 }
+
+// WatchDisconnect returns a context that ends when the client hangs up
+// (or ctx ends), for handlers that block. Until stop is called the
+// connection's reader belongs to the watcher; stop returns it, keeping any
+// bytes the client pipelined meanwhile. The watcher starts only after
+// watchDelay, so pops answered at once cost nothing.
+func (c *Conn) WatchDisconnect(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	if c.r == nil || c.r.Buffered() > 0 {
+		// No reader, or more commands are already here: the client is alive.
+		return ctx, cancel
+	}
+	var mu sync.Mutex
+	var done chan struct{}
+	stopped := false
+	t := time.AfterFunc(watchDelay, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		done = make(chan struct{})
+		go func() {
+			defer close(done)
+			if _, err := c.r.Peek(1); err != nil {
+				var ne net.Error
+				if !errors.As(err, &ne) || !ne.Timeout() {
+					cancel() // EOF or reset: the client is gone
+				}
+			}
+		}()
+	})
+	return ctx, func() {
+		t.Stop()
+		mu.Lock()
+		stopped = true
+		d := done
+		mu.Unlock()
+		if d != nil {
+			select {
+			case <-d:
+			default:
+				c.nc.SetReadDeadline(time.Now()) // unblock the peek
+				<-d
+				c.nc.SetReadDeadline(time.Time{})
+			}
+		}
+		cancel()
+	}
+}
+
+// watchDelay: blocking commands watch for a hang-up after this long.
+const watchDelay = 20 * time.Millisecond
 
 // RemoteAddr returns the client's address.
 func (c *Conn) RemoteAddr() string { return c.nc.RemoteAddr().String() }
@@ -147,7 +201,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}()
 	s.nconns.Inc()
 	r := bufio.NewReaderSize(nc, 16<<10)
-	c := &Conn{W: NewWriter(bufio.NewWriterSize(nc, 16<<10)), nc: nc}
+	c := &Conn{W: NewWriter(bufio.NewWriterSize(nc, 16<<10)), nc: nc, r: r}
 	for {
 		if s.cfg.IdleTimeout > 0 {
 			nc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))

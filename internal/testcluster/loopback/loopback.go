@@ -2,7 +2,9 @@ package loopback
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"sync"
 )
 
 // Packages are the test packages that own a range, by path under the
@@ -37,3 +39,43 @@ func Addr(pkg string, host int) string {
 	}
 	return fmt.Sprintf("%s%d", Prefix(pkg), host)
 }
+
+// Blocks are the test packages that start clusters on fixed ports, and so
+// need a fresh /24 for every cluster: block i is 127.(220+i).0.0/16, out
+// of the way of Packages (127.0.N) and of the benchmark drivers, which run
+// outside tests (127.20-219). Append only; never reorder.
+var Blocks = []string{
+	"node",
+	"internal/testcluster", // every e2e cluster
+}
+
+// Fresh returns a /24 of pkg's block not handed out before in this
+// process, as "127.B.N." (N picked at random first, so that concurrent
+// test binaries of one package are unlikely to meet). It panics if pkg has
+// no block (add it to Blocks) or its 250 /24s are used up.
+func Fresh(pkg string) string {
+	i := slices.Index(Blocks, pkg)
+	if i < 0 {
+		panic(fmt.Sprintf("loopback: package %q has no block; add it to loopback.Blocks", pkg))
+	}
+	freshMu.Lock()
+	defer freshMu.Unlock()
+	if freshUsed[pkg] == nil {
+		freshUsed[pkg] = map[int]bool{}
+	}
+	used := freshUsed[pkg]
+	if len(used) >= 250 {
+		panic(fmt.Sprintf("loopback: package %q used all of its block", pkg))
+	}
+	n := rand.IntN(250)
+	for used[n] {
+		n = (n + 1) % 250
+	}
+	used[n] = true
+	return fmt.Sprintf("127.%d.%d.", 220+i, n)
+}
+
+var (
+	freshMu   sync.Mutex
+	freshUsed = map[string]map[int]bool{}
+)

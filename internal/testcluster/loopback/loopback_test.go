@@ -30,3 +30,23 @@ func TestRanges(t *testing.T) {
 	}()
 	Prefix("nope")
 }
+
+func TestFresh(t *testing.T) {
+	seen := map[string]bool{}
+	for range 250 {
+		pre := Fresh("node")
+		if seen[pre] || pre[:8] != "127.220." {
+			t.Fatalf("Fresh = %s (seen %v)", pre, seen[pre])
+		}
+		seen[pre] = true
+	}
+	if got := Fresh("internal/testcluster"); got[:8] != "127.221." {
+		t.Fatalf("Fresh = %s", got)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("a used-up block handed out another /24")
+		}
+	}()
+	Fresh("node")
+}
