@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/zosproject/zos/flist/hub"
 	"github.com/zosproject/zos/internal/httpx"
 	"github.com/zosproject/zos/internal/pki"
 	"github.com/zosproject/zos/orchestrator"
@@ -463,4 +464,12 @@ func pemOf(c *x509.Certificate) []byte {
 
 func pemEncode(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// hubTLS makes a hub client of this cluster's nodes use https with the
+// node's certificate (no-op without TLS).
+func (n *Node) hubTLS(c *hub.Client) {
+	if n.pki != nil {
+		c.HTTP = &http.Client{Transport: n.peerTransport()}
+	}
 }
