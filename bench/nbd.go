@@ -19,7 +19,6 @@ import (
 
 	"github.com/zosproject/zos/bench/nbdbench"
 	"github.com/zosproject/zos/node"
-	"github.com/zosproject/zos/orchestrator/client"
 )
 
 // NBDConfig configures the vdisk benchmark.
@@ -75,7 +74,7 @@ func NBD(ctx context.Context, cfg NBDConfig) (*nbdbench.Report, error) {
 		return nil, err
 	}
 	defer dev.Close()
-	c := client.New(dev.Nodes[0].APIAddr(), dev.Token)
+	c := dev.Client(0)
 	if err := c.Do(ctx, http.MethodPost, "/api/v1/vdisks", map[string]any{"name": "bench", "size": cfg.Size, "block_size": cfg.BlockSize}, nil); err != nil {
 		return nil, fmt.Errorf("bench: create vdisk: %w", err)
 	}

@@ -215,14 +215,14 @@ func TestJoinRefusals(t *testing.T) {
 		}
 	}
 	// No token at all, and a user token on an admin route.
-	if err := client.New(c.APIAddr(0), "").Do(ctx, http.MethodGet, "/api/v1/cluster", nil, nil); !client.IsCode(err, "unauthorized") {
+	if err := c.ClientAs(0, "").Do(ctx, http.MethodGet, "/api/v1/cluster", nil, nil); !client.IsCode(err, "unauthorized") {
 		t.Fatalf("no token: %v", err)
 	}
 	var tok orchestrator.CreateTokenResponse
 	if err := cl.Do(ctx, http.MethodPost, "/api/v1/tokens", orchestrator.CreateTokenRequest{Name: "bob"}, &tok); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.New(c.APIAddr(0), tok.Token).Do(ctx, http.MethodPost, "/api/v1/nodes/join", map[string]any{}, nil); !client.IsCode(err, "forbidden") {
+	if err := c.ClientAs(0, tok.Token).Do(ctx, http.MethodPost, "/api/v1/nodes/join", map[string]any{}, nil); !client.IsCode(err, "forbidden") {
 		t.Fatalf("user token joining: %v", err)
 	}
 	if e := epoch(); e != e0 {
@@ -234,7 +234,7 @@ func TestJoinRefusals(t *testing.T) {
 		t.Fatalf("nodes after refused joins: %+v", ns)
 	}
 	// Health needs no token.
-	resp, err := http.Get(c.APIAddr(0) + "/healthz")
+	resp, err := c.HTTP().Get(c.APIAddr(0) + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("healthz: %v", err)
 	}

@@ -43,7 +43,7 @@ func makeTree(t *testing.T) (string, map[string][]byte) {
 func mountFlist(t *testing.T, c *testcluster.Cluster, i int, src, mnt, cacheDir string) func() {
 	t.Helper()
 	cmd := exec.Command(c.Bin, "flist", "mount", src, mnt, "--cache-dir", cacheDir, "--cache-size", "64M", "--fetch-timeout", "20s")
-	cmd.Env = append(os.Environ(), "ZOS_ADDR="+c.APIAddr(i), "ZOS_TOKEN="+c.Token)
+	cmd.Env = c.Env(i)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -20,6 +20,7 @@ type netLab struct {
 	t      *testing.T
 	tag    string
 	subnet string // "10.77.X."
+	cacert string // the cluster CA, for curl ("" without TLS)
 }
 
 func sh(t *testing.T, args ...string) {
@@ -84,8 +85,12 @@ func (l *netLab) destroy() {
 func (l *netLab) nsCurl(i int, timeout time.Duration, method, url, token, body string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)
 	defer cancel()
-	out, _ := exec.CommandContext(ctx, "ip", "netns", "exec", l.ns(i), "curl", "-s", "-m", fmt.Sprint(int(timeout.Seconds())),
-		"-o", "/dev/stderr", "-w", "%{http_code}", "-X", method, "-H", "Authorization: Bearer "+token, "--data-binary", body, url).CombinedOutput()
+	args := []string{"netns", "exec", l.ns(i), "curl", "-s", "-m", fmt.Sprint(int(timeout.Seconds())),
+		"-o", "/dev/stderr", "-w", "%{http_code}", "-X", method, "-H", "Authorization: Bearer " + token, "--data-binary", body}
+	if l.cacert != "" {
+		args = append(args, "--cacert", l.cacert)
+	}
+	out, _ := exec.CommandContext(ctx, "ip", append(args, url)...).CombinedOutput()
 	s := string(out)
 	if len(s) < 3 {
 		return 0, s
@@ -120,7 +125,8 @@ func TestPartition(t *testing.T) {
 	lab.cut(lone, true)
 
 	// The isolated node cannot commit: its write fails with a clear error.
-	code, body := lab.nsCurl(lone, 40*time.Second, "PUT", fmt.Sprintf("http://%s%d:5000/api/v1/kv/load/minority", lab.subnet, lone), c.Token, "x")
+	lab.cacert = c.CAFile()
+	code, body := lab.nsCurl(lone, 40*time.Second, "PUT", fmt.Sprintf("%s://%s%d:5000/api/v1/kv/load/minority", c.Scheme(), lab.subnet, lone), c.Token, "x")
 	if code != 503 && code != 504 {
 		t.Fatalf("write on the isolated node: HTTP %d %s", code, body)
 	}

@@ -81,6 +81,7 @@ func (n *Node) openFlist(ctx context.Context, url string) (*flist.Reader, chunks
 			return nil, nil, err
 		}
 		c := hub.NewClient(base, n.clusterSecret())
+		n.hubTLS(c)
 		r, err := c.Open(ctx, p)
 		return r, c, err
 	}
@@ -88,7 +89,8 @@ func (n *Node) openFlist(ctx context.Context, url string) (*flist.Reader, chunks
 	if !ok || hub.CheckName(repo) != nil || hub.CheckName(hub.TrimFlistName(name)) != nil {
 		return nil, nil, agent.Argf("url %q: want REPO/NAME or http://HOST:5000/REPO/NAME.flist", url)
 	}
-	c := hub.NewClient("http://"+n.APIAddr(), n.clusterSecret())
+	c := hub.NewClient(n.scheme()+"://"+n.APIAddr(), n.clusterSecret())
+	n.hubTLS(c)
 	r, err := c.Open(ctx, repo+"/"+hub.TrimFlistName(name))
 	return r, c, err
 }

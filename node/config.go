@@ -79,6 +79,22 @@ type Config struct {
 	NBDTLSCert, NBDTLSKey, NBDTLSClientCA string
 	NBDTLSRequired                        bool
 
+	// DisableTLS turns TLS off everywhere (--tls=false: a loopback lab).
+	// By default every link between nodes is mutual TLS with the cluster
+	// CA, and the API, hub and metrics serve HTTPS (internal/pki).
+	DisableTLS bool
+	// CACert is the cluster CA certificate (a PEM file) a joining node
+	// trusts; without it the CA the member at Join presents is trusted on
+	// first use (logged with its fingerprint).
+	CACert string
+	// CertTTL is the validity of node certificates (default 30 days);
+	// nodes renew theirs with a third left.
+	CertTTL time.Duration
+	// CertNames are extra DNS names for this node's certificate.
+	CertNames []string
+	// RESPTLS serves RESP (6379) over TLS with the node certificate.
+	RESPTLS bool
+
 	// LeaseTTL of read-write vdisk attachments (0: blockd's default).
 	LeaseTTL time.Duration
 	// WritebackCache bounds the write-back cache of one vdisk (dirty
@@ -167,6 +183,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.NBDTLSRequired || c.NBDTLSClientCA != "") && c.NBDTLSCert == "" {
 		return errors.New("node: --nbd-tls-required and --nbd-tls-client-ca need --nbd-tls-cert and --nbd-tls-key")
+	}
+	if c.DisableTLS && (c.RESPTLS || c.CACert != "") {
+		return errors.New("node: --resp-tls and --cacert need TLS (drop --tls=false)")
 	}
 	if c.DeadAfter < 2*c.ProbeInterval {
 		return errors.New("node: DeadAfter must be at least two probe intervals")

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/orchestrator"
+	"github.com/zosproject/zos/orchestrator/client"
 )
 
 // DevConfig configures an embedded development cluster: N nodes in one
@@ -23,6 +25,8 @@ type DevConfig struct {
 	Token  string // admin token; generated when empty
 	BaseIP string // address of the first node; default 127.0.0.1
 	Logger *slog.Logger
+	// DisableTLS runs the cluster without TLS (--tls=false).
+	DisableTLS bool
 	// Node, when set, adjusts every node's Config before it starts.
 	Node func(i int, c *Config)
 }
@@ -31,6 +35,9 @@ type DevConfig struct {
 type Dev struct {
 	Nodes []*Node
 	Token string
+	// CAFile is the cluster CA certificate, DIR/ca.pem ("" without TLS):
+	// ZOS_CACERT for clients.
+	CAFile string
 }
 
 // StartDev starts the cluster: node 1 bootstraps, the others join it in
@@ -69,11 +76,15 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		copy(ip, base)
 		ip[3] += byte(i)
 		c := Config{ID: fmt.Sprintf("n%d", i+1), Dir: filepath.Join(cfg.Dir, fmt.Sprintf("n%d", i+1)), Bind: ip.String(),
-			Token: cfg.Token, Logger: cfg.Logger, HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond}
+			Token: cfg.Token, Logger: cfg.Logger, HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
+			DisableTLS: cfg.DisableTLS}
 		if i == 0 {
 			c.Bootstrap = true
 		} else {
 			c.Join = base.String()
+			if !cfg.DisableTLS {
+				c.CACert = filepath.Join(cfg.Dir, "n1", "tls", "ca.pem")
+			}
 		}
 		if cfg.Node != nil {
 			cfg.Node(i, &c)
@@ -109,6 +120,17 @@ func StartDev(ctx context.Context, cfg DevConfig) (*Dev, error) {
 		d.Close()
 		return nil, err
 	}
+	if ca := d.Nodes[0].CAFile(); ca != "" {
+		b, err := os.ReadFile(ca)
+		if err == nil {
+			d.CAFile = filepath.Join(cfg.Dir, "ca.pem")
+			err = writeFileAtomic(d.CAFile, b, 0o644)
+		}
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("node: write the cluster CA: %w", err)
+		}
+	}
 	return d, nil
 }
 
@@ -121,4 +143,14 @@ func (d *Dev) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Client returns an API client of node i with the admin token, trusting
+// the cluster CA.
+func (d *Dev) Client(i int) *client.Client {
+	var tc *tls.Config
+	if p := d.Nodes[i].pki; p != nil {
+		tc = &tls.Config{RootCAs: p.Pool()}
+	}
+	return client.NewTLS(d.Nodes[i].APIAddr(), d.Token, tc)
 }

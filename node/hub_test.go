@@ -37,7 +37,7 @@ func (k *keyed) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestHubIdempotencyKey(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, err := StartDev(ctx, DevConfig{Dir: t.TempDir(), Nodes: 1, BaseIP: randomBase(t)})
+	d, err := StartDev(ctx, DevConfig{Dir: t.TempDir(), Nodes: 1, BaseIP: randomBase(t), DisableTLS: true}) // idempotency, not TLS
 	if err != nil {
 		t.Fatal(err)
 	}

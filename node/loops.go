@@ -25,7 +25,7 @@ func (n *Node) startLoops() {
 // fail /healthz for DeadAfter are marked down, and up again once they
 // answer.
 func (n *Node) probeLoop() {
-	hc := &http.Client{Timeout: n.cfg.ProbeInterval * 2}
+	hc := &http.Client{Timeout: n.cfg.ProbeInterval * 2, Transport: n.peerTransport()}
 	lastOK := map[string]time.Time{}
 	t := time.NewTicker(n.cfg.ProbeInterval)
 	defer t.Stop()
@@ -59,7 +59,7 @@ func (n *Node) probeLoop() {
 			wg.Add(1)
 			go func(nd fsm.Node) {
 				defer wg.Done()
-				req, _ := http.NewRequestWithContext(n.ctx, http.MethodGet, "http://"+nd.APIAddr+"/healthz", nil)
+				req, _ := http.NewRequestWithContext(n.ctx, http.MethodGet, n.scheme()+"://"+nd.APIAddr+"/healthz", nil)
 				resp, err := hc.Do(req)
 				if err == nil {
 					resp.Body.Close()
@@ -164,7 +164,7 @@ func (n *Node) askRemoved() bool {
 	})
 	for _, p := range peers {
 		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
-		me, err := client.New(p, secret).Node(ctx, n.id, true)
+		me, err := n.peerClient(p, secret).Node(ctx, n.id, true)
 		cancel()
 		if err == nil {
 			return me.State == fsm.NodeRemoved
@@ -185,7 +185,7 @@ type httpForwarder struct {
 
 func (f *httpForwarder) Forward(ctx context.Context, to raft.Leader, req *raft.ForwardRequest) (*raft.ForwardResponse, error) {
 	f.once.Do(func() {
-		f.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}
+		f.hc = &http.Client{Transport: f.n.peerTransport()}
 	})
 	var api, secret string
 	f.n.raft.ReadStale(func(st *fsm.State) error {
@@ -207,7 +207,7 @@ func (f *httpForwarder) Forward(ctx context.Context, to raft.Leader, req *raft.F
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+api+"/internal/v1/forward", bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, f.n.scheme()+"://"+api+"/internal/v1/forward", bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

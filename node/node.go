@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/zosproject/zos/blockd"
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/flist/hub"
+	"github.com/zosproject/zos/internal/pki"
 	"github.com/zosproject/zos/internal/slogx"
 	"github.com/zosproject/zos/node/agent"
 	"github.com/zosproject/zos/node/resp"
@@ -54,6 +56,10 @@ type Node struct {
 
 	adminToken string
 	ready      atomic.Bool
+
+	pki        *pki.Holder // nil without TLS
+	bootSecret string      // the cluster secret, at bootstrap
+	joinKey    []byte      // the key of the CSR sent with the join
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -197,7 +203,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return storage.close()
 	})
 
-	rs, err := raft.Open(raft.Config{
+	if err := n.setupTLS(ctx, ident); err != nil {
+		return nil, err
+	}
+	raftServerTLS, raftClientTLS := n.raftTLS()
+	rs, err := raft.Open(raft.Config{ServerTLS: raftServerTLS, ClientTLS: raftClientTLS,
 		ID: cfg.ID, Dir: filepath.Join(cfg.Dir, "raft"), BindAddr: cfg.hostPort(cfg.RaftPort),
 		Bootstrap: cfg.Bootstrap && ident.ClusterID == "", Forwarder: &httpForwarder{n: n},
 		Logger: cfg.Logger, Registerer: n.reg,
@@ -241,11 +251,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.startAPI(apiLn); err != nil {
 		return nil, err
 	}
+	if cfg.RESPTLS {
+		// RESP over TLS with the node certificate (0-core's redis-proxy).
+		respLn = tls.NewListener(respLn, n.pki.PublicServerConfig())
+	}
 	if err := n.startAgent(respLn); err != nil {
 		return nil, err
 	}
 	n.ready.Store(true)
 	n.startLoops()
+	n.startTLSLoops()
 	n.log.Info("node serving", "api", cfg.hostPort(cfg.APIPort), "raft", cfg.hostPort(cfg.RaftPort))
 	return n, nil
 }
@@ -272,10 +287,17 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		}
 	}
 	clusterID := "zos-" + orchestrator.RandomHex(4)
-	err := raft.Exec(ctx, n.raft, fsm.ClusterInit, fsm.InitArgs{ClusterID: clusterID, Secret: orchestrator.RandomHex(24),
+	secret := n.bootSecret // the CA's (setupTLS)
+	if secret == "" {
+		secret = orchestrator.RandomHex(24)
+	}
+	err := raft.Exec(ctx, n.raft, fsm.ClusterInit, fsm.InitArgs{ClusterID: clusterID, Secret: secret,
 		Admin: fsm.Token{ID: tokID, Name: "admin", Hash: orchestrator.HashToken(token), Role: fsm.RoleAdmin}})
 	if err != nil {
 		return fmt.Errorf("node: initialize cluster: %w", err)
+	}
+	if err := n.publishCA(ctx); err != nil {
+		return fmt.Errorf("node: publish the cluster CA: %w", err)
 	}
 	self := n.self()
 	self.Voter = true
@@ -286,24 +308,31 @@ func (n *Node) bootstrap(ctx context.Context) error {
 	return saveIdentity(n.cfg.Dir, identity{ID: n.id, ClusterID: clusterID})
 }
 
-func joinURL(addr string) string {
+func joinURL(addr string, tls bool) string {
 	if strings.Contains(addr, "://") {
 		return strings.TrimRight(addr, "/")
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		addr = net.JoinHostPort(addr, strconv.Itoa(DefaultAPIPort))
 	}
+	if tls {
+		return "https://" + addr
+	}
 	return "http://" + addr
 }
 
 func (n *Node) join(ctx context.Context) error {
-	c := client.New(joinURL(n.cfg.Join), n.cfg.Token)
+	c := n.peerClient(joinURL(n.cfg.Join, n.pki != nil), n.cfg.Token)
+	csr, err := n.joinCSR()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.JoinTimeout)
 	defer cancel()
 	var resp orchestrator.JoinResponse
 	for attempt := 0; ; attempt++ {
 		var err error
-		resp, err = c.Join(ctx, n.self())
+		resp, err = c.JoinCSR(ctx, n.self(), csr)
 		if err == nil {
 			break
 		}
@@ -319,12 +348,15 @@ func (n *Node) join(ctx context.Context) error {
 		}
 	}
 	n.log.Info("joined", "cluster", resp.ClusterID, "voter", resp.Voter, "leader", resp.LeaderID)
+	if err := n.acceptJoinCert(&resp); err != nil {
+		return err
+	}
 	if err := n.waitSelf(ctx); err != nil {
 		return err
 	}
 	if resp.Voter {
 		// Caught up: now it is safe to count this node in the quorum.
-		sc := client.New(joinURL(n.cfg.Join), resp.Secret)
+		sc := n.peerClient(joinURL(n.cfg.Join, n.pki != nil), resp.Secret)
 		for {
 			err := sc.Promote(ctx, n.id)
 			if err == nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/zosproject/zos/internal/testcluster/loopback"
 	"github.com/zosproject/zos/orchestrator"
-	"github.com/zosproject/zos/orchestrator/client"
 )
 
 // randomBase returns the first address of a fresh /24 of the package's
@@ -32,7 +31,7 @@ func TestDevLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("3-node dev cluster serving after %v", time.Since(start))
-	c := client.New(d.Nodes[2].APIAddr(), d.Token)
+	c := d.Client(2)
 	var cs orchestrator.ClusterStatus
 	if err := c.Do(ctx, http.MethodGet, "/api/v1/cluster", nil, &cs); err != nil {
 		t.Fatal(err)
@@ -67,7 +66,7 @@ func TestDevLifecycle(t *testing.T) {
 	if d.Token != token {
 		t.Fatalf("token changed across restarts")
 	}
-	c = client.New(d.Nodes[0].APIAddr(), d.Token)
+	c = d.Client(0)
 	var v struct {
 		Name string `json:"name"`
 	}

@@ -76,8 +76,12 @@ func (n *Node) startAPI(ln net.Listener) error {
 			}}, err
 		}})
 	n.hub = h
+	var signNode func(string, []byte) ([]byte, []byte, error)
+	if n.pki != nil {
+		signNode = n.signNode
+	}
 	api, err := orchestrator.New(orchestrator.Config{Raft: n.raft, NodeID: n.id, Version: n.cfg.Version,
-		Gatherer: n.reg, Registerer: n.reg, Ready: n.ready.Load, Logger: n.cfg.Logger,
+		Gatherer: n.reg, Registerer: n.reg, Ready: n.ready.Load, Logger: n.cfg.Logger, PeerTLS: n.peerTLS(), SignNode: signNode,
 		Mount: []func(public, protected *http.ServeMux){
 			func(public, protected *http.ServeMux) {
 				// The hub's writes take an Idempotency-Key like the
@@ -94,14 +98,21 @@ func (n *Node) startAPI(ln net.Listener) error {
 				blockd.RegisterHTTP(protected, n.blockd)
 				public.Handle(zosapi.SyncVDisk.Pattern(), n.nodeOnly(httpx.Handler(n.syncVDisk)))
 				n.storage.register(public, protected)
+				n.tlsRoutes(public, protected)
 			},
 		}})
 	if err != nil {
 		return err
 	}
 	n.api = api
-	n.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
+	n.http = &http.Server{Handler: n.internalOnlyNodes(api.Handler()), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return n.ctx }}
+	if n.pki != nil {
+		// HTTPS: the certificate is looked up per handshake (rotation).
+		n.http.TLSConfig = n.pki.APIServerConfig()
+		n.http.ErrorLog = n.tlsErrorLog()
+		ln = tls.NewListener(ln, n.http.TLSConfig)
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -144,6 +155,10 @@ func (n *Node) nodeOnly(h http.Handler) http.Handler {
 // nbdTLS loads the NBD server's certificate (nil: no TLS).
 func (n *Node) nbdTLS() (*tls.Config, error) {
 	if n.cfg.NBDTLSCert == "" {
+		if n.pki != nil {
+			// STARTTLS with the node certificate of the cluster CA.
+			return n.pki.PublicServerConfig(), nil
+		}
 		return nil, nil
 	}
 	cert, err := tls.LoadX509KeyPair(n.cfg.NBDTLSCert, n.cfg.NBDTLSKey)
@@ -182,7 +197,7 @@ func (p blockdPeers) Sync(ctx context.Context, node, name string) error {
 	if api == "" {
 		return fmt.Errorf("node: %s has no API address in the cluster map", node)
 	}
-	err := client.New(api, secret).SyncVDisk(ctx, name)
+	err := p.n.peerClient(api, secret).SyncVDisk(ctx, name)
 	if client.IsCode(err, "not_attached") {
 		return fmt.Errorf("%w: %v", blockd.ErrNotAttached, err)
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -111,12 +112,16 @@ func (s *storage) start(ln net.Listener) error {
 	if secret == "" {
 		return errors.New("node: no cluster secret yet")
 	}
-	srv, err := shard.Serve(ln, shard.Config{Secret: []byte(secret), Store: s.local, Journal: s.jdir, Logger: n.cfg.Logger, Registry: n.reg})
+	var serverTLS *tls.Config
+	if n.pki != nil {
+		serverTLS = n.pki.PeerServerConfig()
+	}
+	srv, err := shard.Serve(ln, shard.Config{TLS: serverTLS, Secret: []byte(secret), Store: s.local, Journal: s.jdir, Logger: n.cfg.Logger, Registry: n.reg})
 	if err != nil {
 		return fmt.Errorf("node: shard server: %w", err)
 	}
 	s.server = srv
-	s.pool = remote.NewPool(remote.Config{Secret: []byte(secret), Logger: n.cfg.Logger})
+	s.pool = remote.NewPool(remote.Config{TLS: n.peerTLS(), Secret: []byte(secret), Logger: n.cfg.Logger})
 	s.auto = chunkstore.DefaultProfile(upNodes(m))
 	st, err := erasure.New(erasure.Config{Map: m, Profile: s.auto, Logger: n.cfg.Logger, Registry: n.reg,
 		Dialer:     erasure.PoolDialer(s.pool, map[string]chunkstore.ShardStore{n.id: s.local}),

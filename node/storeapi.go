@@ -212,7 +212,7 @@ func (s *storage) fanout(ctx context.Context, local func() any, remote func(c *c
 		wg.Add(1)
 		go func(i int, t target) {
 			defer wg.Done()
-			v, err := remote(client.New(t.api, secret))
+			v, err := remote(s.n.peerClient(t.api, secret))
 			if err != nil {
 				v = LocalStatus{Node: t.id, Error: err.Error()}
 			}

@@ -89,6 +89,13 @@ func (s *Server) joinHandler(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if req.CSR != "" && s.cfg.SignNode != nil {
+		cert, ca, err := s.cfg.SignNode(req.Node.ID, []byte(req.CSR))
+		if err != nil {
+			return httpx.Errorf(http.StatusBadRequest, "invalid", "certificate request: %v", err)
+		}
+		resp.Cert, resp.CACert = string(cert), string(ca)
+	}
 	httpx.WriteJSON(w, http.StatusOK, resp)
 	return nil
 }
@@ -196,7 +203,7 @@ func (s *Server) Remove(ctx context.Context, id string) error {
 		// the answer regardless, within a bound.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if err := client.New(leader.Host, secret).RemoveNode(rctx, id); err != nil {
+		if err := client.NewTLS(leader.String(), secret, s.cfg.PeerTLS).RemoveNode(rctx, id); err != nil {
 			return fmt.Errorf("removal of %s by the new leader: %w", id, err)
 		}
 		return nil

@@ -2,12 +2,14 @@ package orchestrator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +44,13 @@ type Config struct {
 	// first mux as they are (they authenticate themselves, e.g. the
 	// hub), protected routes on the second, behind token authentication.
 	Mount []func(public, protected *http.ServeMux)
+
+	// PeerTLS, when set, is the client TLS configuration of requests to
+	// other nodes (forwarding to the leader): they use https.
+	PeerTLS *tls.Config
+	// SignNode, when set, signs a joining node's certificate request: it
+	// returns the node certificate and the CA certificate (PEM).
+	SignNode func(nodeID string, csrPEM []byte) (certPEM, caPEM []byte, err error)
 }
 
 // Server is the HTTP API of one node.
@@ -51,6 +60,9 @@ type Server struct {
 	handler http.Handler
 	guard   *authz.Guard // logs and counts refusals
 	fresh   *syncer      // linearizable token lookups
+
+	peerOnce sync.Once
+	peerRT   http.RoundTripper
 }
 
 // New builds the API server.
@@ -186,6 +198,7 @@ func (s *Server) leaderOnly(h http.Handler) http.Handler {
 			return
 		}
 		p := &httputil.ReverseProxy{
+			Transport: s.peerTransport(),
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(target)
 				pr.Out.Header.Set("X-Zos-Forwarded", s.cfg.NodeID)
@@ -219,6 +232,9 @@ func (s *Server) leaderAPI(ctx context.Context) (*url.URL, error) {
 			})
 		}
 		if api != "" {
+			if s.cfg.PeerTLS != nil {
+				return &url.URL{Scheme: "https", Host: api}, nil
+			}
 			return &url.URL{Scheme: "http", Host: api}, nil
 		}
 		if time.Now().After(deadline) {

@@ -2,6 +2,7 @@ package raft
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,6 +61,10 @@ type Config struct {
 	BindAddr string
 	// Transport overrides the TCP transport (in-memory tests).
 	Transport hraft.Transport
+	// ServerTLS and ClientTLS, when set, run the transport over mutual
+	// TLS (see tlsstream.go): ServerTLS must require and verify client
+	// certificates. Both or neither.
+	ServerTLS, ClientTLS *tls.Config
 	// Bootstrap starts a new single-voter cluster when Dir holds no state.
 	Bootstrap bool
 	// Forwarder sends leader-only work from a follower to the leader.
@@ -121,6 +126,9 @@ func (c *Config) Validate() error {
 	if c.Transport == nil && c.BindAddr == "" {
 		return errors.New("raft: config: BindAddr or Transport is required")
 	}
+	if (c.ServerTLS == nil) != (c.ClientTLS == nil) {
+		return errors.New("raft: config: ServerTLS and ClientTLS go together")
+	}
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		return errors.New("raft: config: LeaderLeaseTimeout must not exceed HeartbeatTimeout")
 	}
@@ -173,12 +181,23 @@ func Open(cfg Config) (*Server, error) {
 			store.Close()
 			return nil, fmt.Errorf("raft: bind address %q: %w", cfg.BindAddr, err)
 		}
-		t, err := hraft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 4, 10*time.Second, hlog)
-		if err != nil {
-			store.Close()
-			return nil, fmt.Errorf("raft: listen on %s: %w", cfg.BindAddr, err)
+		if cfg.ServerTLS != nil {
+			ln, err := net.Listen("tcp", cfg.BindAddr)
+			if err != nil {
+				store.Close()
+				return nil, fmt.Errorf("raft: listen on %s: %w", cfg.BindAddr, err)
+			}
+			stream := newTLSStream(ln, addr, cfg.ServerTLS, cfg.ClientTLS, log)
+			trans = hraft.NewNetworkTransportWithConfig(&hraft.NetworkTransportConfig{
+				Stream: stream, MaxPool: 4, Timeout: 10 * time.Second, Logger: hlog})
+		} else {
+			t, err := hraft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 4, 10*time.Second, hlog)
+			if err != nil {
+				store.Close()
+				return nil, fmt.Errorf("raft: listen on %s: %w", cfg.BindAddr, err)
+			}
+			trans = t
 		}
-		trans = t
 	}
 
 	rc := hraft.DefaultConfig()

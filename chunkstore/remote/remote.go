@@ -38,6 +38,7 @@ package remote
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,6 +72,10 @@ type Config struct {
 	// spread over them; a large frame holds one while it is sent).
 	// Default 4.
 	Conns int
+	// TLS, when set, runs every connection over TLS (the server's
+	// certificate is verified as the config says; set a client
+	// certificate for mutual TLS) before the secret handshake.
+	TLS *tls.Config
 	// DialTimeout bounds connecting and the handshake. Default 5s.
 	DialTimeout time.Duration
 	// RequestTimeout: a request that receives no frame for this long fails
@@ -254,6 +259,19 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	deadline, _ := dctx.Deadline()
 	nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	if c.cfg.TLS != nil {
+		tc := tls.Client(nc, c.cfg.TLS)
+		if err := tc.Handshake(); err != nil {
+			stop()
+			nc.Close()
+			if err := ctxDone(ctx); err != nil {
+				return nil, err
+			}
+			c.log.Warn("TLS handshake with shard server failed", "addr", c.cfg.Addr, "err", err)
+			return nil, c.unavailable("TLS handshake: %v", err)
+		}
+		nc = tc
+	}
 	err = wire.ClientHandshake(nc, c.cfg.Secret)
 	stop()
 	if err != nil {

@@ -38,6 +38,7 @@ package shard
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -67,7 +68,11 @@ type Config struct {
 	// Journal, if set, serves the node's write journals (journal
 	// requests to a server without one fail).
 	Journal journal.Log
-	// HandshakeTimeout bounds the handshake. Default 10s.
+	// TLS, when set, wraps every connection in TLS before the secret
+	// handshake; it should require and verify client certificates (mutual
+	// TLS). A peer refused there is logged and never sends a frame.
+	TLS *tls.Config
+	// HandshakeTimeout bounds the handshake (TLS and secret). Default 10s.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a connection with no request for this long.
 	// Default 5m.
@@ -264,6 +269,15 @@ func (s *Server) serveConn(c net.Conn) {
 		tc.SetNoDelay(true)
 	}
 	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	if s.cfg.TLS != nil {
+		tc := tls.Server(c, s.cfg.TLS)
+		if err := tc.Handshake(); err != nil {
+			s.m.badPeers.WithLabelValues("tls").Inc()
+			log.Warn("TLS handshake refused: peer has no valid node certificate of this cluster", "err", err)
+			return
+		}
+		c = tc
+	}
 	if err := wire.ServerHandshake(c, s.cfg.Secret); err != nil {
 		s.m.badPeers.WithLabelValues("handshake").Inc()
 		log.Warn("handshake failed; closing", "err", err)

@@ -87,7 +87,8 @@ func newClusterCmd() *cobra.Command {
 		}
 		return c
 	}
-	cmd.AddCommand(status, nodes, remove, leave, voter("promote", "Promote", (*client.Client).Promote), voter("demote", "Demote", (*client.Client).Demote))
+	cmd.AddCommand(status, nodes, remove, leave, voter("promote", "Promote", (*client.Client).Promote), voter("demote", "Demote", (*client.Client).Demote),
+		newCACmd(), newRotateCertsCmd())
 	return cmd
 }
 

@@ -39,6 +39,11 @@ A node restarted on its --dir rejoins with its state.`,
 	f.StringVar(&cfg.NBDTLSKey, "nbd-tls-key", "", "PEM private key of --nbd-tls-cert")
 	f.StringVar(&cfg.NBDTLSClientCA, "nbd-tls-client-ca", "", "PEM CA: require NBD client certificates it signed")
 	f.BoolVar(&cfg.NBDTLSRequired, "nbd-tls-required", false, "refuse NBD clients that do not use TLS")
+	tlsOn := f.Bool("tls", true, "mutual TLS between nodes and HTTPS for the API with the cluster CA (--tls=false: plaintext, for a loopback lab)")
+	f.StringVar(&cfg.CACert, "cacert", "", "cluster CA certificate (PEM) to trust when joining (default: trust the one --join presents, logged)")
+	f.DurationVar(&cfg.CertTTL, "cert-ttl", 0, "validity of node certificates; renewed with a third left (default 720h)")
+	f.StringSliceVar(&cfg.CertNames, "cert-name", nil, "extra DNS name for this node's certificate (repeatable)")
+	f.BoolVar(&cfg.RESPTLS, "resp-tls", false, "serve RESP over TLS with the node certificate (redis-cli --tls --cacert ca.pem)")
 	f.DurationVar(&cfg.DeadAfter, "dead-after", 0, "mark a silent member down after this long (default 30s)")
 	f.DurationVar(&cfg.HealInterval, "heal-interval", 0, "period of heal passes; one also follows every cluster-map change (default 5m)")
 	f.Float64Var(&cfg.HealRate, "heal-rate", 0, "limit rebuild traffic to this many bytes/s (default unlimited)")
@@ -60,6 +65,7 @@ A node restarted on its --dir rejoins with its state.`,
 		}
 		cfg.Logger = log
 		cfg.Version = version
+		cfg.DisableTLS = !*tlsOn
 		return node.Run(cmd.Context(), cfg)
 	}
 	return cmd

@@ -12,6 +12,8 @@ package testcluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -78,6 +80,10 @@ type Options struct {
 	// Wrap, when set, returns the command prefix a node runs under (for
 	// example ip netns exec NS) and the IP it binds.
 	Wrap func(i int) (prefix []string, ip string)
+	// NoTLS starts the nodes with --tls=false (plaintext). By default the
+	// cluster runs TLS: the CA is node 1's DIR/tls/ca.pem (CAFile), the
+	// others join with --cacert, and Client, CLI and HTTP trust it.
+	NoTLS bool
 }
 
 // Cluster is a set of node processes.
@@ -142,10 +148,16 @@ func (c *Cluster) Add(t testing.TB) *Proc {
 	p := &Proc{ID: fmt.Sprintf("n%d", i+1), IP: ip, Dir: filepath.Join(c.dir, fmt.Sprintf("n%d", i+1)), wrap: wrap}
 	p.Log = p.Dir + ".log"
 	p.args = []string{"node", "--id", p.ID, "--dir", p.Dir, "--bind", ip, "--token", c.Token, "--log-level", "debug"}
+	if c.opts.NoTLS {
+		p.args = append(p.args, "--tls=false")
+	}
 	if i == 0 {
 		p.args = append(p.args, "--bootstrap")
 	} else {
 		p.args = append(p.args, "--join", c.Nodes[0].IP)
+		if !c.opts.NoTLS {
+			p.args = append(p.args, "--cacert", c.CAFile())
+		}
 	}
 	p.args = append(p.args, c.opts.Args...)
 	if c.opts.NodeArgs != nil {
@@ -247,16 +259,78 @@ func (c *Cluster) KillAll() {
 }
 
 // APIAddr returns node i's API URL.
-func (c *Cluster) APIAddr(i int) string { return "http://" + c.Nodes[i].IP + ":5000" }
+func (c *Cluster) APIAddr(i int) string { return c.Scheme() + "://" + c.Nodes[i].IP + ":5000" }
+
+// Scheme of the nodes' API: https, or http with Options.NoTLS.
+func (c *Cluster) Scheme() string {
+	if c.opts.NoTLS {
+		return "http"
+	}
+	return "https"
+}
+
+// TLS reports whether the cluster runs TLS.
+func (c *Cluster) TLS() bool { return !c.opts.NoTLS }
+
+// CAFile is the cluster CA certificate (node 1's; "" with NoTLS).
+func (c *Cluster) CAFile() string {
+	if c.opts.NoTLS {
+		return ""
+	}
+	return filepath.Join(c.Nodes[0].Dir, "tls", "ca.pem")
+}
+
+// TLSConfig trusts the cluster CA (nil with NoTLS, or before node 1
+// wrote it).
+func (c *Cluster) TLSConfig() *tls.Config {
+	if c.opts.NoTLS {
+		return nil
+	}
+	b, err := os.ReadFile(c.CAFile())
+	if err != nil {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(b)
+	return &tls.Config{RootCAs: pool}
+}
+
+// HTTP is an HTTP client trusting the cluster CA.
+func (c *Cluster) HTTP() *http.Client {
+	if tc := c.TLSConfig(); tc != nil {
+		return &http.Client{Transport: client.TLSTransport(tc)}
+	}
+	return http.DefaultClient
+}
+
+// ClientAs is a client of node i with another token.
+func (c *Cluster) ClientAs(i int, token string) *client.Client {
+	return client.NewTLS(c.APIAddr(i), token, c.TLSConfig())
+}
+
+// Env is the environment of a CLI process talking to node i.
+func (c *Cluster) Env(i int) []string {
+	env := append(os.Environ(), "ZOS_ADDR="+c.APIAddr(i), "ZOS_TOKEN="+c.Token)
+	if !c.opts.NoTLS {
+		env = append(env, "ZOS_CACERT="+c.CAFile())
+	}
+	return env
+}
 
 // Client returns an admin API client for node i.
-func (c *Cluster) Client(i int) *client.Client { return client.New(c.APIAddr(i), c.Token) }
+func (c *Cluster) Client(i int) *client.Client { return c.ClientAs(i, c.Token) }
 
 // WaitReady waits until node i answers /readyz.
 func (c *Cluster) WaitReady(i int, d time.Duration) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
+	if !c.opts.NoTLS {
+		// Node 1 writes the CA when it bootstraps.
+		for c.TLSConfig() == nil && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	if err := c.Client(i).WaitReady(ctx); err != nil {
 		c.t.Fatalf("node %s not ready: %v", c.Nodes[i].ID, err)
 	}
@@ -268,7 +342,7 @@ func (c *Cluster) CLI(i int, args ...string) (string, error) {
 	argv := append(append([]string{}, c.Nodes[i].wrap...), c.Bin)
 	argv = append(argv, args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "ZOS_ADDR="+c.APIAddr(i), "ZOS_TOKEN="+c.Token)
+	cmd.Env = c.Env(i)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

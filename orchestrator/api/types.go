@@ -29,6 +29,8 @@ type ClusterStatus struct {
 // JoinRequest is what a joining node sends: its cluster-map entry.
 type JoinRequest struct {
 	Node fsm.Node `json:"node"`
+	// CSR is the node's certificate request (PEM), on a cluster with TLS.
+	CSR string `json:"csr,omitempty"`
 }
 
 // JoinResponse tells the new node what it joined.
@@ -37,6 +39,10 @@ type JoinResponse struct {
 	Secret    string `json:"secret"`
 	Voter     bool   `json:"voter"`
 	LeaderID  string `json:"leader_id"`
+	// Cert is the node certificate signed from the request's CSR, CACert
+	// the cluster CA (PEM); both empty without a CSR.
+	Cert   string `json:"cert,omitempty"`
+	CACert string `json:"ca_cert,omitempty"`
 }
 
 // TokenInfo is a token without its secret.

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,13 +15,15 @@ import (
 )
 
 // DefaultAddr is where the CLI looks for a node when ZOS_ADDR is unset.
-const DefaultAddr = "http://127.0.0.1:5000"
+const DefaultAddr = "https://127.0.0.1:5000"
 
 // Client talks to one node's HTTP API with a bearer token.
 type Client struct {
 	Addr  string // base URL, e.g. http://127.0.0.1:5000
 	Token string
 	HTTP  *http.Client
+
+	err error // set by FromEnv when $ZOS_CACERT is unusable
 }
 
 // New returns a client for addr ("host:port" or a URL).
@@ -31,14 +34,44 @@ func New(addr, token string) *Client {
 	return &Client{Addr: strings.TrimRight(addr, "/"), Token: token, HTTP: &http.Client{Transport: http.DefaultTransport}}
 }
 
+// NewTLS is New over TLS with tc (nil: New): an address without a
+// scheme is https, and the client's transport uses tc.
+func NewTLS(addr, token string, tc *tls.Config) *Client {
+	if tc == nil {
+		return New(addr, token)
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "https://" + addr
+	}
+	return &Client{Addr: strings.TrimRight(addr, "/"), Token: token, HTTP: &http.Client{Transport: TLSTransport(tc)}}
+}
+
+// TLSTransport is an HTTP transport over tc.
+func TLSTransport(tc *tls.Config) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = tc
+	return t
+}
+
 // FromEnv returns a client for $ZOS_ADDR (default DefaultAddr) with
 // $ZOS_TOKEN.
+//
+// $ZOS_CACERT names a PEM file of CA certificates to trust (the cluster
+// CA: `zos cluster ca > ca.pem`); without it, https addresses are checked
+// against the system's roots. A file that cannot be read makes every
+// request of the client fail with that error.
 func FromEnv() *Client {
 	addr := os.Getenv("ZOS_ADDR")
 	if addr == "" {
 		addr = DefaultAddr
 	}
-	return New(addr, os.Getenv("ZOS_TOKEN"))
+	tc, err := EnvTLS()
+	if err != nil {
+		c := New(addr, os.Getenv("ZOS_TOKEN"))
+		c.err = err
+		return c
+	}
+	return NewTLS(addr, os.Getenv("ZOS_TOKEN"), tc)
 }
 
 // Error is an error answer of the API: {"error": {"code", "message"}}.
@@ -84,6 +117,9 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 // (and close) when the status is 2xx; otherwise the API error. header adds
 // request headers.
 func (c *Client) Stream(ctx context.Context, method, path string, body any, header http.Header) (*http.Response, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
 	var rd io.Reader
 	ctype := ""
 	switch b := body.(type) {
@@ -114,7 +150,7 @@ func (c *Client) Stream(ctx context.Context, method, path string, body any, head
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("client: cannot reach zos at %s (set ZOS_ADDR): %w", c.Addr, err)
+		return nil, reachError(c.Addr, err)
 	}
 	if resp.StatusCode/100 == 2 {
 		return resp, nil

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/url"
 	"strconv"
 
@@ -129,4 +130,26 @@ func (c *Client) KVPut(ctx context.Context, ns, key string, value []byte, ifVers
 // KVDelete deletes ns/key (admin).
 func (c *Client) KVDelete(ctx context.Context, ns, key string) error {
 	return c.call(ctx, api.DeleteKV, nil, nil, nil, ns, key)
+}
+
+// JoinCSR is Join with a certificate request (PEM; "" for none): the
+// answer then carries the node certificate and the cluster CA.
+func (c *Client) JoinCSR(ctx context.Context, n fsm.Node, csr string) (api.JoinResponse, error) {
+	var out api.JoinResponse
+	return out, c.call(ctx, api.JoinNode, nil, api.JoinRequest{Node: n, CSR: csr}, &out)
+}
+
+// ClusterCA returns the cluster CA certificate (PEM).
+func (c *Client) ClusterCA(ctx context.Context) ([]byte, error) {
+	resp, err := c.Stream(ctx, "GET", "/api/v1/cluster/ca", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+}
+
+// RotateCerts asks every node to re-issue its certificate (admin).
+func (c *Client) RotateCerts(ctx context.Context) error {
+	return c.Do(ctx, "POST", "/api/v1/cluster/rotate-certs", nil, nil)
 }
