@@ -52,7 +52,7 @@ func oneFileTar(t *testing.T) string {
 func TestRoles(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, err := StartDev(ctx, DevConfig{Dir: t.TempDir(), Nodes: 1, BaseIP: randomBase(t)})
+	d, err := StartDev(ctx, DevConfig{Dir: t.TempDir(), Nodes: 1, BaseIP: randomBase(t), DisableTLS: true}) // roles, not TLS
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestRoles(t *testing.T) {
 func TestRevokeEverywhere(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, err := StartDev(ctx, DevConfig{Dir: t.TempDir(), Nodes: 3, BaseIP: randomBase(t)})
+	d, err := StartDev(ctx, DevConfig{Dir: t.TempDir(), Nodes: 3, BaseIP: randomBase(t), DisableTLS: true}) // roles, not TLS
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func TestJobCLI(t *testing.T) {
 		t.Fatal("wrong token accepted")
 	}
 	// The node's /metrics shows the agent.
-	resp, err := exec.Command("curl", "-s", "-H", "Authorization: Bearer "+c.Token, c.APIAddr(0)+"/metrics").Output()
+	resp, err := exec.Command("curl", "-s", "--cacert", c.CAFile(), "-H", "Authorization: Bearer "+c.Token, c.APIAddr(0)+"/metrics").Output()
 	if err != nil || !strings.Contains(string(resp), "zos_agent_jobs_total") {
 		t.Fatalf("metrics: %v", err)
 	}

@@ -3,6 +3,7 @@ package loopback
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"sync"
 )
@@ -51,7 +52,8 @@ var Blocks = []string{
 
 // Fresh returns a /24 of pkg's block not handed out before in this
 // process, as "127.B.N." (N picked at random first, so that concurrent
-// test binaries of one package are unlikely to meet). It panics if pkg has
+// test binaries of one package are unlikely to meet, and skipping a /24
+// whose API port another process holds). It panics if pkg has
 // no block (add it to Blocks) or its 250 /24s are used up.
 func Fresh(pkg string) string {
 	i := slices.Index(Blocks, pkg)
@@ -68,11 +70,25 @@ func Fresh(pkg string) string {
 		panic(fmt.Sprintf("loopback: package %q used all of its block", pkg))
 	}
 	n := rand.IntN(250)
-	for used[n] {
+	for used[n] || (len(used) < 200 && busy(fmt.Sprintf("127.%d.%d.", 220+i, n))) {
 		n = (n + 1) % 250
 	}
 	used[n] = true
 	return fmt.Sprintf("127.%d.%d.", 220+i, n)
+}
+
+// busy reports whether another process (a second test binary of the same
+// package, run by hand beside CI's) serves the API port on one of the
+// first hosts of the /24.
+func busy(prefix string) bool {
+	for host := 1; host <= 3; host++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("%s%d:5000", prefix, host))
+		if err != nil {
+			return true
+		}
+		ln.Close()
+	}
+	return false
 }
 
 var (
