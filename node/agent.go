@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -47,7 +48,7 @@ func (n *Node) startAgent(ln net.Listener) error {
 	// Containers (corex.*): state under the node dir; they keep running
 	// when the node stops (see node/agent/corex).
 	cx, err := corex.Register(n.ctx, m, corex.Config{Dir: filepath.Join(n.cfg.Dir, "corex"),
-		Bridge: n.cfg.ContainerBridge, BridgeCIDR: n.cfg.ContainerCIDR, Open: n.openFlist, Cache: c,
+		Bridge: n.cfg.ContainerBridge, BridgeCIDR: n.cfg.ContainerCIDR, Open: n.openFlistArg, Cache: c,
 		Bridges: brs, Logger: n.cfg.Logger, Registerer: n.reg})
 	if err != nil {
 		// No runc, or no CAP_NET_ADMIN: the node runs without containers.
@@ -104,6 +105,15 @@ func (n *Node) openFlist(ctx context.Context, url string) (*flist.Reader, chunks
 	c := hub.NewClient("http://"+n.APIAddr(), n.clusterSecret())
 	r, err := c.Open(ctx, repo+"/"+hub.TrimFlistName(name))
 	return r, c, err
+}
+
+// openFlistArg is openFlist with a missing flist as the caller's mistake.
+func (n *Node) openFlistArg(ctx context.Context, url string) (*flist.Reader, chunkstore.Fetcher, error) {
+	r, f, err := n.openFlist(ctx, url)
+	if errors.Is(err, hub.ErrNotFound) {
+		return nil, nil, &agent.ArgError{Err: fmt.Errorf("no flist %s on the hub: %w", url, err)}
+	}
+	return r, f, err
 }
 
 func (n *Node) clusterSecret() string {

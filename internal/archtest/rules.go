@@ -98,7 +98,7 @@ var Layers = []Layer{
 	// neither the agent's wire protocol nor the cluster.
 	// corex binds the container runtime to the agent: it reaches the
 	// cluster only through the flist opener the node gives it.
-	{From: "node/agent/corex", Forbidden: []string{"raft", "orchestrator", "blockd", "cmd", "node/resp"}},
+	{From: "node/agent/corex", Forbidden: []string{"raft", "orchestrator", "blockd", "cmd", "flist/hub"}},
 	{From: "node/container", Forbidden: []string{"node/agent", "node/resp", "raft", "orchestrator", "chunkstore", "blockd", "cmd"}},
 	{From: "", Forbidden: []string{"cmd"}},
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/flist"
 	"github.com/zosproject/zos/flist/cache"
-	"github.com/zosproject/zos/flist/hub"
 	"github.com/zosproject/zos/internal/slogx"
 	"github.com/zosproject/zos/node/agent"
 	"github.com/zosproject/zos/node/agent/bridge"
@@ -42,7 +41,8 @@ type Config struct {
 	NATTable     string
 	CgroupParent string
 	// Open opens an flist by REPO/NAME or URL with the fetcher of its
-	// chunks (the node's hub).
+	// chunks (the node's hub). A missing flist should be an
+	// *agent.ArgError (the caller's mistake).
 	Open func(ctx context.Context, url string) (*flist.Reader, chunkstore.Fetcher, error)
 	// Cache is the node's shared chunk cache.
 	Cache *cache.Cache
@@ -378,7 +378,7 @@ func userErr(err error) error {
 	if errors.As(err, &ae) {
 		return err
 	}
-	if container.IsUserError(err) || errors.Is(err, hub.ErrNotFound) || errors.Is(err, flist.ErrCorrupt) ||
+	if container.IsUserError(err) || errors.Is(err, flist.ErrCorrupt) ||
 		errors.Is(err, flist.ErrVersion) || errors.Is(err, errBadBridge) {
 		return &agent.ArgError{Err: err}
 	}
