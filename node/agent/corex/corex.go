@@ -229,21 +229,25 @@ func (x *Corex) register(m *agent.Manager) {
 		if err := j.Decode(&struct{}{}); err != nil {
 			return nil, err
 		}
-		return byID(x.ct.List(ctx)), nil
+		return x.byID(x.ct.List(ctx)), nil
 	})
 	m.Register("corex.find", func(ctx context.Context, j *agent.Job) (any, error) {
 		var a FindArgs
 		if err := j.Decode(&a); err != nil {
 			return nil, err
 		}
-		return byID(x.ct.Find(ctx, a.Tags)), nil
+		return x.byID(x.ct.Find(ctx, a.Tags)), nil
 	})
 	m.Register("corex.get", func(ctx context.Context, j *agent.Job) (any, error) {
 		var a ContainerArgs
 		if err := j.Decode(&a); err != nil {
 			return nil, err
 		}
-		return x.get(ctx, a.Container)
+		c, err := x.get(ctx, a.Container)
+		if err != nil {
+			return nil, err
+		}
+		return x.info(c), nil
 	})
 	m.Register("corex.terminate", func(ctx context.Context, j *agent.Job) (any, error) {
 		var a ContainerArgs
@@ -319,10 +323,27 @@ func (x *Corex) register(m *agent.Manager) {
 	})
 }
 
-func byID(cs []*container.Container) map[string]*container.Container {
-	out := make(map[string]*container.Container, len(cs))
+// Info is a container as corex.get/list/find show it: the container and
+// the flist its root comes from.
+type Info struct {
+	*container.Container
+	Flist string `json:"flist"`
+}
+
+func (x *Corex) info(c *container.Container) *Info {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	i := &Info{Container: c}
+	if s := x.roots[c.ID]; s != nil {
+		i.Flist = s.url
+	}
+	return i
+}
+
+func (x *Corex) byID(cs []*container.Container) map[string]*Info {
+	out := make(map[string]*Info, len(cs))
 	for _, c := range cs {
-		out[strconv.FormatUint(uint64(c.ID), 10)] = c
+		out[strconv.FormatUint(uint64(c.ID), 10)] = x.info(c)
 	}
 	return out
 }
