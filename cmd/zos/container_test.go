@@ -378,13 +378,24 @@ func TestContainersShareFlist(t *testing.T) {
 		}
 	}
 	cs, _ := c.ac.ContainerList(ctx)
-	for i, ct := range cs {
-		if err := c.ac.ContainerTerminate(ctx, client.RefOf(ct.ID)); err != nil {
-			t.Fatal(err)
-		}
-		if i < len(cs)-1 && mountsOf("zos-flist:ct/share") != 1 {
-			t.Fatalf("flist unmounted with %d containers left", len(cs)-1-i)
-		}
+	// All but the last at once (each waits out its stop timeout: sleep as
+	// PID 1 ignores SIGTERM); the mount stays for the last one.
+	var twg sync.WaitGroup
+	for _, ct := range cs[:len(cs)-1] {
+		twg.Add(1)
+		go func() {
+			defer twg.Done()
+			if err := c.ac.ContainerTerminate(ctx, client.RefOf(ct.ID)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	twg.Wait()
+	if n := mountsOf("zos-flist:ct/share"); n != 1 {
+		t.Fatalf("%d mounts of ct/share with one container left, want 1", n)
+	}
+	if err := c.ac.ContainerTerminate(ctx, client.RefOf(cs[len(cs)-1].ID)); err != nil {
+		t.Fatal(err)
 	}
 	if n := mountsOf("zos-flist:ct/share"); n != 0 {
 		t.Errorf("flist still mounted after its last container: %d", n)
