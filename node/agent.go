@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/zosproject/zos/flist/hub"
 	"github.com/zosproject/zos/node/agent"
 	"github.com/zosproject/zos/node/agent/bridge"
+	"github.com/zosproject/zos/node/agent/corex"
 	"github.com/zosproject/zos/node/agent/flistmount"
 	"github.com/zosproject/zos/node/agent/info"
 	"github.com/zosproject/zos/node/resp"
@@ -43,6 +45,18 @@ func (n *Node) startAgent(ln net.Listener) error {
 	n.closers = append(n.closers, c.Close)
 	fm := flistmount.Register(m, flistmount.Config{Open: n.openFlist, Cache: c, Logger: n.cfg.Logger})
 	n.closers = append(n.closers, fm.Close)
+	// Containers (corex.*): state under the node dir; they keep running
+	// when the node stops (see node/agent/corex).
+	cx, err := corex.Register(n.ctx, m, corex.Config{Dir: filepath.Join(n.cfg.Dir, "corex"),
+		Bridge: n.cfg.ContainerBridge, BridgeCIDR: n.cfg.ContainerCIDR, Open: n.openFlistArg, Cache: c,
+		Bridges: brs, Logger: n.cfg.Logger, Registerer: n.reg})
+	if err != nil {
+		// No runc, or no CAP_NET_ADMIN: the node runs without containers.
+		n.log.Warn("containers (corex.*) unavailable", "err", err)
+	} else {
+		n.closers = append(n.closers, cx.Close)
+		n.corex = cx
+	}
 	n.agent = m
 	done := make(chan struct{})
 	go func() {
@@ -93,6 +107,15 @@ func (n *Node) openFlist(ctx context.Context, url string) (*flist.Reader, chunks
 	n.hubTLS(c)
 	r, err := c.Open(ctx, repo+"/"+hub.TrimFlistName(name))
 	return r, c, err
+}
+
+// openFlistArg is openFlist with a missing flist as the caller's mistake.
+func (n *Node) openFlistArg(ctx context.Context, url string) (*flist.Reader, chunkstore.Fetcher, error) {
+	r, f, err := n.openFlist(ctx, url)
+	if errors.Is(err, hub.ErrNotFound) {
+		return nil, nil, &agent.ArgError{Err: fmt.Errorf("no flist %s on the hub: %w", url, err)}
+	}
+	return r, f, err
 }
 
 func (n *Node) clusterSecret() string {

@@ -106,6 +106,11 @@ type Config struct {
 	SnapshotInterval                  time.Duration
 	SnapshotThreshold                 uint64
 
+	// ContainerBridge is the bridge of containers' default nic, made with
+	// ContainerCIDR at first use (defaults "zos0", "172.18.0.1/16"; tests
+	// give their own so they never touch a real zos0).
+	ContainerBridge, ContainerCIDR string
+
 	// JoinTimeout bounds how long a joining node keeps trying. Default 60s.
 	JoinTimeout time.Duration
 
@@ -189,6 +194,14 @@ func (c *Config) Validate() error {
 	}
 	if c.DeadAfter < 2*c.ProbeInterval {
 		return errors.New("node: DeadAfter must be at least two probe intervals")
+	}
+	if c.ContainerCIDR != "" {
+		if ip, ipn, err := net.ParseCIDR(c.ContainerCIDR); err != nil || ip.To4() == nil || ip.Equal(ipn.IP) {
+			return fmt.Errorf("node: --container-cidr %q: want the bridge's IPv4 address with a prefix, e.g. 172.18.0.1/16", c.ContainerCIDR)
+		}
+	}
+	if len(c.ContainerBridge) > 15 {
+		return fmt.Errorf("node: --container-bridge %q: at most 15 characters", c.ContainerBridge)
 	}
 	return nil
 }

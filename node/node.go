@@ -27,6 +27,7 @@ import (
 	"github.com/zosproject/zos/internal/pki"
 	"github.com/zosproject/zos/internal/slogx"
 	"github.com/zosproject/zos/node/agent"
+	"github.com/zosproject/zos/node/agent/corex"
 	"github.com/zosproject/zos/node/resp"
 	"github.com/zosproject/zos/orchestrator"
 	"github.com/zosproject/zos/orchestrator/client"
@@ -48,6 +49,7 @@ type Node struct {
 	http  *http.Server
 	resp  *resp.Server
 	agent *agent.Manager
+	corex *corex.Corex
 
 	storage *storage
 	blockd  *blockd.Service

@@ -56,6 +56,8 @@ A node restarted on its --dir rejoins with its state.`,
 	f.DurationVar(&cfg.ElectionTimeout, "raft-election", 0, "Raft election timeout (default 1s)")
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often to check whether a Raft snapshot is due (default 60s)")
 	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", 0, "log entries between Raft snapshots (default 8192)")
+	f.StringVar(&cfg.ContainerBridge, "container-bridge", "", "bridge of containers' default nic, made at first use (default zos0)")
+	f.StringVar(&cfg.ContainerCIDR, "container-cidr", "", "address of --container-bridge when zos makes it (default 172.18.0.1/16)")
 	cmd.AddCommand(newNodeInfoCmd())
 	level, format := addLogFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {

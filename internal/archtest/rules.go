@@ -96,6 +96,9 @@ var Layers = []Layer{
 	{From: "node/resp", Forbidden: []string{"node/agent", "raft", "orchestrator", "blockd", "flist", "chunkstore"}},
 	// The container runtime is a library under the agent: it knows
 	// neither the agent's wire protocol nor the cluster.
+	// corex binds the container runtime to the agent: it reaches the
+	// cluster only through the flist opener the node gives it.
+	{From: "node/agent/corex", Forbidden: []string{"raft", "orchestrator", "blockd", "cmd", "flist/hub"}},
 	{From: "node/container", Forbidden: []string{"node/agent", "node/resp", "raft", "orchestrator", "chunkstore", "blockd", "cmd"}},
 	// The VM runtime likewise; it reaches vdisks only over NBD and the
 	// DiskLeaser interface, which the agent's kvm.* binding wires to blockd.

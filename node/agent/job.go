@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,7 @@ type Job struct {
 	capture     *capture
 	exitCode    int
 	ranProcess  bool
+	container   uint64 // set by SetContainer: the job ran in that container
 }
 
 // errKilled is the cause of a run cancelled by job.kill.
@@ -41,6 +43,37 @@ func (j *Job) Decode(v any) error { return DecodeArgs(j.Cmd.Arguments, v) }
 
 // Manager returns the manager running the job.
 func (j *Job) Manager() *Manager { return j.m }
+
+// SetContainer marks the job as run inside container id (corex.dispatch):
+// its JobResult carries the id.
+func (j *Job) SetContainer(id uint64) {
+	j.mu.Lock()
+	j.container = id
+	j.mu.Unlock()
+}
+
+// ReportProcess records a process the handler ran by other means (inside
+// a container) as if Exec had run it: its output is parsed into levels,
+// bounded, streamed, and makes the job's result with its exit code. It
+// returns an *ExitError when code is not 0.
+func (j *Job) ReportProcess(stdout, stderr []byte, code int) error {
+	j.mu.Lock()
+	if j.capture == nil {
+		j.capture = newCapture(j.m.cfg.MaxOutput, j.m.streamSink(j.Cmd))
+	}
+	c := j.capture
+	j.ranProcess, j.exitCode = true, code
+	j.mu.Unlock()
+	for i, b := range [][]byte{stdout, stderr} {
+		pr := &parser{level: LevelStdout + i, emit: c.message, max: j.m.cfg.MaxOutput}
+		readLines(bytes.NewReader(b), pr.line)
+		pr.flush()
+	}
+	if code != 0 {
+		return &ExitError{Code: code}
+	}
+	return nil
+}
 
 // Process describes a process to run for a job.
 type Process struct {

@@ -353,6 +353,7 @@ func (m *Manager) runOnce(j *Job, h Handler) JobResult {
 	res := JobResult{StartTime: start.UnixMilli(), Time: time.Since(start).Milliseconds()}
 	j.mu.Lock()
 	killed, code, ranProcess, c := j.killed, j.exitCode, j.ranProcess, j.capture
+	res.Container = j.container
 	j.cancel = nil
 	j.mu.Unlock()
 	var streams [2]string
