@@ -265,10 +265,13 @@ func killNode(ctx context.Context, c *localcluster.Cluster, cfg MatrixConfig, re
 			}
 			w.Events = append(w.Events, report.Event{T: t, Label: "disk replaced, rebuild"})
 			wg.Go(func() {
-				if _, _, err := healAll(ctx, c, Config{}); err != nil && ctx.Err() == nil {
+				_, _, err := healAll(ctx, c, Config{})
+				if err != nil && ctx.Err() == nil {
 					herr = err
 				}
-				healDone <- time.Since(start).Seconds()
+				if ctx.Err() == nil {
+					healDone <- time.Since(start).Seconds()
+				}
 			})
 		}
 	}
@@ -278,6 +281,9 @@ func killNode(ctx context.Context, c *localcluster.Cluster, cfg MatrixConfig, re
 	case t := <-healDone:
 		w.Events = append(w.Events, report.Event{T: t, Label: "rebuild done"})
 	default:
+	}
+	if !slices.ContainsFunc(w.Events, func(e report.Event) bool { return e.Label == "rebuild done" }) {
+		w.Events = append(w.Events, report.Event{T: time.Since(start).Seconds(), Label: "load ended, rebuild unfinished"})
 	}
 	if herr != nil {
 		return fmt.Errorf("store: kill-node: %w", herr)

@@ -52,4 +52,3 @@ func newBenchVdiskCmd() *cobra.Command {
 	}
 	return cmd
 }
-
