@@ -33,6 +33,7 @@ type RaftResult struct {
 	Proposals  int64         `json:"proposals"`
 	P50        time.Duration `json:"p50"`
 	P99        time.Duration `json:"p99"`
+	P999       time.Duration `json:"p999"`
 	Errors     int64         `json:"errors"`
 	FromLeader bool          `json:"from_leader"`
 }
@@ -137,6 +138,7 @@ func runRaftMode(ctx context.Context, n *node.Node, clients, batch int, d time.D
 	if len(lat) > 0 {
 		r.P50 = lat[len(lat)/2]
 		r.P99 = lat[len(lat)*99/100]
+		r.P999 = lat[len(lat)*999/1000]
 	}
 	return r
 }

@@ -101,6 +101,8 @@ type Result struct {
 	ReadMiBps  float64 `json:"read_mib_s"`
 	WriteMiBps float64 `json:"write_mib_s"`
 	P99Micros  float64 `json:"p99_us"` // completion latency, worst of read/write
+	P50Micros  float64 `json:"p50_us"`
+	P999Micros float64 `json:"p999_us"`
 }
 
 // IOPS is read plus write operations per second.
@@ -378,7 +380,8 @@ func parseFio(out []byte, name string) (Result, error) {
 		return Result{}, fmt.Errorf("fio job failed: %s", out)
 	}
 	j := res.Jobs[0]
-	p99 := max(j.Read.ClatN.Percentile["99.000000"], j.Write.ClatN.Percentile["99.000000"]) / 1000
+	pct := func(k string) float64 { return max(j.Read.ClatN.Percentile[k], j.Write.ClatN.Percentile[k]) / 1000 }
+	p99 := pct("99.000000")
 	return Result{
 		Workload:   name,
 		ReadIOPS:   j.Read.IOPS,
@@ -386,6 +389,8 @@ func parseFio(out []byte, name string) (Result, error) {
 		ReadMiBps:  j.Read.BW / 1024,
 		WriteMiBps: j.Write.BW / 1024,
 		P99Micros:  p99,
+		P50Micros:  pct("50.000000"),
+		P999Micros: pct("99.900000"),
 	}, nil
 }
 

@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"slices"
+
+	"github.com/zosproject/zos/bench/report"
 	"github.com/zosproject/zos/bench/storebench"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/internal/testcluster/loopback"
@@ -67,5 +70,42 @@ func BenchmarkStore(b *testing.B) {
 		b.ReportMetric(res.RebuildRatio, "rebuild/put")
 		b.ReportMetric(res.RestoreRatio, "restore/put")
 		b.ReportMetric(res.ReencodeRatio, "reencode/put")
+	}
+}
+
+// TestMatrixReport runs the store workload small, with a node killed under
+// load, and checks the report it makes: every target ran, the plots are
+// well formed, and the kill and the rebuild are marked on the series.
+func TestMatrixReport(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	w, err := storebench.Matrix(ctx, storebench.MatrixConfig{Bytes: 1 << 20, Sizes: []int{16 << 10, 64 << 10, 1 << 20},
+		KillNode: true, Duration: 3 * time.Second, Dir: t.TempDir(), Prefix: lo, FirstHost: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rep := report.New([]string{"zos", "bench", "store"}, dir)
+	rep.Add(w)
+	if err := rep.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	got, err := report.Verify(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := got.Workloads[0].Jobs
+	if len(jobs) != 10 { // PUT, GET, degraded GET × 3 sizes, rebuild
+		t.Fatalf("%d jobs: %+v", len(jobs), jobs)
+	}
+	if l := jobs[0].Results[0].Latency; l == nil || l.P50 <= 0 || l.P999 < l.P50 {
+		t.Fatalf("PUT latency %+v", l)
+	}
+	var labels []string
+	for _, e := range got.Workloads[0].Events {
+		labels = append(labels, e.Label)
+	}
+	if !slices.Contains(labels, "node killed") || !(slices.Contains(labels, "rebuild done") || slices.Contains(labels, "load ended, rebuild unfinished")) || len(got.Workloads[0].Series) != 2 {
+		t.Fatalf("events %v, %d series", labels, len(got.Workloads[0].Series))
 	}
 }

@@ -1,0 +1,116 @@
+package bench_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zosproject/zos/bench"
+	"github.com/zosproject/zos/bench/nbdbench"
+	"github.com/zosproject/zos/bench/report"
+	"github.com/zosproject/zos/internal/testcluster"
+)
+
+// TestClusterLeavesNothing runs every API workload small against a
+// separately started 3-process cluster, checks the report they make, and
+// checks through the API that no bench-… vdisk, flist or blob is left.
+func TestClusterLeavesNothing(t *testing.T) {
+	tc := testcluster.Start(t, 3, testcluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cl, err := bench.Connect(ctx, tc.APIAddr(1), tc.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(cl.Prefix, "bench-") || cl.NBDAddr == "" {
+		t.Fatalf("cluster %+v", cl)
+	}
+	dir := t.TempDir()
+	rep := report.New([]string{"zos", "bench", "all", "--cluster", tc.APIAddr(1)}, dir)
+	st, err := bench.StoreAPI(ctx, cl, bench.StoreAPIConfig{Sizes: []int{16 << 10, 64 << 10}, Bytes: 256 << 10, Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.Add(st)
+	rf, err := bench.RaftAPI(ctx, cl, bench.RaftAPIConfig{Duration: time.Second, Clients: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.Add(rf)
+	jobs, _ := nbdbench.Workloads([]string{"4k-randrw-qd32"})
+	nb, err := bench.NBDAPI(ctx, cl, bench.NBDAPIConfig{Runtime: time.Second, Size: 64 << 20, Workloads: jobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.Add(nb)
+	fl, err := bench.FlistAPI(ctx, cl, bench.FlistConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.Add(fl)
+	if err := rep.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	got, err := report.Verify(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Workloads) != 4 || len(got.Workloads[2].Jobs[0].Results) != 3 {
+		t.Fatalf("workloads %+v", got.Workloads)
+	}
+	left, err := bench.Leftovers(ctx, tc.Client(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// TestConnectBadInput: an unreachable address and a bad token fail within
+// seconds with errors that say so.
+func TestConnectBadInput(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	start := time.Now()
+	_, err = bench.Connect(context.Background(), addr, "x")
+	if !errors.Is(err, bench.ErrUnreachable) || time.Since(start) > bench.ConnectTimeout+time.Second {
+		t.Fatalf("unreachable: %v after %v", err, time.Since(start))
+	}
+	// A listener that never answers: the timeout, not a hang.
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	start = time.Now()
+	_, err = bench.Connect(context.Background(), ln.Addr().String(), "x")
+	if !errors.Is(err, bench.ErrUnreachable) || time.Since(start) > bench.ConnectTimeout+2*time.Second {
+		t.Fatalf("silent: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestConnectBadToken(t *testing.T) {
+	tc := testcluster.Start(t, 1, testcluster.Options{})
+	start := time.Now()
+	_, err := bench.Connect(context.Background(), tc.APIAddr(0), "zos_wrong")
+	if !errors.Is(err, bench.ErrUnauthorized) || !strings.Contains(err.Error(), "ZOS_TOKEN") || time.Since(start) > bench.ConnectTimeout {
+		t.Fatalf("bad token: %v after %v", err, time.Since(start))
+	}
+}
+
+func TestNeedToolsNamesPackage(t *testing.T) {
+	restore := bench.SetLookPath(func(string) (string, error) { return "", errors.New("not found") })
+	defer restore()
+	err := bench.NeedTools(false, "fio", nbdbench.TargetQemuNBD, nbdbench.TargetNbdkit)
+	if !errors.Is(err, bench.ErrMissingTool) || !strings.Contains(err.Error(), "qemu-utils") || !strings.Contains(err.Error(), "apt-get install -y fio qemu-utils nbdkit") {
+		t.Fatalf("NeedTools = %v", err)
+	}
+}

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/zosproject/zos/bench"
+	"github.com/zosproject/zos/bench/nbdbench"
+	"github.com/zosproject/zos/bench/report"
+	"github.com/zosproject/zos/bench/storebench"
+	"github.com/zosproject/zos/internal/size"
+)
+
+// benchOpts are the flags every report-producing workload shares.
+type benchOpts struct {
+	Cluster     string // API address of an existing cluster ("" = embedded)
+	Dev         bool
+	Nodes       int
+	Duration    time.Duration
+	Size        string // human size ("4G"); "" = the workload's default
+	Out         string
+	InstallDeps bool
+	Output      string // table or json
+}
+
+func (o *benchOpts) size() (int64, error) {
+	if o.Size == "" {
+		return 0, nil
+	}
+	n, err := size.Parse(o.Size)
+	if err != nil {
+		return 0, fmt.Errorf("--size: %w", err)
+	}
+	return n, nil
+}
+
+func addBenchFlags(cmd *cobra.Command, o *benchOpts, nodes int, dur time.Duration, sizeHelp string) {
+	f := cmd.Flags()
+	f.StringVar(&o.Cluster, "cluster", "", "API address of an existing cluster to benchmark (token from $ZOS_TOKEN); it creates and removes its own bench-… objects")
+	f.BoolVar(&o.Dev, "dev", false, "benchmark an embedded dev cluster (the default)")
+	f.IntVar(&o.Nodes, "nodes", nodes, "nodes of the embedded cluster")
+	f.DurationVar(&o.Duration, "duration", dur, "time per job")
+	f.StringVar(&o.Size, "size", "", sizeHelp+" (human size: 64M, 4G)")
+	f.StringVar(&o.Out, "out", "", "write DIR/report.md, DIR/results.json and DIR/plots/*.png,svg")
+	f.BoolVar(&o.InstallDeps, "install-deps", false, "install missing tools (fio, nbdkit, qemu-utils) with apt-get (root)")
+	f.StringVarP(&o.Output, "output", "o", "table", "output format: table or json")
+}
+
+// workloadFunc runs one workload and returns its results. `zos bench
+// container` and `zos bench vm` plug in by returning report.Workload too.
+type workloadFunc func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error)
+
+// target returns the cluster the options name: an existing one (checked
+// within seconds) or an embedded one.
+func (o *benchOpts) target(ctx context.Context) (*bench.Cluster, error) {
+	if o.Cluster != "" && o.Dev {
+		return nil, fmt.Errorf("--cluster and --dev exclude each other")
+	}
+	if o.Cluster != "" {
+		return bench.Connect(ctx, o.Cluster, os.Getenv("ZOS_TOKEN"))
+	}
+	return bench.StartDev(ctx, o.Nodes)
+}
+
+// benchProgress prints a progress line per step with the time since start.
+func benchProgress(w io.Writer) func(string) {
+	start := time.Now()
+	return func(s string) { fmt.Fprintf(w, "[%5.1fs] %s…\n", time.Since(start).Seconds(), s) }
+}
+
+// runWorkloads runs fns, prints each workload's table as it finishes, and
+// with --out writes the report of them all.
+func runWorkloads(c *cobra.Command, o *benchOpts, fns ...workloadFunc) error {
+	rep := report.New(os.Args, "")
+	progress := benchProgress(c.ErrOrStderr())
+	if o.Cluster != "" {
+		rep.Cluster = "cluster at " + o.Cluster
+	} else {
+		rep.Cluster = fmt.Sprintf("embedded clusters in this process (%d nodes unless a workload says otherwise)", o.Nodes)
+	}
+	var all []report.Workload
+	for _, fn := range fns {
+		ws, err := fn(c.Context(), o, progress)
+		for _, w := range ws {
+			rep.Add(w)
+			all = append(all, w)
+			if o.Output != "json" {
+				fmt.Fprint(c.OutOrStdout(), rep.Workloads[len(rep.Workloads)-1].Markdown(nil, ""))
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if o.Output == "json" {
+		b, _ := json.MarshalIndent(rep.Workloads, "", "  ")
+		fmt.Fprintln(c.OutOrStdout(), string(b))
+	}
+	if o.Out != "" {
+		if err := rep.Write(o.Out); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.ErrOrStderr(), "report: %s/report.md\n", o.Out)
+	}
+	return nil
+}
+
+func workloadCmd(use, short string, o *benchOpts, fn workloadFunc) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs}
+	cmd.RunE = func(c *cobra.Command, _ []string) error { return runWorkloads(c, o, fn) }
+	return cmd
+}
+
+func newBenchRaftCmd() *cobra.Command {
+	o := &benchOpts{}
+	var cfg bench.RaftConfig
+	cmd := workloadCmd("raft", "Control-plane commits/s and p50/p99/p99.9 vs the aim of 2000/s (embedded: Raft directly; --cluster: kv puts through the API)", o, raftWorkload(&cfg))
+	addBenchFlags(cmd, o, 3, 5*time.Second, "unused")
+	cmd.Flags().IntVar(&cfg.Clients, "clients", 32, "concurrent proposers")
+	cmd.Flags().IntVar(&cfg.Batch, "batch", 64, "commands per batched proposal (embedded)")
+	return cmd
+}
+
+func raftWorkload(cfg *bench.RaftConfig) workloadFunc {
+	return func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
+		cfg.Duration = o.Duration
+		if o.Cluster != "" {
+			cl, err := o.target(ctx)
+			if err != nil {
+				return nil, err
+			}
+			w, err := bench.RaftAPI(ctx, cl, bench.RaftAPIConfig{Duration: o.Duration, Clients: cfg.Clients, Progress: progress})
+			return []report.Workload{w}, err
+		}
+		res, err := bench.Raft(ctx, *cfg, progressWriter(progress))
+		if err != nil {
+			return nil, err
+		}
+		return []report.Workload{bench.RaftWorkload(res, *cfg)}, nil
+	}
+}
+
+func newBenchStoreCmd() *cobra.Command {
+	o := &benchOpts{}
+	var cfg storebench.MatrixConfig
+	cmd := workloadCmd("store", "Chunk PUT/GET of 16 KiB, 64 KiB, 4 MiB, degraded GET, rebuild vs reedsolomon+BLAKE3 and the disk ceiling (--kill-node: a node dies mid-run)", o,
+		func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
+			n, err := o.size()
+			if err != nil {
+				return nil, err
+			}
+			if o.Cluster != "" {
+				if cfg.KillNode {
+					return nil, fmt.Errorf("--kill-node needs the embedded cluster (--dev): it stops one of its nodes")
+				}
+				cl, err := o.target(ctx)
+				if err != nil {
+					return nil, err
+				}
+				w, err := bench.StoreAPI(ctx, cl, bench.StoreAPIConfig{Bytes: n, Progress: progress})
+				return []report.Workload{w}, err
+			}
+			cfg.Nodes, cfg.Bytes, cfg.Duration, cfg.Progress = o.Nodes, n, o.Duration, progress
+			w, err := storebench.Matrix(ctx, cfg)
+			return []report.Workload{w}, err
+		})
+	addBenchFlags(cmd, o, 6, 6*time.Second, "data put per chunk size (default 64M; --cluster 32M)")
+	cmd.Flags().BoolVar(&cfg.KillNode, "kill-node", false, "kill a node under load, replace its disk and rebuild (the throughput plot shows it)")
+	cmd.Flags().IntVar(&cfg.Concurrency, "concurrency", 8, "concurrent writers/readers")
+	return cmd
+}
+
+func newBenchNBDCmd() *cobra.Command {
+	o := &benchOpts{}
+	var jobs, anchors []string
+	cmd := workloadCmd("nbd", "fio over NBD: a vdisk of the cluster vs nbdkit memory vs qemu-nbd on a raw file", o,
+		func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
+			n, err := o.size()
+			if err != nil {
+				return nil, err
+			}
+			w, err := nbdbench.Workloads(jobs)
+			if err != nil {
+				return nil, err
+			}
+			if anchors == nil {
+				anchors = []string{nbdbench.TargetNbdkit, nbdbench.TargetQemuNBD}
+			}
+			if len(anchors) == 1 && anchors[0] == "none" {
+				anchors = []string{}
+			}
+			if err := bench.NeedTools(o.InstallDeps, append([]string{"fio"}, anchors...)...); err != nil {
+				return nil, err
+			}
+			cl, err := o.target(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer cl.Close()
+			wl, err := bench.NBDAPI(ctx, cl, bench.NBDAPIConfig{Runtime: o.Duration, Size: n, Workloads: w, Anchors: anchors, Progress: progress})
+			return []report.Workload{wl}, err
+		})
+	addBenchFlags(cmd, o, 3, 10*time.Second, "vdisk and anchor export size (default 1G)")
+	cmd.Flags().StringSliceVar(&jobs, "jobs", nil, "fio jobs (default 4k-randrw-qd32,1m-seqread,1m-seqwrite,4k-randwrite-fsync16; also 4k-randwrite-fsync1-qd1)")
+	cmd.Flags().StringSliceVar(&anchors, "anchors", nil, "anchor targets (default nbdkit-memory,qemu-nbd-raw; \"none\" for zos alone)")
+	return cmd
+}
+
+func newBenchFlistCmd() *cobra.Command {
+	o := &benchOpts{}
+	var cfg bench.FlistConfig
+	var local bool
+	cmd := workloadCmd("flist", "flist through the cluster's hub: cold start vs tar.gz download+extract, warm read vs native disk, stat walk vs the source tree", o,
+		func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
+			if local {
+				n, err := o.size()
+				if err != nil {
+					return nil, err
+				}
+				cfg.WarmSize = n
+				res, err := bench.Flist(ctx, cfg)
+				if err != nil {
+					return nil, err
+				}
+				return []report.Workload{bench.FlistWorkload(res)}, nil
+			}
+			cl, err := o.target(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer cl.Close()
+			w, err := bench.FlistAPI(ctx, cl, cfg, progress)
+			return []report.Workload{w}, err
+		})
+	addBenchFlags(cmd, o, 3, 0, "with --local: size of the file read warm (default 100M)")
+	cmd.Flags().StringVar(&cfg.Root, "root", "", "root file system to serve (default: the tests' Debian tree, else busybox)")
+	cmd.Flags().StringVar(&cfg.Binary, "binary", "", "file inside --root read first for the cold start")
+	cmd.Flags().BoolVar(&local, "local", false, "an in-memory hub in this process instead of a cluster's")
+	return cmd
+}
+
+func newBenchAllCmd(parent *cobra.Command) *cobra.Command {
+	o := &benchOpts{}
+	store := storebench.MatrixConfig{}
+	raft := bench.RaftConfig{Clients: 32, Batch: 64}
+	cmd := &cobra.Command{Use: "all", Short: "Run the store, nbd, flist and raft workloads into one report", Args: cobra.NoArgs}
+	addBenchFlags(cmd, o, 3, 5*time.Second, "per workload: data per chunk size (store), export size (nbd)")
+	cmd.RunE = func(c *cobra.Command, _ []string) error {
+		storeFn := func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
+			n, err := o.size()
+			if err != nil {
+				return nil, err
+			}
+			if o.Cluster != "" {
+				cl, err := o.target(ctx)
+				if err != nil {
+					return nil, err
+				}
+				w, err := bench.StoreAPI(ctx, cl, bench.StoreAPIConfig{Bytes: n, Progress: progress})
+				return []report.Workload{w}, err
+			}
+			store.Bytes, store.Duration, store.Progress, store.KillNode = n, o.Duration, progress, true
+			w, err := storebench.Matrix(ctx, store)
+			return []report.Workload{w}, err
+		}
+		nbdFn := func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
+			n, err := o.size()
+			if err != nil {
+				return nil, err
+			}
+			if err := bench.NeedTools(o.InstallDeps, "fio", nbdbench.TargetNbdkit, nbdbench.TargetQemuNBD); err != nil {
+				return nil, err
+			}
+			cl, err := o.target(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer cl.Close()
+			w, err := bench.NBDAPI(ctx, cl, bench.NBDAPIConfig{Runtime: o.Duration, Size: max(n, 64<<20), Progress: progress})
+			return []report.Workload{w}, err
+		}
+		flistFn := func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
+			cl, err := o.target(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer cl.Close()
+			w, err := bench.FlistAPI(ctx, cl, bench.FlistConfig{}, progress)
+			return []report.Workload{w}, err
+		}
+		return runWorkloads(c, o, storeFn, nbdFn, flistFn, raftWorkload(&raft))
+	}
+	return cmd
+}
+
+func newBenchPublishCmd() *cobra.Command {
+	return &cobra.Command{Use: "publish REPORT-DIR DOC PLOT-DIR", Short: "Copy a report's tables and plots into a markdown file between its markers (make bench)", Args: cobra.ExactArgs(3),
+		RunE: func(c *cobra.Command, args []string) error { return report.Publish(args[0], args[1], args[2]) }}
+}
+
+// progressWriter turns progress lines written to an io.Writer into calls.
+type progressWriter func(string)
+
+func (p progressWriter) Write(b []byte) (int, error) {
+	s := string(b)
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '.' || s[len(s)-1] == 0x80 || s[len(s)-1] == 0xa6 || s[len(s)-1] == 0xe2) {
+		s = s[:len(s)-1]
+	}
+	p(s)
+	return len(b), nil
+}
