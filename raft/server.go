@@ -188,15 +188,15 @@ func Open(cfg Config) (*Server, error) {
 				return nil, fmt.Errorf("raft: listen on %s: %w", cfg.BindAddr, err)
 			}
 			stream := newTLSStream(ln, addr, cfg.ServerTLS, cfg.ClientTLS, log)
-			trans = hraft.NewNetworkTransportWithConfig(&hraft.NetworkTransportConfig{
-				Stream: stream, MaxPool: 4, Timeout: 10 * time.Second, Logger: hlog})
+			trans = &watchedTransport{hraft.NewNetworkTransportWithConfig(&hraft.NetworkTransportConfig{
+				Stream: stream, MaxPool: 4, Timeout: 10 * time.Second, Logger: hlog}), 10 * time.Second}
 		} else {
 			t, err := hraft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 4, 10*time.Second, hlog)
 			if err != nil {
 				store.Close()
 				return nil, fmt.Errorf("raft: listen on %s: %w", cfg.BindAddr, err)
 			}
-			trans = t
+			trans = &watchedTransport{t, 10 * time.Second}
 		}
 	}
 
@@ -242,7 +242,8 @@ func Open(cfg Config) (*Server, error) {
 }
 
 func (s *Server) closeStores() {
-	if nt, ok := s.trans.(*hraft.NetworkTransport); ok && s.cfg.Transport == nil {
+	if wt, ok := s.trans.(*watchedTransport); ok && s.cfg.Transport == nil {
+		nt := wt.NetworkTransport
 		// Close does not close the pooled connections to the peers:
 		// without this their handlers (each a goroutine, blocked reading)
 		// and our sockets would outlive the server.
