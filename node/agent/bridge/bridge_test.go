@@ -129,7 +129,11 @@ func TestBridge(t *testing.T) {
 		if out := sh(t, "ip", "link", "show", name); !strings.Contains(out, "does not exist") {
 			t.Fatalf("bridge still there: %s", out)
 		}
-		if out := sh(t, "nft", "list", "table", "ip", "zos"); strings.Contains(out, fmt.Sprintf("10.213.%d.0/24", net3)) || !strings.Contains(out, "No such file") {
+		// The rule goes; the table goes with its last rule, unless
+		// another owner (the container runtime's port forwards, on a
+		// machine that runs containers) keeps chains of its own in it.
+		if out := sh(t, "nft", "list", "table", "ip", "zos"); strings.Contains(out, fmt.Sprintf("10.213.%d.0/24", net3)) ||
+			!strings.Contains(out, "No such file") && !strings.Contains(out, "chain prerouting") {
 			t.Fatalf("NAT rule or table left after delete:\n%s", out)
 		}
 		if deadline := time.Now().Add(30 * time.Second); mode == "dnsmasq" {
