@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/zosproject/zos/flist/internal/memstore"
-	"github.com/zosproject/zos/flist/internal/testimage"
+	"github.com/zosproject/zos/internal/testimage"
 )
 
 // FuzzOpen: the decoder never panics or hangs, and whatever it accepts can

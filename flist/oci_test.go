@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/zosproject/zos/flist/internal/memstore"
-	"github.com/zosproject/zos/flist/internal/testimage"
+	"github.com/zosproject/zos/internal/testimage"
 )
 
 func testLayers(t testing.TB) [][]byte {

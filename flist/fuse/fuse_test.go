@@ -15,7 +15,7 @@ import (
 
 	"github.com/zosproject/zos/flist"
 	"github.com/zosproject/zos/flist/cache"
-	"github.com/zosproject/zos/flist/internal/testimage"
+	"github.com/zosproject/zos/internal/testimage"
 	"golang.org/x/sys/unix"
 )
 

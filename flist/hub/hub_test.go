@@ -22,7 +22,7 @@ import (
 	"github.com/zosproject/zos/flist/cache"
 	ffuse "github.com/zosproject/zos/flist/fuse"
 	"github.com/zosproject/zos/flist/internal/memstore"
-	"github.com/zosproject/zos/flist/internal/testimage"
+	"github.com/zosproject/zos/internal/testimage"
 )
 
 type testHub struct {

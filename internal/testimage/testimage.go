@@ -1,5 +1,6 @@
 // Package testimage writes OCI image layouts and docker save archives from
-// layer tars, for tests and benchmarks of the flist builders.
+// layer tars, for tests and benchmarks of the flist builders and of
+// containers from images.
 package testimage
 
 import (
