@@ -294,7 +294,7 @@ func newBenchAllCmd(parent *cobra.Command) *cobra.Command {
 			w, err := bench.FlistAPI(ctx, cl, bench.FlistConfig{}, progress)
 			return []report.Workload{w}, err
 		}
-		return runWorkloads(c, o, storeFn, nbdFn, flistFn, raftWorkload(&raft))
+		return runWorkloads(c, o, storeFn, nbdFn, flistFn, raftWorkload(&raft), containerWorkload(&bench.ContainerConfig{}, true))
 	}
 	return cmd
 }

@@ -124,12 +124,16 @@ func TestContainerFromOCIImage(t *testing.T) {
 		return nil
 	})
 	cs, _ := c.ac.ContainerList(ctx)
+	tags := containerTags(t, c.Nodes[0].Dir)
 	for _, ct := range cs {
 		if err := c.ac.ContainerTerminate(ctx, ct.Name); err != nil {
 			t.Fatal(err)
 		}
 	}
-	checkClean(t, c, cs)
+	if n := mountsOf(c.Nodes[0].Dir); n != 0 {
+		t.Errorf("%d mounts under the node's dir after terminate", n)
+	}
+	checkTagsClean(t, c, tags, cs)
 }
 
 // metric returns the value of an unlabelled metric on the node's /metrics.
@@ -279,6 +283,10 @@ func TestContainerRuntimeOps(t *testing.T) {
 	if len(before) != 2 || before[0].ID != lg {
 		t.Fatalf("containers before the restart: %v", before)
 	}
+	tags := containerTags(t, c.Nodes[0].Dir)
+	if len(tags) != 2 {
+		t.Fatalf("state of the containers on disk: %v", tags)
+	}
 	c.Kill(0)
 	c.Restart(0)
 	c.WaitReady(0, 2*time.Minute)
@@ -289,10 +297,10 @@ func TestContainerRuntimeOps(t *testing.T) {
 		}
 		return nil
 	})
-	checkClean(t, c, before)
-	if n := mountsOf("zos-flist:"); n != 0 {
-		t.Errorf("%d flist mounts after the restart", n)
+	if n := mountsOf(c.Nodes[0].Dir); n != 0 {
+		t.Errorf("%d mounts under the node's dir after the restart", n)
 	}
+	checkTagsClean(t, c, tags, before)
 	if v := c.metric(t, "zos_containers_running"); v != 0 {
 		t.Errorf("zos_containers_running after the restart %v, want 0", v)
 	}
@@ -307,5 +315,55 @@ func TestContainerRuntimeOps(t *testing.T) {
 	})
 	if v := c.metric(t, "zos_container_flist_mounts"); v != 1 {
 		t.Errorf("zos_container_flist_mounts %v, want 1", v)
+	}
+}
+
+// containerTags reads the tags (they name a container's veth, cgroups and
+// runc id) from the state the node keeps of its containers.
+func containerTags(t *testing.T, nodeDir string) []string {
+	t.Helper()
+	var tags []string
+	filepath.WalkDir(nodeDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.Name() != "state.json" || filepath.Base(filepath.Dir(filepath.Dir(p))) != "containers" {
+			return nil
+		}
+		var rec struct {
+			Tag string `json:"tag"`
+		}
+		if b, err := os.ReadFile(p); err == nil && json.Unmarshal(b, &rec) == nil && rec.Tag != "" {
+			tags = append(tags, rec.Tag)
+		}
+		return nil
+	})
+	return tags
+}
+
+// checkTagsClean: nothing of these containers is left — veth, cgroups,
+// runc state, nft rules, processes — whatever else runs on the machine.
+func checkTagsClean(t *testing.T, c *ctCluster, tags []string, cs []*corex.Info) {
+	t.Helper()
+	links, _ := exec.Command("ip", "-o", "link").Output()
+	nft, _ := exec.Command("nft", "list", "ruleset").Output()
+	runc, _ := exec.Command("runc", "list", "-q").Output()
+	for _, tag := range tags {
+		if strings.Contains(string(links), "zv"+tag) {
+			t.Errorf("veth zv%s left", tag)
+		}
+		if out, _ := exec.Command("find", "/sys/fs/cgroup", "-maxdepth", "3", "-name", "zos-"+tag).Output(); len(out) > 0 {
+			t.Errorf("cgroups left:\n%s", out)
+		}
+		if strings.Contains(string(runc), "zos-"+tag) {
+			t.Errorf("runc container zos-%s left", tag)
+		}
+	}
+	for _, ct := range cs {
+		if strings.Contains(string(nft), ct.IP+" ") || strings.Contains(string(nft), ct.IP+":") {
+			t.Errorf("nft rule for %s left:\n%s", ct.IP, nft)
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", ct.Pid)); err == nil {
+			if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 0 && f[0] != "Z" {
+				t.Errorf("process %d of %s left: %s", ct.Pid, ct.Name, b)
+			}
+		}
 	}
 }
