@@ -402,4 +402,3 @@ func TestContainersShareFlist(t *testing.T) {
 	}
 	checkClean(t, c, cs)
 }
-

@@ -35,8 +35,7 @@ func newFlistCmd() *cobra.Command {
 contents live as chunks in the cluster. FLIST arguments are a local file
 (NAME.flist), a published flist (REPO/NAME) or a URL (http://HOST:5000/REPO/NAME.flist).
 The cluster is reached at $ZOS_ADDR (default https://127.0.0.1:5000, trusting
-$ZOS_CACERT); writes
-need $ZOS_TOKEN.`,
+$ZOS_CACERT); writes need $ZOS_TOKEN.`,
 	}
 	cmd.AddCommand(flistCreateCmd(), flistUploadCmd(), flistLsCmd(), flistStatCmd(), flistCatCmd(), flistInspectCmd(),
 		flistMergeCmd(), flistDiffCmd(), flistListCmd(), flistDeleteCmd(), flistMountCmd())
