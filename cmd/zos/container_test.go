@@ -122,6 +122,8 @@ func startContainerNode(t *testing.T) *ctCluster {
 		ac.JSON(ctx, "bridge.delete", map[string]string{"name": br}, nil)
 		ac.Close()
 		exec.Command("ip", "link", "del", br).Run()
+		// The node keeps its forwards in a table of its own (zos_BRIDGE).
+		exec.Command("nft", "delete", "table", "ip", "zos_"+br).Run()
 	})
 	return ctc
 }
