@@ -51,9 +51,14 @@ func newPrefix() string {
 }
 
 // Connect checks that the cluster at addr answers and accepts token
-// (within ConnectTimeout) and returns it.
+// (within ConnectTimeout) and returns it; https addresses are checked
+// against $ZOS_CACERT (the cluster CA) as the CLI does.
 func Connect(ctx context.Context, addr, token string) (*Cluster, error) {
-	c := client.New(addr, token)
+	tc, err := client.EnvTLS() // $ZOS_CACERT, the cluster CA
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	c := client.NewTLS(addr, token, tc)
 	cctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
 	st, err := c.ClusterStatus(cctx)

@@ -21,6 +21,7 @@ func TestClusterLeavesNothing(t *testing.T) {
 	tc := testcluster.Start(t, 3, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	t.Setenv("ZOS_CACERT", tc.CAFile())
 	cl, err := bench.Connect(ctx, tc.APIAddr(1), tc.Token)
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +101,7 @@ func TestConnectBadInput(t *testing.T) {
 func TestConnectBadToken(t *testing.T) {
 	tc := testcluster.Start(t, 1, testcluster.Options{})
 	start := time.Now()
+	t.Setenv("ZOS_CACERT", tc.CAFile())
 	_, err := bench.Connect(context.Background(), tc.APIAddr(0), "zos_wrong")
 	if !errors.Is(err, bench.ErrUnauthorized) || !strings.Contains(err.Error(), "ZOS_TOKEN") || time.Since(start) > bench.ConnectTimeout {
 		t.Fatalf("bad token: %v after %v", err, time.Since(start))

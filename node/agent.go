@@ -48,7 +48,7 @@ func (n *Node) startAgent(ln net.Listener) error {
 	// Containers (corex.*): state under the node dir; they keep running
 	// when the node stops (see node/agent/corex).
 	cx, err := corex.Register(n.ctx, m, corex.Config{Dir: filepath.Join(n.cfg.Dir, "corex"),
-		Bridge: n.cfg.ContainerBridge, BridgeCIDR: n.cfg.ContainerCIDR, Open: n.openFlistArg, Cache: c,
+		Bridge: n.cfg.ContainerBridge, BridgeCIDR: n.cfg.ContainerCIDR, NATTable: hostScoped(n.cfg.ContainerBridge), CgroupParent: hostScoped(n.cfg.ContainerBridge), Open: n.openFlistArg, Cache: c,
 		Bridges: brs, Logger: n.cfg.Logger, Registerer: n.reg})
 	if err != nil {
 		// No runc, or no CAP_NET_ADMIN: the node runs without containers.
@@ -126,3 +126,21 @@ func (n *Node) clusterSecret() string {
 
 // Agent returns the node agent's job manager.
 func (n *Node) Agent() *agent.Manager { return n.agent }
+
+// hostScoped names the nftables table of the containers' port forwards
+// and their cgroup parent: zos's own ("zos") for the default bridge, ones
+// of their own (zos_BRIDGE) for another bridge, so that nodes sharing a
+// host (tests, a lab) never take each other's forwards or cgroups for
+// strays when they reconcile.
+func hostScoped(bridge string) string {
+	if bridge == "" || bridge == "zos0" {
+		return "" // the default, "zos"
+	}
+	b := []byte("zos_" + bridge)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}

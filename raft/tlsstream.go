@@ -9,6 +9,7 @@ import (
 	"time"
 
 	hraft "github.com/hashicorp/raft"
+	"github.com/zosproject/zos/internal/pki"
 )
 
 // tlsStream is a hraft.StreamLayer over mutual TLS. Accept hands the
@@ -77,7 +78,11 @@ func (s *tlsStream) acceptLoop() {
 			tc := tls.Server(c, s.server)
 			c.SetDeadline(time.Now().Add(s.timeout))
 			if err := tc.Handshake(); err != nil {
-				s.log.Warn("TLS handshake refused: peer has no valid node certificate of this cluster", "peer", c.RemoteAddr().String(), "err", err)
+				if errors.Is(err, pki.ErrNoCert) {
+					s.log.Info("Raft connection refused until this node has its certificate", "peer", c.RemoteAddr().String())
+				} else {
+					s.log.Warn("TLS handshake refused: peer has no valid node certificate of this cluster", "peer", c.RemoteAddr().String(), "err", err)
+				}
 				c.Close()
 				return
 			}

@@ -26,7 +26,7 @@ import (
 
 // newFlistCmd is `zos flist`: build, inspect, publish and mount flists.
 // Chunks live in the cluster reached at ZOS_ADDR (default
-// http://127.0.0.1:5000) with ZOS_TOKEN for writes, through the hub API.
+// https://127.0.0.1:5000; ZOS_CACERT the cluster CA) with ZOS_TOKEN for writes, through the hub API.
 func newFlistCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "flist",
@@ -34,8 +34,8 @@ func newFlistCmd() *cobra.Command {
 		Long: `An flist is a small immutable file describing a directory tree whose file
 contents live as chunks in the cluster. FLIST arguments are a local file
 (NAME.flist), a published flist (REPO/NAME) or a URL (http://HOST:5000/REPO/NAME.flist).
-The cluster is reached at $ZOS_ADDR (default http://127.0.0.1:5000); writes
-need $ZOS_TOKEN.`,
+The cluster is reached at $ZOS_ADDR (default https://127.0.0.1:5000, trusting
+$ZOS_CACERT); writes need $ZOS_TOKEN.`,
 	}
 	cmd.AddCommand(flistCreateCmd(), flistUploadCmd(), flistLsCmd(), flistStatCmd(), flistCatCmd(), flistInspectCmd(),
 		flistMergeCmd(), flistDiffCmd(), flistListCmd(), flistDeleteCmd(), flistMountCmd())

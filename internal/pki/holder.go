@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -85,13 +86,15 @@ func (h *Holder) Leaf() *x509.Certificate {
 	return nil
 }
 
-var errNoCert = errors.New("pki: this node has no certificate yet")
+// ErrNoCert is a handshake's error while the node waits for its first
+// certificate (a joining node, for a moment): not the peer's fault.
+var ErrNoCert = errors.New("pki: this node has no certificate yet")
 
 func (h *Holder) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if c := h.cur.Load(); c != nil {
 		return c, nil
 	}
-	return nil, errNoCert
+	return nil, ErrNoCert
 }
 
 func (h *Holder) getClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -159,7 +162,11 @@ func Handshake(c net.Conn, cfg *tls.Config, timeout time.Duration, log *slog.Log
 	tc := tls.Server(c, cfg)
 	c.SetDeadline(time.Now().Add(timeout))
 	if err := tc.Handshake(); err != nil {
-		log.Warn("TLS handshake refused", "link", what, "peer", c.RemoteAddr().String(), "err", err)
+		level := slog.LevelWarn
+		if errors.Is(err, ErrNoCert) {
+			level = slog.LevelInfo
+		}
+		log.Log(context.Background(), level, "TLS handshake refused", "link", what, "peer", c.RemoteAddr().String(), "err", err)
 		c.Close()
 		return nil
 	}
