@@ -350,5 +350,18 @@ func (n *benchNode) stop() {
 		<-done
 	}
 	exec.Command("ip", "link", "del", n.bridge).Run()
+	// A node on a bridge other than zos0 keeps its forwards in table
+	// zos_BRIDGE and its containers' cgroups under zos_BRIDGE.
+	exec.Command("nft", "delete", "table", "ip", "zos_"+n.bridge).Run()
+	for _, d := range cgroupDirs("zos_" + n.bridge) {
+		os.Remove(d)
+	}
 	os.RemoveAll(n.dir)
+}
+
+// cgroupDirs are the directories named name in every cgroup hierarchy.
+func cgroupDirs(name string) []string {
+	a, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", name))
+	b, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", name))
+	return append(a, b...)
 }

@@ -58,4 +58,10 @@ func TestContainerWorkload(t *testing.T) {
 	if out, _ := exec.Command("ip", "-o", "link", "show", "type", "bridge").Output(); strings.Contains(string(out), ": zb") {
 		t.Errorf("bridge left:\n%s", out)
 	}
+	if out, _ := exec.Command("nft", "list", "tables").Output(); strings.Contains(string(out), "zos_zb") {
+		t.Errorf("nft table left:\n%s", out)
+	}
+	if out, _ := exec.Command("find", "/sys/fs/cgroup", "-maxdepth", "2", "-name", "zos_zb*").Output(); len(out) > 0 {
+		t.Errorf("cgroup parent left:\n%s", out)
+	}
 }
