@@ -27,7 +27,7 @@ func TestTokenRevocation(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range 3 {
-			cl := client.New(c.APIAddr(i), tok.Token)
+			cl := c.ClientAs(i, tok.Token)
 			if err := cl.Do(ctx, http.MethodGet, "/api/v1/cluster", nil, nil); err != nil {
 				t.Fatalf("round %d: the new token on node %d: %v", round, i, err)
 			}
@@ -39,7 +39,7 @@ func TestTokenRevocation(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range 3 {
-			err := client.New(c.APIAddr(i), tok.Token).Do(ctx, http.MethodGet, "/api/v1/cluster", nil, nil)
+			err := c.ClientAs(i, tok.Token).Do(ctx, http.MethodGet, "/api/v1/cluster", nil, nil)
 			if !client.IsCode(err, "unauthorized") {
 				t.Fatalf("round %d: the revoked token on node %d right after the delete: %v, want 401", round, i, err)
 			}

@@ -104,9 +104,11 @@ func (s *Server) Authenticate(tok string) (Identity, error) {
 // token table (one read index round trip, shared by the requests that
 // arrive while one is in flight): a token deleted on any node is refused
 // by every node as soon as the delete returns, and one just created is
-// accepted everywhere. So API authentication needs a leader, like every
-// write; without one it answers 503 no_leader. An unknown (or revoked)
-// token is an *authz.Refusal.
+// accepted everywhere. Without a reachable leader (no Raft majority) the
+// token is looked up on the local replica instead, counted in
+// zos_api_auth_stale_total: nothing can be revoked then, and the data
+// (blobs, vdisk reads) stays reachable. An unknown (or revoked) token is
+// an *authz.Refusal.
 func (s *Server) AuthenticateContext(ctx context.Context, tok string) (Identity, error) {
 	node := false
 	s.cfg.Raft.ReadStale(func(st *fsm.State) error {
@@ -116,8 +118,18 @@ func (s *Server) AuthenticateContext(ctx context.Context, tok string) (Identity,
 	if node {
 		return Identity{Name: "node", TokenID: "node", Role: authz.Admin, Node: true}, nil
 	}
-	if err := s.fresh.sync(ctx); err != nil {
-		return Identity{}, s.readErr(err, "could not check the token with the leader")
+	if id, _ := s.cfg.Raft.Leader(); id == "" {
+		// No leader known: no revocation can commit either, so the
+		// replica is as fresh as the cluster can be (but for a delete
+		// committed just before the leader was lost and not yet applied
+		// here). The data stays reachable without a Raft majority, as
+		// the store promises (reads with up to m nodes lost).
+		s.noteStaleAuth()
+	} else if err := s.fresh.sync(ctx); err != nil {
+		if !noLeader(err) {
+			return Identity{}, s.readErr(err, "could not check the token with the leader")
+		}
+		s.noteStaleAuth()
 	}
 	hash := HashToken(tok)
 	var id Identity
@@ -174,6 +186,19 @@ func scoped(scope authz.Scope, h http.Handler) http.Handler {
 
 // readErr maps a failed freshness read: no leader or quorum is a 503 the
 // client may retry.
+// noteStaleAuth counts, and now and then logs, a token check answered
+// from the local replica.
+func (s *Server) noteStaleAuth() {
+	s.staleAuth.Inc()
+	if n, _, log := s.staleLog.Note(); log {
+		s.log.Warn("no Raft leader: API tokens checked on this node's replica (a revocation not yet applied here is not seen)", "checks", n)
+	}
+}
+
+func noLeader(err error) bool {
+	return errors.Is(err, raft.ErrNoLeader) || errors.Is(err, raft.ErrNotLeader) || errors.Is(err, context.DeadlineExceeded)
+}
+
 func (s *Server) readErr(err error, what string) error {
 	switch {
 	case errors.Is(err, raft.ErrNoLeader), errors.Is(err, raft.ErrNotLeader), errors.Is(err, context.DeadlineExceeded):

@@ -60,6 +60,11 @@ type Server struct {
 	handler http.Handler
 	guard   *authz.Guard // logs and counts refusals
 	fresh   *syncer      // linearizable token lookups
+	// staleAuth counts token checks answered from the local replica
+	// while no leader could be reached (zos_api_auth_stale_total);
+	// staleLog keeps their warning to one line a minute.
+	staleAuth prometheus.Counter
+	staleLog  slogx.Rare
 
 	peerOnce sync.Once
 	peerRT   http.RoundTripper
@@ -82,6 +87,18 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api", "node", cfg.NodeID),
 		fresh: &syncer{read: cfg.Raft.Read, timeout: 10 * time.Second}}
 	s.guard = authz.NewGuard(s.log, cfg.Registerer)
+	s.staleAuth = prometheus.NewCounter(prometheus.CounterOpts{Name: "zos_api_auth_stale_total",
+		Help: "API token checks answered from the node's replica because no Raft leader could be reached."})
+	s.staleLog.Every = time.Minute
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(s.staleAuth); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, err
+			}
+			s.staleAuth = are.ExistingCollector.(prometheus.Counter)
+		}
+	}
 	public := http.NewServeMux()
 	protected := http.NewServeMux()
 
