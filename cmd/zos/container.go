@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/zosproject/zos/internal/size"
 	"github.com/zosproject/zos/node/agent"
 	"github.com/zosproject/zos/node/agent/client"
 	"github.com/zosproject/zos/node/agent/corex"
@@ -83,7 +84,7 @@ own. Without CMD the flist's image entrypoint/cmd runs. Prints the id.
 				a.Port[k] = to
 			}
 			if memory != "" {
-				n, err := container.ParseBytes(memory)
+				n, err := size.Parse(memory)
 				if err != nil {
 					return fmt.Errorf("--memory: %w", err)
 				}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/zosproject/zos/internal/size"
 	"github.com/zosproject/zos/node/container/network"
 )
 
@@ -91,36 +92,12 @@ func (b *Bytes) UnmarshalJSON(data []byte) error {
 	} else {
 		s = string(data)
 	}
-	v, err := ParseBytes(s)
+	v, err := size.Parse(s)
 	if err != nil {
 		return err
 	}
 	*b = Bytes(v)
 	return nil
-}
-
-// ParseBytes parses "123", "64k", "512M", "1G", "1Gi" (powers of 1024).
-// Negative or fractional sizes are errors.
-func ParseBytes(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	num := strings.TrimSuffix(s, "i")
-	mult := int64(1)
-	if n := len(num); n > 0 {
-		if i := strings.IndexByte("kmgt", num[n-1]|0x20); i >= 0 {
-			mult = 1 << (10 * (i + 1))
-			num = num[:n-1]
-		} else if len(num) != len(s) {
-			return 0, fmt.Errorf("bad size %q", s)
-		}
-	}
-	v, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("bad size %q (want a positive number of bytes, or with K/M/G)", s)
-	}
-	if v > math.MaxInt64/mult {
-		return 0, fmt.Errorf("size %q too large", s)
-	}
-	return v * mult, nil
 }
 
 // PortNumber is a container port that decodes from 80 or "80".

@@ -54,10 +54,12 @@ func TestParseSpec(t *testing.T) {
 			t.Errorf("ParsePortKey(%q) accepted", in)
 		}
 	}
-	for in, want := range map[string]int64{"1": 1, "4k": 4096, "512M": 512 << 20, "2GiB": -1, "1Gi": 1 << 30, "-1": -1, "1.5G": -1, "": -1} {
-		v, err := ParseBytes(in)
-		if (want < 0) != (err != nil) || (want >= 0 && v != want) {
-			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, v, err, want)
+	// Sizes are the project's one size syntax (internal/size).
+	for in, want := range map[string]int64{`"1"`: 1, `"4k"`: 4096, `"512M"`: 512 << 20, `"2GiB"`: 2 << 30, `"1Gi"`: 1 << 30, `"-1"`: -1, `-1`: -1, `""`: -1, `4096`: 4096} {
+		var b Bytes
+		err := b.UnmarshalJSON([]byte(in))
+		if (want < 0) != (err != nil) || (want >= 0 && int64(b) != want) {
+			t.Errorf("Bytes(%s) = %d, %v; want %d", in, b, err, want)
 		}
 	}
 }
