@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/zosproject/zos/internal/size"
 )
 
 // Machine is what the figures were measured on, read from /proc and /sys.
@@ -128,15 +130,5 @@ func readTrim(p string) string {
 	return strings.TrimSpace(string(b))
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("KMGTPE"[exp]) + "iB"
-}
+// humanBytes formats a byte count with binary units.
+func humanBytes(n int64) string { return size.Format(n) }

@@ -48,18 +48,7 @@ func output(format string, w io.Writer, v any, tbl func()) error {
 }
 
 // humanBytes formats a byte count with binary units.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n int64) string { return size.Format(n) }
 
 // newLogger builds the daemon logger from --log-level and --log-format.
 func newLogger(level, format string) (*slog.Logger, error) {

@@ -77,3 +77,22 @@ func (b *Bytes) UnmarshalJSON(data []byte) error {
 	*b = Bytes(n)
 	return nil
 }
+
+// Format writes a byte count with binary units, one decimal: "512 B",
+// "1.5 KiB", "10.0 GiB".
+func Format(n int64) string {
+	const unit = 1024
+	if n < unit && n > -unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	sign := ""
+	if n < 0 {
+		sign, n = "-", -n
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return sign + strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("KMGTPE"[exp]) + "iB"
+}
