@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -51,9 +53,16 @@ func newPrefix() string {
 }
 
 // Connect checks that the cluster at addr answers and accepts token
-// (within ConnectTimeout) and returns it.
+// (within ConnectTimeout) and returns it. An https address is checked
+// against the system's roots; ConnectTLS trusts a cluster CA.
 func Connect(ctx context.Context, addr, token string) (*Cluster, error) {
-	c := client.New(addr, token)
+	return ConnectTLS(ctx, addr, token, nil)
+}
+
+// ConnectTLS is Connect trusting tc (nil: Connect); an address without a
+// scheme is then https. The CLI passes the CA of $ZOS_CACERT.
+func ConnectTLS(ctx context.Context, addr, token string, tc *tls.Config) (*Cluster, error) {
+	c := client.NewTLS(addr, token, tc)
 	cctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
 	st, err := c.ClusterStatus(cctx)
@@ -64,6 +73,10 @@ func Connect(ctx context.Context, addr, token string) (*Cluster, error) {
 			return nil, fmt.Errorf("%w at %s (set ZOS_TOKEN to a token of the cluster): %v", ErrUnauthorized, c.Addr, err)
 		case errors.As(err, &ae):
 			return nil, fmt.Errorf("bench: cluster at %s: %w", c.Addr, err)
+		}
+		var ua x509.UnknownAuthorityError
+		if errors.As(err, &ua) {
+			return nil, fmt.Errorf("bench: cluster at %s: its certificate is not trusted (set ZOS_CACERT to the cluster CA: zos cluster ca > ca.pem): %w", c.Addr, err)
 		}
 		return nil, fmt.Errorf("%w: %s did not answer within %v: %v", ErrUnreachable, c.Addr, ConnectTimeout, err)
 	}
@@ -110,7 +123,7 @@ func StartDev(ctx context.Context, nodes int) (*Cluster, error) {
 		return nil, err
 	}
 	n0 := dev.Nodes[0].Config()
-	return &Cluster{API: client.New(dev.Nodes[0].APIAddr(), dev.Token), NBDAddr: fmt.Sprintf("%s:%d", n0.Bind, n0.NBDPort),
+	return &Cluster{API: dev.Client(0), NBDAddr: fmt.Sprintf("%s:%d", n0.Bind, n0.NBDPort),
 		Desc: fmt.Sprintf("embedded dev cluster, %d nodes in this process", nodes), Prefix: newPrefix(), Embedded: true, dev: dev, dir: dir}, nil
 }
 

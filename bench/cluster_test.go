@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/zosproject/zos/bench/nbdbench"
 	"github.com/zosproject/zos/bench/report"
 	"github.com/zosproject/zos/internal/testcluster"
+	"github.com/zosproject/zos/orchestrator/client"
 )
 
 // TestClusterLeavesNothing runs every API workload small against a
@@ -21,7 +23,7 @@ func TestClusterLeavesNothing(t *testing.T) {
 	tc := testcluster.Start(t, 3, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cl, err := bench.Connect(ctx, tc.APIAddr(1), tc.Token)
+	cl, err := bench.ConnectTLS(ctx, tc.APIAddr(1), tc.Token, clusterTLS(t, tc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,10 +102,22 @@ func TestConnectBadInput(t *testing.T) {
 func TestConnectBadToken(t *testing.T) {
 	tc := testcluster.Start(t, 1, testcluster.Options{})
 	start := time.Now()
-	_, err := bench.Connect(context.Background(), tc.APIAddr(0), "zos_wrong")
+	_, err := bench.ConnectTLS(context.Background(), tc.APIAddr(0), "zos_wrong", clusterTLS(t, tc))
 	if !errors.Is(err, bench.ErrUnauthorized) || !strings.Contains(err.Error(), "ZOS_TOKEN") || time.Since(start) > bench.ConnectTimeout {
 		t.Fatalf("bad token: %v after %v", err, time.Since(start))
 	}
+}
+
+// clusterTLS trusts tc's CA (nil without TLS).
+func clusterTLS(t *testing.T, tc *testcluster.Cluster) *tls.Config {
+	if !tc.TLS() {
+		return nil
+	}
+	c, err := client.CAConfig(tc.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestNeedToolsNamesPackage(t *testing.T) {

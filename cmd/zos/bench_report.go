@@ -15,6 +15,7 @@ import (
 	"github.com/zosproject/zos/bench/report"
 	"github.com/zosproject/zos/bench/storebench"
 	"github.com/zosproject/zos/internal/size"
+	"github.com/zosproject/zos/orchestrator/client"
 )
 
 // benchOpts are the flags every report-producing workload shares.
@@ -63,7 +64,11 @@ func (o *benchOpts) target(ctx context.Context) (*bench.Cluster, error) {
 		return nil, fmt.Errorf("--cluster and --dev exclude each other")
 	}
 	if o.Cluster != "" {
-		return bench.Connect(ctx, o.Cluster, os.Getenv("ZOS_TOKEN"))
+		tc, err := client.EnvTLS()
+		if err != nil {
+			return nil, err
+		}
+		return bench.ConnectTLS(ctx, o.Cluster, os.Getenv("ZOS_TOKEN"), tc)
 	}
 	return bench.StartDev(ctx, o.Nodes)
 }
