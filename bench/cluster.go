@@ -183,3 +183,54 @@ func Leftovers(ctx context.Context, api *client.Client) ([]string, error) {
 	}
 	return out, nil
 }
+
+// sweep removes what this run named with c.Prefix and may not know of:
+// a blob pinned, a vdisk created or an flist uploaded by a request the
+// server finished after an interrupt cancelled it on this side (its
+// answer, and so the Ref, never arrived). After an interrupt it first
+// gives such requests a moment to end.
+func (c *Cluster) sweep(ctx context.Context) {
+	interrupted := ctx.Err() != nil
+	cctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	for round := range 2 {
+		if interrupted || round > 0 {
+			time.Sleep(500 * time.Millisecond)
+		}
+		found := 0
+		if pins, err := c.API.Pins(cctx); err == nil {
+			for _, p := range pins {
+				if strings.HasPrefix(p.Note, c.Prefix) {
+					found++
+					_ = c.API.Unpin(cctx, p.Ref)
+				}
+			}
+		}
+		if vds, err := c.API.VDisks(cctx); err == nil {
+			for _, v := range vds {
+				if strings.HasPrefix(v.Name, c.Prefix) {
+					found++
+					_ = c.API.DeleteVDisk(cctx, v.Name, true)
+				}
+			}
+		}
+		h := c.API.Hub()
+		if repos, err := h.ListRepos(cctx); err == nil {
+			for _, r := range repos {
+				ents, err := h.List(cctx, r)
+				if err != nil {
+					continue
+				}
+				for _, e := range ents {
+					if strings.HasPrefix(e.Name, c.Prefix) {
+						found++
+						_ = h.Delete(cctx, r, e.Name)
+					}
+				}
+			}
+		}
+		if found == 0 && !interrupted {
+			return
+		}
+	}
+}

@@ -57,6 +57,7 @@ func StoreAPI(ctx context.Context, cl *Cluster, cfg StoreAPIConfig) (report.Work
 		for _, r := range refs {
 			_ = cl.API.Unpin(cctx, r)
 		}
+		cl.sweep(ctx)
 	}()
 	tmp, err := os.MkdirTemp("", "zos-bench-disk-")
 	if err != nil {
@@ -321,14 +322,15 @@ func sizeSuffix(size int64, sizes int) string {
 // and its metrics written if asked), then on the anchors.
 func nbdSize(ctx context.Context, cl *Cluster, cfg NBDAPIConfig, size int64, dir string) (*nbdbench.Report, error) {
 	name := fmt.Sprintf("%snbd-%dm", cl.Prefix, size>>20)
-	if _, err := cl.API.CreateVDisk(ctx, vdiskapi.CreateRequest{Name: name, Size: vdiskapi.Size(size), BlockSize: vdiskapi.Size(cfg.BlockSize)}); err != nil {
-		return nil, fmt.Errorf("nbd: create vdisk: %w", err)
-	}
 	defer func() {
 		cctx, cancel := cleanupCtx(ctx)
 		defer cancel()
 		_ = cl.API.DeleteVDisk(cctx, name, true)
+		cl.sweep(ctx) // a create cancelled after the server made the vdisk
 	}()
+	if _, err := cl.API.CreateVDisk(ctx, vdiskapi.CreateRequest{Name: name, Size: vdiskapi.Size(size), BlockSize: vdiskapi.Size(cfg.BlockSize)}); err != nil {
+		return nil, fmt.Errorf("nbd: create vdisk: %w", err)
+	}
 	bc := nbdbench.Config{Runtime: cfg.Runtime, Size: size, Dir: dir, ZosURI: fmt.Sprintf("nbd://%s/%s", cl.NBDAddr, name),
 		Targets: []string{nbdbench.TargetZos}, Workloads: cfg.Workloads, Logger: progressLogger(cfg.Progress)}
 	if cfg.profile != nil {

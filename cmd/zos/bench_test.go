@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zosproject/zos/bench"
 	"github.com/zosproject/zos/bench/report"
+	"github.com/zosproject/zos/internal/testcluster"
 )
 
 // runBench runs `zos bench args…` in this process and returns its output
@@ -148,5 +151,85 @@ func TestBenchAllCLI(t *testing.T) {
 	}
 	if w := rep.Workloads[0]; len(w.Series) == 0 || len(w.Events) == 0 {
 		t.Errorf("store: no throughput series with events (the killed node): %+v %+v", w.Series, w.Events)
+	}
+}
+
+// TestBenchInterrupt starts `zos bench store --cluster` and `zos bench
+// nbd --cluster` against a separately started 3-process cluster, sends
+// SIGINT (Ctrl-C) while they hold objects on it (pinned blobs; a vdisk
+// under fio), and checks that each exits within seconds and leaves no
+// bench-… object behind.
+func TestBenchInterrupt(t *testing.T) {
+	benchPrereqs(t)
+	tc := testcluster.Start(t, 3, testcluster.Options{})
+	for _, c := range []struct {
+		args []string
+		when string // the progress line after which to interrupt
+	}{
+		{[]string{"store", "--size", "16M", "--concurrency", "4"}, "store: GET"},
+		{[]string{"nbd", "--size", "64M", "--within-size", "0", "--duration", "20s", "--jobs", "4k-randrw-qd32"}, "benchmarking target=zos"},
+	} {
+		t.Run(c.args[0], func(t *testing.T) {
+			cmd := exec.Command(tc.Bin, append([]string{"bench"}, append(c.args, "--cluster", tc.APIAddr(0))...)...)
+			cmd.Env = tc.Env(0)
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stderr = pw
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pw.Close()
+			seen := make(chan struct{})
+			var errb bytes.Buffer
+			go func() {
+				sc := bufio.NewScanner(pr)
+				once := false
+				for sc.Scan() {
+					errb.WriteString(sc.Text() + "\n")
+					if !once && strings.Contains(sc.Text(), c.when) {
+						once = true
+						close(seen)
+					}
+				}
+			}()
+			select {
+			case <-seen:
+			case <-time.After(90 * time.Second):
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				t.Fatalf("no %q progress line in 90s:\n%s", c.when, errb.String())
+			}
+			time.Sleep(500 * time.Millisecond)
+			sent := time.Now()
+			if err := cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err = <-done:
+			case <-time.After(45 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+				t.Fatalf("still running 45s after SIGINT:\n%s", errb.String())
+			}
+			t.Logf("exited %v after SIGINT in %v", err, time.Since(sent).Round(time.Millisecond))
+			if err == nil {
+				t.Fatalf("finished before the interrupt took effect (make the run longer):\n%s", errb.String())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			left, err := bench.Leftovers(ctx, tc.Client(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(left) > 0 {
+				t.Fatalf("left behind after SIGINT: %v\n%s", left, errb.String())
+			}
+		})
 	}
 }
