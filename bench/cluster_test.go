@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +128,42 @@ func TestNeedToolsNamesPackage(t *testing.T) {
 	err := bench.NeedTools(false, "fio", nbdbench.TargetQemuNBD, nbdbench.TargetNbdkit)
 	if !errors.Is(err, bench.ErrMissingTool) || !strings.Contains(err.Error(), "qemu-utils") || !strings.Contains(err.Error(), "apt-get install -y fio qemu-utils nbdkit") {
 		t.Fatalf("NeedTools = %v", err)
+	}
+}
+
+// TestNeedToolsInstalls: --install-deps runs apt-get install -y with the
+// missing tools' Debian packages (a stand-in apt-get on PATH records its
+// arguments and "installs" them), then checks again.
+func TestNeedToolsInstalls(t *testing.T) {
+	if os.Geteuid() != 0 {
+		err := bench.NeedTools(true, "no-such-tool-zos")
+		if !errors.Is(err, bench.ErrMissingTool) || !strings.Contains(err.Error(), "needs root") {
+			t.Fatalf("non-root --install-deps: %v", err)
+		}
+		return
+	}
+	dir := t.TempDir()
+	installed := filepath.Join(dir, "installed")
+	script := "#!/bin/sh\necho \"$@\" > " + installed + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "apt-get"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	restore := bench.SetLookPath(func(bin string) (string, error) {
+		if _, err := os.Stat(installed); err == nil {
+			return "/usr/bin/" + bin, nil
+		}
+		return "", errors.New("not found")
+	})
+	defer restore()
+	if err := bench.NeedTools(true, "fio", nbdbench.TargetQemuNBD, "qemu-nbd"); err != nil {
+		t.Fatal(err)
+	}
+	args, err := os.ReadFile(installed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(args)); got != "install -y fio qemu-utils" {
+		t.Fatalf("apt-get %s", got)
 	}
 }

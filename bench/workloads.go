@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -414,7 +415,9 @@ func NeedTools(install bool, tools ...string) error {
 		}
 		if _, err := lookPath(bin); err != nil {
 			missing = append(missing, bin)
-			pkgs = append(pkgs, Packages[t])
+			if !slices.Contains(pkgs, Packages[t]) {
+				pkgs = append(pkgs, Packages[t])
+			}
 		}
 	}
 	if len(missing) == 0 {
