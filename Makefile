@@ -36,7 +36,7 @@ check: ## gofmt, go mod tidy, go vet, staticcheck and go test -race
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 bench: build ## run the end-to-end benchmarks against their anchors (see docs/benchmarks.md)
-	bin/zos bench all --out bench-out
+	bin/zos bench all --out bench-out $(BENCH_FLAGS)
 	bin/zos bench publish bench-out docs/benchmarks.md docs/bench
 
 fmt:

@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -51,13 +53,15 @@ func newPrefix() string {
 }
 
 // Connect checks that the cluster at addr answers and accepts token
-// (within ConnectTimeout) and returns it; https addresses are checked
-// against $ZOS_CACERT (the cluster CA) as the CLI does.
+// (within ConnectTimeout) and returns it. An https address is checked
+// against the system's roots; ConnectTLS trusts a cluster CA.
 func Connect(ctx context.Context, addr, token string) (*Cluster, error) {
-	tc, err := client.EnvTLS() // $ZOS_CACERT, the cluster CA
-	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
+	return ConnectTLS(ctx, addr, token, nil)
+}
+
+// ConnectTLS is Connect trusting tc (nil: Connect); an address without a
+// scheme is then https. The CLI passes the CA of $ZOS_CACERT.
+func ConnectTLS(ctx context.Context, addr, token string, tc *tls.Config) (*Cluster, error) {
 	c := client.NewTLS(addr, token, tc)
 	cctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
@@ -69,6 +73,10 @@ func Connect(ctx context.Context, addr, token string) (*Cluster, error) {
 			return nil, fmt.Errorf("%w at %s (set ZOS_TOKEN to a token of the cluster): %v", ErrUnauthorized, c.Addr, err)
 		case errors.As(err, &ae):
 			return nil, fmt.Errorf("bench: cluster at %s: %w", c.Addr, err)
+		}
+		var ua x509.UnknownAuthorityError
+		if errors.As(err, &ua) {
+			return nil, fmt.Errorf("bench: cluster at %s: its certificate is not trusted (set ZOS_CACERT to the cluster CA: zos cluster ca > ca.pem): %w", c.Addr, err)
 		}
 		return nil, fmt.Errorf("%w: %s did not answer within %v: %v", ErrUnreachable, c.Addr, ConnectTimeout, err)
 	}
@@ -115,7 +123,7 @@ func StartDev(ctx context.Context, nodes int) (*Cluster, error) {
 		return nil, err
 	}
 	n0 := dev.Nodes[0].Config()
-	return &Cluster{API: client.New(dev.Nodes[0].APIAddr(), dev.Token), NBDAddr: fmt.Sprintf("%s:%d", n0.Bind, n0.NBDPort),
+	return &Cluster{API: dev.Client(0), NBDAddr: fmt.Sprintf("%s:%d", n0.Bind, n0.NBDPort),
 		Desc: fmt.Sprintf("embedded dev cluster, %d nodes in this process", nodes), Prefix: newPrefix(), Embedded: true, dev: dev, dir: dir}, nil
 }
 
@@ -174,4 +182,55 @@ func Leftovers(ctx context.Context, api *client.Client) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// sweep removes what this run named with c.Prefix and may not know of:
+// a blob pinned, a vdisk created or an flist uploaded by a request the
+// server finished after an interrupt cancelled it on this side (its
+// answer, and so the Ref, never arrived). After an interrupt it first
+// gives such requests a moment to end.
+func (c *Cluster) sweep(ctx context.Context) {
+	interrupted := ctx.Err() != nil
+	cctx, cancel := cleanupCtx(ctx)
+	defer cancel()
+	for round := range 2 {
+		if interrupted || round > 0 {
+			time.Sleep(500 * time.Millisecond)
+		}
+		found := 0
+		if pins, err := c.API.Pins(cctx); err == nil {
+			for _, p := range pins {
+				if strings.HasPrefix(p.Note, c.Prefix) {
+					found++
+					_ = c.API.Unpin(cctx, p.Ref)
+				}
+			}
+		}
+		if vds, err := c.API.VDisks(cctx); err == nil {
+			for _, v := range vds {
+				if strings.HasPrefix(v.Name, c.Prefix) {
+					found++
+					_ = c.API.DeleteVDisk(cctx, v.Name, true)
+				}
+			}
+		}
+		h := c.API.Hub()
+		if repos, err := h.ListRepos(cctx); err == nil {
+			for _, r := range repos {
+				ents, err := h.List(cctx, r)
+				if err != nil {
+					continue
+				}
+				for _, e := range ents {
+					if strings.HasPrefix(e.Name, c.Prefix) {
+						found++
+						_ = h.Delete(cctx, r, e.Name)
+					}
+				}
+			}
+		}
+		if found == 0 && !interrupted {
+			return
+		}
+	}
 }

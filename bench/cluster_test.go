@@ -2,8 +2,11 @@ package bench_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/zosproject/zos/bench/nbdbench"
 	"github.com/zosproject/zos/bench/report"
 	"github.com/zosproject/zos/internal/testcluster"
+	"github.com/zosproject/zos/orchestrator/client"
 )
 
 // TestClusterLeavesNothing runs every API workload small against a
@@ -21,8 +25,7 @@ func TestClusterLeavesNothing(t *testing.T) {
 	tc := testcluster.Start(t, 3, testcluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	t.Setenv("ZOS_CACERT", tc.CAFile())
-	cl, err := bench.Connect(ctx, tc.APIAddr(1), tc.Token)
+	cl, err := bench.ConnectTLS(ctx, tc.APIAddr(1), tc.Token, clusterTLS(t, tc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,11 +104,22 @@ func TestConnectBadInput(t *testing.T) {
 func TestConnectBadToken(t *testing.T) {
 	tc := testcluster.Start(t, 1, testcluster.Options{})
 	start := time.Now()
-	t.Setenv("ZOS_CACERT", tc.CAFile())
-	_, err := bench.Connect(context.Background(), tc.APIAddr(0), "zos_wrong")
+	_, err := bench.ConnectTLS(context.Background(), tc.APIAddr(0), "zos_wrong", clusterTLS(t, tc))
 	if !errors.Is(err, bench.ErrUnauthorized) || !strings.Contains(err.Error(), "ZOS_TOKEN") || time.Since(start) > bench.ConnectTimeout {
 		t.Fatalf("bad token: %v after %v", err, time.Since(start))
 	}
+}
+
+// clusterTLS trusts tc's CA (nil without TLS).
+func clusterTLS(t *testing.T, tc *testcluster.Cluster) *tls.Config {
+	if !tc.TLS() {
+		return nil
+	}
+	c, err := client.CAConfig(tc.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func TestNeedToolsNamesPackage(t *testing.T) {
@@ -114,5 +128,42 @@ func TestNeedToolsNamesPackage(t *testing.T) {
 	err := bench.NeedTools(false, "fio", nbdbench.TargetQemuNBD, nbdbench.TargetNbdkit)
 	if !errors.Is(err, bench.ErrMissingTool) || !strings.Contains(err.Error(), "qemu-utils") || !strings.Contains(err.Error(), "apt-get install -y fio qemu-utils nbdkit") {
 		t.Fatalf("NeedTools = %v", err)
+	}
+}
+
+// TestNeedToolsInstalls: --install-deps runs apt-get install -y with the
+// missing tools' Debian packages (a stand-in apt-get on PATH records its
+// arguments and "installs" them), then checks again.
+func TestNeedToolsInstalls(t *testing.T) {
+	if os.Geteuid() != 0 {
+		err := bench.NeedTools(true, "no-such-tool-zos")
+		if !errors.Is(err, bench.ErrMissingTool) || !strings.Contains(err.Error(), "needs root") {
+			t.Fatalf("non-root --install-deps: %v", err)
+		}
+		return
+	}
+	dir := t.TempDir()
+	installed := filepath.Join(dir, "installed")
+	script := "#!/bin/sh\necho \"$@\" > " + installed + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "apt-get"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	restore := bench.SetLookPath(func(bin string) (string, error) {
+		if _, err := os.Stat(installed); err == nil {
+			return "/usr/bin/" + bin, nil
+		}
+		return "", errors.New("not found")
+	})
+	defer restore()
+	if err := bench.NeedTools(true, "fio", nbdbench.TargetQemuNBD, "qemu-nbd"); err != nil {
+		t.Fatal(err)
+	}
+	args, err := os.ReadFile(installed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(args)); got != "install -y fio qemu-utils" {
+		t.Fatalf("apt-get %s", got)
 	}
 }

@@ -14,5 +14,7 @@
 // in by returning a report.Workload from a cmd/zos workloadFunc; nothing
 // else in the report layer changes. Workloads against a cluster take a
 // *Cluster (Connect for an existing one, StartDev for an embedded one) and
-// remove every object they create, named with its Prefix ("bench-…").
+// remove every object they create, named with its Prefix ("bench-…"),
+// then sweep what carries the prefix, so that a request an interrupt
+// cancelled after the server acted on it leaves nothing either.
 package bench

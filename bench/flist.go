@@ -135,6 +135,7 @@ func FlistAPI(ctx context.Context, cl *Cluster, cfg FlistConfig, progress func(s
 	progress("flist: upload to the cluster's hub as " + name)
 	up, err := h.UploadArchive(ctx, "", name, "rootfs.tar.gz", f)
 	f.Close()
+	defer cl.sweep(ctx) // an upload the hub finished after an interrupt
 	if err != nil {
 		return w, fmt.Errorf("flist: upload: %w", err)
 	}

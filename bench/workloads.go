@@ -10,12 +10,16 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime/pprof"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/zosproject/zos/bench/nbdbench"
 	"github.com/zosproject/zos/bench/report"
 	"github.com/zosproject/zos/bench/storebench"
+	"github.com/zosproject/zos/blockd"
 	"github.com/zosproject/zos/blockd/vdiskapi"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/orchestrator/client"
@@ -54,6 +58,7 @@ func StoreAPI(ctx context.Context, cl *Cluster, cfg StoreAPIConfig) (report.Work
 		for _, r := range refs {
 			_ = cl.API.Unpin(cctx, r)
 		}
+		cl.sweep(ctx)
 	}()
 	tmp, err := os.MkdirTemp("", "zos-bench-disk-")
 	if err != nil {
@@ -205,59 +210,160 @@ func RaftWorkload(res []RaftResult, cfg RaftConfig) report.Workload {
 
 // NBDAPIConfig configures NBDAPI.
 type NBDAPIConfig struct {
-	Runtime   time.Duration // per fio job; default 10s
-	Size      int64         // vdisk and anchors; default 1 GiB
-	Workloads []nbdbench.Workload
-	Anchors   []string // default nbdkit-memory, qemu-nbd-raw
-	Progress  func(string)
+	Runtime time.Duration // per fio job; default 10s
+	// Size of the vdisk and anchors beyond the caches; default
+	// DefaultBeyondSize.
+	Size int64
+	// WithinSize is a second, smaller size the jobs also run at, within
+	// the caches; default DefaultWithinSize; negative skips it, as does a
+	// WithinSize not below Size.
+	WithinSize int64
+	BlockSize  int64 // of the vdisk; 0: blockd's default
+	Workloads  []nbdbench.Workload
+	Anchors    []string // default nbdkit-memory, qemu-nbd-raw
+	// CPUProfile, if set, receives a CPU profile of this process while
+	// the jobs run on zos (the nodes run in it only when embedded).
+	CPUProfile string
+	// Metrics, if set, receives the serving node's blockd and NBD metrics
+	// after the jobs ran on zos (embedded clusters only): cache hits,
+	// flush phases, write stalls.
+	Metrics  io.Writer
+	Progress func(string)
+
+	profile *os.File // CPUProfile, open while NBDAPI runs
 }
 
-// NBDAPI creates a vdisk Prefix+"nbd" on the cluster, runs fio's nbd
-// engine against it through the cluster's NBD server and against the
-// anchors on this machine, and deletes the vdisk.
+// DefaultWithinSize is the nbd size within blockd's caches: half of the
+// default block cache (which is also capped at 1/8 of memory, and never
+// below the vdisk's dirty-block budget of the same default).
+const DefaultWithinSize = blockd.DefaultBlockCacheBytes / 2
+
+// DefaultBeyondSize is the nbd size beyond blockd's caches: twice the
+// default block cache plus its dirty-block budget.
+const DefaultBeyondSize = 2 * (blockd.DefaultBlockCacheBytes + blockd.DefaultMaxDirtyBytes)
+
+// NBDAPI creates vdisks Prefix+"nbd-SIZE" on the cluster, one per size
+// (within the caches and beyond them), runs fio's nbd engine against each
+// through the cluster's NBD server and against the anchors of the same
+// size on this machine, and deletes the vdisks. Job names carry the size.
 func NBDAPI(ctx context.Context, cl *Cluster, cfg NBDAPIConfig) (report.Workload, error) {
 	if cfg.Size == 0 {
-		cfg.Size = 1 << 30
+		cfg.Size = DefaultBeyondSize
+	}
+	if cfg.WithinSize == 0 {
+		cfg.WithinSize = DefaultWithinSize
 	}
 	if cfg.Anchors == nil {
 		cfg.Anchors = []string{nbdbench.TargetNbdkit, nbdbench.TargetQemuNBD}
 	}
-	w := report.Workload{Name: "nbd", Measures: fmt.Sprintf("fio (nbd engine) on a %s vdisk of the %s through its NBD server at %s, against nbdkit memory and qemu-nbd on a raw file on this machine, in the same run; each job after a 1 MiB sequential fill.", human(cfg.Size), cl.Desc, cl.NBDAddr)}
+	if len(cfg.Workloads) == 0 {
+		cfg.Workloads = nbdbench.DefaultWorkloads
+	}
+	sizes := []int64{cfg.Size}
+	if cfg.WithinSize > 0 && cfg.WithinSize < cfg.Size {
+		sizes = []int64{cfg.WithinSize, cfg.Size}
+	}
+	var names []string
+	for _, s := range sizes {
+		names = append(names, human(s))
+	}
+	w := report.Workload{Name: "nbd", Measures: fmt.Sprintf("fio (nbd engine) on vdisks of %s of the %s through its NBD server at %s, against nbdkit memory and qemu-nbd on a raw file of the same size on this machine, in the same run; each size after a 1 MiB sequential fill. %s is within blockd's default caches (block cache %s, dirty budget %s per vdisk, each capped at 1/8 of memory), %s %s.",
+		strings.Join(names, " and "), cl.Desc, cl.NBDAddr, names[0], human(blockd.DefaultBlockCacheBytes), human(blockd.DefaultMaxDirtyBytes), names[len(names)-1], beyond(cfg.Size))}
+	if len(sizes) == 1 {
+		w.Measures = fmt.Sprintf("fio (nbd engine) on a %s vdisk of the %s through its NBD server at %s, against nbdkit memory and qemu-nbd on a raw file of the same size on this machine, in the same run; after a 1 MiB sequential fill.", names[0], cl.Desc, cl.NBDAddr)
+	}
 	if cl.NBDAddr == "" {
 		return w, errors.New("nbd: the cluster reports no NBD address")
 	}
 	if err := NeedTools(false, append([]string{"fio"}, cfg.Anchors...)...); err != nil {
 		return w, err
 	}
-	name := cl.Prefix + "nbd"
-	if _, err := cl.API.CreateVDisk(ctx, vdiskapi.CreateRequest{Name: name, Size: vdiskapi.Size(cfg.Size)}); err != nil {
-		return w, fmt.Errorf("nbd: create vdisk: %w", err)
-	}
-	defer func() {
-		cctx, cancel := cleanupCtx(ctx)
-		defer cancel()
-		_ = cl.API.DeleteVDisk(cctx, name, true)
-	}()
 	dir, err := os.MkdirTemp("", "zos-bench-nbd-")
 	if err != nil {
 		return w, err
 	}
 	defer os.RemoveAll(dir)
-	orNop(cfg.Progress)(fmt.Sprintf("nbd: %d fio jobs × %d targets, %v each", max(len(cfg.Workloads), len(nbdbench.DefaultWorkloads)), 1+len(cfg.Anchors), cfg.Runtime))
-	rep, err := nbdbench.Run(ctx, nbdbench.Config{Runtime: cfg.Runtime, Size: cfg.Size, Dir: dir, ZosURI: fmt.Sprintf("nbd://%s/%s", cl.NBDAddr, name),
-		Targets: append([]string{nbdbench.TargetZos}, cfg.Anchors...), Workloads: cfg.Workloads, Logger: progressLogger(cfg.Progress)})
-	if err != nil {
-		return w, err
+	progress := orNop(cfg.Progress)
+	progress(fmt.Sprintf("nbd: %d fio jobs × %d targets × %d sizes, %v each", len(cfg.Workloads), 1+len(cfg.Anchors), len(sizes), cfg.Runtime))
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return w, err
+		}
+		defer f.Close()
+		cfg.profile = f
 	}
-	NBDWorkload(rep, &w)
+	for _, size := range sizes {
+		rep, err := nbdSize(ctx, cl, cfg, size, dir)
+		if rep != nil {
+			NBDWorkload(rep, &w, sizeSuffix(size, len(sizes)))
+		}
+		if err != nil {
+			return w, err
+		}
+	}
 	return w, nil
 }
 
-// NBDWorkload adds an nbdbench report's results to w as jobs: IOPS for 4k
-// jobs, MiB/s for the others.
-func NBDWorkload(rep *nbdbench.Report, w *report.Workload) {
+func beyond(size int64) string {
+	if size > blockd.DefaultBlockCacheBytes {
+		return "beyond them"
+	}
+	return "smaller than the block cache: a short run, not beyond the caches"
+}
+
+func sizeSuffix(size int64, sizes int) string {
+	if sizes == 1 {
+		return ""
+	}
+	return " @ " + human(size)
+}
+
+// nbdSize runs the jobs at one size: on a vdisk of the cluster (profiled
+// and its metrics written if asked), then on the anchors.
+func nbdSize(ctx context.Context, cl *Cluster, cfg NBDAPIConfig, size int64, dir string) (*nbdbench.Report, error) {
+	name := fmt.Sprintf("%snbd-%dm", cl.Prefix, size>>20)
+	defer func() {
+		cctx, cancel := cleanupCtx(ctx)
+		defer cancel()
+		_ = cl.API.DeleteVDisk(cctx, name, true)
+		cl.sweep(ctx) // a create cancelled after the server made the vdisk
+	}()
+	if _, err := cl.API.CreateVDisk(ctx, vdiskapi.CreateRequest{Name: name, Size: vdiskapi.Size(size), BlockSize: vdiskapi.Size(cfg.BlockSize)}); err != nil {
+		return nil, fmt.Errorf("nbd: create vdisk: %w", err)
+	}
+	bc := nbdbench.Config{Runtime: cfg.Runtime, Size: size, Dir: dir, ZosURI: fmt.Sprintf("nbd://%s/%s", cl.NBDAddr, name),
+		Targets: []string{nbdbench.TargetZos}, Workloads: cfg.Workloads, Logger: progressLogger(cfg.Progress)}
+	if cfg.profile != nil {
+		if err := pprof.StartCPUProfile(cfg.profile); err != nil {
+			return nil, err
+		}
+	}
+	rep, err := nbdbench.Run(ctx, bc)
+	if cfg.profile != nil {
+		pprof.StopCPUProfile()
+	}
+	if cfg.Metrics != nil && cl.dev != nil {
+		fmt.Fprintf(cfg.Metrics, "# %s after the jobs at %s\n", cl.dev.Nodes[0].Config().Bind, human(size))
+		writeMetrics(cfg.Metrics, cl.dev.Nodes[0].Registry(), "zos_blockd_", "zos_nbd_requests_total")
+	}
+	if err != nil || len(cfg.Anchors) == 0 {
+		return rep, err
+	}
+	bc.Targets, bc.ZosURI = cfg.Anchors, ""
+	more, err := nbdbench.Run(ctx, bc)
+	if more != nil {
+		rep.Targets = append(rep.Targets, more.Targets...)
+		rep.Results = append(rep.Results, more.Results...)
+	}
+	return rep, err
+}
+
+// NBDWorkload adds an nbdbench report's results to w as jobs named with
+// suffix: IOPS for 4k jobs, MiB/s for the others.
+func NBDWorkload(rep *nbdbench.Report, w *report.Workload, suffix string) {
 	for _, name := range rep.Workloads {
-		j := report.Job{Name: name, Unit: "IOPS"}
+		j := report.Job{Name: name + suffix, Unit: "IOPS"}
 		for _, r := range rep.Results {
 			if r.Workload != name {
 				continue
@@ -275,7 +381,9 @@ func NBDWorkload(rep *nbdbench.Report, w *report.Workload) {
 			}
 			j.Results = append(j.Results, res)
 		}
-		w.Jobs = append(w.Jobs, j)
+		if len(j.Results) > 0 {
+			w.Jobs = append(w.Jobs, j)
+		}
 	}
 }
 
@@ -307,7 +415,9 @@ func NeedTools(install bool, tools ...string) error {
 		}
 		if _, err := lookPath(bin); err != nil {
 			missing = append(missing, bin)
-			pkgs = append(pkgs, Packages[t])
+			if !slices.Contains(pkgs, Packages[t]) {
+				pkgs = append(pkgs, Packages[t])
+			}
 		}
 	}
 	if len(missing) == 0 {

@@ -39,9 +39,16 @@ type Workload struct {
 	Extra   []string
 }
 
-// DefaultWorkloads are the jobs of issue 4's benchmark.
+// DefaultWorkloads are the jobs of issue 18's benchmark: 4k random read,
+// write and 50/50 mix at queue depth 1 (latency) and 32 (throughput), 1M
+// sequential read and write, and 4k random writes with a FLUSH every 16.
 var DefaultWorkloads = []Workload{
 	{Name: "4k-randrw-qd32", RW: "randrw", BS: "4k", IODepth: 32, Extra: []string{"--rwmixread=50"}},
+	{Name: "4k-randrw-qd1", RW: "randrw", BS: "4k", IODepth: 1, Extra: []string{"--rwmixread=50"}},
+	{Name: "4k-randread-qd1", RW: "randread", BS: "4k", IODepth: 1},
+	{Name: "4k-randread-qd32", RW: "randread", BS: "4k", IODepth: 32},
+	{Name: "4k-randwrite-qd1", RW: "randwrite", BS: "4k", IODepth: 1},
+	{Name: "4k-randwrite-qd32", RW: "randwrite", BS: "4k", IODepth: 32},
 	{Name: "1m-seqread", RW: "read", BS: "1M", IODepth: 8},
 	{Name: "1m-seqwrite", RW: "write", BS: "1M", IODepth: 8},
 	{Name: "4k-randwrite-fsync16", RW: "randwrite", BS: "4k", IODepth: 32, Fsync: 16},
@@ -51,6 +58,19 @@ var DefaultWorkloads = []Workload{
 // of one synced write at a time (one FLUSH per write, nothing to coalesce).
 var MoreWorkloads = []Workload{
 	{Name: "4k-randwrite-fsync1-qd1", RW: "randwrite", BS: "4k", IODepth: 1, Fsync: 1},
+}
+
+// JobNames lists the names of DefaultWorkloads and then MoreWorkloads,
+// comma-separated (for help texts).
+func JobNames() (def, more string) {
+	var d, m []string
+	for _, w := range DefaultWorkloads {
+		d = append(d, w.Name)
+	}
+	for _, w := range MoreWorkloads {
+		m = append(m, w.Name)
+	}
+	return strings.Join(d, ","), strings.Join(m, ",")
 }
 
 // Workloads returns the jobs of DefaultWorkloads and MoreWorkloads with the

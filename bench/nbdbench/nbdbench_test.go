@@ -14,11 +14,18 @@ func TestRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs fio against three servers")
 	}
+	// One job of each kind (the others vary only the depth or the mix):
+	// the nine of DefaultWorkloads would triple the test's time.
+	jobs, err := Workloads([]string{"4k-randrw-qd32", "4k-randread-qd1", "1m-seqwrite", "4k-randwrite-fsync16"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep, err := Run(context.Background(), Config{
-		Runtime: 2 * time.Second,
-		Size:    128 << 20,
-		Dir:     t.TempDir(),
-		Logger:  slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		Runtime:   time.Second,
+		Workloads: jobs,
+		Size:      128 << 20,
+		Dir:       t.TempDir(),
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,8 @@ func newBenchVdiskCmd() *cobra.Command {
 	store := cmd.Flags().String("store", "disk", "chunk store under the vdisk: disk (one local disk store with fsync), mem, or cluster")
 	cmd.Flags().IntVar(&cfg.Cluster, "nodes", 3, "storage nodes of --store cluster")
 	cmd.Flags().StringVar(&cfg.Addr, "addr", "127.0.0.1", "IP the in-process NBD server listens on")
-	jobs := cmd.Flags().StringSlice("jobs", nil, "fio jobs to run (default the issue's: 4k-randrw-qd32,1m-seqread,1m-seqwrite,4k-randwrite-fsync16; also 4k-randwrite-fsync1-qd1)")
+	def, more := nbdbench.JobNames()
+	jobs := cmd.Flags().StringSlice("jobs", nil, "fio jobs to run (default the issue's: "+def+"; also "+more+")")
 	targets := cmd.Flags().StringSlice("targets", nil, "targets (default zos,nbdkit-memory,qemu-nbd-raw)")
 	out := addOutputFlag(cmd)
 	cmd.RunE = func(c *cobra.Command, args []string) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/zosproject/zos/bench/report"
 	"github.com/zosproject/zos/bench/storebench"
 	"github.com/zosproject/zos/internal/size"
+	"github.com/zosproject/zos/orchestrator/client"
 )
 
 // benchOpts are the flags every report-producing workload shares.
@@ -63,7 +64,11 @@ func (o *benchOpts) target(ctx context.Context) (*bench.Cluster, error) {
 		return nil, fmt.Errorf("--cluster and --dev exclude each other")
 	}
 	if o.Cluster != "" {
-		return bench.Connect(ctx, o.Cluster, os.Getenv("ZOS_TOKEN"))
+		tc, err := client.EnvTLS()
+		if err != nil {
+			return nil, err
+		}
+		return bench.ConnectTLS(ctx, o.Cluster, os.Getenv("ZOS_TOKEN"), tc)
 	}
 	return bench.StartDev(ctx, o.Nodes)
 }
@@ -176,39 +181,91 @@ func newBenchStoreCmd() *cobra.Command {
 	return cmd
 }
 
+// nbdOpts are the flags of the nbd workload beyond benchOpts.
+type nbdOpts struct {
+	Jobs, Anchors []string
+	Within        string // human size; "" = bench.DefaultWithinSize, "0" = none
+	BlockSize     string
+	CPUProfile    string
+	Metrics       string // file; "-" = stderr
+}
+
+func (n *nbdOpts) addFlags(cmd *cobra.Command, prefix string) {
+	def, more := nbdbench.JobNames()
+	f := cmd.Flags()
+	f.StringSliceVar(&n.Jobs, prefix+"jobs", nil, "fio jobs (default "+def+"; also "+more+")")
+	f.StringVar(&n.Within, prefix+"within-size", "", fmt.Sprintf("the size within the caches the jobs also run at (default %s: half of blockd's default block cache; 0: none)", humanSize(bench.DefaultWithinSize)))
+	if prefix == "" {
+		f.StringSliceVar(&n.Anchors, "anchors", nil, "anchor targets (default nbdkit-memory,qemu-nbd-raw; \"none\" for zos alone)")
+		f.StringVar(&n.BlockSize, "block-size", "", "vdisk block size (default blockd's)")
+		f.StringVar(&n.CPUProfile, "cpuprofile", "", "write a CPU profile of this process while the jobs run on zos (embedded: the nodes run in it)")
+		f.StringVar(&n.Metrics, "metrics", "", "write the serving node's blockd and NBD metrics after the jobs ran on zos to this file (\"-\": stderr; embedded only)")
+	}
+}
+
+func nbdWorkload(n *nbdOpts) workloadFunc {
+	return func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
+		beyond, err := o.size()
+		if err != nil {
+			return nil, err
+		}
+		var within, bs int64
+		if n.Within != "" {
+			if within, err = size.Parse(n.Within); err != nil {
+				return nil, fmt.Errorf("--within-size: %w", err)
+			}
+			if within == 0 {
+				within = -1
+			}
+		}
+		if n.BlockSize != "" {
+			if bs, err = size.Parse(n.BlockSize); err != nil {
+				return nil, fmt.Errorf("--block-size: %w", err)
+			}
+		}
+		jobs, err := nbdbench.Workloads(n.Jobs)
+		if err != nil {
+			return nil, err
+		}
+		anchors := n.Anchors
+		if anchors == nil {
+			anchors = []string{nbdbench.TargetNbdkit, nbdbench.TargetQemuNBD}
+		}
+		if len(anchors) == 1 && anchors[0] == "none" {
+			anchors = []string{}
+		}
+		if err := bench.NeedTools(o.InstallDeps, append([]string{"fio"}, anchors...)...); err != nil {
+			return nil, err
+		}
+		cfg := bench.NBDAPIConfig{Runtime: o.Duration, Size: beyond, WithinSize: within, BlockSize: bs, Workloads: jobs, Anchors: anchors, CPUProfile: n.CPUProfile, Progress: progress}
+		switch n.Metrics {
+		case "":
+		case "-":
+			cfg.Metrics = os.Stderr
+		default:
+			f, err := os.Create(n.Metrics)
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close()
+			cfg.Metrics = f
+		}
+		cl, err := o.target(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer cl.Close()
+		wl, err := bench.NBDAPI(ctx, cl, cfg)
+		return []report.Workload{wl}, err
+	}
+}
+
 func newBenchNBDCmd() *cobra.Command {
 	o := &benchOpts{}
-	var jobs, anchors []string
-	cmd := workloadCmd("nbd", "fio over NBD: a vdisk of the cluster vs nbdkit memory vs qemu-nbd on a raw file", o,
-		func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
-			n, err := o.size()
-			if err != nil {
-				return nil, err
-			}
-			w, err := nbdbench.Workloads(jobs)
-			if err != nil {
-				return nil, err
-			}
-			if anchors == nil {
-				anchors = []string{nbdbench.TargetNbdkit, nbdbench.TargetQemuNBD}
-			}
-			if len(anchors) == 1 && anchors[0] == "none" {
-				anchors = []string{}
-			}
-			if err := bench.NeedTools(o.InstallDeps, append([]string{"fio"}, anchors...)...); err != nil {
-				return nil, err
-			}
-			cl, err := o.target(ctx)
-			if err != nil {
-				return nil, err
-			}
-			defer cl.Close()
-			wl, err := bench.NBDAPI(ctx, cl, bench.NBDAPIConfig{Runtime: o.Duration, Size: n, Workloads: w, Anchors: anchors, Progress: progress})
-			return []report.Workload{wl}, err
-		})
-	addBenchFlags(cmd, o, 3, 10*time.Second, "vdisk and anchor export size (default 1G)")
-	cmd.Flags().StringSliceVar(&jobs, "jobs", nil, "fio jobs (default 4k-randrw-qd32,1m-seqread,1m-seqwrite,4k-randwrite-fsync16; also 4k-randwrite-fsync1-qd1)")
-	cmd.Flags().StringSliceVar(&anchors, "anchors", nil, "anchor targets (default nbdkit-memory,qemu-nbd-raw; \"none\" for zos alone)")
+	n := &nbdOpts{}
+	cmd := workloadCmd("nbd", "fio over NBD at a size within the caches and one beyond: a vdisk of the cluster vs nbdkit memory vs qemu-nbd on a raw file", o, nbdWorkload(n))
+	addBenchFlags(cmd, o, 3, 10*time.Second, fmt.Sprintf("vdisk and anchor export size beyond the caches (default %s)", humanSize(bench.DefaultBeyondSize)))
+	n.addFlags(cmd, "")
 	return cmd
 }
 
@@ -249,8 +306,15 @@ func newBenchAllCmd(parent *cobra.Command) *cobra.Command {
 	o := &benchOpts{}
 	store := storebench.MatrixConfig{}
 	raft := bench.RaftConfig{Clients: 32, Batch: 64}
-	cmd := &cobra.Command{Use: "all", Short: "Run the store, nbd, flist and raft workloads into one report", Args: cobra.NoArgs}
-	addBenchFlags(cmd, o, 3, 5*time.Second, "per workload: data per chunk size (store), export size (nbd)")
+	nbd := &nbdOpts{}
+	var flist bench.FlistConfig
+	var nbdSize string
+	cmd := &cobra.Command{Use: "all", Short: "Run the store (with a node killed), nbd, flist and raft workloads into one report", Args: cobra.NoArgs}
+	addBenchFlags(cmd, o, 3, 5*time.Second, "data per chunk size of the store workload")
+	cmd.Flags().StringVar(&nbdSize, "nbd-size", "", fmt.Sprintf("nbd export size beyond the caches (default %s)", humanSize(bench.DefaultBeyondSize)))
+	nbd.addFlags(cmd, "nbd-")
+	cmd.Flags().StringVar(&flist.Root, "flist-root", "", "root file system of the flist workload (default: the tests' Debian tree, else busybox)")
+	cmd.Flags().StringVar(&flist.Binary, "flist-binary", "", "file inside --flist-root read first for the cold start")
 	cmd.RunE = func(c *cobra.Command, _ []string) error {
 		storeFn := func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
 			n, err := o.size()
@@ -270,20 +334,9 @@ func newBenchAllCmd(parent *cobra.Command) *cobra.Command {
 			return []report.Workload{w}, err
 		}
 		nbdFn := func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
-			n, err := o.size()
-			if err != nil {
-				return nil, err
-			}
-			if err := bench.NeedTools(o.InstallDeps, "fio", nbdbench.TargetNbdkit, nbdbench.TargetQemuNBD); err != nil {
-				return nil, err
-			}
-			cl, err := o.target(ctx)
-			if err != nil {
-				return nil, err
-			}
-			defer cl.Close()
-			w, err := bench.NBDAPI(ctx, cl, bench.NBDAPIConfig{Runtime: o.Duration, Size: max(n, 64<<20), Progress: progress})
-			return []report.Workload{w}, err
+			no := *o
+			no.Size = nbdSize
+			return nbdWorkload(nbd)(ctx, &no, progress)
 		}
 		flistFn := func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
 			cl, err := o.target(ctx)
@@ -291,7 +344,7 @@ func newBenchAllCmd(parent *cobra.Command) *cobra.Command {
 				return nil, err
 			}
 			defer cl.Close()
-			w, err := bench.FlistAPI(ctx, cl, bench.FlistConfig{}, progress)
+			w, err := bench.FlistAPI(ctx, cl, flist, progress)
 			return []report.Workload{w}, err
 		}
 		return runWorkloads(c, o, storeFn, nbdFn, flistFn, raftWorkload(&raft), containerWorkload(&bench.ContainerConfig{}, true))
@@ -314,4 +367,15 @@ func (p progressWriter) Write(b []byte) (int, error) {
 	}
 	p(s)
 	return len(b), nil
+}
+
+// humanSize writes n as --size takes it: 512M, 4G.
+func humanSize(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	}
+	return fmt.Sprint(n)
 }
