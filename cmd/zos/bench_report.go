@@ -89,12 +89,10 @@ func runWorkloads(c *cobra.Command, o *benchOpts, fns ...workloadFunc) error {
 	} else {
 		rep.Cluster = fmt.Sprintf("embedded clusters in this process (%d nodes unless a workload says otherwise)", o.Nodes)
 	}
-	var all []report.Workload
 	for _, fn := range fns {
 		ws, err := fn(c.Context(), o, progress)
 		for _, w := range ws {
 			rep.Add(w)
-			all = append(all, w)
 			if o.Output != "json" {
 				fmt.Fprint(c.OutOrStdout(), rep.Workloads[len(rep.Workloads)-1].Markdown(nil, ""))
 			}
