@@ -24,11 +24,20 @@ import (
 )
 
 // strangerStream is a Raft stream layer dialing with cfg: a peer that
-// speaks real Raft, with whatever certificate cfg holds.
-type strangerStream struct{ cfg *tls.Config }
+// speaks real Raft, with whatever certificate cfg holds. It accepts
+// nothing; Close ends the transport's Accept.
+type strangerStream struct {
+	cfg    *tls.Config
+	closed chan struct{}
+	once   *sync.Once
+}
 
-func (s strangerStream) Accept() (net.Conn, error) { select {} }
-func (s strangerStream) Close() error              { return nil }
+func newStrangerStream(cfg *tls.Config) strangerStream {
+	return strangerStream{cfg: cfg, closed: make(chan struct{}), once: new(sync.Once)}
+}
+
+func (s strangerStream) Accept() (net.Conn, error) { <-s.closed; return nil, net.ErrClosed }
+func (s strangerStream) Close() error              { s.once.Do(func() { close(s.closed) }); return nil }
 func (s strangerStream) Addr() net.Addr            { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
 func (s strangerStream) Dial(a hraft.ServerAddress, d time.Duration) (net.Conn, error) {
 	if s.cfg == nil {
@@ -74,7 +83,7 @@ func TestTLSRefusesStrangers(t *testing.T) {
 
 	for name, cfg := range strangers(t, c) {
 		// Raft: a vote request with a huge term would depose the leader.
-		trans := hraft.NewNetworkTransport(strangerStream{cfg}, 1, 3*time.Second, io.Discard)
+		trans := hraft.NewNetworkTransport(newStrangerStream(cfg), 1, 3*time.Second, io.Discard)
 		var vr hraft.RequestVoteResponse
 		err := trans.RequestVote("n1", hraft.ServerAddress(raftAddr), &hraft.RequestVoteRequest{
 			RPCHeader: hraft.RPCHeader{ID: []byte("n9"), Addr: []byte("127.0.0.1:1")}, Term: before.Term + 1000, LastLogIndex: 1 << 40, LastLogTerm: before.Term + 1000}, &vr)

@@ -31,6 +31,10 @@ type bridges struct {
 }
 
 func (p *bridges) Bridge(ctx context.Context, name string) (network.Bridge, error) {
+	// One at a time: a bridge being made exists before it has its
+	// address, and a concurrent create must not read it then.
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	nl := &network.Netlink{}
 	var nf netlink.LinkNotFoundError
 	if _, err := netlink.LinkByName(name); !errors.As(err, &nf) {
@@ -46,8 +50,6 @@ func (p *bridges) Bridge(ctx context.Context, name string) (network.Bridge, erro
 	if p.b == nil {
 		return network.Bridge{}, fmt.Errorf("corex: bridge %s does not exist and this agent cannot create bridges", name)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if _, err := netlink.LinkByName(name); errors.As(err, &nf) {
 		if err := p.b.Create(bridge.Args{Name: name, Network: bridge.Network{Mode: "static", NAT: true,
 			Settings: bridge.Settings{CIDR: cidr}}}); err != nil {
