@@ -43,6 +43,7 @@ func (n *Node) startAgent(ln net.Listener) error {
 	n.closers = append(n.closers, c.Close)
 	fm := flistmount.Register(m, flistmount.Config{Open: n.openFlist, Cache: c, Logger: n.cfg.Logger})
 	n.closers = append(n.closers, fm.Close)
+	n.startVMs(m, brs) // kvm.* (node/kvm.go)
 	n.agent = m
 	done := make(chan struct{})
 	go func() {

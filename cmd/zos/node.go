@@ -51,6 +51,7 @@ A node restarted on its --dir rejoins with its state.`,
 	f.DurationVar(&cfg.ElectionTimeout, "raft-election", 0, "Raft election timeout (default 1s)")
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often to check whether a Raft snapshot is due (default 60s)")
 	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", 0, "log entries between Raft snapshots (default 8192)")
+	f.StringVar(&cfg.QEMU, "qemu", "", "qemu-system-x86_64 binary of the node's VMs (default: found on PATH)")
 	cmd.AddCommand(newNodeInfoCmd())
 	level, format := addLogFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {

@@ -99,6 +99,9 @@ var Layers = []Layer{
 	{From: "node/container", Forbidden: []string{"node/agent", "node/resp", "raft", "orchestrator", "chunkstore", "blockd", "cmd"}},
 	// The VM runtime likewise; it reaches vdisks only over NBD and the
 	// DiskLeaser interface, which the agent's kvm.* binding wires to blockd.
+	// kvm binds the VM runtime to the agent; blockd is reached only
+	// through the Disks interface the node gives it.
+	{From: "node/agent/kvm", Forbidden: []string{"raft", "orchestrator", "blockd", "chunkstore", "cmd", "node/resp"}},
 	{From: "node/vm", Forbidden: []string{"node/agent", "node/resp", "node/container", "raft", "orchestrator", "chunkstore", "blockd", "flist", "cmd"}},
 	{From: "", Forbidden: []string{"cmd"}},
 }
