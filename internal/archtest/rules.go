@@ -97,11 +97,11 @@ var Layers = []Layer{
 	// The container runtime is a library under the agent: it knows
 	// neither the agent's wire protocol nor the cluster.
 	{From: "node/container", Forbidden: []string{"node/agent", "node/resp", "raft", "orchestrator", "chunkstore", "blockd", "cmd"}},
-	// The VM runtime likewise; it reaches vdisks only over NBD and the
-	// DiskLeaser interface, which the agent's kvm.* binding wires to blockd.
 	// kvm binds the VM runtime to the agent; blockd is reached only
 	// through the Disks interface the node gives it.
-	{From: "node/agent/kvm", Forbidden: []string{"raft", "orchestrator", "blockd", "chunkstore", "cmd", "node/resp"}},
+	{From: "node/agent/kvm", Forbidden: []string{"raft", "orchestrator", "blockd", "chunkstore", "node/container", "cmd"}},
+	// The VM runtime likewise; it reaches vdisks only over NBD and the
+	// DiskLeaser interface, which the agent's kvm.* binding wires to blockd.
 	{From: "node/vm", Forbidden: []string{"node/agent", "node/resp", "node/container", "raft", "orchestrator", "chunkstore", "blockd", "flist", "cmd"}},
 	{From: "", Forbidden: []string{"cmd"}},
 }
