@@ -34,7 +34,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newNodeCmd(), newDevCmd(), newClusterCmd(), newTokenCmd(), newPoolCmd(), newStoreCmd(), newVDiskCmd(), newFlistCmd(), newJobCmd(), newBenchCmd(), newVersionCmd())
+	root.AddCommand(newNodeCmd(), newDevCmd(), newClusterCmd(), newTokenCmd(), newPoolCmd(), newStoreCmd(), newVDiskCmd(), newFlistCmd(), newJobCmd(), newVMCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 
