@@ -13,6 +13,7 @@ import (
 	"github.com/zosproject/zos/node/agent/bridge"
 	"github.com/zosproject/zos/node/agent/kvm"
 	"github.com/zosproject/zos/node/vm"
+	"github.com/zosproject/zos/raft/fsm"
 )
 
 // vmBridgeCIDR is the address zos0 gets when a VM's bridge nic makes it
@@ -48,6 +49,9 @@ func (d blockdDisks) Hold(ctx context.Context, name string) (func(), error) {
 
 func (d blockdDisks) Exists(ctx context.Context, name string) error {
 	if _, err := d.s.Get(ctx, name, false); err != nil {
+		if errors.Is(err, fsm.ErrNotFound) {
+			return fmt.Errorf("vdisk %s does not exist (zos vdisk list shows the vdisks)", name)
+		}
 		return fmt.Errorf("vdisk %s: %w", name, err)
 	}
 	return nil
