@@ -384,7 +384,11 @@ func TestVMBadInput(t *testing.T) {
 		{"bad url", c.spec("b3", "halt", "x", vm.Media{URL: "ok"}, vm.Media{URL: "nbd://127.0.0.1:99999/x"}), []string{"code 400", "bad port"}},
 		{"bad scheme", c.spec("b4", "halt", "x", vm.Media{URL: "http://127.0.0.1/x"}), []string{"code 400", "scheme"}},
 		{"unreachable", c.spec("b5", "halt", "x", vm.Media{URL: "ok"}, vm.Media{URL: "nbd://127.0.0.1:1/x"}), []string{"ERROR", "Failed to connect"}},
-		{"missing kernel", func() vm.Spec { s := c.spec("b6", "halt", "x", vm.Media{URL: "ok"}); s.Kernel = "/nonexistent"; return s }(), []string{"ERROR", "/nonexistent"}},
+		{"missing kernel", func() vm.Spec {
+			s := c.spec("b6", "halt", "x", vm.Media{URL: "ok"})
+			s.Kernel = "/nonexistent"
+			return s
+		}(), []string{"ERROR", "/nonexistent"}},
 	} {
 		_, err := a.KVMCreate(ctx, tc.spec)
 		if err == nil {
