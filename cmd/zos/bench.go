@@ -14,7 +14,7 @@ import (
 
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks against their anchors (results as ratios; see docs/benchmarks.md)"}
-	cmd.AddCommand(newBenchRaftCmd(), newBenchStoreCmd(), newBenchNBDCmd(), newBenchVdiskCmd(), newBenchFlistCmd(), newBenchAgentCmd())
+	cmd.AddCommand(newBenchRaftCmd(), newBenchStoreCmd(), newBenchNBDCmd(), newBenchVdiskCmd(), newBenchFlistCmd(), newBenchAgentCmd(), newBenchVMCmd())
 	all := &cobra.Command{Use: "all", Short: "Run every benchmark", Args: cobra.NoArgs}
 	all.RunE = func(c *cobra.Command, args []string) error {
 		for _, sub := range cmd.Commands() {

@@ -156,6 +156,8 @@ var Harness = []string{
 	"chunkstore/journal/journaltest",
 	"blockd/nbd/memexport",
 	"internal/testcluster",
+	"internal/guest",
+	"internal/testguest",
 }
 
 // CheckHarness returns every non-test import of a harness package by a
