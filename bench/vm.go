@@ -133,7 +133,12 @@ func VM(ctx context.Context, cfg VMConfig) (*VMReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, err = api.CreateVDiskFromImage(ctx, vdiskapi.CreateRequest{Name: "tmpl", Type: "boot"}, f)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	_, err = api.CreateVDiskFromImage(ctx, vdiskapi.CreateRequest{Name: "tmpl", Type: "boot", Size: vdiskapi.Size(fi.Size())}, f)
 	f.Close()
 	if err != nil {
 		return nil, fmt.Errorf("import the template: %w", err)
