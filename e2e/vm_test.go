@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,7 +32,7 @@ type vmCluster struct {
 }
 
 func startVMCluster(t *testing.T, n int) *vmCluster {
-	testguest.Require(t, "qemu-system-x86_64", "busybox", "cpio", "mkfs.ext4", "debugfs")
+	testguest.Require(t, "qemu-system-x86_64", "qemu-io", "busybox", "cpio", "mkfs.ext4", "debugfs")
 	kernel, _ := testguest.Kernel(t)
 	initrd := testguest.Initrd(t)
 	c := testcluster.Start(t, n, testcluster.Options{Args: []string{"--lease-ttl", "6s"}})
@@ -232,7 +233,8 @@ func TestVMExt4RootOnVdisk(t *testing.T) {
 
 // TestVMLeasesHotplugRestart: a vdisk attached read-write by a VM on n2 is
 // refused to kvm.create on n1 (naming n2), and to a second VM on n2; after
-// destroy on n2, n1 gets it. A second vdisk is hot-plugged into the
+// destroy on n2 it is refused on n1 while an NBD client (qemu-io) of n1
+// has it read-write; then n1 gets it. A second vdisk is hot-plugged into the
 // running VM (the guest sees /dev/vdb and its content) and detached. The
 // node is killed with -9 and started again: the VM is still listed,
 // pauses, resumes and is destroyed, its lease given back.
@@ -269,7 +271,26 @@ func TestVMLeasesHotplugRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// n1 gets the vdisk once n2 let go of it.
+	// An NBD client of n1 holding it read-write: refused too.
+	qio := exec.Command("qemu-io", "-f", "raw", "-c", "sleep 600000", "nbd://"+c.Nodes[0].IP+":10809/data")
+	if err := qio.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qio.Process.Kill(); qio.Wait() })
+	testcluster.Eventually(t, time.Minute, func() error {
+		if got := c.attachedTo("data"); got != c.Nodes[0].ID {
+			return fmt.Errorf("data attached to %q, want qemu-io's %s", got, c.Nodes[0].ID)
+		}
+		return nil
+	})
+	_, err = a1.KVMCreate(ctx, c.spec("steal4", "wait", testguest.Marker(), vm.Media{URL: "data"}))
+	if err == nil || !strings.Contains(err.Error(), "attached read-write on this node by another client") {
+		t.Fatalf("kvm.create of a vdisk an NBD client of the node has read-write: %v", err)
+	}
+	qio.Process.Kill()
+	qio.Wait()
+
+	// n1 gets the vdisk once the others let go of it.
 	mk := testguest.Marker()
 	testcluster.Eventually(t, time.Minute, func() error {
 		_, err := a1.KVMCreate(ctx, c.spec("hot", "wait", mk, vm.Media{URL: "data"}))
