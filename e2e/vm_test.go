@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/zosproject/zos/internal/testcluster"
+	"github.com/zosproject/zos/internal/testcluster/loopback"
 	"github.com/zosproject/zos/internal/testguest"
 	"github.com/zosproject/zos/node/agent/client"
 	"github.com/zosproject/zos/node/vm"
@@ -32,10 +33,15 @@ type vmCluster struct {
 }
 
 func startVMCluster(t *testing.T, n int) *vmCluster {
+	return startVMClusterOpts(t, n, testcluster.Options{})
+}
+
+func startVMClusterOpts(t *testing.T, n int, opts testcluster.Options) *vmCluster {
 	testguest.Require(t, "qemu-system-x86_64", "qemu-io", "busybox", "cpio", "mkfs.ext4", "debugfs")
 	kernel, _ := testguest.Kernel(t)
 	initrd := testguest.Initrd(t)
-	c := testcluster.Start(t, n, testcluster.Options{Args: []string{"--lease-ttl", "6s"}})
+	opts.Args = append(opts.Args, "--lease-ttl", "6s")
+	c := testcluster.Start(t, n, opts)
 	vc := &vmCluster{Cluster: c, t: t, kernel: kernel, initrd: initrd}
 	// Runs before the nodes are killed: no qemu, tap or lease outlives the test.
 	t.Cleanup(vc.destroyAll)
@@ -454,4 +460,51 @@ func processAlive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// TestVMReapedByPID1: a node running as PID 1 (in a PID namespace of its
+// own, as zos does as a host's init) reaps the qemu of a VM whose guest
+// powered off: qemu daemonizes, so it is the node's child then, and no
+// zombie is left.
+func TestVMReapedByPID1(t *testing.T) {
+	testguest.Require(t, "unshare")
+	ip := loopback.Fresh("internal/testcluster") + "1"
+	c := startVMClusterOpts(t, 1, testcluster.Options{Wrap: func(int) ([]string, string) {
+		return []string{"unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc"}, ip
+	}})
+	c.cli(0, "vdisk", "create", "ok", "--size", "16M")
+	a := c.agent(0)
+	mk := testguest.Marker()
+	if _, err := a.KVMCreate(context.Background(), c.spec("halt1", "halt", mk, vm.Media{URL: "ok"})); err != nil {
+		t.Fatal(err)
+	}
+	waitVMStopped(t, a, "halt1")
+	if s := console(t, a, "halt1"); !strings.Contains(s, "ZOS-BOOT "+mk) {
+		t.Fatalf("the guest did not boot:\n%s", s)
+	}
+	// The node (PID 1 inside) is the child of unshare; no qemu zombie may
+	// hang under it.
+	testcluster.Eventually(t, time.Minute, func() error {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if err != nil {
+				continue
+			}
+			st := string(b)
+			i := strings.LastIndexByte(st, ')')
+			if i < 0 || i+2 >= len(st) || st[i+2] != 'Z' || !strings.Contains(st[:i], "(qemu") {
+				continue
+			}
+			f := strings.Fields(st[i+2:])
+			parent, _ := os.ReadFile(filepath.Join("/proc", f[1], "cmdline"))
+			if strings.Contains(string(parent), c.Nodes[0].Dir) {
+				return fmt.Errorf("qemu %s is a zombie under the node", e.Name())
+			}
+		}
+		return nil
+	})
+	if err := a.KVM(context.Background(), "kvm.destroy", "halt1"); err != nil {
+		t.Fatal(err)
+	}
 }

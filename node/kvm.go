@@ -4,9 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/zosproject/zos/blockd"
 	"github.com/zosproject/zos/node/agent"
@@ -33,6 +40,7 @@ func (n *Node) startVMs(m *agent.Manager, brs *bridge.Bridges) {
 		return
 	}
 	leaser.Readopt(n.ctx, vms)
+	n.reapQemu()
 	kvm.Register(m, vms)
 	// Closed after the agent (closers run in reverse): Close, not Destroy,
 	// so qemu keeps running; the leases go back with blockd's close.
@@ -73,4 +81,68 @@ func (v vmBridges) EnsureBridge(_ context.Context, name string) error {
 	}
 	return v.b.Create(bridge.Args{Name: name, Network: bridge.Network{Mode: "static", NAT: true,
 		Settings: bridge.Settings{CIDR: vmBridgeCIDR}}})
+}
+
+// reapQemu: qemu daemonizes, so its processes are orphans reparented to
+// init. When the node is init (PID 1, zos as a host's first process),
+// nobody else would reap them: every SIGCHLD (and every 5 s) the node
+// waits for its exited qemu children. Other children are left to whoever
+// waits for them (the agent's jobs wait for their own processes).
+func (n *Node) reapQemu() {
+	if os.Getpid() != 1 {
+		return
+	}
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, syscall.SIGCHLD)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer signal.Stop(ch)
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-ch:
+			case <-t.C:
+			}
+			reapQemuZombies(os.Getpid())
+		}
+	}()
+}
+
+// reapQemuZombies reaps every exited qemu whose parent is ppid.
+func reapQemuZombies(ppid int) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, state, parent, ok := procStat(pid)
+		if ok && state == 'Z' && parent == ppid && strings.HasPrefix(comm, "qemu") {
+			var ws unix.WaitStatus
+			unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		}
+	}
+}
+
+// procStat reads the command name, state and parent of pid.
+func procStat(pid int) (comm string, state byte, ppid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0, 0, false
+	}
+	s := string(b)
+	i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if i < 0 || j < i || j+2 >= len(s) {
+		return "", 0, 0, false
+	}
+	f := strings.Fields(s[j+2:])
+	if len(f) < 2 {
+		return "", 0, 0, false
+	}
+	ppid, err = strconv.Atoi(f[1])
+	return s[i+1 : j], f[0][0], ppid, err == nil
 }
