@@ -168,8 +168,10 @@ func (c *vmCluster) attachedTo(name string) string {
 // of a busybox root) boots the host's Debian kernel through kvm.create on a
 // real node; the guest mounts /dev/vda as root, writes /hello, syncs and
 // powers off. After kvm.destroy the file is in the vdisk (snapshot, export,
-// debugfs). A clone of the snapshot boots again and finds the file; the
-// template's snapshot is untouched by the clone's writes.
+// debugfs). A clone of the snapshot boots again, through the CLI (zos vm
+// create, zos vm console -f until the guest powers off, zos vm info),
+// and finds the file; the template's snapshot is untouched by the clone's
+// writes.
 func TestVMExt4RootOnVdisk(t *testing.T) {
 	c := startVMCluster(t, 3)
 	ac := c.agent(0)
@@ -219,11 +221,24 @@ func TestVMExt4RootOnVdisk(t *testing.T) {
 		t.Fatalf("/hello in the vdisk after destroy = %q, want %q", got, wrote1)
 	}
 
+	// The clone boots through the CLI: zos vm create, then zos vm console
+	// -f streams the serial log until the guest powers off.
 	c.cli(0, "vdisk", "clone", "root@v1", "root-c1")
-	c2 := boot("root2", "root-c1")
-	if !strings.Contains(c2, "FOUND: "+wrote1) {
+	mk2 := testguest.Marker()
+	node := c.Nodes[0].IP
+	if out := c.cli(0, "vm", "create", node, "root2", "--disk", "root-c1", "--memory", "256M", "--kernel", c.kernel,
+		"--initrd", c.initrd, "--cmdline", testguest.Cmdline("root", mk2), "--tag", "e2e"); !strings.Contains(out, "state:   running") {
+		t.Fatalf("zos vm create: %s", out)
+	}
+	c2 := c.cli(0, "vm", "console", node, "root2", "-f")
+	if !strings.Contains(c2, "FOUND: "+wrote1) || !strings.Contains(c2, "WROTE: "+mk2) {
 		t.Fatalf("the clone's guest did not find the template's file:\n%s", c2)
 	}
+	waitVMStopped(t, ac, "root2")
+	if out := c.cli(0, "vm", "info", node, "root2"); !strings.Contains(out, "state:   stopped") || !strings.Contains(out, "root-c1") {
+		t.Fatalf("zos vm info: %s", out)
+	}
+	c.cli(0, "vm", "destroy", node, "root2")
 	wrote2 := testguest.LineAfter(c2, "WROTE: ")
 	c.cli(0, "vdisk", "snapshot", "root-c1", "after")
 	if got := hello("root-c1@after"); got != wrote2 {
