@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -521,5 +522,45 @@ func TestVMReapedByPID1(t *testing.T) {
 	})
 	if err := a.KVM(context.Background(), "kvm.destroy", "halt1"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVMBridgeNIC: a VM with a bridge nic on a bridge made by the agent's
+// bridge.create gets a tap on it; the guest pings the bridge's address;
+// destroy deletes the tap.
+func TestVMBridgeNIC(t *testing.T) {
+	c := startVMCluster(t, 1)
+	ctx := context.Background()
+	a := c.agent(0)
+	c.cli(0, "vdisk", "create", "ok", "--size", "16M")
+	sub := 100 + rand.IntN(100)
+	br := fmt.Sprintf("zvt%d", sub)
+	hostIP := fmt.Sprintf("10.253.%d.1", sub)
+	if err := a.JSON(ctx, "bridge.create", map[string]any{"name": br,
+		"network": map[string]any{"mode": "static", "settings": map[string]any{"cidr": hostIP + "/24"}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.JSON(context.Background(), "bridge.delete", map[string]any{"name": br}, nil) })
+	mk := testguest.Marker()
+	s := c.spec("net1", "wait", mk, vm.Media{URL: "ok"})
+	s.NICs = []vm.NIC{{Type: "bridge", ID: br}}
+	s.Cmdline += fmt.Sprintf(" zos.ip=10.253.%d.2/24 zos.peer=%s", sub, hostIP)
+	in, err := a.KVMCreate(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.NICs) != 1 || in.NICs[0].Bridge != br || in.NICs[0].Tap == "" {
+		t.Fatalf("nics: %+v", in.NICs)
+	}
+	tap := in.NICs[0].Tap
+	if _, err := os.Stat("/sys/class/net/" + br + "/brif/" + tap); err != nil {
+		t.Fatalf("tap %s is not on %s: %v", tap, br, err)
+	}
+	waitConsole(t, a, "net1", "PING-OK "+hostIP)
+	if err := a.KVM(ctx, "kvm.destroy", "net1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/sys/class/net/" + tap); err == nil {
+		t.Fatalf("tap %s left after destroy", tap)
 	}
 }
