@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"github.com/zosproject/zos/internal/testcluster/loopback"
 	"github.com/zosproject/zos/internal/testguest"
 	"github.com/zosproject/zos/node/agent/client"
+	"github.com/zosproject/zos/node/container/network"
 	"github.com/zosproject/zos/node/vm"
 )
 
@@ -526,8 +529,10 @@ func TestVMReapedByPID1(t *testing.T) {
 }
 
 // TestVMBridgeNIC: a VM with a bridge nic on a bridge made by the agent's
-// bridge.create gets a tap on it; the guest pings the bridge's address;
-// destroy deletes the tap.
+// bridge.create gets a tap on it; the guest pings the bridge's address; a
+// port forward to the nic's ip (nftables DNAT) reaches a TCP server in the
+// guest from the node's address and from 127.0.0.1; destroy deletes the
+// tap and the forward.
 func TestVMBridgeNIC(t *testing.T) {
 	c := startVMCluster(t, 1)
 	ctx := context.Background()
@@ -540,11 +545,21 @@ func TestVMBridgeNIC(t *testing.T) {
 		"network": map[string]any{"mode": "static", "settings": map[string]any{"cidr": hostIP + "/24"}}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { a.JSON(context.Background(), "bridge.delete", map[string]any{"name": br}, nil) })
+	t.Cleanup(func() {
+		a.JSON(context.Background(), "bridge.delete", map[string]any{"name": br}, nil)
+		// The forward's loopback and hairpin masquerades of the bridge.
+		if nat, err := network.NewNAT("zos"); err == nil {
+			nat.DeleteTagged("loopback:" + br)
+			nat.DeleteTagged("hairpin:" + br)
+		}
+	})
 	mk := testguest.Marker()
 	s := c.spec("net1", "wait", mk, vm.Media{URL: "ok"})
-	s.NICs = []vm.NIC{{Type: "bridge", ID: br}}
-	s.Cmdline += fmt.Sprintf(" zos.ip=10.253.%d.2/24 zos.peer=%s", sub, hostIP)
+	guestIP := fmt.Sprintf("10.253.%d.2", sub)
+	hostPort := 20000 + rand.IntN(20000)
+	s.NICs = []vm.NIC{{Type: "bridge", ID: br, IP: guestIP}}
+	s.Port = map[string]int{fmt.Sprint(hostPort): 7777}
+	s.Cmdline += fmt.Sprintf(" zos.ip=%s/24 zos.peer=%s zos.listen=7777", guestIP, hostIP)
 	in, err := a.KVMCreate(ctx, s)
 	if err != nil {
 		t.Fatal(err)
@@ -556,9 +571,29 @@ func TestVMBridgeNIC(t *testing.T) {
 	if _, err := os.Stat("/sys/class/net/" + br + "/brif/" + tap); err != nil {
 		t.Fatalf("tap %s is not on %s: %v", tap, br, err)
 	}
-	waitConsole(t, a, "net1", "PING-OK "+hostIP)
+	waitConsole(t, a, "net1", "PING-OK "+hostIP, "LISTENING 7777")
+	// The forward (nftables DNAT) from the node's address and from 127.0.0.1.
+	for _, host := range []string{c.Nodes[0].IP, "127.0.0.1"} {
+		addr := net.JoinHostPort(host, fmt.Sprint(hostPort))
+		testcluster.Eventually(t, time.Minute, func() error {
+			conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			b, _ := io.ReadAll(conn)
+			if !strings.Contains(string(b), "ZOS-NC "+mk) {
+				return fmt.Errorf("%s answered %q", addr, b)
+			}
+			return nil
+		})
+	}
 	if err := a.KVM(ctx, "kvm.destroy", "net1"); err != nil {
 		t.Fatal(err)
+	}
+	if out, _ := exec.Command("nft", "list", "table", "ip", "zos").CombinedOutput(); strings.Contains(string(out), fmt.Sprint(hostPort)) {
+		t.Fatalf("the forward outlived the vm:\n%s", out)
 	}
 	if _, err := os.Stat("/sys/class/net/" + tap); err == nil {
 		t.Fatalf("tap %s left after destroy", tap)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/zosproject/zos/node/agent"
 	"github.com/zosproject/zos/node/agent/bridge"
 	"github.com/zosproject/zos/node/agent/kvm"
+	"github.com/zosproject/zos/node/container/network"
 	"github.com/zosproject/zos/node/vm"
 	"github.com/zosproject/zos/raft/fsm"
 )
@@ -41,7 +44,7 @@ func (n *Node) startVMs(m *agent.Manager, brs *bridge.Bridges) {
 	}
 	leaser.Readopt(n.ctx, vms)
 	n.reapQemu()
-	kvm.Register(m, vms)
+	kvm.Register(m, vms, &vmForwards{})
 	// Closed after the agent (closers run in reverse): Close, not Destroy,
 	// so qemu keeps running; the leases go back with blockd's close.
 	n.closers = append(n.closers, func() error { err := vms.Close(); leaser.Close(); return err })
@@ -145,4 +148,62 @@ func procStat(pid int) (comm string, state byte, ppid int, ok bool) {
 	}
 	ppid, err = strconv.Atoi(f[1])
 	return s[i+1 : j], f[0][0], ppid, err == nil
+}
+
+// vmForwards is kvm.Forwarder over the nftables table containers use
+// ("zos"), each rule tagged vm:NAME/PORT.
+type vmForwards struct {
+	mu  sync.Mutex
+	nat *network.NAT
+}
+
+func (f *vmForwards) table() (*network.NAT, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.nat == nil {
+		nat, err := network.NewNAT("zos")
+		if err != nil {
+			return nil, err
+		}
+		f.nat = nat
+	}
+	return f.nat, nil
+}
+
+func (f *vmForwards) Forward(ctx context.Context, vm, bridge string, ip net.IP, ports map[string]int) error {
+	nat, err := f.table()
+	if err != nil {
+		return err
+	}
+	b, err := (&network.Netlink{}).Bridge(ctx, bridge)
+	if err != nil {
+		return err
+	}
+	if b.Net != nil {
+		// Forwards work from the host itself (127.0.0.1) too, as containers'.
+		if err := nat.Loopback(bridge, b.Net); err != nil {
+			return err
+		}
+		if err := network.SetRouteLocalnet(bridge); err != nil {
+			return err
+		}
+	}
+	for h, g := range ports {
+		hp, err := strconv.Atoi(h)
+		if err != nil {
+			return fmt.Errorf("port %q: %w", h, err)
+		}
+		if err := nat.AddForward("vm:"+vm+"/"+h, network.Forward{HostPort: uint16(hp), Proto: network.TCP, To: ip, ToPort: uint16(g)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *vmForwards) Unforward(vm string) error {
+	nat, err := f.table()
+	if err != nil {
+		return err
+	}
+	return nat.DeleteTagged("vm:" + vm)
 }

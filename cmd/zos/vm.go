@@ -76,8 +76,11 @@ func newVMCreateCmd() *cobra.Command {
 		Long: `Create and boot VM NAME on NODE. --disk is a vdisk of the cluster (served by
 the node's blockd: NAME read-write, NAME:ro or NAME@SNAP read-only) or an
 nbd://HOST:PORT/EXPORT URL; the first disk is vda. A vdisk attached
-read-write anywhere else is refused. --nic is default (user networking,
-NAT; --port forwards) or bridge[:NAME] (a tap on zos0 or NAME).
+read-write anywhere else is refused. --nic is default (qemu user
+networking, NAT; --port forwards in qemu) or bridge[:NAME[:GUEST-IP]] (a
+tap on zos0 or NAME; without a default nic, --port forwards go to
+GUEST-IP with nftables DNAT, as containers'). --port alone adds a default
+nic.
 
   zos vm create n1 vm1 --disk vm1-boot --memory 1G --cpu 2 --port 2222:22
   zos vm create n1 vm2 --disk vm2-boot --kernel /boot/vmlinuz --initrd /boot/initrd.img \
@@ -91,14 +94,21 @@ NAT; --port forwards) or bridge[:NAME] (a tap on zos0 or NAME).
 			for _, d := range cdroms {
 				s.Media = append(s.Media, vm.Media{URL: d, Type: "cdrom", ReadOnly: true})
 			}
-			hasDefault := false
+			hasDefault, hasIP := false, false
 			for _, n := range nics {
-				typ, id, _ := strings.Cut(n, ":")
-				if typ != "default" && typ != "bridge" {
-					return fmt.Errorf("--nic %q: want default or bridge[:NAME]", n)
+				f := strings.Split(n, ":")
+				if (f[0] != "default" || len(f) > 1) && (f[0] != "bridge" || len(f) > 3) {
+					return fmt.Errorf("--nic %q: want default or bridge[:NAME[:GUEST-IP]]", n)
 				}
-				hasDefault = hasDefault || typ == "default"
-				s.NICs = append(s.NICs, vm.NIC{Type: typ, ID: id})
+				nic := vm.NIC{Type: f[0]}
+				if len(f) > 1 {
+					nic.ID = f[1]
+				}
+				if len(f) > 2 {
+					nic.IP, hasIP = f[2], true
+				}
+				hasDefault = hasDefault || nic.Type == "default"
+				s.NICs = append(s.NICs, nic)
 			}
 			for _, p := range ports {
 				h, g, ok := strings.Cut(p, ":")
@@ -111,7 +121,7 @@ NAT; --port forwards) or bridge[:NAME] (a tap on zos0 or NAME).
 				}
 				s.Port[h] = gp
 			}
-			if len(s.Port) > 0 && !hasDefault {
+			if len(s.Port) > 0 && !hasDefault && !hasIP {
 				s.NICs = append([]vm.NIC{{Type: "default"}}, s.NICs...)
 			}
 			return withAgent(c, args[0], func(ac *client.Client) error {
@@ -131,8 +141,8 @@ NAT; --port forwards) or bridge[:NAME] (a tap on zos0 or NAME).
 	f.StringVar(&kernel, "kernel", "", "kernel to boot directly (a path on the node)")
 	f.StringVar(&initrd, "initrd", "", "initrd of --kernel (a path on the node)")
 	f.StringVar(&cmdline, "cmdline", "", "kernel command line of --kernel")
-	f.StringArrayVar(&nics, "nic", nil, "default, or bridge[:NAME] (repeatable)")
-	f.StringArrayVar(&ports, "port", nil, "HOST:GUEST TCP forward on the default nic (repeatable)")
+	f.StringArrayVar(&nics, "nic", nil, "default (user networking), or bridge[:NAME[:GUEST-IP]] (a tap on zos0 or NAME; repeatable)")
+	f.StringArrayVar(&ports, "port", nil, "HOST:GUEST TCP forward (repeatable): on the default nic, else to the first bridge nic's GUEST-IP (nftables)")
 	f.StringArrayVar(&tags, "tag", nil, "free-form tag (repeatable)")
 	format = addOutputFlag(cmd)
 	return cmd

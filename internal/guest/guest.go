@@ -37,7 +37,10 @@ func Cmdline(mode, marker string) string {
 }
 
 // guestInit is the guest's /init. It prints ZOS-BOOT <marker>, its virtio
-// disks and the first 64 bytes of /dev/vda; with zos.mode=halt it powers
+// disks and the first 64 bytes of /dev/vda (with zos.ip=CIDR and
+// zos.peer=IP it first configures eth0 and pings the peer, and with
+// zos.listen=PORT answers "ZOS-NC <marker>" to every TCP connection on
+// PORT); with zos.mode=halt it powers
 // off; with zos.mode=root it mounts /dev/vda (ext4) and switch_roots to its
 // /sbin/init; else it polls /sys/block and prints every change (DISKS: …)
 // and the pattern of a new vdb (VDB: …). It has no ACPI handling: a power
@@ -48,13 +51,14 @@ $B mount -t proc proc /proc
 $B mount -t sysfs sysfs /sys
 $B mount -t devtmpfs devtmpfs /dev
 for m in MODULES; do $B insmod /lib/modules/$m.ko 2>/dev/null || echo "insmod $m failed"; done
-for w in $($B cat /proc/cmdline); do case $w in zos.marker=*) M=${w#zos.marker=};; zos.mode=*) MODE=${w#zos.mode=};; zos.ip=*) IP=${w#zos.ip=};; zos.peer=*) PEER=${w#zos.peer=};; esac; done
+for w in $($B cat /proc/cmdline); do case $w in zos.marker=*) M=${w#zos.marker=};; zos.mode=*) MODE=${w#zos.mode=};; zos.ip=*) IP=${w#zos.ip=};; zos.peer=*) PEER=${w#zos.peer=};; zos.listen=*) LISTEN=${w#zos.listen=};; esac; done
 echo 1 > /proc/sys/kernel/ctrl-alt-del
 echo "ZOS-BOOT $M"
 if [ -n "$IP" ]; then
   i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do $B sleep 0.1; i=$((i+1)); done
   $B ip link set lo up; $B ip addr add $IP dev eth0; $B ip link set eth0 up
   if $B ping -c 1 -W 2 $PEER >/dev/null 2>&1 || $B ping -c 3 -W 5 $PEER >/dev/null 2>&1; then echo "PING-OK $PEER"; else echo "PING-FAILED $PEER"; fi
+  if [ -n "$LISTEN" ]; then $B nc -ll -p $LISTEN -e $B echo "ZOS-NC $M" & echo "LISTENING $LISTEN"; fi
 fi
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 600 ]; do $B sleep 0.1; i=$((i+1)); done

@@ -5,6 +5,8 @@
 // Commands (arguments are JSON objects; "name" names the VM):
 //
 //	kvm.create        vm.Spec (0-core's shape)            → vm.Info
+//	                  (port forwards of a VM without a default nic go to
+//	                  its first bridge nic with an ip: Forwarder)
 //	kvm.list          {}                                   → [vm.Info]
 //	kvm.get           {name}                               → vm.Spec
 //	kvm.info          {name}                               → vm.Info
@@ -255,8 +257,38 @@ type ConsoleArgs struct {
 	Follow bool   `json:"follow,omitempty"`
 }
 
-// Register adds the kvm.* commands for m's VMs to a.
-func Register(a *agent.Manager, m *vm.Manager) {
+// Forwarder makes the port forwards of a VM whose way in is a bridge nic
+// with the guest's ip (a VM with a "default" nic has qemu's own user-mode
+// forwards instead): nftables DNAT, as containers' forwards.
+type Forwarder interface {
+	// Forward sends host TCP port → guest port (ports, as vm.Spec.Port)
+	// to ip on bridge, for vm.
+	Forward(ctx context.Context, vm, bridge string, ip net.IP, ports map[string]int) error
+	// Unforward deletes vm's forwards (none: nil).
+	Unforward(vm string) error
+}
+
+// forwardNIC returns the nic a Spec's port forwards go to through a
+// Forwarder: none when it has a default nic (qemu forwards) or no ports.
+func forwardNIC(s vm.Spec) *vm.NIC {
+	if len(s.Port) == 0 {
+		return nil
+	}
+	var first *vm.NIC
+	for i, n := range s.NICs {
+		if n.Type == "default" {
+			return nil
+		}
+		if first == nil && n.Type == "bridge" && n.IP != "" {
+			first = &s.NICs[i]
+		}
+	}
+	return first
+}
+
+// Register adds the kvm.* commands for m's VMs to a; fw (nil: none) makes
+// the port forwards of bridge nics.
+func Register(a *agent.Manager, m *vm.Manager, fw Forwarder) {
 	named := func(f func(ctx context.Context, name string) (any, error)) agent.Handler {
 		return func(ctx context.Context, j *agent.Job) (any, error) {
 			var n NameArgs
@@ -278,7 +310,27 @@ func Register(a *agent.Manager, m *vm.Manager) {
 		if err != nil {
 			return nil, agent.Argf("%v", err)
 		}
-		return wrap(m.Create(ctx, s))
+		nic := forwardNIC(s)
+		if nic != nil && fw == nil {
+			return nil, fmt.Errorf("vm %s: port forwards to a bridge nic are not available on this node", s.Name)
+		}
+		in, err := m.Create(ctx, s)
+		if err != nil || nic == nil {
+			return wrap(in, err)
+		}
+		br := nic.ID
+		for _, n := range in.NICs {
+			if n.Type == "bridge" && n.IP == nic.IP {
+				br = n.Bridge
+				break
+			}
+		}
+		if err := fw.Forward(ctx, s.Name, br, net.ParseIP(nic.IP), s.Port); err != nil {
+			fw.Unforward(s.Name)
+			m.Destroy(context.Background(), s.Name)
+			return nil, fmt.Errorf("vm %s: port forwards: %w", s.Name, err)
+		}
+		return in, nil
 	})
 	a.Register("kvm.list", func(ctx context.Context, j *agent.Job) (any, error) {
 		if err := j.Decode(&struct{}{}); err != nil {
@@ -298,7 +350,17 @@ func Register(a *agent.Manager, m *vm.Manager) {
 		}
 		return m.Info(ctx, n)
 	}))
-	a.Register("kvm.destroy", named(func(ctx context.Context, n string) (any, error) { return nil, m.Destroy(ctx, n) }))
+	a.Register("kvm.destroy", named(func(ctx context.Context, n string) (any, error) {
+		if err := m.Destroy(ctx, n); err != nil {
+			return nil, err
+		}
+		if fw != nil {
+			if err := fw.Unforward(n); err != nil {
+				return nil, fmt.Errorf("vm %s destroyed, but its port forwards remain: %w", n, err)
+			}
+		}
+		return nil, nil
+	}))
 	a.Register("kvm.pause", named(func(ctx context.Context, n string) (any, error) { return nil, m.Pause(ctx, n) }))
 	a.Register("kvm.resume", named(func(ctx context.Context, n string) (any, error) { return nil, m.Resume(ctx, n) }))
 	a.Register("kvm.reset", named(func(ctx context.Context, n string) (any, error) { return nil, m.Reset(ctx, n) }))
