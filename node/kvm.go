@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
-	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -43,7 +43,7 @@ func (n *Node) startVMs(m *agent.Manager, brs *bridge.Bridges) {
 		return
 	}
 	leaser.Readopt(n.ctx, vms)
-	n.reapQemu()
+	n.reapQemu(filepath.Join(n.cfg.Dir, "vms"))
 	kvm.Register(m, vms, &vmForwards{})
 	// Closed after the agent (closers run in reverse): Close, not Destroy,
 	// so qemu keeps running; the leases go back with blockd's close.
@@ -89,9 +89,12 @@ func (v vmBridges) EnsureBridge(_ context.Context, name string) error {
 // reapQemu: qemu daemonizes, so its processes are orphans reparented to
 // init. When the node is init (PID 1, zos as a host's first process),
 // nobody else would reap them: every SIGCHLD (and every 5 s) the node
-// waits for its exited qemu children. Other children are left to whoever
-// waits for them (the agent's jobs wait for their own processes).
-func (n *Node) reapQemu() {
+// notes the pids of the qemu daemons (their pid files under vmsDir) and
+// waits for those that exited, and for qemu zombies nobody waited for
+// within zombieGrace (the middle process of qemu's double fork). Other
+// children — the `qemu -daemonize` launchers the runtime waits for itself,
+// the agent's jobs — are left to whoever waits for them.
+func (n *Node) reapQemu(vmsDir string) {
 	if os.Getpid() != 1 {
 		return
 	}
@@ -103,6 +106,8 @@ func (n *Node) reapQemu() {
 		defer signal.Stop(ch)
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()
+		known := map[int]bool{}
+		seen := map[int]time.Time{}
 		for {
 			select {
 			case <-n.ctx.Done():
@@ -110,23 +115,67 @@ func (n *Node) reapQemu() {
 			case <-ch:
 			case <-t.C:
 			}
-			reapQemuZombies(os.Getpid())
+			reapQemuDaemons(vmsDir, os.Getpid(), known, seen)
 		}
 	}()
 }
 
-// reapQemuZombies reaps every exited qemu whose parent is ppid.
-func reapQemuZombies(ppid int) {
+// zombieGrace: an exited qemu child not in a pid file is reaped once it
+// has been a zombie this long. The `qemu -daemonize` launchers the
+// runtime started are waited for at once by their exec.Cmd; the
+// intermediate process of qemu's double fork is nobody's.
+const zombieGrace = 5 * time.Second
+
+// reapQemuDaemons adds the pids of vmsDir/*/qemu.pid to known, then reaps
+// every exited child of ppid that is a known qemu daemon, or a qemu that
+// has been a zombie for zombieGrace (seen: since when), and forgets the
+// gone.
+func reapQemuDaemons(vmsDir string, ppid int, known map[int]bool, seen map[int]time.Time) {
+	files, _ := filepath.Glob(filepath.Join(vmsDir, "*", "qemu.pid"))
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+				known[pid] = true
+			}
+		}
+	}
+	reap := func(pid int) {
+		var ws unix.WaitStatus
+		unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+	}
+	for pid := range known {
+		_, state, parent, ok := procStat(pid)
+		switch {
+		case !ok:
+			delete(known, pid)
+		case state == 'Z' && parent == ppid:
+			reap(pid)
+			delete(known, pid)
+		}
+	}
+	now := time.Now()
 	ents, _ := os.ReadDir("/proc")
+	live := map[int]bool{}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
 		comm, state, parent, ok := procStat(pid)
-		if ok && state == 'Z' && parent == ppid && strings.HasPrefix(comm, "qemu") {
-			var ws unix.WaitStatus
-			unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if !ok || state != 'Z' || parent != ppid || !strings.HasPrefix(comm, "qemu") {
+			continue
+		}
+		live[pid] = true
+		if first, ok := seen[pid]; !ok {
+			seen[pid] = now
+		} else if now.Sub(first) >= zombieGrace {
+			reap(pid)
+			delete(seen, pid)
+		}
+	}
+	for pid := range seen {
+		if !live[pid] {
+			delete(seen, pid)
 		}
 	}
 }
