@@ -699,3 +699,6 @@ func (e exportsView) Info(ctx context.Context, name string) (nbd.ExportInfo, err
 func (e exportsView) Open(ctx context.Context, name string) (nbd.Export, nbd.ExportInfo, func(), error) {
 	return e.s.openExport(ctx, name)
 }
+
+// AttachedHere reports whether vdisk name is open read-write on this node.
+func (s *Service) AttachedHere(name string) bool { return s.localRW(name) != nil }

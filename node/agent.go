@@ -57,6 +57,7 @@ func (n *Node) startAgent(ln net.Listener) error {
 		n.closers = append(n.closers, cx.Close)
 		n.corex = cx
 	}
+	n.startVMs(m, brs) // kvm.* (node/kvm.go)
 	n.agent = m
 	done := make(chan struct{})
 	go func() {

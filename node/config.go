@@ -114,6 +114,10 @@ type Config struct {
 	// JoinTimeout bounds how long a joining node keeps trying. Default 60s.
 	JoinTimeout time.Duration
 
+	// QEMU is the qemu-system-x86_64 binary of the node's VMs (kvm.*;
+	// found on PATH by default).
+	QEMU string
+
 	Logger  *slog.Logger
 	Version string
 }

@@ -12,7 +12,7 @@ import (
 
 func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks against their anchors (results as ratios; see docs/benchmarks.md)"}
-	cmd.AddCommand(newBenchRaftCmd(), newBenchStoreCmd(), newBenchNBDCmd(), newBenchVdiskCmd(), newBenchFlistCmd(), newBenchAgentCmd())
+	cmd.AddCommand(newBenchRaftCmd(), newBenchStoreCmd(), newBenchNBDCmd(), newBenchVdiskCmd(), newBenchFlistCmd(), newBenchAgentCmd(), newBenchVMCmd())
 	cmd.AddCommand(newBenchAllCmd(cmd), newBenchPublishCmd())
 	cmd.AddCommand(newBenchContainerCmd())
 	return cmd

@@ -34,7 +34,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newNodeCmd(), newDevCmd(), newClusterCmd(), newTokenCmd(), newPoolCmd(), newStoreCmd(), newVDiskCmd(), newFlistCmd(), newJobCmd(), newContainerCmd(), newBenchCmd(), newVersionCmd())
+	root.AddCommand(newNodeCmd(), newDevCmd(), newClusterCmd(), newTokenCmd(), newPoolCmd(), newStoreCmd(), newVDiskCmd(), newFlistCmd(), newJobCmd(), newContainerCmd(), newVMCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 

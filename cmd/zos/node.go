@@ -58,6 +58,7 @@ A node restarted on its --dir rejoins with its state.`,
 	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", 0, "log entries between Raft snapshots (default 8192)")
 	f.StringVar(&cfg.ContainerBridge, "container-bridge", "", "bridge of containers' default nic, made at first use (default zos0)")
 	f.StringVar(&cfg.ContainerCIDR, "container-cidr", "", "address of --container-bridge when zos makes it (default 172.18.0.1/16)")
+	f.StringVar(&cfg.QEMU, "qemu", "", "qemu-system-x86_64 binary of the node's VMs (default: found on PATH)")
 	cmd.AddCommand(newNodeInfoCmd())
 	level, format := addLogFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {

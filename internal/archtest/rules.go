@@ -100,6 +100,9 @@ var Layers = []Layer{
 	// cluster only through the flist opener the node gives it.
 	{From: "node/agent/corex", Forbidden: []string{"raft", "orchestrator", "blockd", "cmd", "flist/hub"}},
 	{From: "node/container", Forbidden: []string{"node/agent", "node/resp", "raft", "orchestrator", "chunkstore", "blockd", "cmd"}},
+	// kvm binds the VM runtime to the agent; blockd is reached only
+	// through the Disks interface the node gives it.
+	{From: "node/agent/kvm", Forbidden: []string{"raft", "orchestrator", "blockd", "chunkstore", "node/container", "cmd"}},
 	// The VM runtime likewise; it reaches vdisks only over NBD and the
 	// DiskLeaser interface, which the agent's kvm.* binding wires to blockd.
 	{From: "node/vm", Forbidden: []string{"node/agent", "node/resp", "node/container", "raft", "orchestrator", "chunkstore", "blockd", "flist", "cmd"}},
@@ -156,6 +159,8 @@ var Harness = []string{
 	"chunkstore/journal/journaltest",
 	"blockd/nbd/memexport",
 	"internal/testcluster",
+	"internal/guest",
+	"internal/testguest",
 }
 
 // CheckHarness returns every non-test import of a harness package by a

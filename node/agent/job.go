@@ -270,3 +270,17 @@ func (j *Job) info() JobInfo {
 	}
 	return inf
 }
+
+// Emit adds one output line at level to the job, as a process's would be:
+// kept (bounded) in the result's streams and pushed to stream:<id> when
+// the command streams. Handlers that produce output without a process
+// (kvm.console) use it.
+func (j *Job) Emit(level int, msg string) {
+	j.mu.Lock()
+	if j.capture == nil {
+		j.capture = newCapture(j.m.cfg.MaxOutput, j.m.streamSink(j.Cmd))
+	}
+	c := j.capture
+	j.mu.Unlock()
+	c.message(level, msg)
+}

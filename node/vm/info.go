@@ -45,6 +45,7 @@ type NICInfo struct {
 	Bridge string `json:"bridge,omitempty"`
 	Tap    string `json:"tap,omitempty"`
 	HWAddr string `json:"hwaddr"`
+	IP     string `json:"ip,omitempty"`
 }
 
 // Info returns the VM's state; for a running VM it asks qemu (query-status,

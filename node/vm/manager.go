@@ -374,7 +374,7 @@ func (m *Manager) start(ctx context.Context, v *machine, s Spec) error {
 	}
 	v.st.NextDisk = len(v.st.Disks)
 	for i, n := range s.NICs {
-		x := nic{Type: n.Type, HWAddr: n.HWAddr}
+		x := nic{Type: n.Type, HWAddr: n.HWAddr, IP: n.IP}
 		if x.HWAddr == "" {
 			x.HWAddr = macFor(s.Name, i)
 		}

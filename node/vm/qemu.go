@@ -29,6 +29,7 @@ type nic struct {
 	Bridge string `json:"bridge,omitempty"`
 	Tap    string `json:"tap,omitempty"`
 	HWAddr string `json:"hwaddr"`
+	IP     string `json:"ip,omitempty"`
 }
 
 // files are the per-VM paths under the VM's directory.

@@ -83,6 +83,11 @@ type NIC struct {
 	ID string `json:"id,omitempty"`
 	// HWAddr is the guest MAC; derived from the VM name if empty.
 	HWAddr string `json:"hwaddr,omitempty"`
+	// IP is the guest's IPv4 address on a "bridge" NIC (the guest
+	// configures it; zos only needs it for port forwards): a VM without a
+	// "default" NIC has its Port forwards sent here (nftables DNAT, by the
+	// agent).
+	IP string `json:"ip,omitempty"`
 }
 
 // maxSpecBytes bounds a decoded Spec's JSON.
@@ -148,7 +153,7 @@ func (s *Spec) Validate() error {
 	if len(s.NICs) > 8 {
 		return bad("%d nics: at most 8", len(s.NICs))
 	}
-	hasDefault := false
+	hasDefault, hasIP := false, false
 	for i, n := range s.NICs {
 		switch n.Type {
 		case "default":
@@ -160,14 +165,20 @@ func (s *Spec) Validate() error {
 		default:
 			return bad("nic %d: type %q: want default or bridge", i, n.Type)
 		}
+		if n.IP != "" {
+			if ip := net.ParseIP(n.IP); ip == nil || ip.To4() == nil || n.Type != "bridge" {
+				return bad("nic %d: ip %q: want the IPv4 address of a bridge nic's guest", i, n.IP)
+			}
+			hasIP = true
+		}
 		if n.HWAddr != "" {
 			if hw, err := net.ParseMAC(n.HWAddr); err != nil || len(hw) != 6 {
 				return bad("nic %d: hwaddr %q is not a MAC address", i, n.HWAddr)
 			}
 		}
 	}
-	if len(s.Port) > 0 && !hasDefault {
-		return bad("port forwards need a default nic")
+	if len(s.Port) > 0 && !hasDefault && !hasIP {
+		return bad("port forwards need a default nic, or a bridge nic with the guest's ip")
 	}
 	for h, g := range s.Port {
 		hp, err := strconv.Atoi(h)
