@@ -313,6 +313,9 @@ func newBenchAllCmd(parent *cobra.Command) *cobra.Command {
 	nbd.addFlags(cmd, "nbd-")
 	cmd.Flags().StringVar(&flist.Root, "flist-root", "", "root file system of the flist workload (default: the tests' Debian tree, else busybox)")
 	cmd.Flags().StringVar(&flist.Binary, "flist-binary", "", "file inside --flist-root read first for the cold start")
+	var ct bench.ContainerConfig
+	withContainer := cmd.Flags().Bool("container", true, "also run the container workload (it starts `zos node` processes of this binary)")
+	cmd.Flags().StringVar(&ct.Root, "container-root", "", "root file system of the container workload (default: the tests' Debian tree, else busybox)")
 	cmd.RunE = func(c *cobra.Command, _ []string) error {
 		storeFn := func(ctx context.Context, o *benchOpts, progress func(string)) ([]report.Workload, error) {
 			n, err := o.size()
@@ -345,7 +348,11 @@ func newBenchAllCmd(parent *cobra.Command) *cobra.Command {
 			w, err := bench.FlistAPI(ctx, cl, flist, progress)
 			return []report.Workload{w}, err
 		}
-		return runWorkloads(c, o, storeFn, nbdFn, flistFn, raftWorkload(&raft), containerWorkload(&bench.ContainerConfig{}, true))
+		fns := []workloadFunc{storeFn, nbdFn, flistFn, raftWorkload(&raft)}
+		if *withContainer {
+			fns = append(fns, containerWorkload(&ct, true))
+		}
+		return runWorkloads(c, o, fns...)
 	}
 	return cmd
 }

@@ -140,7 +140,8 @@ func TestBenchAllCLI(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	out, err := runBench(t, ctx, "all", "--duration", "1s", "--size", "1M", "--nbd-size", "64M", "--nbd-within-size", "0",
-		"--nbd-jobs", "4k-randread-qd1", "--flist-root", root, "--flist-binary", binary, "--out", dir)
+		"--nbd-jobs", "4k-randread-qd1", "--flist-root", root, "--flist-binary", binary, "--out", dir,
+		"--container=false") // in-process the executable is this test binary, not zos: the container workload has its own test (bench TestContainerWorkload)
 	if err != nil {
 		t.Fatalf("zos bench all: %v\n%s", err, out)
 	}

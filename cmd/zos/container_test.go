@@ -310,7 +310,7 @@ func TestContainerBadInput(t *testing.T) {
 		{"name taken", `{"root":"ct/bb","name":"taken","command":["sleep","1"]}`, "name already taken"},
 		{"port forwarded", `{"root":"ct/bb","port":{"18090":80},"command":["sleep","1"]}`, "already forwarded"},
 		{"bad cidr", `{"root":"ct/bb","nics":[{"type":"bridge","id":"zt` + randHex(3) + `","config":{"cidr":"10.1.2.300/24"}}],"command":["sleep","1"]}`, "cidr"},
-		{"memory -1", `{"root":"ct/bb","cgroups":{"memory":"-1"},"command":["sleep","1"]}`, "bad size"},
+		{"memory -1", `{"root":"ct/bb","cgroups":{"memory":"-1"},"command":["sleep","1"]}`, "invalid size"},
 		{"no root", `{"command":["sleep","1"]}`, "root"},
 	}
 	for _, tc := range cases {
