@@ -169,6 +169,24 @@ func TestFlushSurvivesKill(t *testing.T) {
 				done = append(done, fc)
 				c.Restart(serving)
 				c.WaitReady(serving, 2*time.Minute)
+				// The next node is killed once the cluster is back at full
+				// redundancy: the chunks the verify wrote while this node
+				// was away (its journal replay) have had their missing
+				// shards rebuilt. Losing another node before that would be
+				// two losses at once for those chunks, beyond m (they are
+				// then unavailable, not lost, until one node returns).
+				testcluster.Eventually(t, 2*time.Minute, func() error {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					st, err := c.Client(other).StoreStatus(ctx, false)
+					if err != nil {
+						return err
+					}
+					if st.Pending.Chunks != 0 {
+						return fmt.Errorf("%d chunks await the repair of their missing shards", st.Pending.Chunks)
+					}
+					return nil
+				})
 			}
 			// Every cycle's data, through a node that served none last.
 			final := (cycles + 1) % nodes
