@@ -361,22 +361,8 @@ func startFuse(t *testing.T, uri string) *fuseDisk {
 	}
 	exited := make(chan struct{})
 	go func() { f.cmd.Wait(); close(exited) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if st, err := os.Stat(f.file()); err == nil && st.Size() > 0 {
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("nbdfuse exited: %s", f.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			f.cmd.Process.Kill()
-			t.Fatalf("nbdfuse did not mount: %s", f.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	// Registered before the mount is waited for, so that every way out
+	// of this function (a fatal timeout included) unmounts.
 	stopped := false
 	stop := func() {
 		if stopped {
@@ -389,14 +375,46 @@ func startFuse(t *testing.T, uri string) *fuseDisk {
 		case <-time.After(30 * time.Second):
 			f.cmd.Process.Kill()
 			<-exited
-			// A killed nbdfuse leaves a dead mount ("transport endpoint
-			// is not connected") that TempDir's cleanup cannot remove.
+		}
+		// A killed (or crashed) nbdfuse leaves a dead mount ("transport
+		// endpoint is not connected") that TempDir's cleanup cannot
+		// remove: detach whatever is still mounted there.
+		if mounted(f.dir) {
 			exec.Command("fusermount3", "-u", "-z", f.dir).Run()
 		}
 	}
 	t.Cleanup(stop)
 	f.stop = stop
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if st, err := os.Stat(f.file()); err == nil && st.Size() > 0 {
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("nbdfuse exited: %s", f.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nbdfuse did not mount: %s", f.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	return f
+}
+
+// mounted reports whether dir is a mount point (in /proc/self/mounts).
+func mounted(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == dir {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *fuseDisk) unmount() { f.stop() }
