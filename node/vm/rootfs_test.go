@@ -40,7 +40,7 @@ func TestExt4RootFromDisk(t *testing.T) {
 		}
 	}
 	bb, _ := exec.LookPath("busybox")
-	if err := copyFile(bb, filepath.Join(tree, "bin/busybox"), 0o755); err != nil {
+	if err := exec.Command("cp", bb, filepath.Join(tree, "bin/busybox")).Run(); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(tree, "sbin/init"), []byte(rootInit), 0o755)
