@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -366,9 +367,17 @@ func fio(ctx context.Context, cfg *Config, uri string, w Workload, timed bool) (
 	}
 	args = append(args, w.Extra...)
 	var out, errb bytes.Buffer
+	// fio forks a process per job unless --thread; a cancelled run must
+	// not leave a job process writing to the export (and holding fio's
+	// output pipes, so that Wait would block until it ends): fio runs in
+	// its own process group, which cancellation kills as a whole.
+	args = append(args, "--thread")
 	cmd := exec.CommandContext(ctx, cfg.Fio, args...)
 	cmd.Stdout = &out
 	cmd.Stderr = &errb
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
 		return Result{}, fmt.Errorf("fio: %v: %s", err, strings.TrimSpace(errb.String()))
 	}
