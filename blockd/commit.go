@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/zosproject/zos/blockd/internal/par"
@@ -418,19 +419,31 @@ type ownBlock struct {
 }
 
 // storeOwned puts the commit's own blocks and the staged tree nodes (if
-// any) in one round: all through the disk's Batcher at once, so that they
-// go out in as few batches as its bounds allow (the erasure store sends
-// each node one request per batch, which it appends and syncs once).
-// Every own block ends as write-back jobs end (storedLocked); a failed one
-// goes back to the cache and fails the round, as does a failed node put.
+// any) through the disk's Batcher (the erasure store sends each node one
+// request per batch, which it appends and syncs once). The chunks go out
+// in rounds of at most ownRoundBytes, all queued at once so that the
+// Batcher keeps its batches full, and each round's blocks end (storedLocked:
+// their memory is freed, their Refs enter the current layer) as soon as
+// that round is answered, not when the whole commit is: a commit that takes
+// a gigabyte of dirty blocks frees the write-back cache continuously, so
+// writers waiting for room see a steady drain instead of a stall as long
+// as the commit. A failed own block goes back to the cache and fails the
+// commit, as does a failed node put.
 func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Staged) error {
-	// The round's chunks: own blocks with data (k < len(own)), then nodes.
 	type item struct {
 		k    int // index into own, or -1 for a node
 		ref  chunkstore.Ref
 		data []byte
 	}
-	var items []item
+	var rounds [][]item
+	var cur []item
+	curBytes := 0
+	flush := func() {
+		if len(cur) > 0 {
+			rounds = append(rounds, cur)
+			cur, curBytes = nil, 0
+		}
+	}
 	for k, o := range own {
 		if len(o.data) == 0 {
 			d.mu.Lock()
@@ -438,61 +451,80 @@ func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Stag
 			d.mu.Unlock()
 			continue
 		}
-		items = append(items, item{k, o.ref, o.data})
+		cur = append(cur, item{k, o.ref, o.data})
+		if curBytes += len(o.data); curBytes >= ownRoundBytes {
+			flush()
+		}
 	}
 	if staged != nil {
 		for r, data := range staged.Nodes {
-			items = append(items, item{-1, r, data})
+			cur = append(cur, item{-1, r, data})
 		}
 	}
-	chunks := make([][]byte, len(items))
-	for i, it := range items {
-		chunks[i] = it.data
-	}
-	refs, err := chunkstore.PutMany(ctx, d.batch, chunks)
-	var be *chunkstore.BatchError
-	if err != nil && !errors.As(err, &be) {
-		// Nothing of the round may be assumed stored.
-		d.mu.Lock()
-		d.abandonLocked(own)
-		d.mu.Unlock()
-		return fmt.Errorf("blockd: vdisk %s: store %d chunks: %w", d.label, len(items), err)
-	}
-	var failed error
-	for i, it := range items {
-		var perr error
-		switch {
-		case be != nil && be.Err(i) != nil:
-			perr = be.Err(i)
-		case refs[i] != it.ref:
-			perr = fmt.Errorf("%w: stored chunk %s, its content hashes to %s", chunkstore.ErrCorrupt, it.ref.Short(), refs[i].Short())
-		}
-		if it.k < 0 {
-			if perr != nil {
-				failed = fmt.Errorf("blockd: vdisk %s: store tree node: %w", d.label, perr)
-			} else {
-				d.tree.CacheNode(it.ref, it.data)
+	flush()
+	errs := make([]error, len(rounds))
+	var wg sync.WaitGroup
+	for ri, items := range rounds {
+		wg.Go(func() {
+			chunks := make([][]byte, len(items))
+			for i, it := range items {
+				chunks[i] = it.data
 			}
-			continue
-		}
-		o := own[it.k]
-		if perr != nil {
-			perr = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, o.idx, perr)
-			failed = cmp.Or(failed, perr)
-		} else {
-			d.svc.m.storedBytes.Add(float64(len(o.data)))
-		}
-		d.mu.Lock()
-		d.storedLocked(o.idx, o.b, o.data, perr)
-		d.mu.Unlock()
+			refs, err := chunkstore.PutMany(ctx, d.batch, chunks)
+			var be *chunkstore.BatchError
+			if err != nil && !errors.As(err, &be) {
+				// Nothing of the round may be assumed stored: its blocks
+				// go back to the cache (abandonLocked, below).
+				errs[ri] = fmt.Errorf("blockd: vdisk %s: store %d chunks: %w", d.label, len(items), err)
+				return
+			}
+			for i, it := range items {
+				var perr error
+				switch {
+				case be != nil && be.Err(i) != nil:
+					perr = be.Err(i)
+				case refs[i] != it.ref:
+					perr = fmt.Errorf("%w: stored chunk %s, its content hashes to %s", chunkstore.ErrCorrupt, it.ref.Short(), refs[i].Short())
+				}
+				if it.k < 0 {
+					if perr != nil {
+						errs[ri] = cmp.Or(errs[ri], fmt.Errorf("blockd: vdisk %s: store tree node: %w", d.label, perr))
+					} else {
+						d.tree.CacheNode(it.ref, it.data)
+					}
+					continue
+				}
+				o := own[it.k]
+				if perr != nil {
+					perr = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, o.idx, perr)
+					errs[ri] = cmp.Or(errs[ri], perr)
+				} else {
+					d.svc.m.storedBytes.Add(float64(len(o.data)))
+				}
+				d.mu.Lock()
+				d.storedLocked(o.idx, o.b, o.data, perr)
+				d.mu.Unlock()
+			}
+		})
 	}
-	// Blocks not stored yet go back to the dirty layer (none, normally:
-	// every block of the round was answered above).
+	wg.Wait()
+	// Blocks not stored (their round failed as a whole) go back to the
+	// dirty layer.
 	d.mu.Lock()
 	d.abandonLocked(own)
 	d.mu.Unlock()
-	return failed
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// ownRoundBytes bounds the block bytes of one round of a commit's puts
+// (the Batcher's default batch size): the unit in which a large commit
+// frees the write-back cache.
+const ownRoundBytes = 8 << 20
 
 // abandonLocked gives the commit's own blocks, not yet stored, back to the
 // dirty layer (the commit failed before storing them).
