@@ -3,6 +3,7 @@ package blockd
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/chunkstore"
@@ -17,6 +18,8 @@ type cacheState struct {
 	dirty map[uint64]*dblock
 	fifo  []fifoEntry // dirty blocks in creation order (stale entries skipped)
 	bytes int64       // the cost of the dirty blocks
+	// waiting: writers waiting for room, oldest first (reserve).
+	waiting []*waiter
 }
 
 // dblock is a block in the write-back cache. data == nil means zeroes (then
@@ -80,29 +83,43 @@ func (d *Disk) notifyLocked() {
 
 // reserve waits until the write-back cache of the vdisk and the node's
 // have room. It fails if the vdisk's stays full because write-back keeps
-// failing.
+// failing. Writers that have to wait are let in first come, first served
+// (d.cache.waiting): when write-back frees room, the oldest waiter goes
+// first, so no request waits for more than the bytes queued ahead of it
+// take to drain (without the queue, a request could lose the race for
+// freed room again and again: seconds of tail latency under a steady
+// stream of writes).
 func (d *Disk) reserve(ctx context.Context) error {
 	stalled := false
+	var me *waiter
+	d.mu.Lock()
+	defer func() {
+		if me != nil {
+			d.cache.waiting = slices.DeleteFunc(d.cache.waiting, func(w *waiter) bool { return w == me })
+			d.notifyLocked() // the next waiter may be first now
+		}
+		d.mu.Unlock()
+	}()
 	for {
-		d.mu.Lock()
 		if err := d.writableLocked(); err != nil {
-			d.mu.Unlock()
 			return err
 		}
 		own := d.cache.bytes+d.wb.bytes >= d.svc.cfg.MaxDirtyBytes
 		node := d.svc.nodeDirtyFull()
-		if !own && !node {
-			d.mu.Unlock()
+		first := len(d.cache.waiting) == 0 || d.cache.waiting[0] == me
+		if !own && !node && first {
 			return nil
 		}
 		if stalled && d.wb.jobs == 0 && d.seq.run == nil && d.wb.err != nil && own {
-			err := d.wb.err
-			d.mu.Unlock()
-			return fmt.Errorf("blockd: vdisk %s: write-back cache full and writing back fails: %w", d.label, err)
+			return fmt.Errorf("blockd: vdisk %s: write-back cache full and writing back fails: %w", d.label, d.wb.err)
 		}
 		if !stalled {
 			d.svc.m.writeStalls.Inc()
 			stalled = true
+		}
+		if me == nil {
+			me = &waiter{}
+			d.cache.waiting = append(d.cache.waiting, me)
 		}
 		d.pumpLocked(true)
 		ch := d.space
@@ -114,6 +131,7 @@ func (d *Disk) reserve(ctx context.Context) error {
 			d.svc.kickWriteback()
 			if !d.svc.nodeDirtyFull() { // released before we waited
 				done()
+				d.mu.Lock()
 				continue
 			}
 		}
@@ -122,11 +140,16 @@ func (d *Disk) reserve(ctx context.Context) error {
 		case <-nodeCh:
 		case <-ctx.Done():
 			done()
+			d.mu.Lock()
 			return ctx.Err()
 		}
 		done()
+		d.mu.Lock()
 	}
 }
+
+// waiter is a writer waiting for room in the write-back cache.
+type waiter struct{ _ byte } // not zero-sized: distinct waiters have distinct addresses
 
 func (d *Disk) addDirtyLocked(delta int64) {
 	d.cache.bytes += delta

@@ -172,17 +172,17 @@ func (d *Disk) doCommit(c *commitRun) error {
 	defer d.releaseClaims(fz.claimed)
 	phase("drain")
 	if len(fz.layers) == 0 {
-		return d.storeOwned(ctx, fz.own, nil)
+		return d.storeOwned(ctx, fz, nil)
 	}
 	staged, err := d.stage(ctx, fz)
 	if err != nil {
-		d.storeOwned(ctx, fz.own, nil) // stored for the next commit
+		d.storeOwned(ctx, fz, nil) // stored for the next commit
 		return err
 	}
-	// One round of puts: the blocks the commit took and the new tree
-	// nodes, in parallel; then the head may name them once the blocks of
-	// the jobs it counts on are stored too.
-	if err := d.storeOwned(ctx, fz.own, staged); err != nil {
+	// The blocks the commit took are being stored since freeze hashed
+	// them; the new tree nodes join them, and the head may name them once
+	// the blocks of the jobs it counts on are stored too.
+	if err := d.storeOwned(ctx, fz, staged); err != nil {
 		return err
 	}
 	phase("tree")
@@ -212,6 +212,8 @@ type frozen struct {
 	claimed []ownBlock
 	layers  []*layer
 	head    chunkstore.Ref
+	rounds  sync.WaitGroup // store rounds of own blocks and nodes in flight
+	err     error          // the first failed round's (under d.mu)
 }
 
 // freeze names every block dirtied up to c.seq, with no new background
@@ -228,6 +230,9 @@ func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
 	d.wb.pause = true
 	defer func() { d.wb.pause = false }()
 	fail := func(err error) (*frozen, error) {
+		d.mu.Unlock()
+		fz.rounds.Wait() // rounds end their blocks themselves
+		d.mu.Lock()
 		d.abandonLocked(fz.own)
 		return nil, err
 	}
@@ -261,16 +266,30 @@ func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
 			pending = true
 		}
 		if len(fresh) > 0 {
-			// Hash outside the lock: in-flight blocks are not written to.
+			// Hash outside the lock (in-flight blocks are not written
+			// to), a round at a time, and store each round as soon as
+			// it is named: the write-back cache starts to drain at once
+			// rather than after the whole commit is hashed.
 			d.mu.Unlock()
-			par.Do(context.Background(), len(fresh), runtime.GOMAXPROCS(0), func(_ context.Context, k int) error {
-				fresh[k].ref, fresh[k].data = nameBlock(fresh[k].b)
-				return nil
-			})
-			d.mu.Lock()
-			for _, o := range fresh {
-				o.b.ref, o.b.hashed = o.ref, true
+			per := max(1, int(ownRoundBytes/d.bs))
+			for start := 0; start < len(fresh); start += per {
+				group := fresh[start:min(start+per, len(fresh))]
+				par.Do(context.Background(), len(group), runtime.GOMAXPROCS(0), func(_ context.Context, k int) error {
+					group[k].ref, group[k].data = nameBlock(group[k].b)
+					return nil
+				})
+				d.mu.Lock()
+				for _, o := range group {
+					o.b.ref, o.b.hashed = o.ref, true
+				}
+				d.mu.Unlock()
+				items := make([]roundItem, len(group))
+				for k, o := range group {
+					items[k] = roundItem{o: o, ref: o.ref, data: o.data}
+				}
+				d.startRound(ctx, fz, c, items)
 			}
+			d.mu.Lock()
 			fz.own = append(fz.own, fresh...)
 			continue // blocks may have become ready meanwhile
 		}
@@ -418,112 +437,122 @@ type ownBlock struct {
 	data []byte
 }
 
-// storeOwned puts the commit's own blocks and the staged tree nodes (if
-// any) through the disk's Batcher (the erasure store sends each node one
-// request per batch, which it appends and syncs once). The chunks go out
-// in rounds of at most ownRoundBytes, all queued at once so that the
-// Batcher keeps its batches full, and each round's blocks end (storedLocked:
-// their memory is freed, their Refs enter the current layer) as soon as
-// that round is answered, not when the whole commit is: a commit that takes
-// a gigabyte of dirty blocks frees the write-back cache continuously, so
-// writers waiting for room see a steady drain instead of a stall as long
-// as the commit. A failed own block goes back to the cache and fails the
-// commit, as does a failed node put.
-func (d *Disk) storeOwned(ctx context.Context, own []ownBlock, staged *tree.Staged) error {
-	type item struct {
-		k    int // index into own, or -1 for a node
-		ref  chunkstore.Ref
-		data []byte
-	}
-	var rounds [][]item
-	var cur []item
-	curBytes := 0
-	flush := func() {
-		if len(cur) > 0 {
-			rounds = append(rounds, cur)
-			cur, curBytes = nil, 0
-		}
-	}
-	for k, o := range own {
-		if len(o.data) == 0 {
+// roundItem is one chunk of a commit's store round: an own block, or a
+// tree node (o.b == nil).
+type roundItem struct {
+	o    ownBlock
+	ref  chunkstore.Ref
+	data []byte
+}
+
+// startRound stores a round of a commit's chunks in the background,
+// through the disk's Batcher (the erasure store sends each node one
+// request per batch, which it appends and syncs once). Each round's
+// blocks end (storedLocked: their memory is freed, their Refs enter the
+// current layer) as soon as that round is answered, not when the whole
+// commit is: a commit that takes a gigabyte of dirty blocks frees the
+// write-back cache continuously, so writers waiting for room see a steady
+// drain instead of a stall as long as the commit. A failed round records
+// its error in fz (and in c, which fails a freeze still running); its
+// blocks not stored go back to the cache.
+func (d *Disk) startRound(ctx context.Context, fz *frozen, c *commitRun, items []roundItem) {
+	fz.rounds.Go(func() {
+		if err := d.storeRound(ctx, items); err != nil {
 			d.mu.Lock()
-			d.storedLocked(o.idx, o.b, o.data, nil)
+			fz.err = cmp.Or(fz.err, err)
+			if c != nil && c.failed == nil {
+				c.failed = err
+			}
+			d.notifyLocked()
+			d.mu.Unlock()
+		}
+	})
+}
+
+// storeRound puts items and ends their blocks.
+func (d *Disk) storeRound(ctx context.Context, items []roundItem) error {
+	var chunks [][]byte
+	var stored []roundItem
+	for _, it := range items {
+		if it.o.b != nil && len(it.data) == 0 { // zeroes: nothing to store
+			d.mu.Lock()
+			d.storedLocked(it.o.idx, it.o.b, nil, nil)
 			d.mu.Unlock()
 			continue
 		}
-		cur = append(cur, item{k, o.ref, o.data})
-		if curBytes += len(o.data); curBytes >= ownRoundBytes {
-			flush()
-		}
+		chunks = append(chunks, it.data)
+		stored = append(stored, it)
 	}
-	if staged != nil {
+	if len(chunks) == 0 {
+		return nil
+	}
+	refs, err := chunkstore.PutMany(ctx, d.batch, chunks)
+	var be *chunkstore.BatchError
+	if err != nil && !errors.As(err, &be) {
+		// Nothing of the round may be assumed stored: its blocks go back
+		// to the cache.
+		var own []ownBlock
+		for _, it := range stored {
+			if it.o.b != nil {
+				own = append(own, it.o)
+			}
+		}
+		d.mu.Lock()
+		d.abandonLocked(own)
+		d.mu.Unlock()
+		return fmt.Errorf("blockd: vdisk %s: store %d chunks: %w", d.label, len(chunks), err)
+	}
+	var failed error
+	for i, it := range stored {
+		var perr error
+		switch {
+		case be != nil && be.Err(i) != nil:
+			perr = be.Err(i)
+		case refs[i] != it.ref:
+			perr = fmt.Errorf("%w: stored chunk %s, its content hashes to %s", chunkstore.ErrCorrupt, it.ref.Short(), refs[i].Short())
+		}
+		if it.o.b == nil {
+			if perr != nil {
+				failed = cmp.Or(failed, fmt.Errorf("blockd: vdisk %s: store tree node: %w", d.label, perr))
+			} else {
+				d.tree.CacheNode(it.ref, it.data)
+			}
+			continue
+		}
+		if perr != nil {
+			perr = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, it.o.idx, perr)
+			failed = cmp.Or(failed, perr)
+		} else {
+			d.svc.m.storedBytes.Add(float64(len(it.data)))
+		}
+		d.mu.Lock()
+		d.storedLocked(it.o.idx, it.o.b, it.data, perr)
+		d.mu.Unlock()
+	}
+	return failed
+}
+
+// storeOwned stores the staged tree nodes (if any) in a last round and
+// waits for every round of the commit: its own blocks are then stored or
+// back in the cache. It returns the first failure.
+func (d *Disk) storeOwned(ctx context.Context, fz *frozen, staged *tree.Staged) error {
+	if staged != nil && len(staged.Nodes) > 0 {
+		items := make([]roundItem, 0, len(staged.Nodes))
 		for r, data := range staged.Nodes {
-			cur = append(cur, item{-1, r, data})
+			items = append(items, roundItem{ref: r, data: data})
 		}
+		d.startRound(ctx, fz, nil, items)
 	}
-	flush()
-	errs := make([]error, len(rounds))
-	var wg sync.WaitGroup
-	for ri, items := range rounds {
-		wg.Go(func() {
-			chunks := make([][]byte, len(items))
-			for i, it := range items {
-				chunks[i] = it.data
-			}
-			refs, err := chunkstore.PutMany(ctx, d.batch, chunks)
-			var be *chunkstore.BatchError
-			if err != nil && !errors.As(err, &be) {
-				// Nothing of the round may be assumed stored: its blocks
-				// go back to the cache (abandonLocked, below).
-				errs[ri] = fmt.Errorf("blockd: vdisk %s: store %d chunks: %w", d.label, len(items), err)
-				return
-			}
-			for i, it := range items {
-				var perr error
-				switch {
-				case be != nil && be.Err(i) != nil:
-					perr = be.Err(i)
-				case refs[i] != it.ref:
-					perr = fmt.Errorf("%w: stored chunk %s, its content hashes to %s", chunkstore.ErrCorrupt, it.ref.Short(), refs[i].Short())
-				}
-				if it.k < 0 {
-					if perr != nil {
-						errs[ri] = cmp.Or(errs[ri], fmt.Errorf("blockd: vdisk %s: store tree node: %w", d.label, perr))
-					} else {
-						d.tree.CacheNode(it.ref, it.data)
-					}
-					continue
-				}
-				o := own[it.k]
-				if perr != nil {
-					perr = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, o.idx, perr)
-					errs[ri] = cmp.Or(errs[ri], perr)
-				} else {
-					d.svc.m.storedBytes.Add(float64(len(o.data)))
-				}
-				d.mu.Lock()
-				d.storedLocked(o.idx, o.b, o.data, perr)
-				d.mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	// Blocks not stored (their round failed as a whole) go back to the
-	// dirty layer.
+	fz.rounds.Wait()
 	d.mu.Lock()
-	d.abandonLocked(own)
-	d.mu.Unlock()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	defer d.mu.Unlock()
+	d.abandonLocked(fz.own) // none, normally: every round ended its blocks
+	return fz.err
 }
 
 // ownRoundBytes bounds the block bytes of one round of a commit's puts
 // (the Batcher's default batch size): the unit in which a large commit
-// frees the write-back cache.
+// drains the write-back cache.
 const ownRoundBytes = 8 << 20
 
 // abandonLocked gives the commit's own blocks, not yet stored, back to the
