@@ -472,6 +472,65 @@ func TestWritebackBound(t *testing.T) {
 	}
 }
 
+// TestCommitDrainsAsItStores: a commit that takes a full write-back cache
+// frees it round by round as the store answers, so a writer waiting for
+// room goes on long before the commit ends (it used to wait for the
+// commit's whole store round: seconds, for a gigabyte of dirty blocks).
+func TestCommitDrainsAsItStores(t *testing.T) {
+	e := newEnv()
+	const bs = 16 << 10
+	// 4096 dirty blocks fill the cache exactly, and background write-back
+	// starts only beyond it: nothing is written back before the commit,
+	// and the commit takes every block.
+	const max = 4096 * (entryCost + bs)
+	s := e.service(t, "n1", func(c *Config) { c.MaxDirtyBytes, c.WritebackBytes, c.NodeDirtyBytes = max, max, 1<<30 })
+	ctx := context.Background()
+	mustCreate(t, s, "c", 256<<20, bs, "db")
+	d, _ := mustOpen(t, s, "c")
+	p := bytes.Repeat([]byte{7}, 1<<20) // no zero block
+	var off int64
+	for ; d.Stats().CacheBytes < max; off += int64(len(p)) {
+		p[0], p[1] = byte(off>>20), 1
+		if err := d.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.store.puts.Load(); n != 0 {
+		t.Fatalf("%d puts before the commit", n)
+	}
+	blocks := off / bs
+	e.store.putDelay.Store(int64(5 * time.Millisecond))
+	synced := make(chan error, 1)
+	go func() { synced <- d.Sync(ctx) }()
+	deadline := time.Now().Add(time.Minute)
+	for e.store.puts.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the commit stored nothing in a minute")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The cache is full: this write waits for room.
+	p[0], p[1] = byte(off>>20), 1
+	if err := d.WriteAt(ctx, p, off, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.store.puts.Load(); n >= blocks {
+		t.Fatalf("the waiting write went on after %d puts, when the commit of %d blocks had stored them all", n, blocks)
+	}
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2)
+	for o := int64(0); o <= off; o += int64(len(p)) {
+		if err := d.ReadAt(ctx, got, o); err != nil || got[0] != byte(o>>20) || got[1] != 1 {
+			t.Fatalf("at %d: %v %v", o, got, err)
+		}
+	}
+}
+
 // The node-wide bound holds across vdisks: a vdisk with dirty data below
 // its own bound and no writer is made to write back when another vdisk's
 // writer waits for the node's room.
