@@ -79,6 +79,18 @@ func (c *Cache) Peek(ref chunkstore.Ref) ([]byte, bool) {
 	return d, true
 }
 
+// Contains reports whether ref is cached, without counting a hit or
+// refreshing the entry (readahead asks it to skip what is cached).
+func (c *Cache) Contains(ref chunkstore.Ref) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.items[ref]
+	return ok
+}
+
 // Add inserts (or refreshes) a value. data must not be modified afterwards.
 func (c *Cache) Add(ref chunkstore.Ref, data []byte) {
 	if c == nil {
