@@ -205,7 +205,11 @@ func (d *Disk) fetchMany(ctx context.Context, idxs []uint64, refs []chunkstore.R
 	var be *chunkstore.BatchError
 	if errors.As(err, &be) {
 		k := be.Failed[0]
-		return nil, fmt.Errorf("blockd: vdisk %s: read block %d (%s) and %d more: %w", d.label, idxs[need[k]], want[k].Short(), len(be.Failed)-1, be.Errs[0])
+		more := ""
+		if n := len(be.Failed) - 1; n > 0 {
+			more = fmt.Sprintf(" (and %d more blocks)", n)
+		}
+		return nil, fmt.Errorf("blockd: vdisk %s: read block %d (%s)%s: %w", d.label, idxs[need[k]], want[k].Short(), more, be.Errs[0])
 	}
 	if err != nil {
 		return nil, fmt.Errorf("blockd: vdisk %s: read blocks: %w", d.label, err)
