@@ -36,6 +36,9 @@ const (
 	// DefaultNodeCacheBytes (capped at 1/32 of memory) holds the leaves of
 	// 128 GiB of 16 KiB blocks.
 	DefaultNodeCacheBytes = 256 << 20
+	// DefaultReadaheadBytes is the largest readahead window of a
+	// sequential reader (see Config.ReadaheadBytes).
+	DefaultReadaheadBytes = 16 << 20
 )
 
 // StoreFor returns the chunk store holding the data of vdisks of a pool and
@@ -115,6 +118,13 @@ type Config struct {
 	// FlushTimeout bounds one flush (store writes and the head commit,
 	// retried while the control plane is unreachable).
 	FlushTimeout time.Duration
+	// ReadaheadBytes is the largest readahead window of a vdisk read
+	// sequentially: its next blocks are fetched into the block cache in
+	// the background, the window doubling from 256 KiB (or twice the
+	// read) up to this (see doc.go, "Reads"). It is capped at 1/8 of
+	// BlockCacheBytes, so what is read ahead stays cached until it is
+	// read. Default DefaultReadaheadBytes; negative disables readahead.
+	ReadaheadBytes int64
 }
 
 // ErrConfig is wrapped by every Validate error.
@@ -159,6 +169,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FlushTimeout == 0 {
 		c.FlushTimeout = DefaultFlushTimeout
+	}
+	if c.ReadaheadBytes == 0 {
+		c.ReadaheadBytes = DefaultReadaheadBytes
 	}
 	return c
 }

@@ -104,6 +104,7 @@ type Disk struct {
 	seq    seqState     // mutation counts and sequence numbers, commits
 	lease  leaseState   // the read-write lease
 	jr     journalState // the write journal's capture and appends
+	ra     raState      // readahead (its own lock; readahead.go)
 	closed bool
 	space  chan struct{} // closed (and replaced) on progress: memory freed, job done
 }
@@ -313,6 +314,7 @@ func (d *Disk) abort() {
 	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
+	d.ra.stop()
 	d.mu.Lock()
 	d.svc.accountDirty(-(d.cache.bytes + d.wb.bytes))
 	d.cache.bytes, d.wb.bytes = 0, 0

@@ -143,13 +143,39 @@
 // same name never sees it.
 //
 // Read-only opens (NAME:ro, the head at open time, and NAME@SNAP) take no
-// lease and share one Disk per head. Reads look at the write-back cache,
+// lease and share one Disk per head.
+//
+// # Reads
+//
+// Reads look at the write-back cache (dirty blocks, with the sectors of
+// partial ones taken first and the rest from their base), then the layers,
 // then the committed tree; a node-wide LRU of clean blocks and one of tree
 // nodes (both keyed by Ref, so clones share their origin's cache) spare
 // the store. A block is verified once, when the store returns it (the
 // store checks it against its Ref); reads of cached blocks then copy from
 // memory with no store round trip, goroutine or allocation, and blocks
-// written back stay in the clean cache. Block status comes from the tree:
+// written back stay in the clean cache. The blocks a read misses are
+// resolved together (tree paths from the node cache, else one tree walk
+// over the range) and fetched with one GetMany of the block cache, which
+// coalesces with fetches in flight and passes the rest to the store as
+// one chunkstore.FetchMany: on the erasure store one shard request per
+// node for the whole read instead of one round per 16 KiB block.
+//
+// Readahead (readahead.go), after Linux's on-demand readahead: a read
+// that starts where one of the last four reads ended, or inside what was
+// read ahead, is sequential, and the blocks after it are fetched into the
+// block cache in the background with FetchMany, in pieces of up to 2 MiB,
+// four at a time per vdisk. The window starts at 256 KiB (or twice the
+// read), is renewed when the reader is within half of it of its end and
+// doubles each time up to Config.ReadaheadBytes (16 MiB; at most 1/8 of
+// the block cache); any other read resets it. Dirty blocks, blocks in
+// memory and cached blocks are skipped. Readahead never holds the disk's
+// lock while fetching and never fails a read: a read of a block being
+// read ahead waits for that fetch and fetches the block itself if it
+// failed; readahead's own errors are counted
+// (zos_blockd_readahead_errors_total) and logged at debug level.
+//
+// Block status comes from the tree:
 // absent blocks are hole+zero, blocks zeroed with NO_HOLE are allocated
 // zero (the empty chunk), the rest is data.
 //

@@ -28,6 +28,10 @@ type metrics struct {
 	journalBytes    prometheus.Counter
 	journalErrors   prometheus.Counter
 	journalReplayed prometheus.Counter
+
+	readaheadBytes   prometheus.Counter
+	readaheadWindows prometheus.Counter
+	readaheadErrors  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -78,11 +82,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "journal_append_errors_total", Help: "Journal appends that failed (the FLUSH committed instead)."}),
 		journalReplayed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
 			Name: "journal_replayed_records_total", Help: "Journal records replayed when a vdisk was attached after its writer failed."}),
+		readaheadBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "readahead_bytes_total", Help: "Block bytes fetched into the block cache by readahead of sequential readers."}),
+		readaheadWindows: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "readahead_windows_total", Help: "Readahead windows started (a sequential reader got close to the end of what was read ahead)."}),
+		readaheadErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "zos", Subsystem: "blockd",
+			Name: "readahead_errors_total", Help: "Readahead fetches that failed (the reads of those blocks fetch them again and report errors)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.dirtyBytes, m.openDisks, m.flushSeconds, m.flushPhase, m.flushBlocks, m.flushErrors, m.flushTakeover, m.takeover, m.cacheHits,
 			m.cacheMisses, m.readBytes, m.writtenBytes, m.storedBytes, m.leaseRenewals, m.leaseFailures, m.leaseLost, m.writeStalls,
-			m.journalSeconds, m.journalBytes, m.journalErrors, m.journalReplayed)
+			m.journalSeconds, m.journalBytes, m.journalErrors, m.journalReplayed,
+			m.readaheadBytes, m.readaheadWindows, m.readaheadErrors)
 	}
 	return m
 }

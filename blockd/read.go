@@ -6,26 +6,30 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/zosproject/zos/blockd/internal/par"
 	"github.com/zosproject/zos/blockd/nbd"
 	"github.com/zosproject/zos/chunkstore"
 )
 
 // --- reads ---
 
-// ReadAt implements nbd.Export.
+// ReadAt implements nbd.Export. Blocks in memory are copied under d.mu;
+// the others are resolved together (their tree paths from the node cache,
+// else one tree walk over the range) and fetched with one GetMany of the
+// block cache, so the misses of a read are one FetchMany of the store.
+// Sequential reads start readahead (readahead.go).
 func (d *Disk) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := d.checkRange(off, int64(len(p))); err != nil {
 		return err
 	}
+	d.readahead(off, len(p))
 	type miss struct {
-		idx   uint64
 		inOff int
 		dst   []byte
-		src   source
 		mask  []uint64 // sectors already filled from a partial dirty block
 	}
 	var misses []miss
+	var idxs []uint64
+	var srcs []source
 	for pos := int64(0); pos < int64(len(p)); {
 		abs := off + pos
 		idx := uint64(abs >> d.shift)
@@ -48,27 +52,30 @@ func (d *Disk) ReadAt(ctx context.Context, p []byte, off int64) error {
 				continue
 			}
 		}
-		m := miss{idx: idx, inOff: inOff, dst: dst, src: src}
+		m := miss{inOff: inOff, dst: dst}
 		if b != nil { // partial: take its sectors now
 			copy(dst, b.data[inOff:])
 			m.mask = slices.Clone(b.mask)
 		}
 		d.mu.Unlock()
 		misses = append(misses, m)
+		idxs = append(idxs, idx)
+		srcs = append(srcs, src)
 	}
 	if len(misses) == 0 {
 		d.svc.m.readBytes.Add(float64(len(p)))
 		return nil
 	}
-	err := par.Do(ctx, len(misses), d.svc.cfg.Parallelism, func(ctx context.Context, i int) error {
-		m := misses[i]
-		data, err := d.content(ctx, m.idx, m.src)
-		if err != nil {
-			return err
-		}
+	contents, err := d.contents(ctx, idxs, srcs)
+	if err != nil {
+		d.log.Warn("read failed", "off", off, "len", len(p), "err", err)
+		return err
+	}
+	for j, m := range misses {
+		data := contents[j]
 		if m.mask == nil {
 			copyBlock(m.dst, data, m.inOff)
-			return nil
+			continue
 		}
 		// Fill the sectors the partial block lacks.
 		for pos := 0; pos < len(m.dst); {
@@ -80,11 +87,6 @@ func (d *Disk) ReadAt(ctx context.Context, p []byte, off int64) error {
 			}
 			pos = end
 		}
-		return nil
-	})
-	if err != nil {
-		d.log.Warn("read failed", "off", off, "len", len(p), "err", err)
-		return err
 	}
 	d.svc.m.readBytes.Add(float64(len(p)))
 	return nil
@@ -110,10 +112,119 @@ func (d *Disk) Cache(ctx context.Context, off, length int64) error {
 		}
 	}
 	d.mu.Unlock()
-	return par.Do(ctx, len(idxs), d.svc.cfg.Parallelism, func(ctx context.Context, i int) error {
-		_, err := d.content(ctx, idxs[i], srcs[i])
-		return err
-	})
+	_, err := d.contents(ctx, idxs, srcs)
+	return err
+}
+
+// fetchable reports whether ref names a chunk to fetch (not an absent
+// block, not the empty chunk of a zero block).
+func fetchable(ref chunkstore.Ref) bool { return !ref.IsZero() && ref != emptyRef }
+
+// contents returns the (possibly trimmed; nil for zeroes) content of
+// blocks idxs (ascending) whose sources are srcs, like content for each,
+// with the Refs resolved together and the blocks fetched with one
+// GetMany.
+func (d *Disk) contents(ctx context.Context, idxs []uint64, srcs []source) ([][]byte, error) {
+	out, refs, err := d.resolve(ctx, idxs, srcs)
+	if err != nil {
+		return nil, err
+	}
+	var need []int
+	for j, ref := range refs {
+		if fetchable(ref) {
+			need = append(need, j)
+		}
+	}
+	got, err := d.fetchMany(ctx, idxs, refs, need)
+	if err != nil {
+		return nil, err
+	}
+	for k, j := range need {
+		out[j] = got[k]
+	}
+	return out, nil
+}
+
+// resolve returns the content of the blocks in memory (mem[j], for srcMem
+// sources) and the Refs of the others (zero: absent): those of the layers
+// as they are, those of the tree from the node cache, else from one walk
+// per head over the range of the blocks not cached.
+func (d *Disk) resolve(ctx context.Context, idxs []uint64, srcs []source) (mem [][]byte, refs []chunkstore.Ref, err error) {
+	mem = make([][]byte, len(idxs))
+	refs = make([]chunkstore.Ref, len(idxs))
+	walks := map[chunkstore.Ref]map[uint64][]int{} // head -> idx -> positions
+	for j, src := range srcs {
+		switch src.kind {
+		case srcMem:
+			mem[j] = src.data
+		case srcRef:
+			refs[j] = src.ref
+		case srcTree:
+			if r, ok := d.tree.LookupCached(src.head, idxs[j]); ok {
+				refs[j] = r
+				continue
+			}
+			w := walks[src.head]
+			if w == nil {
+				w = map[uint64][]int{}
+				walks[src.head] = w
+			}
+			w[idxs[j]] = append(w[idxs[j]], j)
+		}
+	}
+	for head, w := range walks {
+		lo, hi := uint64(1<<64-1), uint64(0)
+		for i := range w {
+			lo, hi = min(lo, i), max(hi, i+1)
+		}
+		err := d.tree.Walk(ctx, head, lo, hi, func(i uint64, ref chunkstore.Ref) error {
+			for _, j := range w[i] {
+				refs[j] = ref
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("blockd: vdisk %s: blocks %d-%d: %w", d.label, lo, hi-1, err)
+		}
+	}
+	return mem, refs, nil
+}
+
+// fetchMany returns the blocks refs[j] for j in need (got[k] for need[k])
+// through the block cache: one GetMany, whose misses are one FetchMany of
+// the store.
+func (d *Disk) fetchMany(ctx context.Context, idxs []uint64, refs []chunkstore.Ref, need []int) ([][]byte, error) {
+	if len(need) == 0 {
+		return nil, nil
+	}
+	want := make([]chunkstore.Ref, len(need))
+	for k, j := range need {
+		want[k] = refs[j]
+	}
+	got, err := d.svc.blocks.GetMany(ctx, want, d.fetchBlocks)
+	var be *chunkstore.BatchError
+	if errors.As(err, &be) {
+		k := be.Failed[0]
+		more := ""
+		if n := len(be.Failed) - 1; n > 0 {
+			more = fmt.Sprintf(" (and %d more blocks)", n)
+		}
+		return nil, fmt.Errorf("blockd: vdisk %s: read block %d (%s)%s: %w", d.label, idxs[need[k]], want[k].Short(), more, be.Errs[0])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blockd: vdisk %s: read blocks: %w", d.label, err)
+	}
+	for k, b := range got {
+		if int64(len(b)) > d.bs {
+			return nil, fmt.Errorf("%w: block %s of vdisk %s is %d bytes, more than the block size %d", ErrCorruptBlock, want[k].Short(), d.label, len(b), d.bs)
+		}
+	}
+	return got, nil
+}
+
+// fetchBlocks reads blocks from the store, all in one FetchMany.
+func (d *Disk) fetchBlocks(ctx context.Context, refs []chunkstore.Ref) ([][]byte, error) {
+	return chunkstore.FetchMany(ctx, d.store, refs)
 }
 
 // --- block status ---

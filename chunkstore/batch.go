@@ -30,15 +30,19 @@ type BatchReceiver interface {
 	PutMany(ctx context.Context, chunks [][]byte) ([]Ref, error)
 }
 
-// BatchError reports the chunks of a PutMany batch that were not stored.
-// Every chunk of the batch not listed is durable. It unwraps to the
-// per-chunk errors, so errors.Is(err, ErrUnavailable) works.
+// BatchError reports the chunks of a PutMany batch that were not stored
+// (every chunk of the batch not listed is durable), or of a FetchMany
+// batch that were not read (every chunk not listed was returned). It
+// unwraps to the per-chunk errors, so errors.Is(err, ErrUnavailable)
+// works.
 type BatchError struct {
 	// Failed lists the indexes (into the batch) of the chunks not stored,
 	// ascending.
 	Failed []int
-	// Errs[j] is why chunk Failed[j] was not stored.
+	// Errs[j] is why chunk Failed[j] was not stored (or read).
 	Errs []error
+	// Fetch is set for the errors of FetchMany: the chunks were not read.
+	Fetch bool
 }
 
 // batchErrorShown is how many failed chunks Error spells out.
@@ -46,7 +50,11 @@ const batchErrorShown = 4
 
 func (e *BatchError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "chunkstore: %d chunks of the batch not stored", len(e.Failed))
+	verb := "stored"
+	if e.Fetch {
+		verb = "read"
+	}
+	fmt.Fprintf(&b, "chunkstore: %d chunks of the batch not %s", len(e.Failed), verb)
 	for j, i := range e.Failed {
 		if j == batchErrorShown {
 			fmt.Fprintf(&b, "; and %d more", len(e.Failed)-j)
@@ -60,7 +68,7 @@ func (e *BatchError) Error() string {
 // Unwrap returns the per-chunk errors.
 func (e *BatchError) Unwrap() []error { return e.Errs }
 
-// Err returns why chunk i of the batch was not stored, or nil if it was.
+// Err returns why chunk i of the batch failed, or nil if it did not.
 func (e *BatchError) Err(i int) error {
 	for j, f := range e.Failed {
 		if f == i {

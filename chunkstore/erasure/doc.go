@@ -140,6 +140,20 @@
 // ErrUnavailable when too few shards were reachable (retry later);
 // ErrCorrupt when every node answered and fewer than k valid shards exist.
 //
+// FetchMany (chunkstore.ManyFetcher) reads a batch of chunks in one round:
+// Fetch's first step for every distinct chunk at once, the data shards'
+// homes asked with ONE GetShards request per node for all its shards of
+// the batch (several, concurrently, only past 1024 shards), not
+// checksummed on arrival. Each chunk is decoded and verified against its
+// Ref (in parallel); one that the batched answers cannot complete (a node
+// down or timing out, a shard missing or corrupt, a chunk under another
+// map) is read again by Fetch alone, with its escalation, verification
+// and read repair, so a batch returns exactly what Fetch would for each
+// chunk. Chunks that fail are listed in a *chunkstore.BatchError with
+// Fetch's errors. blockd reads the blocks a request misses, and its
+// readahead, this way (zos_chunk_fetch_batches_total,
+// zos_chunk_fetch_batch_fallbacks_total).
+//
 // # Fewer failure domains than shards
 //
 // A k+m chunk survives m failures only with its shards in k+m different
@@ -171,5 +185,6 @@
 //	ref, err := s.Put(ctx, data)
 //	refs, err := s.PutMany(ctx, chunks) // or chunkstore.PutMany(ctx, anyStore, chunks)
 //	data, err := s.Fetch(ctx, ref)
+//	datas, err := s.FetchMany(ctx, refs) // or chunkstore.FetchMany(ctx, anyStore, refs)
 //	s.SetMap(newMap) // when Raft changes the cluster map
 package erasure

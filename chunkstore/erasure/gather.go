@@ -52,12 +52,18 @@ type foundKey struct {
 }
 
 func (s *Store) newGathering(ref chunkstore.Ref, data bool) *gathering {
+	return s.gatheringWith(ref, data, s.allPlacers(), s.Profile())
+}
+
+// gatheringWith is newGathering with the placements and the guessed
+// profile given (the same for every chunk of a FetchMany).
+func (s *Store) gatheringWith(ref chunkstore.Ref, data bool, placers []*placement.Placer, guess chunkstore.Profile) *gathering {
 	return &gathering{
 		s:       s,
 		ref:     ref,
 		data:    data,
-		placers: s.allPlacers(),
-		guess:   s.Profile(),
+		placers: placers,
+		guess:   guess,
 		got:     map[chunkstore.Profile]map[int]found{},
 		asked:   map[askKey]bool{},
 		present: map[foundKey]bool{},
@@ -169,9 +175,16 @@ func (g *gathering) askHomes(ctx context.Context, pl *placement.Placer, q chunks
 	if len(positions) == 0 || ctx.Err() != nil {
 		return
 	}
+	g.askNodes(ctx, g.planHomes(pl, q, positions, any))
+}
+
+// planHomes is askHomes without the asking: it marks the positions asked
+// and returns the requests, for the caller to send (FetchMany sends those
+// of many chunks together) and hand the answers to record.
+func (g *gathering) planHomes(pl *placement.Placer, q chunkstore.Profile, positions []int, any bool) []*nodeReq {
 	homes := pl.Place(g.ref, q.N())
 	if homes == nil {
-		return
+		return nil
 	}
 	var todo []int
 	g.mu.Lock()
@@ -192,10 +205,9 @@ func (g *gathering) askHomes(ctx context.Context, pl *placement.Placer, q chunks
 	if any {
 		prof = chunkstore.Profile{}
 	}
-	reqs := groupByNode(homes, todo, func(i int) chunkstore.ShardKey {
+	return groupByNode(homes, todo, func(i int) chunkstore.ShardKey {
 		return chunkstore.ShardKey{Ref: g.ref, Profile: prof, Index: uint8(i)}
 	})
-	g.askNodes(ctx, reqs)
 }
 
 // askNodes runs the requests in parallel and records the answers.
@@ -203,24 +215,36 @@ func (g *gathering) askNodes(ctx context.Context, reqs []*nodeReq) {
 	var wg sync.WaitGroup
 	for _, r := range reqs {
 		wg.Go(func() {
-			st, err := g.s.cfg.Dialer.Dial(r.node)
-			var res []chunkstore.ShardResult
-			if err == nil {
-				if ug, ok := st.(chunkstore.UnverifiedGetter); ok && g.data && g.unverified {
-					res, err = ug.GetShardsUnverified(ctx, r.keys)
-				} else if g.data {
-					res, err = st.GetShards(ctx, r.keys)
-				} else {
-					res, err = st.StatShards(ctx, r.keys)
-				}
-			}
-			if err == nil && len(res) != len(r.keys) {
-				err = fmt.Errorf("%w: %d results for %d keys", chunkstore.ErrUnavailable, len(res), len(r.keys))
-			}
+			res, err := g.s.askNode(ctx, r.node, r.keys, g.data, g.unverified)
 			g.record(r.node.ID, r.keys, res, err)
 		})
 	}
 	wg.Wait()
+}
+
+// askNode reads keys from node: their shards (data), without the check on
+// arrival when unverified and the node's store allows it, or their
+// headers. There is one result per key unless err is set.
+func (s *Store) askNode(ctx context.Context, n placement.Node, keys []chunkstore.ShardKey, data, unverified bool) ([]chunkstore.ShardResult, error) {
+	st, err := s.cfg.Dialer.Dial(n)
+	if err != nil {
+		return nil, err
+	}
+	var res []chunkstore.ShardResult
+	if ug, ok := st.(chunkstore.UnverifiedGetter); ok && data && unverified {
+		res, err = ug.GetShardsUnverified(ctx, keys)
+	} else if data {
+		res, err = st.GetShards(ctx, keys)
+	} else {
+		res, err = st.StatShards(ctx, keys)
+	}
+	if err == nil && len(res) != len(keys) {
+		for _, r := range res {
+			release(r)
+		}
+		res, err = nil, fmt.Errorf("%w: %d results for %d keys", chunkstore.ErrUnavailable, len(res), len(keys))
+	}
+	return res, err
 }
 
 func (g *gathering) record(node string, keys []chunkstore.ShardKey, res []chunkstore.ShardResult, err error) {

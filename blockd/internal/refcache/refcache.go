@@ -9,6 +9,8 @@ package refcache
 import (
 	"container/list"
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/zosproject/zos/chunkstore"
@@ -75,6 +77,18 @@ func (c *Cache) Peek(ref chunkstore.Ref) ([]byte, bool) {
 		c.OnHit()
 	}
 	return d, true
+}
+
+// Contains reports whether ref is cached, without counting a hit or
+// refreshing the entry (readahead asks it to skip what is cached).
+func (c *Cache) Contains(ref chunkstore.Ref) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.items[ref]
+	return ok
 }
 
 // Add inserts (or refreshes) a value. data must not be modified afterwards.
@@ -153,6 +167,151 @@ func (c *Cache) Get(ctx context.Context, ref chunkstore.Ref, fetch func(context.
 	c.mu.Unlock()
 	close(cl.done)
 	return cl.data, cl.err
+}
+
+// GetMany returns the values of refs, vals[i] for refs[i], calling fetch
+// once with every Ref that is neither cached nor being fetched by another
+// Get or GetMany (each distinct Ref once; nothing when all are cached).
+// Refs another caller is fetching are waited for, and fetched again by
+// this caller (once) if that fetch failed, so one caller's failure or
+// cancellation does not become another's. fetch follows
+// chunkstore.ManyFetcher's contract; its successful values are cached.
+// Refs that could not be fetched are named in a *chunkstore.BatchError
+// (the other values are set); a ctx that ends is its error, with no
+// values.
+func (c *Cache) GetMany(ctx context.Context, refs []chunkstore.Ref, fetch func(context.Context, []chunkstore.Ref) ([][]byte, error)) ([][]byte, error) {
+	if c == nil {
+		return fetch(ctx, refs)
+	}
+	vals := make([][]byte, len(refs))
+	errs := make([]error, len(refs))
+	if err := c.getMany(ctx, refs, vals, errs, fetch, true); err != nil {
+		return nil, err
+	}
+	be := chunkstore.BatchError{Fetch: true}
+	for i, err := range errs {
+		if err != nil {
+			vals[i] = nil
+			be.Failed = append(be.Failed, i)
+			be.Errs = append(be.Errs, err)
+		}
+	}
+	if len(be.Failed) > 0 {
+		return vals, &be
+	}
+	return vals, nil
+}
+
+// getMany fills vals and errs for refs; retry refetches what another
+// caller failed to fetch.
+func (c *Cache) getMany(ctx context.Context, refs []chunkstore.Ref, vals [][]byte, errs []error, fetch func(context.Context, []chunkstore.Ref) ([][]byte, error), retry bool) error {
+	type waiter struct {
+		i  int
+		cl *call
+	}
+	var (
+		first = make(map[chunkstore.Ref]int, len(refs))
+		mine  []chunkstore.Ref
+		calls []*call
+		at    []int // index in refs of mine[j]
+		waits []waiter
+		hits  int
+	)
+	c.mu.Lock()
+	for i, ref := range refs {
+		if _, ok := first[ref]; ok {
+			continue
+		}
+		first[ref] = i
+		if el, ok := c.items[ref]; ok {
+			c.ll.MoveToFront(el)
+			vals[i] = el.Value.(*entry).data
+			hits++
+			continue
+		}
+		if cl, ok := c.inflight[ref]; ok {
+			waits = append(waits, waiter{i, cl})
+			continue
+		}
+		cl := &call{done: make(chan struct{})}
+		c.inflight[ref] = cl
+		mine, calls, at = append(mine, ref), append(calls, cl), append(at, i)
+	}
+	c.mu.Unlock()
+	if c.OnHit != nil {
+		for range hits {
+			c.OnHit()
+		}
+	}
+	if len(mine) > 0 {
+		if c.OnMiss != nil {
+			for range mine {
+				c.OnMiss()
+			}
+		}
+		data, err := fetch(ctx, mine)
+		var be *chunkstore.BatchError
+		if err != nil && !errors.As(err, &be) || len(data) != len(mine) {
+			if err == nil || be != nil {
+				err = fmt.Errorf("refcache: %d values fetched for %d refs", len(data), len(mine))
+			}
+			be, data = nil, nil
+		}
+		c.mu.Lock()
+		for j, ref := range mine {
+			cl := calls[j]
+			delete(c.inflight, ref)
+			switch {
+			case data == nil:
+				cl.err = err
+			case be != nil && be.Err(j) != nil:
+				cl.err = be.Err(j)
+			default:
+				cl.data = data[j]
+				c.addLocked(ref, cl.data)
+			}
+			vals[at[j]], errs[at[j]] = cl.data, cl.err
+		}
+		c.mu.Unlock()
+		for _, cl := range calls {
+			close(cl.done)
+		}
+	}
+	var again []chunkstore.Ref
+	var againAt []int
+	for _, w := range waits {
+		select {
+		case <-w.cl.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if w.cl.err != nil && retry {
+			again, againAt = append(again, refs[w.i]), append(againAt, w.i)
+			continue
+		}
+		if w.cl.err == nil && c.OnHit != nil {
+			c.OnHit()
+		}
+		vals[w.i], errs[w.i] = w.cl.data, w.cl.err
+	}
+	if len(again) > 0 {
+		v, e := make([][]byte, len(again)), make([]error, len(again))
+		if err := c.getMany(ctx, again, v, e, fetch, false); err != nil {
+			return err
+		}
+		for j, i := range againAt {
+			vals[i], errs[i] = v[j], e[j]
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for i, ref := range refs {
+		if f := first[ref]; f != i {
+			vals[i], errs[i] = vals[f], errs[f]
+		}
+	}
+	return nil
 }
 
 // Len returns the number of cached entries.

@@ -88,3 +88,92 @@ func TestCoalescing(t *testing.T) {
 		t.Fatal(b, err)
 	}
 }
+
+// TestGetMany: one fetch for the misses only (each distinct Ref once),
+// hits from the cache, per-Ref failures reported and not cached,
+// duplicates filled.
+func TestGetMany(t *testing.T) {
+	c := New(1 << 20)
+	c.Add(ref(1), []byte("one"))
+	var calls [][]chunkstore.Ref
+	fetch := func(_ context.Context, refs []chunkstore.Ref) ([][]byte, error) {
+		calls = append(calls, refs)
+		out := make([][]byte, len(refs))
+		be := &chunkstore.BatchError{Fetch: true}
+		for i, r := range refs {
+			if r == ref(9) {
+				be.Failed = append(be.Failed, i)
+				be.Errs = append(be.Errs, chunkstore.ErrNotFound)
+				continue
+			}
+			out[i] = r[:4]
+		}
+		if len(be.Failed) > 0 {
+			return out, be
+		}
+		return out, nil
+	}
+	refs := []chunkstore.Ref{ref(1), ref(2), ref(9), ref(2), ref(3)}
+	vals, err := c.GetMany(context.Background(), refs, fetch)
+	var be *chunkstore.BatchError
+	if !errors.As(err, &be) || len(be.Failed) != 1 || be.Failed[0] != 2 || !errors.Is(err, chunkstore.ErrNotFound) {
+		t.Fatalf("want ref 9 not found, got %v", err)
+	}
+	if len(calls) != 1 || len(calls[0]) != 3 {
+		t.Fatalf("fetch calls %v, want one of refs 2, 9, 3", calls)
+	}
+	if string(vals[0]) != "one" || vals[2] != nil || string(vals[1]) != string(vals[3]) || len(vals[4]) != 4 {
+		t.Fatalf("values %q", vals)
+	}
+	// Everything but the failed one is cached now.
+	calls = nil
+	if _, err := c.GetMany(context.Background(), refs[:2], fetch); err != nil || len(calls) != 0 {
+		t.Fatalf("cached refs fetched again: %v %v", calls, err)
+	}
+	if _, err := c.GetMany(context.Background(), nil, fetch); err != nil || len(calls) != 0 {
+		t.Fatalf("empty: %v %v", calls, err)
+	}
+}
+
+// TestGetManyCoalesces: a GetMany waits for a Ref another caller is
+// fetching instead of fetching it, and fetches it itself when that fetch
+// fails.
+func TestGetManyCoalesces(t *testing.T) {
+	c := New(1 << 20)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		c.Get(context.Background(), ref(5), func(context.Context, chunkstore.Ref) ([]byte, error) {
+			close(started)
+			<-release
+			return nil, errors.New("first fetch failed")
+		})
+	})
+	<-started
+	var fetched atomic.Int64
+	done := make(chan struct{})
+	var vals [][]byte
+	var err error
+	go func() {
+		defer close(done)
+		vals, err = c.GetMany(context.Background(), []chunkstore.Ref{ref(5), ref(6)}, func(_ context.Context, refs []chunkstore.Ref) ([][]byte, error) {
+			fetched.Add(int64(len(refs)))
+			out := make([][]byte, len(refs))
+			for i := range refs {
+				out[i] = []byte("v")
+			}
+			return out, nil
+		})
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if n := fetched.Load(); n != 1 {
+		t.Fatalf("GetMany fetched %d refs while ref 5 was in flight, want 1", n)
+	}
+	close(release)
+	<-done
+	wg.Wait()
+	if err != nil || string(vals[0]) != "v" || string(vals[1]) != "v" || fetched.Load() != 2 {
+		t.Fatalf("after the first fetch failed: %q %v (%d fetched)", vals, err, fetched.Load())
+	}
+}
