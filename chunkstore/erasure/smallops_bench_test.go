@@ -51,6 +51,14 @@ func BenchmarkSmallOps(b *testing.B) {
 		})
 		var k atomic.Int64
 		b.Run(fmt.Sprintf("get/%dKiB", size>>10), func(b *testing.B) {
+			for len(refs) < 1000 { // run alone: chunks to read
+				ref, err := c.Store.Put(context.Background(), storetest.Data(seq.Add(1), size))
+				if err != nil {
+					b.Fatal(err)
+				}
+				refs = append(refs, ref)
+			}
+			b.ResetTimer()
 			runOps(b, size, 32, 1, func(int) error {
 				_, err := c.Store.Fetch(context.Background(), refs[int(k.Add(1))%len(refs)])
 				return err
