@@ -70,6 +70,9 @@ func (w Workload) Markdown(plots []string, prefix string) string {
 				ratio = fmt.Sprintf("%.2f×", x.Ratio)
 			}
 			fig := Format(x.Value) + " " + j.Unit
+			if j.OpsUnit != "" && x.OpsPerSec > 0 {
+				fig += " (" + Format(x.OpsPerSec) + " " + j.OpsUnit + ")"
+			}
 			if hasLat {
 				l := x.Latency
 				if l == nil {

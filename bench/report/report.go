@@ -60,10 +60,14 @@ type Workload struct {
 // Job is one measurement (4k-randrw-qd32, PUT 16 KiB, cold start) on every
 // target. Unit is the unit of Result.Value; LowerIsBetter is set for times.
 type Job struct {
-	Name          string   `json:"name"`
-	Unit          string   `json:"unit"`
-	LowerIsBetter bool     `json:"lower_is_better,omitempty"`
-	Results       []Result `json:"results"`
+	Name          string `json:"name"`
+	Unit          string `json:"unit"`
+	LowerIsBetter bool   `json:"lower_is_better,omitempty"`
+	// OpsUnit, when set, names the unit of the results' OpsPerSec
+	// ("chunks/s"): the table then gives it beside Value, for anchors too.
+	// The ratio stays Value's (for a fixed op size they are the same).
+	OpsUnit string   `json:"ops_unit,omitempty"`
+	Results []Result `json:"results"`
 }
 
 // Result is one job on one target.

@@ -14,9 +14,9 @@ func sample() report.Workload {
 	return report.Workload{
 		Name: "store", Measures: "chunk PUT/GET",
 		Jobs: []report.Job{
-			{Name: "PUT 16 KiB", Unit: "MB/s", Results: []report.Result{
-				{Target: report.Zos, Value: 50, Latency: lat},
-				{Target: "reedsolomon+blake3", Anchor: true, Value: 100},
+			{Name: "PUT 16 KiB", Unit: "MB/s", OpsUnit: "chunks/s", Results: []report.Result{
+				{Target: report.Zos, Value: 50, OpsPerSec: 3050, Latency: lat},
+				{Target: "reedsolomon+blake3", Anchor: true, Value: 100, OpsPerSec: 6100},
 				{Target: "disk-ceiling", Anchor: true, Value: 25},
 			}},
 			{Name: "cold start", Unit: "s", LowerIsBetter: true, Results: []report.Result{
@@ -47,7 +47,7 @@ func TestWriteVerifyPublish(t *testing.T) {
 		t.Fatalf("head %+v %q", got.Machine, got.Command)
 	}
 	md, _ := os.ReadFile(filepath.Join(dir, "report.md"))
-	for _, want := range []string{"node killed", "store-put_16_kib-bars.svg", "store-throughput.png", "p99.9", "0.50×"} {
+	for _, want := range []string{"node killed", "store-put_16_kib-bars.svg", "store-throughput.png", "p99.9", "0.50×", "50.0 MB/s (3050 chunks/s)", "(6100 chunks/s)"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q:\n%s", want, md)
 		}

@@ -95,8 +95,17 @@ func TestMatrixReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	jobs := got.Workloads[0].Jobs
-	if len(jobs) != 10 { // PUT, GET, degraded GET × 3 sizes, rebuild
+	if len(jobs) != 12 { // PUT, GET, degraded GET × 3 sizes, batched PUT × 2 small sizes, rebuild
 		t.Fatalf("%d jobs: %+v", len(jobs), jobs)
+	}
+	// Small chunks are counted in chunks/s too, anchors included.
+	for _, j := range jobs[:2] {
+		if j.OpsUnit != "chunks/s" || j.Results[0].OpsPerSec <= 0 || j.Results[1].OpsPerSec <= 0 {
+			t.Fatalf("job %q: ops unit %q, results %+v", j.Name, j.OpsUnit, j.Results)
+		}
+	}
+	if jobs[1].Name != "PUT 16 KiB, batches of 256" {
+		t.Fatalf("job 1 is %q", jobs[1].Name)
 	}
 	if l := jobs[0].Results[0].Latency; l == nil || l.P50 <= 0 || l.P999 < l.P50 {
 		t.Fatalf("PUT latency %+v", l)

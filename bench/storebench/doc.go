@@ -10,6 +10,15 @@
 // stores that read the node's own shards from its disk, as `zos node`
 // does. A garbage collection runs between phases so each pays for its own.
 //
+// Matrix is the `zos bench store` workload: PUT, GET and degraded GET per
+// chunk size, with latency percentiles. Chunks under SmallChunk (vdisk
+// blocks, tree nodes) are counted in chunks/s as well as MB/s, anchors
+// included (report.Job.OpsUnit): a vdisk past its caches is bound by
+// chunk operations, not bytes. For them PUT is also measured the way
+// blockd writes back, as PutMany batches of BatchChunks chunks,
+// BatchesInFlight at a time (a chunkstore.Batcher's defaults); that
+// job's latency is per batch.
+//
 // Usage:
 //
 //	res, err := storebench.Store(ctx, storebench.Config{Dir: "/var/tmp/zos-bench", Bytes: 256 << 20})

@@ -45,7 +45,9 @@ func (s *Store) Compact(ctx context.Context) (int64, error) {
 		active := s.isActive(seg)
 		size, live := seg.size.Load(), seg.live.Load()
 		dead := size - segHeaderLen - live
-		if active || size <= segHeaderLen || float64(dead) < s.cfg.CompactRatio*float64(size-segHeaderLen) {
+		// A segment sealed by a group still committing may hold records
+		// not yet counted live (or indexed): not before it settles.
+		if active || id >= s.settled.Load() || size <= segHeaderLen || float64(dead) < s.cfg.CompactRatio*float64(size-segHeaderLen) {
 			s.release(seg)
 			continue
 		}

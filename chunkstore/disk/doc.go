@@ -20,7 +20,9 @@
 //     and one index commit (group commit): the writer applies every request
 //     queued while the previous group was syncing as one group (up to
 //     MaxBatchBytes or 1024 requests), whose small records go to the
-//     segment in one pwrite per MiB. Config.NoSync trades this away.
+//     segment in one pwrite per MiB. The index commit of one group runs
+//     while the next group is appended and synced (below). Config.NoSync
+//     trades this away.
 //   - Every record carries a header CRC-32C and the shard's data CRC-32C; a
 //     read verifies both and the index's copy, and never returns corrupt
 //     bytes. A corrupt shard is quarantined: dropped from the index (counted
@@ -51,7 +53,26 @@
 // BenchmarkGroupCommit measures it (docs/benchmarks.md, "Shard store
 // engine") and TestGroupCommit checks the grouping exactly: 32 requests
 // queued behind a held fsync are applied by one commit. A group's records
-// are written with one pwrite rather than two per record. Metrics:
+// are written with one pwrite rather than two per record.
+//
+// A group commit is two fsyncs in a row (the segment's, then the index
+// WAL's), and small writes are bound by them, not by CPU or bandwidth:
+// the disk serves concurrent syncs of different files nearly as fast as
+// one. So the two halves are pipelined: the writer goroutine gathers a
+// group, appends its records and syncs the segment, then hands the index
+// batch to a committer goroutine and goes on with the next group while
+// that one commits. The order keeps the crash rules above: a group's index
+// batch is committed only after its own records are synced and after the
+// previous group's batch (one committer, in order), so the index never
+// names a record that is not durable and an acknowledged write is in the
+// synced index. A group reads the previous group's not yet committed
+// entries as its own (a put of a key the previous group stored refreshes
+// it rather than appending it again); a group with deletes, quarantines or
+// relocations first waits for the previous commit, so that it sees the
+// index whole. A segment sealed by a group still committing is not
+// compacted until that commit is done (its records are not yet counted
+// live). BenchmarkPutThroughput measures sustained small writes with the
+// pipeline (docs/benchmarks.md, "Shard store engine"). Metrics:
 // zos_disk_commit_ops (requests per group commit), zos_disk_write_queue,
 // zos_disk_commit_seconds.
 //

@@ -51,6 +51,10 @@ type Store struct {
 	once    sync.Once
 
 	compactMu sync.Mutex // one compaction at a time
+	// settled: segments below this id hold no record whose group commit
+	// is still in flight (the committer raises it; writer.go), so
+	// compaction may take them.
+	settled atomic.Uint32
 
 	filter keyFilter // index keys, for the writer (filter.go)
 	// profiles lists every profile of a key set in the index since Open,
@@ -271,6 +275,7 @@ func (s *Store) load() error {
 		newest = seg
 	}
 	s.active = newest
+	s.settled.Store(newest.id)
 	return nil
 }
 
