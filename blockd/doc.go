@@ -44,6 +44,9 @@
 //     of the node are in memory (then every vdisk of the node writes
 //     back; writes fail with an error, EIO to NBD clients, if writing back
 //     keeps failing). A failed store puts its block back in memory.
+//     Writers that wait are let in first come, first served, so a
+//     request waits for the bytes queued ahead of it to drain, not for
+//     the luck of the race for freed room.
 //   - the layers (layers.go): zeroed spans and the Refs of stored blocks
 //     not yet in the tree, frozen layers of commits in progress, and the
 //     committed tree at the head.
@@ -78,7 +81,11 @@
 // starts), freezes the current layer and applies the frozen layers to the
 // tree in memory (tree.Batch; path copying). A node's Ref is the hash of
 // its content, so the whole new tree is known before anything is stored:
-// the commit's blocks and the new nodes go to the store in one round. It
+// the commit's blocks go to the store as it hashes them, in rounds of 8
+// MiB through the disk's Batcher, and the new nodes follow in the last
+// round. Each round frees its blocks' memory as soon as it is answered,
+// so a commit that takes a full write-back cache (a gigabyte) drains it
+// steadily rather than holding every writer until its last put. It
 // waits for the write-back jobs it counts on (blocks in flight when it
 // froze), and takes over one that fails: it stores that block itself,
 // once, rather than failing the FLUSH for a job that started before it.
