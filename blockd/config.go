@@ -21,7 +21,7 @@ const (
 	DefaultFanout            = tree.DefaultFanout
 	DefaultLeaseTTL          = 15 * time.Second
 	DefaultWritebackInterval = 5 * time.Second
-	DefaultParallelism       = 1024
+	DefaultParallelism       = 256
 	DefaultFlushTimeout      = 2 * time.Minute
 
 	// DefaultMaxDirtyBytes (per vdisk), DefaultNodeDirtyBytes (all vdisks

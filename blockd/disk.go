@@ -128,7 +128,7 @@ func newDisk(svc *Service, p diskParams) *Disk {
 		store: p.store, tree: p.tree, ctx: ctx, cancel: cancel,
 		batch:       chunkstore.NewBatcher(p.store, chunkstore.BatcherConfig{Timeout: svc.cfg.FlushTimeout}),
 		log:         svc.log.With("vdisk", p.label),
-		sem:         make(chan struct{}, svc.cfg.Parallelism),
+		sem:         make(chan struct{}, stalledJobs*svc.cfg.Parallelism),
 		prefetchSem: make(chan struct{}, svc.cfg.Parallelism),
 		bufs:        make(chan []byte, 64),
 		space:       make(chan struct{}),

@@ -19,6 +19,11 @@ type wbState struct {
 
 // --- write-back ---
 
+// stalledJobs: while writers wait for room in the write-back cache, up to
+// this many times Config.Parallelism write-back jobs run (figures in
+// docs/benchmarks.md, "Write-back parallelism").
+const stalledJobs = 4
+
 // pumpLocked starts background write-back of the oldest dirty blocks while
 // more than WritebackBytes are dirty (or, with force, while the cache is
 // full), unless a commit is draining.
@@ -30,7 +35,14 @@ func (d *Disk) pumpLocked(force bool) {
 	if d.svc.nodeDirtyHigh() {
 		force = true
 	}
-	for d.wb.jobs < d.svc.cfg.Parallelism && (d.cache.bytes > limit || force && d.cache.bytes > 0) {
+	// Parallelism jobs keep the cache below WritebackBytes without taking
+	// the CPU from writers; once writers wait for room (force), the store's
+	// round trips are the limit and more puts in flight drain it faster.
+	jobs := d.svc.cfg.Parallelism
+	if force {
+		jobs *= stalledJobs
+	}
+	for d.wb.jobs < jobs && (d.cache.bytes > limit || force && d.cache.bytes > 0) {
 		if !d.startOldestLocked() {
 			break
 		}
