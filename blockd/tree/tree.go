@@ -105,7 +105,7 @@ func (t *Tree) Fanout() int { return t.fanout }
 // Change sets the block at Index to Ref; the zero Ref removes it.
 type Change struct {
 	Index uint64
-	Ref   chunkstore.Ref
+	Entry
 }
 
 // spanBits is log2 of the number of indices a node of level covers; 64 or
@@ -202,7 +202,7 @@ func (t *Tree) rootLevel(ctx context.Context, root chunkstore.Ref, m map[chunkst
 }
 
 // Lookup returns the Ref stored at idx, or the zero Ref when absent.
-func (t *Tree) Lookup(ctx context.Context, root chunkstore.Ref, idx uint64) (chunkstore.Ref, error) {
+func (t *Tree) lookupRef(ctx context.Context, root chunkstore.Ref, idx uint64) (chunkstore.Ref, error) {
 	if root.IsZero() {
 		return chunkstore.Ref{}, nil
 	}
@@ -229,7 +229,7 @@ func (t *Tree) Lookup(ctx context.Context, root chunkstore.Ref, idx uint64) (chu
 // LookupCached is Lookup from the node cache alone: ok is false when a
 // node on the path is not cached (nothing is fetched, so it never blocks on
 // the store).
-func (t *Tree) LookupCached(root chunkstore.Ref, idx uint64) (ref chunkstore.Ref, ok bool) {
+func (t *Tree) lookupCachedRef(root chunkstore.Ref, idx uint64) (ref chunkstore.Ref, ok bool) {
 	if root.IsZero() {
 		return chunkstore.Ref{}, true
 	}
@@ -691,7 +691,7 @@ func (t *Tree) punchNode(ctx context.Context, w *writer, ref chunkstore.Ref, lev
 // Walk calls fn for every present index in [from, to) in ascending order.
 // fn returning an error stops the walk and Walk returns it. The leaves under
 // one interior node are fetched in parallel.
-func (t *Tree) Walk(ctx context.Context, root chunkstore.Ref, from, to uint64, fn func(idx uint64, ref chunkstore.Ref) error) error {
+func (t *Tree) walkRef(ctx context.Context, root chunkstore.Ref, from, to uint64, fn func(idx uint64, ref chunkstore.Ref) error) error {
 	if root.IsZero() || from >= to {
 		return nil
 	}
