@@ -191,7 +191,19 @@ func testModel(t *testing.T, bs int64, withJournal bool) {
 					off = off &^ 511
 					n = min(max(n&^511, 512), size-off)
 				}
-				switch op := rng.IntN(10); {
+				switch op := rng.IntN(11); {
+				case op == 10:
+					// A bulk write: runs of blocks stored as extents,
+					// which the small writes and trims then split.
+					n = min(rng.Int64N(80*bs)+bs, size-off)
+					p := make([]byte, n)
+					for i := range p {
+						p[i] = byte(rng.IntN(256))
+					}
+					if err := d.WriteAt(ctx, p, off, false); err != nil {
+						t.Fatal(err)
+					}
+					copy(model[off:], p)
 				case op < 4:
 					p := make([]byte, n)
 					for i := range p {
