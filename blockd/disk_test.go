@@ -36,8 +36,10 @@ type flakyStore struct {
 	// putDelay (ns) slows every Put down, like a remote store.
 	putDelay atomic.Int64
 	// gate, when set, holds every Put until it is closed; the Puts it held
-	// then fail (those after it succeed).
-	gate atomic.Pointer[chan struct{}]
+	// then fail (those after it succeed). gateMin, when > 0, limits it to
+	// Puts of at least that many bytes.
+	gate    atomic.Pointer[chan struct{}]
+	gateMin atomic.Int64
 }
 
 func (f *flakyStore) flaky() bool {
@@ -48,7 +50,7 @@ func (f *flakyStore) flaky() bool {
 var errInjected = fmt.Errorf("%w: injected failure", chunkstore.ErrUnavailable)
 
 func (f *flakyStore) Put(ctx context.Context, b []byte) (chunkstore.Ref, error) {
-	if g := f.gate.Load(); g != nil {
+	if g := f.gate.Load(); g != nil && int64(len(b)) >= f.gateMin.Load() {
 		<-*g
 		return chunkstore.Ref{}, errInjected
 	}
@@ -1073,6 +1075,9 @@ func TestCommitTakesOverFailedJobs(t *testing.T) {
 	d, release := mustOpen(t, s, "to")
 	ctx := context.Background()
 	gate := make(chan struct{})
+	// Hold the blocks' puts (whole blocks and extents), not the commit's
+	// tree nodes: a failed put the commit started fails it, by design.
+	e.store.gateMin.Store(16384)
 	e.store.gate.Store(&gate)
 	want := bytes.Repeat([]byte{0xab}, 1<<20)
 	if err := d.WriteAt(ctx, want, 0, false); err != nil {

@@ -231,7 +231,6 @@ func (d *Disk) fetchMany(ctx context.Context, idxs []uint64, ents []tree.Entry, 
 	return got, nil
 }
 
-
 // --- block status ---
 
 // BlockStatus implements nbd.Export from the tree and the write-back cache:
