@@ -76,6 +76,7 @@ func TestCorruptChunkFailsItsRangeOnly(t *testing.T) {
 			Logger:            slog.New(slog.NewTextHandler(logs, nil)),
 			StoreFor:          func(pool, typ string) chunkstore.Store { return cs },
 			WritebackInterval: -1,
+			ExtentBytes:       SuggestedExtentBytes,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -194,6 +195,7 @@ func TestCorruptExtentFailsItsRangeOnly(t *testing.T) {
 			Logger:            slog.New(slog.NewTextHandler(logs, nil)),
 			StoreFor:          func(pool, typ string) chunkstore.Store { return cs },
 			WritebackInterval: -1,
+			ExtentBytes:       SuggestedExtentBytes,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -101,6 +101,9 @@ func (e *env) service(t testing.TB, node string, mod func(*Config)) *Service {
 		Node: node, Control: e.ctl, Logger: slogx.Discard, Registerer: prometheus.NewRegistry(),
 		StoreFor:          func(pool, typ string) chunkstore.Store { return e.store },
 		WritebackInterval: -1,
+		// Extents on: the tests cover the layout with them (and those
+		// of the layout without set ExtentBytes to -1).
+		ExtentBytes: SuggestedExtentBytes,
 	}
 	if e.journal != nil {
 		cfg.JournalFor = func(pool, typ string) journal.Log { return e.journal }

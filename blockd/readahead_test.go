@@ -55,12 +55,15 @@ func writeVDisk(t *testing.T, e *env, st chunkstore.Store, size int64) []byte {
 }
 
 // writeVDiskExtents is writeVDisk with Config.ExtentBytes extentBytes (0:
-// the default; negative: one chunk per block, the layout before extents).
+// the test env's, extents on
+// ; negative: one chunk per block, the layout before extents).
 func writeVDiskExtents(t *testing.T, e *env, st chunkstore.Store, size int64, extentBytes int64) []byte {
 	t.Helper()
 	s := e.service(t, "n1", func(c *Config) {
 		c.StoreFor = func(string, string) chunkstore.Store { return st }
-		c.ExtentBytes = extentBytes
+		if extentBytes != 0 {
+			c.ExtentBytes = extentBytes
+		}
 	})
 	mustCreate(t, s, "v", size, 16<<10, "")
 	d, rel := mustOpen(t, s, "v")

@@ -1,6 +1,7 @@
 package chunkstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -114,7 +115,7 @@ func fetchRanges(ctx context.Context, f Fetcher, rs []Range) ([][]byte, error) {
 		case len(d) != r.Size:
 			errs[i] = fmt.Errorf("%w: chunk %s is %d bytes, the range says %d", ErrBadRange, r.Ref.Short(), len(d), r.Size)
 		default:
-			out[i] = d[r.Off : r.Off+r.Len : r.Off+r.Len]
+			out[i] = bytes.Clone(d[r.Off : r.Off+r.Len]) // not pinning the whole chunk
 		}
 	}
 	nb := &BatchError{Fetch: true}
