@@ -55,8 +55,7 @@ func writeVDisk(t *testing.T, e *env, st chunkstore.Store, size int64) []byte {
 }
 
 // writeVDiskExtents is writeVDisk with Config.ExtentBytes extentBytes (0:
-// the test env's, extents on
-// ; negative: one chunk per block, the layout before extents).
+// the test env's, extents on; negative: one chunk per block, the layout before extents).
 func writeVDiskExtents(t *testing.T, e *env, st chunkstore.Store, size int64, extentBytes int64) []byte {
 	t.Helper()
 	s := e.service(t, "n1", func(c *Config) {
