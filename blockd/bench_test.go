@@ -215,7 +215,7 @@ func BenchmarkTreeFanout(b *testing.B) {
 			for i := uint64(0); i < n; i++ {
 				var r chunkstore.Ref
 				r[0], r[1], r[2], r[3] = byte(i), byte(i>>8), byte(i>>16), 1
-				batch = append(batch, tree.Change{Index: i, Ref: r})
+				batch = append(batch, tree.Change{Index: i, Entry: tree.Entry{Ref: r}})
 				if len(batch) == cap(batch) {
 					if root, err = tr.Update(ctx, root, batch); err != nil {
 						b.Fatal(err)

@@ -6,7 +6,7 @@ import (
 	"slices"
 
 	"github.com/zosproject/zos/blockd/nbd"
-	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/blockd/tree"
 )
 
 // The dirty layer: blocks written and not yet being written back, in
@@ -42,12 +42,15 @@ type dblock struct {
 	// superseded: (in flight only) a newer zeroing covers the block; the
 	// job's result is dropped.
 	superseded bool
-	// In flight: ref is the block's chunk Ref once hashed (a commit can
+	// In flight: ent is the block's tree entry once hashed (a commit can
 	// build the tree while the store is still writing the chunk); done
 	// and failed tell how the store write ended.
-	ref          chunkstore.Ref
+	ent          tree.Entry
 	hashed, done bool
 	err          error
+	// run: (in flight, in an extent) the extent chunk being stored, kept
+	// for a commit that takes over a failed store (awaitClaimed).
+	run *extentRun
 }
 
 func (b *dblock) complete() bool { return b.mask == nil }

@@ -254,7 +254,7 @@ func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
 				continue
 			}
 			if b.complete() {
-				b.ref, b.hashed, b.done, b.err, b.superseded = chunkstore.Ref{}, false, false, nil, false
+				b.resetInflight()
 				b.owned = true
 				d.wb.jobs++
 				d.moveInflightLocked(i, b)
@@ -271,22 +271,30 @@ func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
 			// it is named: the write-back cache starts to drain at once
 			// rather than after the whole commit is hashed.
 			d.mu.Unlock()
+			// Runs of contiguous blocks are stored as extents.
+			slices.SortFunc(fresh, func(a, b ownBlock) int { return cmp.Compare(a.idx, b.idx) })
+			runs := d.ownRuns(fresh)
 			per := max(1, int(ownRoundBytes/d.bs))
-			for start := 0; start < len(fresh); start += per {
-				group := fresh[start:min(start+per, len(fresh))]
+			for start := 0; start < len(runs); {
+				end, nb := start, 0
+				for end < len(runs) && (end == start || nb+len(runs[end]) <= per) {
+					nb += len(runs[end])
+					end++
+				}
+				group := runs[start:end]
+				start = end
+				items := make([]roundItem, len(group))
 				par.Do(context.Background(), len(group), runtime.GOMAXPROCS(0), func(_ context.Context, k int) error {
-					group[k].ref, group[k].data = nameBlock(group[k].b)
+					items[k] = nameOwnRun(group[k], d.bs)
 					return nil
 				})
 				d.mu.Lock()
-				for _, o := range group {
-					o.b.ref, o.b.hashed = o.ref, true
+				for _, it := range items {
+					for _, o := range it.own {
+						o.b.ent, o.b.hashed = o.ent, true
+					}
 				}
 				d.mu.Unlock()
-				items := make([]roundItem, len(group))
-				for k, o := range group {
-					items[k] = roundItem{o: o, ref: o.ref, data: o.data}
-				}
 				d.startRound(ctx, fz, c, items)
 			}
 			d.mu.Lock()
@@ -316,7 +324,7 @@ func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
 	for i, b := range d.wb.inflight {
 		if b.born <= c.seq && !b.superseded {
 			d.layers.cur.zeros = d.layers.cur.zeros.remove(i)
-			d.layers.cur.refs[i] = b.ref
+			d.layers.cur.refs[i] = b.ent
 			if !b.owned {
 				b.claim = c
 				fz.claimed = append(fz.claimed, ownBlock{idx: i, b: b})
@@ -349,7 +357,7 @@ func (d *Disk) stage(ctx context.Context, fz *frozen) (*tree.Staged, error) {
 			if len(l.zeros) > 0 && l.zeros.contains(i) {
 				continue // older than the span
 			}
-			changes = append(changes, tree.Change{Index: i, Ref: r})
+			changes = append(changes, tree.Change{Index: i, Entry: r})
 		}
 		slices.SortFunc(changes, func(a, b tree.Change) int { return cmp.Compare(a.Index, b.Index) })
 		if err := b.Update(ctx, changes); err != nil {
@@ -384,7 +392,15 @@ func (d *Disk) awaitClaimed(ctx context.Context, claimed []ownBlock) error {
 			err := par.Do(ctx, len(retry), d.svc.cfg.Parallelism, func(ctx context.Context, k int) error {
 				o := retry[k]
 				_, data := nameBlock(o.b)
-				err := d.putBlock(ctx, o.idx, o.b.ref, data)
+				var err error
+				if r := o.b.run; r != nil && o.b.ent.InExtent() {
+					// The frozen entry names the extent: store it again
+					// (once per run of this retry: the store dedups the
+					// others, which the Batcher sends in one batch).
+					err = d.putChunk(ctx, o.idx, *r)
+				} else {
+					err = d.putBlock(ctx, o.idx, o.b.ent.Ref, data)
+				}
 				d.mu.Lock()
 				d.storedLocked(o.idx, o.b, data, err)
 				d.mu.Unlock()
@@ -433,16 +449,48 @@ func (d *Disk) releaseClaims(claimed []ownBlock) {
 type ownBlock struct {
 	idx  uint64
 	b    *dblock
+	ent  tree.Entry
+	data []byte // its trimmed content, once named
+}
+
+// roundItem is one chunk of a commit's store round: an own block, the
+// run of own blocks of an extent, or a tree node (own == nil).
+type roundItem struct {
+	own  []ownBlock
 	ref  chunkstore.Ref
 	data []byte
 }
 
-// roundItem is one chunk of a commit's store round: an own block, or a
-// tree node (o.b == nil).
-type roundItem struct {
-	o    ownBlock
-	ref  chunkstore.Ref
-	data []byte
+// ownRuns splits own blocks (ascending) into runs of contiguous blocks
+// with data, at most extentBlocks long, each to be stored as one chunk.
+func (d *Disk) ownRuns(own []ownBlock) [][]ownBlock {
+	n := d.extentBlocks()
+	var runs [][]ownBlock
+	for i := 0; i < len(own); {
+		j := i + 1
+		if own[i].b.data != nil {
+			for j < len(own) && j-i < n && own[j].idx == own[j-1].idx+1 && own[j].b.data != nil {
+				j++
+			}
+		}
+		runs = append(runs, own[i:j:j])
+		i = j
+	}
+	return runs
+}
+
+// nameOwnRun names a run of own blocks and returns the chunk that stores
+// them (their extent, or the one block's own chunk).
+func nameOwnRun(run []ownBlock, bs int64) roundItem {
+	blocks := make([]*dblock, len(run))
+	for k, o := range run {
+		blocks[k] = o.b
+	}
+	ents, datas, chunk, _ := nameRun(blocks, bs)
+	for k := range run {
+		run[k].ent, run[k].data = ents[k], datas[k]
+	}
+	return roundItem{own: run, ref: chunk.ref, data: chunk.data}
 }
 
 // startRound stores a round of a commit's chunks in the background,
@@ -474,9 +522,11 @@ func (d *Disk) storeRound(ctx context.Context, items []roundItem) error {
 	var chunks [][]byte
 	var stored []roundItem
 	for _, it := range items {
-		if it.o.b != nil && len(it.data) == 0 { // zeroes: nothing to store
+		if it.own != nil && len(it.data) == 0 { // zeroes: nothing to store
 			d.mu.Lock()
-			d.storedLocked(it.o.idx, it.o.b, nil, nil)
+			for _, o := range it.own {
+				d.storedLocked(o.idx, o.b, nil, nil)
+			}
 			d.mu.Unlock()
 			continue
 		}
@@ -493,9 +543,7 @@ func (d *Disk) storeRound(ctx context.Context, items []roundItem) error {
 		// to the cache.
 		var own []ownBlock
 		for _, it := range stored {
-			if it.o.b != nil {
-				own = append(own, it.o)
-			}
+			own = append(own, it.own...)
 		}
 		d.mu.Lock()
 		d.abandonLocked(own)
@@ -511,7 +559,7 @@ func (d *Disk) storeRound(ctx context.Context, items []roundItem) error {
 		case refs[i] != it.ref:
 			perr = fmt.Errorf("%w: stored chunk %s, its content hashes to %s", chunkstore.ErrCorrupt, it.ref.Short(), refs[i].Short())
 		}
-		if it.o.b == nil {
+		if it.own == nil {
 			if perr != nil {
 				failed = cmp.Or(failed, fmt.Errorf("blockd: vdisk %s: store tree node: %w", d.label, perr))
 			} else {
@@ -520,13 +568,15 @@ func (d *Disk) storeRound(ctx context.Context, items []roundItem) error {
 			continue
 		}
 		if perr != nil {
-			perr = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, it.o.idx, perr)
+			perr = fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, it.own[0].idx, perr)
 			failed = cmp.Or(failed, perr)
 		} else {
 			d.svc.m.storedBytes.Add(float64(len(it.data)))
 		}
 		d.mu.Lock()
-		d.storedLocked(it.o.idx, it.o.b, it.data, perr)
+		for _, o := range it.own {
+			d.storedLocked(o.idx, o.b, o.data, perr)
+		}
 		d.mu.Unlock()
 	}
 	return failed

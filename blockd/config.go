@@ -125,6 +125,11 @@ type Config struct {
 	// BlockCacheBytes, so what is read ahead stays cached until it is
 	// read. Default DefaultReadaheadBytes; negative disables readahead.
 	ReadaheadBytes int64
+	// ExtentBytes is the largest chunk a run of contiguous complete dirty
+	// blocks is written back as (an extent; see extent.go), at most
+	// chunkstore.MaxChunkSize. Default DefaultExtentBytes; negative (or
+	// below two blocks) writes every block as its own chunk.
+	ExtentBytes int64
 }
 
 // ErrConfig is wrapped by every Validate error.
@@ -173,6 +178,9 @@ func (c Config) withDefaults() Config {
 	if c.ReadaheadBytes == 0 {
 		c.ReadaheadBytes = DefaultReadaheadBytes
 	}
+	if c.ExtentBytes == 0 {
+		c.ExtentBytes = DefaultExtentBytes
+	}
 	return c
 }
 
@@ -203,6 +211,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: Parallelism %d < 1", ErrConfig, c.Parallelism)
 	case c.FlushTimeout < 0:
 		return fmt.Errorf("%w: negative FlushTimeout", ErrConfig)
+	case c.ExtentBytes > chunkstore.MaxChunkSize:
+		return fmt.Errorf("%w: ExtentBytes %d is above the largest chunk (%d)", ErrConfig, c.ExtentBytes, chunkstore.MaxChunkSize)
 	}
 	return tree.Config{Fanout: c.Fanout}.Validate()
 }

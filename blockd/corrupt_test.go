@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -75,6 +76,7 @@ func TestCorruptChunkFailsItsRangeOnly(t *testing.T) {
 			Logger:            slog.New(slog.NewTextHandler(logs, nil)),
 			StoreFor:          func(pool, typ string) chunkstore.Store { return cs },
 			WritebackInterval: -1,
+			ExtentBytes:       SuggestedExtentBytes,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -174,5 +176,75 @@ func TestCorruptChunkFailsItsRangeOnly(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCorruptExtentFailsItsRangeOnly: an extent that fails its check (and
+// cannot be rebuilt) fails reads of the blocks it holds, whether the read
+// wanted a range of it or most of it, logged with the vdisk and offset;
+// the blocks of other extents and standalone blocks read on.
+func TestCorruptExtentFailsItsRangeOnly(t *testing.T) {
+	const bs = 4096
+	e := newEnv()
+	cs := &corruptStore{flakyStore: e.store}
+	ctx := context.Background()
+	service := func(logs *syncBuffer) *Service {
+		t.Helper()
+		s, err := New(Config{
+			Node: "n1", Control: e.ctl, Registerer: prometheus.NewRegistry(),
+			Logger:            slog.New(slog.NewTextHandler(logs, nil)),
+			StoreFor:          func(pool, typ string) chunkstore.Store { return cs },
+			WritebackInterval: -1,
+			ExtentBytes:       SuggestedExtentBytes,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	s := service(&syncBuffer{})
+	mustCreate(t, s, "v", 4<<20, bs, "db")
+	d, rel := mustOpen(t, s, "v")
+	want := make([]byte, 4<<20)
+	fill := func(off, n int64, seed byte) {
+		for i := off; i < off+n; i++ {
+			want[i] = seed + byte(i/bs)
+		}
+		if err := d.WriteAt(ctx, want[off:off+n], off, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(0, 16*bs, 1)       // extent A: blocks 0-15
+	fill(300*bs, 16*bs, 50) // extent B: blocks 300-315
+	fill(600*bs, bs, 99)    // a block of its own
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rel()
+	ents := entries(t, s, "v")
+	extA := ents[3].Ext
+	if extA.IsZero() || ents[303].Ext.IsZero() || ents[303].Ext == extA || ents[600].InExtent() {
+		t.Fatalf("layout: block 3 %+v, 303 %+v, 600 %+v", ents[3], ents[303], ents[600])
+	}
+	cs.corrupt(extA)
+	defer cs.corrupt()
+	for _, r := range []struct{ off, n int64 }{{3 * bs, bs}, {0, 16 * bs}} { // a range, the whole
+		logs := &syncBuffer{}
+		ro, release := mustOpen(t, service(logs), "v:ro") // empty caches
+		got := make([]byte, r.n)
+		if err := ro.ReadAt(ctx, got, r.off); !chunkstore.IsCorruption(err) {
+			t.Fatalf("read [%d, +%d) of the damaged extent: %v, want a corruption error", r.off, r.n, err)
+		}
+		if l := logs.String(); !strings.Contains(l, "vdisk=v") || !strings.Contains(l, "off="+strconv.FormatInt(r.off, 10)) {
+			t.Fatalf("no log of the failed read with the vdisk and off=%d:\n%s", r.off, l)
+		}
+		for _, ok := range []struct{ off, n int64 }{{16 * bs, bs}, {303 * bs, bs}, {300 * bs, 16 * bs}, {600 * bs, bs}} {
+			got := make([]byte, ok.n)
+			if err := ro.ReadAt(ctx, got, ok.off); err != nil || !bytes.Equal(got, want[ok.off:ok.off+ok.n]) {
+				t.Fatalf("read [%d, +%d) beside the damaged extent: %v", ok.off, ok.n, err)
+			}
+		}
+		release()
 	}
 }

@@ -182,6 +182,43 @@
 // failed; readahead's own errors are counted
 // (zos_blockd_readahead_errors_total) and logged at debug level.
 //
+// # Extents
+//
+// Write-back stores a run of contiguous complete dirty blocks (up to
+// Config.ExtentBytes; off by default until the erasure store reads shard
+// ranges, see DefaultExtentBytes) as ONE chunk, the blocks back to back, zero
+// padded to the block size; a commit does the same with the runs it
+// takes. Each block's leaf entry (tree.Entry) keeps its content Ref — the
+// Ref it would have as a chunk of its own, so Diff, the block cache and
+// clones see the same identity whatever the layout — and names its place:
+// block Slot of extent Ext of Blocks blocks. Large I/O then costs per
+// byte, not per block: one chunk to hash, code, frame and index per run,
+// one shard per node to read back. Small random writes stay runs of one,
+// a chunk per block, and dedup as before.
+//
+// Reads of extent blocks (extent.go, readEntries): when a read (or
+// readahead) wants at least a quarter of an extent, the extent is fetched
+// whole with the read's other chunks (one FetchMany, verified against its
+// Ref); otherwise only the wanted blocks are read, as byte ranges of the
+// extent (chunkstore.FetchRanges: on the erasure store one request per
+// node for the batch, of just the bytes, from the data shard that holds
+// them). A range cannot be checked against the chunk's Ref, so each block
+// read this way is hashed and compared with its content Ref; a range that
+// fails or does not match is read again with the whole extent, through
+// Fetch's degraded reads and repair. A random 4 KiB read of a disk written
+// sequentially is thus one request of 16 KiB, not a 1 MiB fetch.
+//
+// An overwrite of part of an extent gives the overwritten blocks new
+// entries (their own chunks, or a new extent) and leaves the others
+// pointing into the old extent, which stays live (GC marks every Ext a
+// tree names) until its last block is overwritten or trimmed: like Ceph's
+// BlueStore blobs, space of overwritten blocks inside a live extent is
+// not reclaimed until then (at most one extent per run of overwrites).
+// A leaf with any extent entry is stored in the tree's format 2; leaves
+// of blocks stored alone keep format 1, byte for byte, so vdisks written
+// before extents read unchanged and dedup with new trees of small writes.
+// With Config.ExtentBytes below two blocks every block is its own chunk.
+//
 // Block status comes from the tree:
 // absent blocks are hole+zero, blocks zeroed with NO_HOLE are allocated
 // zero (the empty chunk), the rest is data.

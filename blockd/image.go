@@ -74,7 +74,7 @@ func (im *Image) WriteTo(ctx context.Context, w io.Writer, progress func(int64))
 
 	type job struct {
 		idx  uint64
-		ref  chunkstore.Ref
+		ent  tree.Entry
 		data []byte
 		err  error
 		done chan struct{}
@@ -88,9 +88,9 @@ func (im *Image) WriteTo(ctx context.Context, w io.Writer, progress func(int64))
 		defer wg.Done()
 		defer close(order)
 		defer close(work)
-		walkErr = im.tree.Walk(ctx, im.Head, 0, nblocks, func(i uint64, ref chunkstore.Ref) error {
-			j := &job{idx: i, ref: ref, done: make(chan struct{})}
-			if ref == emptyRef {
+		walkErr = im.tree.Walk(ctx, im.Head, 0, nblocks, func(i uint64, e tree.Entry) error {
+			j := &job{idx: i, ent: e, done: make(chan struct{})}
+			if !fetchable(e.Ref) {
 				close(j.done)
 			} else {
 				select {
@@ -112,13 +112,17 @@ func (im *Image) WriteTo(ctx context.Context, w io.Writer, progress func(int64))
 		go func() { // fetchers
 			defer wg.Done()
 			for j := range work {
-				if b, ok := im.s.blocks.Peek(j.ref); ok {
+				if b, ok := im.s.blocks.Peek(j.ent.Ref); ok {
 					j.data = b
 				} else {
-					j.data, j.err = im.store.Fetch(ctx, j.ref)
+					// A block of an extent is one ranged read.
+					var got [][]byte
+					if got, j.err = readEntries(ctx, im.store, bs, []tree.Entry{j.ent}); j.err == nil {
+						j.data = got[0]
+					}
 				}
 				if j.err == nil && int64(len(j.data)) > bs {
-					j.err = fmt.Errorf("%w: block %s is %d bytes", ErrCorruptBlock, j.ref.Short(), len(j.data))
+					j.err = fmt.Errorf("%w: block %s is %d bytes", ErrCorruptBlock, j.ent.Ref.Short(), len(j.data))
 				}
 				close(j.done)
 			}
@@ -238,7 +242,7 @@ func (s *Service) buildTree(ctx context.Context, st chunkstore.Store, tr *tree.T
 				} else {
 					stored.Add(int64(len(data)))
 					mu.Lock()
-					changes = append(changes, tree.Change{Index: j.idx, Ref: ref})
+					changes = append(changes, tree.Change{Index: j.idx, Entry: tree.Entry{Ref: ref}})
 					mu.Unlock()
 				}
 				free <- j.data[:bs] // after the change is recorded: drain counts buffers

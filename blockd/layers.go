@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
 )
 
@@ -23,10 +24,10 @@ type layerState struct {
 // spans).
 type layer struct {
 	zeros spans
-	refs  map[uint64]chunkstore.Ref
+	refs  map[uint64]tree.Entry
 }
 
-func newLayer() *layer { return &layer{refs: map[uint64]chunkstore.Ref{}} }
+func newLayer() *layer { return &layer{refs: map[uint64]tree.Entry{}} }
 
 func (l *layer) empty() bool { return len(l.zeros) == 0 && len(l.refs) == 0 }
 
@@ -37,47 +38,38 @@ func (d *Disk) pendingRefs() []chunkstore.Ref {
 	defer d.mu.Unlock()
 	var out []chunkstore.Ref
 	for _, l := range append([]*layer{d.layers.cur}, d.layers.frozen...) {
-		for _, r := range l.refs {
-			if !r.IsZero() {
-				out = append(out, r)
+		for _, e := range l.refs {
+			if fetchable(e.Ref) {
+				out = append(out, e.Chunk())
 			}
 		}
 	}
 	for _, b := range d.wb.inflight {
-		if b.hashed && !b.ref.IsZero() {
-			out = append(out, b.ref)
+		if b.hashed && fetchable(b.ent.Ref) {
+			out = append(out, b.ent.Chunk())
 		}
 	}
 	return out
 }
 
-func (d *Disk) blockData(ctx context.Context, ref chunkstore.Ref) ([]byte, error) {
-	if ref.IsZero() || ref == emptyRef {
+// blockData returns the content of the block with entry e (trimmed; nil
+// for zeroes) through the block cache.
+func (d *Disk) blockData(ctx context.Context, idx uint64, e tree.Entry) ([]byte, error) {
+	if !fetchable(e.Ref) {
 		return nil, nil
 	}
-	b, err := d.svc.blocks.Get(ctx, ref, d.fetchBlock)
+	got, err := d.fetchMany(ctx, []uint64{idx}, []tree.Entry{e}, []int{0})
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(b)) > d.bs {
-		return nil, fmt.Errorf("%w: block %s of vdisk %s is %d bytes, more than the block size %d", ErrCorruptBlock, ref.Short(), d.label, len(b), d.bs)
-	}
-	return b, nil
-}
-
-func (d *Disk) fetchBlock(ctx context.Context, ref chunkstore.Ref) ([]byte, error) {
-	b, err := d.store.Fetch(ctx, ref)
-	if err != nil {
-		return nil, fmt.Errorf("blockd: vdisk %s: read block %s: %w", d.label, ref.Short(), err)
-	}
-	return b, nil
+	return got[0], nil
 }
 
 // source is where the content of a block below the dirty layer is.
 type source struct {
 	kind int // srcZero, srcMem, srcRef, srcTree
 	data []byte
-	ref  chunkstore.Ref
+	ent  tree.Entry
 	head chunkstore.Ref
 }
 
@@ -105,11 +97,11 @@ func (d *Disk) belowDirtyLocked(idx uint64) source {
 		if len(l.zeros) > 0 && l.zeros.contains(idx) {
 			return source{kind: srcZero}
 		}
-		if r, ok := l.refs[idx]; ok {
-			if r.IsZero() || r == emptyRef {
+		if e, ok := l.refs[idx]; ok {
+			if !fetchable(e.Ref) {
 				return source{kind: srcZero}
 			}
-			return source{kind: srcRef, ref: r}
+			return source{kind: srcRef, ent: e}
 		}
 	}
 	return source{kind: srcTree, head: d.layers.head}
@@ -121,13 +113,13 @@ func (d *Disk) content(ctx context.Context, idx uint64, src source) ([]byte, err
 	case srcMem:
 		return src.data, nil
 	case srcRef:
-		return d.blockData(ctx, src.ref)
+		return d.blockData(ctx, idx, src.ent)
 	case srcTree:
-		ref, err := d.tree.Lookup(ctx, src.head, idx)
+		e, err := d.tree.Lookup(ctx, src.head, idx)
 		if err != nil {
 			return nil, fmt.Errorf("blockd: vdisk %s: block %d: %w", d.label, idx, err)
 		}
-		return d.blockData(ctx, ref)
+		return d.blockData(ctx, idx, e)
 	}
 	return nil, nil
 }
@@ -137,20 +129,20 @@ func (d *Disk) content(ctx context.Context, idx uint64, src source) ([]byte, err
 // tree path in the node cache. It never reads the store, so it may be
 // called with d.mu held. The content is immutable.
 func (d *Disk) cachedLocked(idx uint64, src source) ([]byte, bool) {
-	ref := src.ref
+	ref := src.ent.Ref
 	switch src.kind {
 	case srcZero:
 		return nil, true
 	case srcMem:
 		return src.data, true
 	case srcTree:
-		r, ok := d.tree.LookupCached(src.head, idx)
+		e, ok := d.tree.LookupCached(src.head, idx)
 		if !ok {
 			return nil, false
 		}
-		ref = r
+		ref = e.Ref
 	}
-	if ref.IsZero() || ref == emptyRef {
+	if !fetchable(ref) {
 		return nil, true
 	}
 	b, ok := d.svc.blocks.Peek(ref)

@@ -185,7 +185,7 @@ func (s *Service) Get(ctx context.Context, name string, allocated bool) (VDiskIn
 			return VDiskInfo{}, err
 		}
 		var n int64
-		if err := tr.Walk(ctx, v.Head, 0, ^uint64(0), func(uint64, chunkstore.Ref) error { n++; return nil }); err != nil {
+		if err := tr.Walk(ctx, v.Head, 0, ^uint64(0), func(uint64, tree.Entry) error { n++; return nil }); err != nil {
 			return VDiskInfo{}, fmt.Errorf("blockd: vdisk %s: walk tree: %w", name, err)
 		}
 		in.Allocated = n * v.BlockSize
@@ -253,15 +253,16 @@ func (s *Service) Resize(ctx context.Context, name string, size int64, force boo
 		}
 		if tail := size % bs; tail != 0 {
 			last := nblocks - 1
-			ref, err := tr.Lookup(ctx, root, last)
+			e, err := tr.Lookup(ctx, root, last)
 			if err != nil {
 				return err
 			}
-			if !ref.IsZero() && ref != emptyRef {
-				data, err := st.Fetch(ctx, ref)
+			if fetchable(e.Ref) {
+				got, err := readEntries(ctx, st, bs, []tree.Entry{e})
 				if err != nil {
 					return fmt.Errorf("blockd: vdisk %s: read last block: %w", name, err)
 				}
+				data := got[0]
 				if int64(len(data)) > tail {
 					var nr chunkstore.Ref
 					if kept := trimZeros(data[:tail]); len(kept) > 0 {
@@ -269,7 +270,7 @@ func (s *Service) Resize(ctx context.Context, name string, size int64, force boo
 							return fmt.Errorf("blockd: vdisk %s: store last block: %w", name, err)
 						}
 					}
-					if root, err = tr.Update(ctx, root, []tree.Change{{Index: last, Ref: nr}}); err != nil {
+					if root, err = tr.Update(ctx, root, []tree.Change{{Index: last, Entry: tree.Entry{Ref: nr}}}); err != nil {
 						return err
 					}
 				}

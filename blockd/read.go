@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/zosproject/zos/blockd/nbd"
+	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
 )
 
@@ -125,17 +126,17 @@ func fetchable(ref chunkstore.Ref) bool { return !ref.IsZero() && ref != emptyRe
 // with the Refs resolved together and the blocks fetched with one
 // GetMany.
 func (d *Disk) contents(ctx context.Context, idxs []uint64, srcs []source) ([][]byte, error) {
-	out, refs, err := d.resolve(ctx, idxs, srcs)
+	out, ents, err := d.resolve(ctx, idxs, srcs)
 	if err != nil {
 		return nil, err
 	}
 	var need []int
-	for j, ref := range refs {
-		if fetchable(ref) {
+	for j, e := range ents {
+		if fetchable(e.Ref) {
 			need = append(need, j)
 		}
 	}
-	got, err := d.fetchMany(ctx, idxs, refs, need)
+	got, err := d.fetchMany(ctx, idxs, ents, need)
 	if err != nil {
 		return nil, err
 	}
@@ -146,19 +147,19 @@ func (d *Disk) contents(ctx context.Context, idxs []uint64, srcs []source) ([][]
 }
 
 // resolve returns the content of the blocks in memory (mem[j], for srcMem
-// sources) and the Refs of the others (zero: absent): those of the layers
-// as they are, those of the tree from the node cache, else from one walk
-// per head over the range of the blocks not cached.
-func (d *Disk) resolve(ctx context.Context, idxs []uint64, srcs []source) (mem [][]byte, refs []chunkstore.Ref, err error) {
+// sources) and the entries of the others (zero: absent): those of the
+// layers as they are, those of the tree from the node cache, else from one
+// walk per head over the range of the blocks not cached.
+func (d *Disk) resolve(ctx context.Context, idxs []uint64, srcs []source) (mem [][]byte, refs []tree.Entry, err error) {
 	mem = make([][]byte, len(idxs))
-	refs = make([]chunkstore.Ref, len(idxs))
+	refs = make([]tree.Entry, len(idxs))
 	walks := map[chunkstore.Ref]map[uint64][]int{} // head -> idx -> positions
 	for j, src := range srcs {
 		switch src.kind {
 		case srcMem:
 			mem[j] = src.data
 		case srcRef:
-			refs[j] = src.ref
+			refs[j] = src.ent
 		case srcTree:
 			if r, ok := d.tree.LookupCached(src.head, idxs[j]); ok {
 				refs[j] = r
@@ -177,9 +178,9 @@ func (d *Disk) resolve(ctx context.Context, idxs []uint64, srcs []source) (mem [
 		for i := range w {
 			lo, hi = min(lo, i), max(hi, i+1)
 		}
-		err := d.tree.Walk(ctx, head, lo, hi, func(i uint64, ref chunkstore.Ref) error {
+		err := d.tree.Walk(ctx, head, lo, hi, func(i uint64, e tree.Entry) error {
 			for _, j := range w[i] {
-				refs[j] = ref
+				refs[j] = e
 			}
 			return nil
 		})
@@ -190,18 +191,26 @@ func (d *Disk) resolve(ctx context.Context, idxs []uint64, srcs []source) (mem [
 	return mem, refs, nil
 }
 
-// fetchMany returns the blocks refs[j] for j in need (got[k] for need[k])
-// through the block cache: one GetMany, whose misses are one FetchMany of
-// the store.
-func (d *Disk) fetchMany(ctx context.Context, idxs []uint64, refs []chunkstore.Ref, need []int) ([][]byte, error) {
+// fetchMany returns the blocks with entries ents[j] for j in need (got[k]
+// for need[k]) through the block cache (by content Ref): one GetMany,
+// whose misses are one round of the store (readEntries).
+func (d *Disk) fetchMany(ctx context.Context, idxs []uint64, ents []tree.Entry, need []int) ([][]byte, error) {
 	if len(need) == 0 {
 		return nil, nil
 	}
 	want := make([]chunkstore.Ref, len(need))
+	where := make(map[chunkstore.Ref]tree.Entry, len(need))
 	for k, j := range need {
-		want[k] = refs[j]
+		want[k] = ents[j].Ref
+		where[want[k]] = ents[j]
 	}
-	got, err := d.svc.blocks.GetMany(ctx, want, d.fetchBlocks)
+	got, err := d.svc.blocks.GetMany(ctx, want, func(ctx context.Context, refs []chunkstore.Ref) ([][]byte, error) {
+		es := make([]tree.Entry, len(refs))
+		for i, r := range refs {
+			es[i] = where[r]
+		}
+		return readEntries(ctx, d.store, d.bs, es)
+	})
 	var be *chunkstore.BatchError
 	if errors.As(err, &be) {
 		k := be.Failed[0]
@@ -220,11 +229,6 @@ func (d *Disk) fetchMany(ctx context.Context, idxs []uint64, refs []chunkstore.R
 		}
 	}
 	return got, nil
-}
-
-// fetchBlocks reads blocks from the store, all in one FetchMany.
-func (d *Disk) fetchBlocks(ctx context.Context, refs []chunkstore.Ref) ([][]byte, error) {
-	return chunkstore.FetchMany(ctx, d.store, refs)
 }
 
 // --- block status ---
@@ -270,7 +274,7 @@ func (d *Disk) BlockStatus(ctx context.Context, off, length int64) ([]nbd.Extent
 	inflight := map[uint64]nbd.ExtentFlags{}
 	type lview struct {
 		zeros spans
-		refs  map[uint64]chunkstore.Ref
+		refs  map[uint64]tree.Entry
 	}
 	var layers []lview // newest first
 	d.mu.Lock()
@@ -289,7 +293,7 @@ func (d *Disk) BlockStatus(ctx context.Context, off, length int64) ([]nbd.Extent
 	}
 	ls := append([]*layer{d.layers.cur}, reversed(d.layers.frozen)...)
 	for _, l := range ls {
-		v := lview{zeros: spans(l.zeros.overlapping(b0, b1)), refs: map[uint64]chunkstore.Ref{}}
+		v := lview{zeros: spans(l.zeros.overlapping(b0, b1)), refs: map[uint64]tree.Entry{}}
 		for i, r := range l.refs {
 			if i >= b0 && i < b1 {
 				v.refs[i] = r
@@ -305,12 +309,12 @@ func (d *Disk) BlockStatus(ctx context.Context, off, length int64) ([]nbd.Extent
 
 	tr := map[uint64]chunkstore.Ref{}
 	errStop := errors.New("stop")
-	err := d.tree.Walk(ctx, head, b0, b1, func(i uint64, ref chunkstore.Ref) error {
+	err := d.tree.Walk(ctx, head, b0, b1, func(i uint64, e tree.Entry) error {
 		if len(tr) >= 2*maxStatusExtents {
 			b1 = i // describe up to here
 			return errStop
 		}
-		tr[i] = ref
+		tr[i] = e.Ref
 		points = append(points, i, i+1)
 		return nil
 	})
@@ -328,8 +332,8 @@ func (d *Disk) BlockStatus(ctx context.Context, off, length int64) ([]nbd.Extent
 			if l.zeros.contains(i) {
 				return hole
 			}
-			if r, ok := l.refs[i]; ok {
-				return refFlags(r)
+			if e, ok := l.refs[i]; ok {
+				return refFlags(e.Ref)
 			}
 		}
 		if r, ok := tr[i]; ok {

@@ -141,8 +141,8 @@ func (d *Disk) prefetch(from, to int64) {
 	_, refs, err := d.resolve(ctx, idxs, srcs)
 	if err == nil {
 		var need []int
-		for j, ref := range refs {
-			if fetchable(ref) && !d.svc.blocks.Contains(ref) {
+		for j, e := range refs {
+			if fetchable(e.Ref) && !d.svc.blocks.Contains(e.Ref) {
 				need = append(need, j)
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
 )
 
@@ -75,6 +76,10 @@ func (d *Disk) startOldestLocked() bool {
 			later = append(later, e) // one write-back per block at a time
 			continue
 		}
+		if first, run := d.runLocked(e.idx, e.b); len(run) > 1 {
+			d.startRunLocked(first, run)
+			return true
+		}
 		d.startLocked(e.idx, e.b)
 		return true
 	}
@@ -85,7 +90,7 @@ func (d *Disk) startOldestLocked() bool {
 func (d *Disk) startLocked(idx uint64, b *dblock) {
 	b.busy = true
 	// A block put back after a failed write-back starts afresh.
-	b.ref, b.hashed, b.done, b.err, b.superseded, b.owned, b.claim = chunkstore.Ref{}, false, false, nil, false, false, nil
+	b.resetInflight()
 	d.wb.jobs++
 	var src source
 	needBase := !b.complete()
@@ -152,7 +157,7 @@ func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
 	// b is complete and no longer written to: name it, then store it.
 	ref, data := nameBlock(b)
 	d.mu.Lock()
-	b.ref, b.hashed = ref, true
+	b.ent, b.hashed = tree.Entry{Ref: ref}, true
 	d.notifyLocked()
 	d.mu.Unlock()
 	err = d.putBlock(ctx, idx, ref, data)
@@ -223,6 +228,7 @@ func (d *Disk) storedLocked(idx uint64, b *dblock, data []byte, err error) {
 // (see storedLocked).
 func (d *Disk) endInflightLocked(idx uint64, b *dblock, data []byte, err error) {
 	delete(d.wb.inflight, idx)
+	b.run = nil
 	d.wb.bytes -= b.cost()
 	d.svc.accountDirty(-b.cost())
 	d.layers.gen++
@@ -238,9 +244,9 @@ func (d *Disk) endInflightLocked(idx uint64, b *dblock, data []byte, err error) 
 	case b.superseded:
 	default:
 		d.layers.cur.zeros = d.layers.cur.zeros.remove(idx)
-		d.layers.cur.refs[idx] = b.ref
+		d.layers.cur.refs[idx] = b.ent
 		if len(data) > 0 {
-			d.svc.blocks.Add(b.ref, data)
+			d.svc.blocks.Add(b.ent.Ref, data)
 		}
 		d.svc.m.flushBlocks.Inc()
 	}
@@ -277,4 +283,99 @@ func (d *Disk) failLocked(err error) {
 	d.svc.m.flushErrors.Inc()
 	d.log.Error("write-back failed; the data stays in memory and is retried", "err", err)
 	d.notifyLocked()
+}
+
+// resetInflight clears the in-flight state of a block about to be written
+// back (a block put back after a failed write-back starts afresh).
+func (b *dblock) resetInflight() {
+	b.ent, b.hashed, b.done, b.err, b.superseded, b.owned, b.claim, b.run = tree.Entry{}, false, false, nil, false, false, nil, nil
+}
+
+// runLocked returns the run of contiguous complete dirty blocks around
+// block idx (b, complete) that can be written back together as one
+// extent, at most extentBlocks long: ascending from index first. A run of
+// one means no extent.
+func (d *Disk) runLocked(idx uint64, b *dblock) (first uint64, run []*dblock) {
+	n := d.extentBlocks()
+	ok := func(i uint64) *dblock {
+		c := d.cache.dirty[i]
+		if c == nil || c.busy || c.data == nil || !c.complete() || d.wb.inflight[i] != nil {
+			return nil
+		}
+		return c
+	}
+	if n < 2 || ok(idx) != b {
+		return idx, []*dblock{b}
+	}
+	lo, hi := idx, idx+1 // [lo, hi)
+	for hi-lo < uint64(n) && hi != 0 && ok(hi) != nil {
+		hi++
+	}
+	for hi-lo < uint64(n) && lo > 0 && ok(lo-1) != nil {
+		lo--
+	}
+	run = make([]*dblock, 0, hi-lo)
+	for i := lo; i < hi; i++ {
+		run = append(run, d.cache.dirty[i])
+	}
+	return lo, run
+}
+
+// startRunLocked starts writing back run, complete dirty blocks from index
+// first on, as one extent: they go in flight at once.
+func (d *Disk) startRunLocked(first uint64, run []*dblock) {
+	for j, b := range run {
+		b.resetInflight()
+		d.wb.jobs++
+		d.moveInflightLocked(first+uint64(j), b)
+	}
+	d.wg.Add(1)
+	go d.writebackRun(first, run)
+}
+
+// writebackRun names a run of in-flight blocks, stores them as one chunk
+// and records their entries in the current layer.
+func (d *Disk) writebackRun(first uint64, run []*dblock) {
+	defer d.wg.Done()
+	ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
+	defer cancel()
+	var err error
+	select {
+	case d.sem <- struct{}{}:
+		defer func() { <-d.sem }()
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	var datas [][]byte
+	if err == nil {
+		var ents []tree.Entry
+		var chunk extentRun
+		var inExtent bool
+		ents, datas, chunk, inExtent = nameRun(run, d.bs)
+		d.mu.Lock()
+		for j, b := range run {
+			b.ent, b.hashed = ents[j], true
+			if inExtent {
+				b.run = &chunk
+			}
+		}
+		d.notifyLocked()
+		d.mu.Unlock()
+		err = d.putChunk(ctx, first, chunk)
+	}
+	d.mu.Lock()
+	for j, b := range run {
+		var data []byte
+		if datas != nil {
+			data = datas[j]
+		}
+		d.storedLocked(first+uint64(j), b, data, err)
+	}
+	d.mu.Unlock()
+}
+
+// putChunk stores a named chunk (a block's or an extent's, from block idx
+// on; nothing for zeroes).
+func (d *Disk) putChunk(ctx context.Context, idx uint64, c extentRun) error {
+	return d.putBlock(ctx, idx, c.ref, c.data)
 }

@@ -40,6 +40,9 @@ var (
 	ErrUnsorted = errors.New("tree: changes not in strictly ascending index order")
 	// ErrConfig: an invalid Config.
 	ErrConfig = errors.New("tree: invalid config")
+	// ErrBadEntry: a Change whose Entry cannot be stored (extent fields
+	// without a block, or a slot outside its extent).
+	ErrBadEntry = errors.New("tree: malformed entry")
 )
 
 // Config configures a Tree.
@@ -102,10 +105,10 @@ func New(s Store, cfg Config) (*Tree, error) {
 // Fanout returns the number of slots per node.
 func (t *Tree) Fanout() int { return t.fanout }
 
-// Change sets the block at Index to Ref; the zero Ref removes it.
+// Change sets the block at Index to Entry; the zero Entry removes it.
 type Change struct {
 	Index uint64
-	Ref   chunkstore.Ref
+	Entry
 }
 
 // spanBits is log2 of the number of indices a node of level covers; 64 or
@@ -201,27 +204,30 @@ func (t *Tree) rootLevel(ctx context.Context, root chunkstore.Ref, m map[chunkst
 	return n.level(), nil
 }
 
-// Lookup returns the Ref stored at idx, or the zero Ref when absent.
-func (t *Tree) Lookup(ctx context.Context, root chunkstore.Ref, idx uint64) (chunkstore.Ref, error) {
+// Lookup returns the Entry stored at idx, or the zero Entry when absent.
+func (t *Tree) Lookup(ctx context.Context, root chunkstore.Ref, idx uint64) (Entry, error) {
 	if root.IsZero() {
-		return chunkstore.Ref{}, nil
+		return Entry{}, nil
 	}
 	n, err := t.load(ctx, root)
 	if err != nil {
-		return chunkstore.Ref{}, err
+		return Entry{}, err
 	}
 	l := n.level()
 	if !t.covers(l, 0, idx) {
-		return chunkstore.Ref{}, nil
+		return Entry{}, nil
 	}
 	for {
+		if l == 0 {
+			return n.entry(t.fanout, t.slotOf(0, idx)), nil
+		}
 		c := n.child(t.fanout, t.slotOf(l, idx))
-		if c.IsZero() || l == 0 {
-			return c, nil
+		if c.IsZero() {
+			return Entry{}, nil
 		}
 		l--
 		if n, err = t.loadLevel(ctx, c, l); err != nil {
-			return chunkstore.Ref{}, err
+			return Entry{}, err
 		}
 	}
 }
@@ -229,30 +235,33 @@ func (t *Tree) Lookup(ctx context.Context, root chunkstore.Ref, idx uint64) (chu
 // LookupCached is Lookup from the node cache alone: ok is false when a
 // node on the path is not cached (nothing is fetched, so it never blocks on
 // the store).
-func (t *Tree) LookupCached(root chunkstore.Ref, idx uint64) (ref chunkstore.Ref, ok bool) {
+func (t *Tree) LookupCached(root chunkstore.Ref, idx uint64) (e Entry, ok bool) {
 	if root.IsZero() {
-		return chunkstore.Ref{}, true
+		return Entry{}, true
 	}
 	b, ok := t.cache.Peek(root)
 	if !ok {
-		return chunkstore.Ref{}, false
+		return Entry{}, false
 	}
 	n := node(b)
 	l := n.level()
 	if !t.covers(l, 0, idx) {
-		return chunkstore.Ref{}, true
+		return Entry{}, true
 	}
 	for {
+		if l == 0 {
+			return n.entry(t.fanout, t.slotOf(0, idx)), true
+		}
 		c := n.child(t.fanout, t.slotOf(l, idx))
-		if c.IsZero() || l == 0 {
-			return c, true
+		if c.IsZero() {
+			return Entry{}, true
 		}
 		if b, ok = t.cache.Peek(c); !ok {
-			return chunkstore.Ref{}, false
+			return Entry{}, false
 		}
 		l--
 		if n = node(b); n.level() != l {
-			return chunkstore.Ref{}, false // Lookup reports the bad node
+			return Entry{}, false // Lookup reports the bad node
 		}
 	}
 }
@@ -375,6 +384,18 @@ func (w *writer) add(level int, slots []chunkstore.Ref) chunkstore.Ref {
 	return r
 }
 
+// addLeaf is add for a leaf's dense entries.
+func (w *writer) addLeaf(slots []Entry) chunkstore.Ref {
+	b := encodeLeaf(w.t.shift, slots)
+	if b == nil {
+		return chunkstore.Ref{}
+	}
+	r := chunkstore.Sum(b)
+	w.new[r] = b
+	w.old[r] = node(b)
+	return r
+}
+
 func (w *writer) node(ctx context.Context, ref chunkstore.Ref) (node, error) {
 	if n, ok := w.old[ref]; ok {
 		return n, nil
@@ -406,6 +427,11 @@ func (b *Batch) Update(ctx context.Context, changes []Change) error {
 	for i := 1; i < len(changes); i++ {
 		if changes[i].Index <= changes[i-1].Index {
 			return fmt.Errorf("%w: %d after %d", ErrUnsorted, changes[i].Index, changes[i-1].Index)
+		}
+	}
+	for _, c := range changes {
+		if err := c.check(); err != nil {
+			return fmt.Errorf("index %d: %w", c.Index, err)
 		}
 	}
 	if len(changes) == 0 {
@@ -554,17 +580,21 @@ func (t *Tree) update(ctx context.Context, w *writer, ref chunkstore.Ref, realLe
 	if err != nil {
 		return chunkstore.Ref{}, err
 	}
+	if level == 0 {
+		leaf := make([]Entry, t.fanout)
+		if v.n != nil {
+			v.n.expandEntries(t.fanout, leaf)
+		}
+		for _, c := range changes {
+			leaf[t.slotOf(0, c.Index)] = c.Entry
+		}
+		return w.addLeaf(leaf), nil
+	}
 	slots := make([]chunkstore.Ref, t.fanout)
 	if v.n != nil {
 		v.n.expand(t.fanout, slots)
 	} else if !v.lifted.IsZero() {
 		slots[0] = v.lifted
-	}
-	if level == 0 {
-		for _, c := range changes {
-			slots[t.slotOf(0, c.Index)] = c.Ref
-		}
-		return w.add(0, slots), nil
 	}
 	// Group changes by child slot; load the touched children in parallel.
 	type group struct {
@@ -667,6 +697,16 @@ func (t *Tree) punchNode(ctx context.Context, w *writer, ref chunkstore.Ref, lev
 			return chunkstore.Ref{}, err
 		}
 	}
+	if level == 0 {
+		leaf := make([]Entry, t.fanout)
+		nd.expandEntries(t.fanout, leaf)
+		for s := range leaf {
+			if cb := t.childBase(0, base, s); cb >= lo && cb <= hi {
+				leaf[s] = Entry{}
+			}
+		}
+		return w.addLeaf(leaf), nil
+	}
 	slots := make([]chunkstore.Ref, t.fanout)
 	nd.expand(t.fanout, slots)
 	for s := range slots {
@@ -674,12 +714,6 @@ func (t *Tree) punchNode(ctx context.Context, w *writer, ref chunkstore.Ref, lev
 			continue
 		}
 		cb := t.childBase(level, base, s)
-		if level == 0 {
-			if cb >= lo && cb <= hi {
-				slots[s] = chunkstore.Ref{}
-			}
-			continue
-		}
 		var err error
 		if slots[s], err = t.punchNode(ctx, w, slots[s], level-1, cb, lo, hi); err != nil {
 			return chunkstore.Ref{}, err
@@ -691,7 +725,7 @@ func (t *Tree) punchNode(ctx context.Context, w *writer, ref chunkstore.Ref, lev
 // Walk calls fn for every present index in [from, to) in ascending order.
 // fn returning an error stops the walk and Walk returns it. The leaves under
 // one interior node are fetched in parallel.
-func (t *Tree) Walk(ctx context.Context, root chunkstore.Ref, from, to uint64, fn func(idx uint64, ref chunkstore.Ref) error) error {
+func (t *Tree) Walk(ctx context.Context, root chunkstore.Ref, from, to uint64, fn func(idx uint64, e Entry) error) error {
 	if root.IsZero() || from >= to {
 		return nil
 	}
@@ -702,37 +736,39 @@ func (t *Tree) Walk(ctx context.Context, root chunkstore.Ref, from, to uint64, f
 	return t.walk(ctx, n, n.level(), 0, from, to, fn)
 }
 
-func (t *Tree) walk(ctx context.Context, n node, level int, base, from, to uint64, fn func(uint64, chunkstore.Ref) error) error {
+func (t *Tree) walk(ctx context.Context, n node, level int, base, from, to uint64, fn func(uint64, Entry) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if level == 0 {
+		var ferr error
+		n.eachEntry(t.fanout, func(slot int, e Entry) bool {
+			cb := t.childBase(0, base, slot)
+			if cb >= to {
+				return false
+			}
+			if cb >= from {
+				ferr = fn(cb, e)
+			}
+			return ferr == nil
+		})
+		return ferr
 	}
 	type kid struct {
 		base uint64
 		ref  chunkstore.Ref
 	}
 	var kids []kid
-	var ferr error
 	n.each(t.fanout, func(slot int, ref chunkstore.Ref) bool {
 		cb := t.childBase(level, base, slot)
 		if cb >= to {
 			return false
-		}
-		if level == 0 {
-			if cb >= from {
-				if ferr = fn(cb, ref); ferr != nil {
-					return false
-				}
-			}
-			return true
 		}
 		if t.covers(level-1, cb, from) || cb >= from {
 			kids = append(kids, kid{cb, ref})
 		}
 		return true
 	})
-	if ferr != nil || level == 0 {
-		return ferr
-	}
 	m := map[chunkstore.Ref]node{}
 	if len(kids) > 1 {
 		refs := make([]chunkstore.Ref, len(kids))
@@ -767,10 +803,12 @@ func (t *Tree) walk(ctx context.Context, n node, level int, base, from, to uint6
 	return nil
 }
 
-// Diff calls fn, in ascending index order, for every index whose Ref differs
-// between the trees a and b (old is a's, new is b's; either may be zero).
-// Subtrees with equal Refs are skipped without being read, so the cost is
-// proportional to the difference, not to the trees.
+// Diff calls fn, in ascending index order, for every index whose block
+// content (Entry.Ref) differs between the trees a and b (old is a's, new is
+// b's; either may be zero). A block whose bytes moved (into or out of an
+// extent) without changing is not reported. Subtrees with equal Refs are
+// skipped without being read, so the cost is proportional to the
+// difference, not to the trees.
 func (t *Tree) Diff(ctx context.Context, a, b chunkstore.Ref, fn func(idx uint64, old, new chunkstore.Ref) error) error {
 	if a == b {
 		return nil
@@ -870,7 +908,9 @@ func (t *Tree) diff(ctx context.Context, a chunkstore.Ref, la int, b chunkstore.
 }
 
 // Refs calls fn for every chunk of the tree at root: each node (node=true)
-// and each block Ref (node=false). seen, if not nil, is asked before a node
+// and each chunk holding blocks (node=false): a standalone block's Ref, or
+// an extent's Ref (once per run of entries in a leaf, never the content
+// Refs of the blocks inside it, which are not chunks). seen, if not nil, is asked before a node
 // is descended into; returning true skips that subtree (a set shared by the
 // walks of many trees makes shared subtrees cost once). It is the mark
 // phase of garbage collection for one root.
@@ -892,21 +932,24 @@ func (t *Tree) refs(ctx context.Context, ref chunkstore.Ref, n node, seen func(c
 	if err := fn(ref, true); err != nil {
 		return err
 	}
-	var kids []chunkstore.Ref
-	var ferr error
-	n.each(t.fanout, func(_ int, c chunkstore.Ref) bool {
-		if n.level() == 0 {
-			ferr = fn(c, false)
+	if n.level() == 0 {
+		var ferr error
+		var last chunkstore.Ref
+		n.eachEntry(t.fanout, func(_ int, e Entry) bool {
+			if c := e.Chunk(); c != last {
+				ferr, last = fn(c, false), c
+			}
 			return ferr == nil
-		}
+		})
+		return ferr
+	}
+	var kids []chunkstore.Ref
+	n.each(t.fanout, func(_ int, c chunkstore.Ref) bool {
 		if seen == nil || !seen(c) {
 			kids = append(kids, c)
 		}
 		return true
 	})
-	if ferr != nil || n.level() == 0 {
-		return ferr
-	}
 	for i := 0; i < len(kids); i += 4 * t.par {
 		j := min(i+4*t.par, len(kids))
 		m := map[chunkstore.Ref]node{}

@@ -15,6 +15,18 @@ import (
 	"github.com/zosproject/zos/chunkstore/mem"
 )
 
+// entryOf is version v of block i in a model: its content is version
+// v/2, and odd versions store it inside an extent of 8 blocks, so v and v^1
+// are the same content in two places.
+func entryOf(i uint64, v int) Entry {
+	e := Entry{Ref: blockRef(i, v/2)}
+	if v%2 == 1 {
+		e.Ext = blockRef(i/8, 1000+v)
+		e.Slot, e.Blocks = uint16(i%8), 8
+	}
+	return e
+}
+
 func blockRef(i uint64, v int) chunkstore.Ref {
 	var b [16]byte
 	binary.LittleEndian.PutUint64(b[:], i)
@@ -54,7 +66,7 @@ func newTree(t testing.TB, fanout int, cache bool) (*Tree, *countingStore) {
 	return tr, s
 }
 
-func sortedChanges(m map[uint64]chunkstore.Ref) []Change {
+func sortedChanges(m map[uint64]Entry) []Change {
 	var out []Change
 	for i, r := range m {
 		out = append(out, Change{i, r})
@@ -71,7 +83,7 @@ func sortedChanges(m map[uint64]chunkstore.Ref) []Change {
 	return out
 }
 
-func checkModel(t *testing.T, tr *Tree, root chunkstore.Ref, model map[uint64]chunkstore.Ref, probes []uint64) {
+func checkModel(t *testing.T, tr *Tree, root chunkstore.Ref, model map[uint64]Entry, probes []uint64) {
 	t.Helper()
 	ctx := context.Background()
 	for _, i := range probes {
@@ -80,17 +92,17 @@ func checkModel(t *testing.T, tr *Tree, root chunkstore.Ref, model map[uint64]ch
 			t.Fatal(err)
 		}
 		if got != model[i] {
-			t.Fatalf("Lookup(%d) = %s, want %s", i, got.Short(), model[i].Short())
+			t.Fatalf("Lookup(%d) = %+v, want %+v", i, got, model[i])
 		}
 		// The path was just read: with a cache it is there.
 		if c, ok := tr.LookupCached(root, i); tr.cache != nil && (!ok || c != got) {
-			t.Fatalf("LookupCached(%d) = %s, %v, want %s", i, c.Short(), ok, got.Short())
+			t.Fatalf("LookupCached(%d) = %+v, %v, want %+v", i, c, ok, got)
 		} else if tr.cache == nil && ok && !root.IsZero() {
-			t.Fatalf("LookupCached(%d) without a cache = %s, true", i, c.Short())
+			t.Fatalf("LookupCached(%d) without a cache = %+v, true", i, c)
 		}
 	}
 	var walked []Change
-	if err := tr.Walk(ctx, root, 0, ^uint64(0), func(i uint64, r chunkstore.Ref) error {
+	if err := tr.Walk(ctx, root, 0, ^uint64(0), func(i uint64, r Entry) error {
 		walked = append(walked, Change{i, r})
 		return nil
 	}); err != nil {
@@ -120,14 +132,14 @@ func TestTreeModel(t *testing.T) {
 				rng := rand.New(rand.NewPCG(seed, 1))
 				tr, _ := newTree(t, fanout, cache)
 				ctx := context.Background()
-				model := map[uint64]chunkstore.Ref{}
+				model := map[uint64]Entry{}
 				var root chunkstore.Ref
 				spaces := []uint64{64, 5000, 1 << 20, 1 << 40, ^uint64(0)}
 				var roots []chunkstore.Ref
-				var models []map[uint64]chunkstore.Ref
+				var models []map[uint64]Entry
 				for step := 0; step < 60; step++ {
 					space := spaces[rng.IntN(len(spaces))]
-					batch := map[uint64]chunkstore.Ref{}
+					batch := map[uint64]Entry{}
 					n := 1 + rng.IntN(40)
 					for k := 0; k < n; k++ {
 						var i uint64
@@ -143,9 +155,9 @@ func TestTreeModel(t *testing.T) {
 							}
 						}
 						if rng.IntN(4) == 0 {
-							batch[i] = chunkstore.Ref{}
+							batch[i] = Entry{}
 						} else {
-							batch[i] = blockRef(i, step)
+							batch[i] = entryOf(i, step)
 						}
 					}
 					nr, err := tr.Update(ctx, root, sortedChanges(batch))
@@ -226,25 +238,24 @@ func TestTreeModel(t *testing.T) {
 	}
 }
 
-func maps(m map[uint64]chunkstore.Ref) map[uint64]chunkstore.Ref {
-	o := make(map[uint64]chunkstore.Ref, len(m))
+func maps(m map[uint64]Entry) map[uint64]Entry {
+	o := make(map[uint64]Entry, len(m))
 	for k, v := range m {
 		o[k] = v
 	}
 	return o
 }
 
-func checkDiff(t *testing.T, tr *Tree, a, b chunkstore.Ref, ma, mb map[uint64]chunkstore.Ref) {
+func checkDiff(t *testing.T, tr *Tree, a, b chunkstore.Ref, ma, mb map[uint64]Entry) {
 	t.Helper()
+	// Diff compares contents: a block that only moved (into or out of an
+	// extent) is not a change.
 	want := map[uint64][2]chunkstore.Ref{}
-	for i, r := range ma {
-		if mb[i] != r {
-			want[i] = [2]chunkstore.Ref{r, mb[i]}
-		}
-	}
-	for i, r := range mb {
-		if _, ok := ma[i]; !ok {
-			want[i] = [2]chunkstore.Ref{{}, r}
+	for _, m := range []map[uint64]Entry{ma, mb} {
+		for i := range m {
+			if ma[i].Ref != mb[i].Ref {
+				want[i] = [2]chunkstore.Ref{ma[i].Ref, mb[i].Ref}
+			}
 		}
 	}
 	last := uint64(0)
@@ -277,7 +288,7 @@ func TestUpdateWritesOnlyChangedPath(t *testing.T) {
 	ctx := context.Background()
 	var ch []Change
 	for i := uint64(0); i < 256*256; i++ { // two full levels
-		ch = append(ch, Change{i, blockRef(i, 0)})
+		ch = append(ch, Change{i, Entry{Ref: blockRef(i, 0)}})
 	}
 	root, err := tr.Update(ctx, chunkstore.Ref{}, ch)
 	if err != nil {
@@ -287,14 +298,14 @@ func TestUpdateWritesOnlyChangedPath(t *testing.T) {
 		t.Fatalf("level %d, want 1", lvl)
 	}
 	s.puts.Store(0)
-	if _, err := tr.Update(ctx, root, []Change{{1000, blockRef(1000, 1)}}); err != nil {
+	if _, err := tr.Update(ctx, root, []Change{{1000, Entry{Ref: blockRef(1000, 1)}}}); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.puts.Load(); got != 2 {
 		t.Fatalf("one change wrote %d nodes, want 2 (leaf and root)", got)
 	}
 	// Diff of two trees differing in one block reads only that path.
-	root2, _ := tr.Update(ctx, root, []Change{{70000 % 65536, blockRef(1, 9)}})
+	root2, _ := tr.Update(ctx, root, []Change{{70000 % 65536, Entry{Ref: blockRef(1, 9)}}})
 	s.fetches.Store(0)
 	n := 0
 	tr.Diff(ctx, root, root2, func(uint64, chunkstore.Ref, chunkstore.Ref) error { n++; return nil })
@@ -306,23 +317,23 @@ func TestUpdateWritesOnlyChangedPath(t *testing.T) {
 func TestGrowAndShrinkHeight(t *testing.T) {
 	tr, _ := newTree(t, 16, true)
 	ctx := context.Background()
-	root, err := tr.Update(ctx, chunkstore.Ref{}, []Change{{3, blockRef(3, 0)}})
+	root, err := tr.Update(ctx, chunkstore.Ref{}, []Change{{3, Entry{Ref: blockRef(3, 0)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l, _ := tr.Level(ctx, root); l != 0 {
 		t.Fatalf("level %d", l)
 	}
-	root, _ = tr.Update(ctx, root, []Change{{1 << 20, blockRef(1<<20, 0)}})
+	root, _ = tr.Update(ctx, root, []Change{{1 << 20, Entry{Ref: blockRef(1<<20, 0)}}})
 	if l, _ := tr.Level(ctx, root); l != 5 {
 		t.Fatalf("level %d, want 5", l)
 	}
-	root, _ = tr.Update(ctx, root, []Change{{1 << 20, chunkstore.Ref{}}})
+	root, _ = tr.Update(ctx, root, []Change{{1 << 20, Entry{}}})
 	if l, _ := tr.Level(ctx, root); l != 0 {
 		t.Fatalf("after removal level %d, want 0 (canonical)", l)
 	}
-	root, _ = tr.Update(ctx, root, []Change{{^uint64(0), blockRef(9, 9)}})
-	if r, _ := tr.Lookup(ctx, root, ^uint64(0)); r != blockRef(9, 9) {
+	root, _ = tr.Update(ctx, root, []Change{{^uint64(0), Entry{Ref: blockRef(9, 9)}}})
+	if e, _ := tr.Lookup(ctx, root, ^uint64(0)); e.Ref != blockRef(9, 9) {
 		t.Fatal("max index lost")
 	}
 	root, _ = tr.Truncate(ctx, root, 4)
@@ -337,7 +348,7 @@ func TestGrowAndShrinkHeight(t *testing.T) {
 
 func TestUnsorted(t *testing.T) {
 	tr, _ := newTree(t, 16, false)
-	_, err := tr.Update(context.Background(), chunkstore.Ref{}, []Change{{2, blockRef(2, 0)}, {2, blockRef(2, 1)}})
+	_, err := tr.Update(context.Background(), chunkstore.Ref{}, []Change{{2, Entry{Ref: blockRef(2, 0)}}, {2, Entry{Ref: blockRef(2, 1)}}})
 	if !errors.Is(err, ErrUnsorted) {
 		t.Fatalf("err %v", err)
 	}
@@ -353,7 +364,7 @@ func TestBadNode(t *testing.T) {
 		t.Fatalf("junk root: %v", err)
 	}
 	small, _ := newTree(t, 16, false)
-	r16, err := small.Update(ctx, chunkstore.Ref{}, []Change{{1, blockRef(1, 0)}})
+	r16, err := small.Update(ctx, chunkstore.Ref{}, []Change{{1, Entry{Ref: blockRef(1, 0)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,10 +384,10 @@ func TestRefsSharedSubtrees(t *testing.T) {
 	ctx := context.Background()
 	var ch []Change
 	for i := uint64(0); i < 1000; i++ {
-		ch = append(ch, Change{i, blockRef(i, 0)})
+		ch = append(ch, Change{i, Entry{Ref: blockRef(i, 0)}})
 	}
 	a, _ := tr.Update(ctx, chunkstore.Ref{}, ch)
-	b, _ := tr.Update(ctx, a, []Change{{5, blockRef(5, 1)}})
+	b, _ := tr.Update(ctx, a, []Change{{5, Entry{Ref: blockRef(5, 1)}}})
 	seen := map[chunkstore.Ref]bool{}
 	blocks := map[chunkstore.Ref]bool{}
 	nodes := 0
@@ -412,9 +423,12 @@ func TestRefsSharedSubtrees(t *testing.T) {
 func FuzzValidate(f *testing.F) {
 	tr, s := newTree(f, 16, false)
 	ctx := context.Background()
-	r, _ := tr.Update(ctx, chunkstore.Ref{}, []Change{{1, blockRef(1, 0)}, {300, blockRef(300, 0)}})
+	r, _ := tr.Update(ctx, chunkstore.Ref{}, []Change{{1, Entry{Ref: blockRef(1, 0)}}, {300, Entry{Ref: blockRef(300, 0)}}})
 	b, _ := s.Fetch(ctx, r)
 	f.Add(b)
+	r2, _ := tr.Update(ctx, chunkstore.Ref{}, []Change{{1, entryOf(1, 1)}, {2, entryOf(2, 0)}, {7, entryOf(7, 1)}})
+	b2, _ := s.Fetch(ctx, r2)
+	f.Add(b2)
 	f.Add([]byte{nodeMagic, nodeVersion, 4, 0, 1, 0})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -423,13 +437,23 @@ func FuzzValidate(f *testing.F) {
 			return
 		}
 		// A valid node re-encodes to itself.
-		slots := make([]chunkstore.Ref, 16)
-		n.expand(16, slots)
-		if got := encode(4, n.level(), slots); string(got) != string(b) {
+		var got []byte
+		if n.level() == 0 {
+			leaf := make([]Entry, 16)
+			n.expandEntries(16, leaf)
+			got = encodeLeaf(4, leaf)
+		} else {
+			slots := make([]chunkstore.Ref, 16)
+			n.expand(16, slots)
+			got = encode(4, n.level(), slots)
+		}
+		if string(got) != string(b) {
 			t.Fatalf("re-encoding differs")
 		}
 		for s := 0; s < 16; s++ {
-			_ = n.child(16, s)
+			if n.child(16, s) != n.entry(16, s).Ref {
+				t.Fatalf("slot %d: child and entry differ", s)
+			}
 		}
 	})
 }
@@ -441,7 +465,7 @@ func FuzzOps(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		tr, _ := newTree(t, 16, false)
 		ctx := context.Background()
-		model := map[uint64]chunkstore.Ref{}
+		model := map[uint64]Entry{}
 		var root chunkstore.Ref
 		for ops := 0; len(in) >= 3 && ops < 300; ops++ {
 			op, idx := in[0], uint64(binary.LittleEndian.Uint16(in[1:3]))
@@ -449,9 +473,9 @@ func FuzzOps(f *testing.F) {
 			idx *= uint64(op%7) + 1
 			switch {
 			case op < 200:
-				var r chunkstore.Ref
+				var r Entry
 				if op%3 != 0 {
-					r = blockRef(idx, int(op))
+					r = entryOf(idx, int(op))
 					model[idx] = r
 				} else {
 					delete(model, idx)
@@ -518,7 +542,7 @@ func TestBatchModel(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := context.Background()
-			model := map[uint64]chunkstore.Ref{}
+			model := map[uint64]Entry{}
 			var root chunkstore.Ref
 			spaces := []uint64{64, 5000, 1 << 20, 1 << 40}
 			for step := 0; step < 40; step++ {
@@ -542,13 +566,13 @@ func TestBatchModel(t *testing.T) {
 						}
 						continue
 					}
-					batch := map[uint64]chunkstore.Ref{}
+					batch := map[uint64]Entry{}
 					for k := 0; k < 1+rng.IntN(30); k++ {
 						i := rng.Uint64() % space
 						if rng.IntN(5) == 0 {
-							batch[i] = chunkstore.Ref{}
+							batch[i] = Entry{}
 						} else {
-							batch[i] = blockRef(i, step*10+op)
+							batch[i] = entryOf(i, step*10+op)
 						}
 					}
 					if err := b.Update(ctx, sortedChanges(batch)); err != nil {
@@ -601,19 +625,19 @@ func TestBatchModel(t *testing.T) {
 func TestBatchStagesWithoutWriting(t *testing.T) {
 	tr, s := newTree(t, 16, true)
 	ctx := context.Background()
-	root, err := tr.Update(ctx, chunkstore.Ref{}, []Change{{1, blockRef(1, 0)}, {300, blockRef(300, 0)}})
+	root, err := tr.Update(ctx, chunkstore.Ref{}, []Change{{1, Entry{Ref: blockRef(1, 0)}}, {300, Entry{Ref: blockRef(300, 0)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	puts := s.puts.Load()
 	b := tr.NewBatch(root)
-	if err := b.Update(ctx, []Change{{2, blockRef(2, 0)}}); err != nil {
+	if err := b.Update(ctx, []Change{{2, Entry{Ref: blockRef(2, 0)}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Punch(ctx, 300, 301); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Update(ctx, []Change{{5000, blockRef(5000, 0)}}); err != nil {
+	if err := b.Update(ctx, []Change{{5000, Entry{Ref: blockRef(5000, 0)}}}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := b.Stage(ctx)
@@ -634,8 +658,8 @@ func TestBatchStagesWithoutWriting(t *testing.T) {
 	}
 	cold, _ := New(s, Config{Fanout: 16})
 	for i, want := range map[uint64]chunkstore.Ref{1: blockRef(1, 0), 2: blockRef(2, 0), 300: {}, 5000: blockRef(5000, 0)} {
-		if got, err := cold.Lookup(ctx, st.Root, i); err != nil || got != want {
-			t.Fatalf("Lookup(%d) = %s, %v", i, got.Short(), err)
+		if got, err := cold.Lookup(ctx, st.Root, i); err != nil || got.Ref != want {
+			t.Fatalf("Lookup(%d) = %s, %v", i, got.Ref.Short(), err)
 		}
 	}
 }

@@ -1,0 +1,262 @@
+package blockd
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+
+	"github.com/zosproject/zos/blockd/tree"
+	"github.com/zosproject/zos/chunkstore"
+)
+
+// rangeStore gives a flakyStore ranged reads (chunkstore.RangeFetcher),
+// counting them, and can damage what they return.
+type rangeStore struct {
+	*flakyStore
+	ranges  atomic.Int64 // ranges read
+	corrupt atomic.Bool  // flip a byte of every range
+}
+
+func (r *rangeStore) FetchRanges(ctx context.Context, rs []chunkstore.Range) ([][]byte, error) {
+	r.ranges.Add(int64(len(rs)))
+	out := make([][]byte, len(rs))
+	for i, rg := range rs {
+		b, err := r.flakyStore.Fetch(ctx, rg.Ref)
+		if err != nil {
+			return nil, err
+		}
+		if len(b) != rg.Size {
+			return nil, chunkstore.ErrCorrupt
+		}
+		out[i] = bytes.Clone(b[rg.Off : rg.Off+rg.Len])
+		if r.corrupt.Load() {
+			out[i][len(out[i])/2] ^= 1
+		}
+	}
+	return out, nil
+}
+
+// entries returns the tree entries of vdisk name's committed head.
+func entries(t *testing.T, s *Service, name string) map[uint64]tree.Entry {
+	t.Helper()
+	ctx := context.Background()
+	v, err := s.vdisk(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tr, err := s.storeFor(v.Pool, v.Type)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint64]tree.Entry{}
+	if err := tr.Walk(ctx, v.Head, 0, ^uint64(0), func(i uint64, e tree.Entry) error {
+		out[i] = e
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Sequential writes are stored as extents of ExtentBytes; an overwrite in
+// the middle of one and a TRIM of part of one split it; snapshots, diff
+// and another node read the mixed layout exactly.
+func TestExtentsLayoutSplitTrim(t *testing.T) {
+	const bs = 16 << 10
+	const size = 16 << 20
+	e := newEnv()
+	rs := &rangeStore{flakyStore: e.store}
+	s := e.service(t, "n1", func(c *Config) {
+		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
+	})
+	mustCreate(t, s, "x", size, bs, "db")
+	d, rel := mustOpen(t, s, "x")
+	ctx := context.Background()
+	model := make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	fill := func(off, n int64) {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rng.IntN(256))
+		}
+		if err := d.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	for off := int64(1 << 20); off < 5<<20; off += 1 << 20 {
+		fill(off, 1<<20)
+	}
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rel()
+	ents := entries(t, s, "x")
+	perExtent := uint16(SuggestedExtentBytes / bs)
+	inExt := 0
+	for i := uint64(64); i < 320; i++ {
+		e, ok := ents[i]
+		if !ok {
+			t.Fatalf("block %d absent", i)
+		}
+		if e.InExtent() {
+			inExt++
+			if e.Blocks < 2 || e.Blocks > perExtent || e.Slot >= e.Blocks {
+				t.Fatalf("block %d: entry %+v", i, e)
+			}
+		}
+	}
+	if inExt < 200 {
+		t.Fatalf("only %d of 256 sequentially written blocks are in extents", inExt)
+	}
+	if _, err := s.Snapshot(ctx, "x", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	s1 := bytes.Clone(model)
+
+	// Overwrite one block in the middle of an extent, and trim part of
+	// another.
+	d, rel = mustOpen(t, s, "x")
+	fill(2<<20+5*bs, bs)
+	if err := d.Trim(ctx, 3<<20+3*bs, 4*bs, false); err != nil {
+		t.Fatal(err)
+	}
+	trimModel(model, 3<<20+3*bs, 4*bs, bs)
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, d); !bytes.Equal(got, model) {
+		t.Fatal("read after split and trim differs from the model")
+	}
+	rel()
+	after := entries(t, s, "x")
+	over := uint64(2<<20/bs + 5)
+	if a, b := ents[over], after[over]; a.Ref == b.Ref {
+		t.Fatalf("overwritten block %d kept its content Ref", over)
+	}
+	if nb := after[over+1]; nb != ents[over+1] {
+		t.Fatalf("neighbour of the overwrite moved: %+v -> %+v", ents[over+1], nb)
+	}
+	for i := uint64(3<<20/bs + 3); i < 3<<20/bs+7; i++ {
+		if _, ok := after[i]; ok {
+			t.Fatalf("trimmed block %d still present", i)
+		}
+	}
+	if nb := after[3<<20/bs+7]; nb != ents[3<<20/bs+7] || !nb.InExtent() {
+		t.Fatalf("block after the trim: %+v -> %+v", ents[3<<20/bs+7], nb)
+	}
+
+	// Diff reports the changed blocks only.
+	var changed []Range
+	if err := s.Diff(ctx, "x", "s1", "", func(r Range) error { changed = append(changed, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) != 2 || changed[0].Offset != 2<<20+5*bs || changed[0].Length != bs ||
+		changed[1].Offset != 3<<20+3*bs || changed[1].Length != 4*bs || !changed[1].Zero {
+		t.Fatalf("diff s1..head: %+v", changed)
+	}
+	if got := exportBytes(t, s, "x", "s1"); !bytes.Equal(got, s1) {
+		t.Fatal("snapshot s1 differs")
+	}
+
+	// Another node, cold caches: a lone block is a ranged read, a large
+	// read takes whole extents.
+	s2 := e.service(t, "n2", func(c *Config) {
+		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
+		c.ReadaheadBytes = -1
+	})
+	d2, _ := mustOpen(t, s2, "x")
+	r0 := rs.ranges.Load()
+	got := make([]byte, 4096)
+	if err := d2.ReadAt(ctx, got, 4<<20+7*bs+100); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, model[4<<20+7*bs+100:][:4096]) {
+		t.Fatal("ranged read differs")
+	}
+	if rs.ranges.Load()-r0 != 1 {
+		t.Fatalf("a 4 KiB read of an extent read %d ranges, want 1", rs.ranges.Load()-r0)
+	}
+	// A damaged range is caught by the block's Ref and read whole.
+	rs.corrupt.Store(true)
+	if err := d2.ReadAt(ctx, got, 4<<20+20*bs); err != nil {
+		t.Fatal(err)
+	}
+	rs.corrupt.Store(false)
+	if !bytes.Equal(got, model[4<<20+20*bs:][:4096]) {
+		t.Fatal("read of a damaged range returned the damage")
+	}
+	r1 := rs.ranges.Load()
+	if got := readAll(t, d2); !bytes.Equal(got, model) {
+		t.Fatal("another node reads differently")
+	}
+	if rs.ranges.Load() != r1 {
+		t.Fatalf("a whole-disk read used %d ranged reads, want whole extents", rs.ranges.Load()-r1)
+	}
+}
+
+// A vdisk written by the previous layout (every block its own chunk,
+// format-1 leaves) reads the same after the upgrade, takes extents for new
+// writes beside its old blocks, and reads the same on another node.
+func TestReadPreviousLayoutAfterUpgrade(t *testing.T) {
+	const bs = 16 << 10
+	const size = 8 << 20
+	e := newEnv()
+	old := e.service(t, "n1", func(c *Config) { c.ExtentBytes = -1 })
+	mustCreate(t, old, "u", size, bs, "db")
+	d, rel := mustOpen(t, old, "u")
+	ctx := context.Background()
+	model := make([]byte, size)
+	rng := rand.New(rand.NewPCG(3, 4))
+	write := func(d *Disk, off, n int64) {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rng.IntN(256))
+		}
+		if err := d.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	write(d, 0, 4<<20)
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rel()
+	for i, e := range entries(t, old, "u") {
+		if e.InExtent() {
+			t.Fatalf("old layout: block %d in an extent", i)
+		}
+	}
+	old.Close()
+
+	// The upgraded service reads it, and rewrites half of it.
+	up := e.service(t, "n2", nil)
+	d, rel = mustOpen(t, up, "u")
+	if got := readAll(t, d); !bytes.Equal(got, model) {
+		t.Fatal("upgraded service reads the old layout differently")
+	}
+	write(d, 2<<20+bs/2, 3<<20) // unaligned: partial first and last blocks
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rel()
+	var olds, exts int
+	for _, e := range entries(t, up, "u") {
+		if e.InExtent() {
+			exts++
+		} else {
+			olds++
+		}
+	}
+	if olds < 100 || exts < 100 {
+		t.Fatalf("mixed layout: %d blocks alone, %d in extents", olds, exts)
+	}
+	s3 := e.service(t, "n1", nil)
+	d3, _ := mustOpen(t, s3, "u")
+	if got := readAll(t, d3); !bytes.Equal(got, model) {
+		t.Fatal("mixed layout reads differently on another node")
+	}
+}

@@ -1,0 +1,132 @@
+package chunkstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Range names Len bytes at Off of the chunk Ref, whose length is Size.
+type Range struct {
+	Ref            Ref
+	Size, Off, Len int
+}
+
+// ErrBadRange: a Range that does not fit its chunk (negative or past
+// Size, or a Size no chunk has).
+var ErrBadRange = errors.New("chunkstore: bad range")
+
+// Check reports why r cannot be read (nil when it can).
+func (r Range) Check() error {
+	if r.Ref.IsZero() || r.Size <= 0 || r.Size > MaxChunkSize || r.Off < 0 || r.Len < 0 || r.Off > r.Size-r.Len {
+		return fmt.Errorf("%w: [%d, +%d) of a %d-byte chunk %s", ErrBadRange, r.Off, r.Len, r.Size, r.Ref.Short())
+	}
+	return nil
+}
+
+// RangeFetcher is a Fetcher that reads parts of chunks without reading
+// them whole.
+type RangeFetcher interface {
+	FetchRanges(ctx context.Context, rs []Range) ([][]byte, error)
+}
+
+// FetchRanges returns the bytes of each range. out[i] is nil where range i
+// was not read, and the error is then a *BatchError (Fetch set) naming
+// those positions, as FetchMany's; any other error is for the whole call.
+//
+// A part of a chunk cannot be checked against the chunk's Ref: bytes a
+// RangeFetcher returns are unverified, and callers verify them (blockd
+// hashes each block against its content Ref and reads the chunk whole
+// when that fails). Fetchers that are not RangeFetchers read each chunk
+// whole, verified, in one FetchMany, and slice it: correct, but paying for
+// the whole chunk.
+func FetchRanges(ctx context.Context, f Fetcher, rs []Range) ([][]byte, error) {
+	var bad []int
+	var badErrs []error
+	ok := make([]int, 0, len(rs))
+	for i, r := range rs {
+		if err := r.Check(); err != nil {
+			bad, badErrs = append(bad, i), append(badErrs, err)
+			continue
+		}
+		ok = append(ok, i)
+	}
+	out := make([][]byte, len(rs))
+	errs := make([]error, len(rs))
+	for j, i := range bad {
+		errs[i] = badErrs[j]
+	}
+	if len(ok) > 0 {
+		sub := make([]Range, len(ok))
+		for j, i := range ok {
+			sub[j] = rs[i]
+		}
+		got, err := fetchRanges(ctx, f, sub)
+		var be *BatchError
+		if err != nil && !errors.As(err, &be) {
+			return nil, err
+		}
+		for j, i := range ok {
+			out[i] = got[j]
+		}
+		if be != nil {
+			for k, j := range be.Failed {
+				out[ok[j]], errs[ok[j]] = nil, be.Errs[k]
+			}
+		}
+	}
+	be := &BatchError{Fetch: true}
+	for i, err := range errs {
+		if err != nil {
+			be.Failed, be.Errs = append(be.Failed, i), append(be.Errs, err)
+		}
+	}
+	if len(be.Failed) > 0 {
+		return out, be
+	}
+	return out, nil
+}
+
+// fetchRanges reads valid ranges.
+func fetchRanges(ctx context.Context, f Fetcher, rs []Range) ([][]byte, error) {
+	if r, ok := f.(RangeFetcher); ok {
+		return r.FetchRanges(ctx, rs)
+	}
+	refs := make([]Ref, len(rs))
+	for i, r := range rs {
+		refs[i] = r.Ref
+	}
+	data, err := FetchMany(ctx, f, refs)
+	var be *BatchError
+	if err != nil && !errors.As(err, &be) {
+		return nil, err
+	}
+	out := make([][]byte, len(rs))
+	errs := make([]error, len(rs))
+	if be != nil {
+		for k, i := range be.Failed {
+			errs[i] = be.Errs[k]
+		}
+	}
+	for i, r := range rs {
+		switch d := data[i]; {
+		case errs[i] != nil:
+		case len(d) != r.Size:
+			errs[i] = fmt.Errorf("%w: chunk %s is %d bytes, the range says %d", ErrBadRange, r.Ref.Short(), len(d), r.Size)
+		default:
+			out[i] = bytes.Clone(d[r.Off : r.Off+r.Len]) // not pinning the whole chunk
+		}
+	}
+	nb := &BatchError{Fetch: true}
+	for i, e := range errs {
+		if e != nil {
+			out[i] = nil
+			nb.Failed, nb.Errs = append(nb.Failed, i), append(nb.Errs, e)
+		}
+	}
+	if len(nb.Failed) > 0 {
+		return out, nb
+	}
+	return out, nil
+}
