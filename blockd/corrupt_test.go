@@ -59,6 +59,23 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// corruptService is a Service over cs logging to logs, with empty caches.
+func corruptService(t *testing.T, e *env, cs *corruptStore, logs *syncBuffer) *Service {
+	t.Helper()
+	s, err := New(Config{
+		Node: "n1", Control: e.ctl, Registerer: prometheus.NewRegistry(),
+		Logger:            slog.New(slog.NewTextHandler(logs, nil)),
+		StoreFor:          func(pool, typ string) chunkstore.Store { return cs },
+		WritebackInterval: -1,
+		ExtentBytes:       SuggestedExtentBytes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // TestCorruptChunkFailsItsRangeOnly: a block chunk or a tree node that
 // fails its check makes reads of the range it holds fail (EIO to NBD
 // clients: the error is a chunkstore corruption, which the NBD server does
@@ -69,21 +86,7 @@ func TestCorruptChunkFailsItsRangeOnly(t *testing.T) {
 	e := newEnv()
 	cs := &corruptStore{flakyStore: e.store}
 	ctx := context.Background()
-	service := func(logs *syncBuffer) *Service {
-		t.Helper()
-		s, err := New(Config{
-			Node: "n1", Control: e.ctl, Registerer: prometheus.NewRegistry(),
-			Logger:            slog.New(slog.NewTextHandler(logs, nil)),
-			StoreFor:          func(pool, typ string) chunkstore.Store { return cs },
-			WritebackInterval: -1,
-			ExtentBytes:       SuggestedExtentBytes,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
+	service := func(logs *syncBuffer) *Service { return corruptService(t, e, cs, logs) }
 	s := service(&syncBuffer{})
 	// Blocks 0 and 300 sit in different leaves (fanout 256).
 	mustCreate(t, s, "v", 4<<20, bs, "db")
@@ -188,21 +191,7 @@ func TestCorruptExtentFailsItsRangeOnly(t *testing.T) {
 	e := newEnv()
 	cs := &corruptStore{flakyStore: e.store}
 	ctx := context.Background()
-	service := func(logs *syncBuffer) *Service {
-		t.Helper()
-		s, err := New(Config{
-			Node: "n1", Control: e.ctl, Registerer: prometheus.NewRegistry(),
-			Logger:            slog.New(slog.NewTextHandler(logs, nil)),
-			StoreFor:          func(pool, typ string) chunkstore.Store { return cs },
-			WritebackInterval: -1,
-			ExtentBytes:       SuggestedExtentBytes,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
+	service := func(logs *syncBuffer) *Service { return corruptService(t, e, cs, logs) }
 	s := service(&syncBuffer{})
 	mustCreate(t, s, "v", 4<<20, bs, "db")
 	d, rel := mustOpen(t, s, "v")

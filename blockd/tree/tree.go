@@ -374,19 +374,16 @@ func (t *Tree) newWriter() *writer {
 }
 
 func (w *writer) add(level int, slots []chunkstore.Ref) chunkstore.Ref {
-	b := encode(w.t.shift, level, slots)
-	if b == nil {
-		return chunkstore.Ref{}
-	}
-	r := chunkstore.Sum(b)
-	w.new[r] = b
-	w.old[r] = node(b)
-	return r
+	return w.addNode(encode(w.t.shift, level, slots))
 }
 
 // addLeaf is add for a leaf's dense entries.
 func (w *writer) addLeaf(slots []Entry) chunkstore.Ref {
-	b := encodeLeaf(w.t.shift, slots)
+	return w.addNode(encodeLeaf(w.t.shift, slots))
+}
+
+// addNode enters the encoded node b (nil: the empty node, the zero Ref).
+func (w *writer) addNode(b []byte) chunkstore.Ref {
 	if b == nil {
 		return chunkstore.Ref{}
 	}
