@@ -118,14 +118,15 @@ func readWhole(conn *nbdclient.Conn, size int64) ([]byte, error) {
 // write and flush workload (random writes of 4-64 KiB, now and then a bulk
 // write of 8-24 MiB, a FLUSH every 8 writes), 20 times; after each crash
 // another node takes the vdisk over and every byte a FLUSH acknowledged
-// reads back.
+// reads back. Extents are on (--extent-size 1M): bulk writes are stored as
+// extents, random ones as blocks of their own, and overwrites split them.
 func TestVDiskCrash(t *testing.T) {
 	cycles := 20
 	if testing.Short() {
 		cycles = 4
 	}
 	c := testcluster.Start(t, 3, testcluster.Options{Args: []string{"--dead-after", "2s", "--lease-ttl", "4s",
-		"--raft-heartbeat", "500ms", "--raft-election", "500ms"}})
+		"--raft-heartbeat", "500ms", "--raft-election", "500ms", "--extent-size", "1M"}})
 	const size = 32 << 20
 	if out, err := c.CLI(0, "vdisk", "create", "crashy", "--size", fmt.Sprint(size), "--block-size", "65536"); err != nil {
 		t.Fatalf("%v\n%s", err, out)

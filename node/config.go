@@ -100,6 +100,9 @@ type Config struct {
 	// WritebackCache bounds the write-back cache of one vdisk (dirty
 	// data in memory; 0: blockd's default, 1 GiB or 1/8 of memory).
 	WritebackCache int64
+	// ExtentSize is the largest chunk a run of contiguous written blocks
+	// of a vdisk is stored as (0: blockd's default, extents off).
+	ExtentSize int64
 
 	// Raft timing (0 = package defaults).
 	HeartbeatTimeout, ElectionTimeout time.Duration

@@ -27,7 +27,7 @@ import (
 func (n *Node) startBlockd(ln net.Listener) error {
 	svc, err := blockd.New(blockd.Config{Node: n.id, Control: n.raft, StoreFor: n.storage.storeFor,
 		JournalFor: n.storage.journalFor, Peers: blockdPeers{n},
-		LeaseTTL: n.cfg.LeaseTTL, MaxDirtyBytes: n.cfg.WritebackCache, Logger: n.cfg.Logger, Registerer: n.reg})
+		LeaseTTL: n.cfg.LeaseTTL, MaxDirtyBytes: n.cfg.WritebackCache, ExtentBytes: n.cfg.ExtentSize, Logger: n.cfg.Logger, Registerer: n.reg})
 	if err != nil {
 		return fmt.Errorf("node: blockd: %w", err)
 	}
