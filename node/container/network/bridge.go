@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 )
@@ -34,10 +35,17 @@ type Netlink struct {
 	// Forwarding sets net.ipv4.ip_forward=1 when a bridge is created (what
 	// outbound NAT and forwards from other hosts need). Host-wide.
 	Forwarding bool
+
+	// mu serialises lookups and creation: containers created in parallel
+	// must not see a bridge another is still setting up (no address yet),
+	// nor have it deleted under them by that one's rollback.
+	mu sync.Mutex
 }
 
 // Bridge implements Bridges.
 func (n *Netlink) Bridge(ctx context.Context, name string) (Bridge, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	l, err := netlink.LinkByName(name)
 	var nf netlink.LinkNotFoundError
 	if errors.As(err, &nf) {
