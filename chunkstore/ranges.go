@@ -130,3 +130,48 @@ func fetchRanges(ctx context.Context, f Fetcher, rs []Range) ([][]byte, error) {
 	}
 	return out, nil
 }
+
+// GetShardRanges reads parts of shards from g: by its own ranged reads
+// when it is a ShardRangeGetter, else by reading each shard whole
+// (verified) and slicing it. Results are as ShardRangeGetter's: one per
+// range, in order, Data the range's bytes, Release set where the store
+// pools the buffer.
+func GetShardRanges(ctx context.Context, g ShardGetter, rs []ShardRange) ([]ShardResult, error) {
+	if rg, ok := g.(ShardRangeGetter); ok {
+		return rg.GetShardRanges(ctx, rs)
+	}
+	res := make([]ShardResult, len(rs))
+	var keys []ShardKey
+	var at []int
+	for i, r := range rs {
+		if err := r.Check(); err != nil {
+			res[i].Err = err
+			continue
+		}
+		keys, at = append(keys, r.Key), append(at, i)
+	}
+	got, err := g.GetShards(ctx, keys)
+	if err == nil && len(got) != len(keys) {
+		ReleaseResults(got)
+		err = fmt.Errorf("%w: %d results for %d keys", ErrUnavailable, len(got), len(keys))
+	}
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range at {
+		r, sr := rs[i], got[j]
+		if sr.Err == nil && (r.Off > sr.Shard.Size || r.Len > sr.Shard.Size-r.Off || int(sr.Shard.Size) != len(sr.Shard.Data)) {
+			sr.Err = fmt.Errorf("%w: [%d, +%d) of the %d-byte shard %s", ErrBadRange, r.Off, r.Len, sr.Shard.Size, r.Key)
+		}
+		if sr.Err != nil {
+			if sr.Release != nil {
+				sr.Release()
+			}
+			res[i].Err = sr.Err
+			continue
+		}
+		sr.Shard.Data = sr.Shard.Data[r.Off : r.Off+r.Len : r.Off+r.Len]
+		res[i] = sr
+	}
+	return res, nil
+}

@@ -280,6 +280,34 @@ type UnverifiedGetter interface {
 	GetShardsUnverified(ctx context.Context, keys []ShardKey) ([]ShardResult, error)
 }
 
+// ShardRange names Len bytes at Off of the data of the shard Key (a
+// concrete key: no wildcards).
+type ShardRange struct {
+	Key      ShardKey
+	Off, Len uint32
+}
+
+// Check reports why r cannot name a part of a shard (nil when it can).
+func (r ShardRange) Check() error {
+	if err := r.Key.Validate(); err != nil {
+		return err
+	}
+	if r.Len > MaxChunkSize || r.Off > MaxChunkSize-r.Len {
+		return fmt.Errorf("%w: [%d, +%d) of shard %s", ErrBadRange, r.Off, r.Len, r.Key)
+	}
+	return nil
+}
+
+// ShardRangeGetter reads parts of shards: the result for each range has
+// the whole shard's header as ShardInfo and the range's Len bytes as
+// Data. A part of a shard cannot be checked against the shard's checksum,
+// so the bytes are NOT verified (the record's header is): callers verify
+// what they assemble (chunkstore.FetchRanges' contract). A range past the
+// shard's end is answered with ErrBadRange.
+type ShardRangeGetter interface {
+	GetShardRanges(ctx context.Context, rs []ShardRange) ([]ShardResult, error)
+}
+
 // ShardStatter is GetShards without the data (results have nil Data and
 // are not verified).
 type ShardStatter interface {

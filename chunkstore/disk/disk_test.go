@@ -43,6 +43,15 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestShardRangesFallback: chunkstore.GetShardRanges over a store that
+// has no ranged reads (the disk store with them hidden) answers as the
+// store's own.
+func TestShardRangesFallback(t *testing.T) {
+	shardtest.Run(t, func(t *testing.T, now func() time.Time) chunkstore.ShardStore {
+		return struct{ chunkstore.ShardStore }{open(t, disk.Config{Now: now})}
+	})
+}
+
 func TestConformanceSmallSegments(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) chunkstore.Store {
 		return open(t, disk.Config{SegmentSize: 1 << 20, FS: vfs.NewMem(), Dir: "/s"}).Chunks()
@@ -158,11 +167,21 @@ func TestCompaction(t *testing.T) {
 				default:
 				}
 				sh := keep[r.IntN(len(keep))]
-				res, err := s.GetShards(context.Background(), []chunkstore.ShardKey{sh.Key})
+				want := sh.Data
+				var res []chunkstore.ShardResult
+				var err error
+				if r.IntN(2) == 0 {
+					res, err = s.GetShards(context.Background(), []chunkstore.ShardKey{sh.Key})
+				} else { // ranged reads follow moved records too
+					off := r.IntN(len(sh.Data))
+					n := r.IntN(len(sh.Data) - off)
+					want = sh.Data[off : off+n]
+					res, err = s.GetShardRanges(context.Background(), []chunkstore.ShardRange{{Key: sh.Key, Off: uint32(off), Len: uint32(n)}})
+				}
 				if err == nil {
 					err = res[0].Err
 				}
-				if err == nil && !bytes.Equal(res[0].Shard.Data, sh.Data) {
+				if err == nil && !bytes.Equal(res[0].Shard.Data, want) {
 					err = fmt.Errorf("%s: wrong bytes", sh.Key)
 				}
 				if err != nil {
@@ -273,6 +292,54 @@ func TestBitrotDetectedAndQuarantined(t *testing.T) {
 	mustPut(t, s, sh[0], sh[1])
 	checkShard(t, s, sh[0])
 	checkShard(t, s, sh[1])
+}
+
+// TestRangesCheckHeaders: a ranged read checks its record's header (a bad
+// one quarantines the shard, as a whole read does) but cannot check the
+// bytes against the shard's checksum: a flipped byte outside the range
+// does not matter, one inside it is returned as read (the caller verifies
+// what it assembles) and the shard stays until a whole read finds it.
+func TestRangesCheckHeaders(t *testing.T) {
+	s := open(t, disk.Config{})
+	sh := shardsOf(3, 300000, chunkstore.Profile{K: 2, M: 1})
+	mustPut(t, s, sh...)
+	corruptOnDisk(t, s, sh[0].Key, 64+100000) // in the data, far in
+	corruptOnDisk(t, s, sh[1].Key, 20)        // in the header's key
+	ranges := func(rs ...chunkstore.ShardRange) []chunkstore.ShardResult {
+		t.Helper()
+		res, err := s.GetShardRanges(ctx(t), rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { chunkstore.ReleaseResults(res) })
+		return res
+	}
+	res := ranges(chunkstore.ShardRange{Key: sh[0].Key, Off: 10, Len: 4096},
+		chunkstore.ShardRange{Key: sh[0].Key, Off: 99000, Len: 4096},
+		chunkstore.ShardRange{Key: sh[1].Key, Off: 10, Len: 4096},
+		chunkstore.ShardRange{Key: sh[2].Key, Off: 50000, Len: 4096})
+	if res[0].Err != nil || !bytes.Equal(res[0].Shard.Data, sh[0].Data[10:10+4096]) {
+		t.Fatalf("range before the flipped byte: %v", res[0].Err)
+	}
+	if res[1].Err != nil || bytes.Equal(res[1].Shard.Data, sh[0].Data[99000:99000+4096]) {
+		t.Fatalf("range over the flipped byte: %v, or the flip was not there", res[1].Err)
+	}
+	if !chunkstore.IsCorruption(res[2].Err) || res[2].Shard.Data != nil {
+		t.Fatalf("range of a shard with a bad header: %v", res[2].Err)
+	}
+	if res[3].Err != nil || !bytes.Equal(res[3].Shard.Data, sh[2].Data[50000:50000+4096]) {
+		t.Fatalf("range of a good shard: %v", res[3].Err)
+	}
+	if c := s.Stats().Corrupt; c != 1 {
+		t.Fatalf("corrupt count %d after ranged reads, want 1 (the bad header)", c)
+	}
+	st, _ := s.StatShards(ctx(t), []chunkstore.ShardKey{sh[1].Key, sh[0].Key})
+	if !errors.Is(st[0].Err, chunkstore.ErrNotFound) || st[1].Err != nil {
+		t.Fatalf("after ranged reads: bad header %v (want quarantined), flipped data %v (want kept)", st[0].Err, st[1].Err)
+	}
+	if r := get(t, s, sh[0].Key); !chunkstore.IsCorruption(r.Err) {
+		t.Fatalf("whole read of the flipped shard: %v", r.Err)
+	}
 }
 
 func TestTornTailDroppedAtOpen(t *testing.T) {

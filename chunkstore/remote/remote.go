@@ -311,9 +311,11 @@ type conn struct {
 
 // call is one request waiting for its answer.
 type call struct {
-	want  int // GetItem frames expected (Get), else 0
+	want  int  // item frames expected (Get, GetRng), else 0
+	item  byte // their type
 	got   int
 	items []chunkstore.ShardResult
+	offs  []uint32 // where each range item starts in its shard
 	resp  wire.Frame
 	err   error
 	last  atomic.Int64 // unix nanos of the last frame for this call
@@ -397,8 +399,20 @@ func (cl *call) accept(f wire.Frame, release func()) (bool, error) {
 		cl.err = wire.DecodeError(f.Payload)
 		release()
 		return true, nil
-	case wire.TypeGetItem:
-		idx, res, err := wire.DecodeGetItem(f.Payload)
+	case wire.TypeGetItem, wire.TypeRngItem:
+		if f.Type != cl.item {
+			release()
+			return false, fmt.Errorf("%w: item frame of type %#x, want %#x", wire.ErrProtocol, f.Type, cl.item)
+		}
+		var idx int
+		var res chunkstore.ShardResult
+		var off uint32
+		var err error
+		if f.Type == wire.TypeGetItem {
+			idx, res, err = wire.DecodeGetItem(f.Payload)
+		} else {
+			idx, res, off, err = wire.DecodeRangeItem(f.Payload)
+		}
 		if err != nil {
 			release()
 			return false, err
@@ -406,6 +420,9 @@ func (cl *call) accept(f wire.Frame, release func()) (bool, error) {
 		if idx < 0 || idx >= cl.want || cl.items[idx].Err != errPending {
 			release()
 			return false, fmt.Errorf("%w: unexpected get item %d", wire.ErrProtocol, idx)
+		}
+		if cl.offs != nil {
+			cl.offs[idx] = off
 		}
 		if res.Err == nil {
 			res.Release = release
@@ -429,7 +446,10 @@ var errPending = errors.New("no answer")
 // roundTrip sends one request and waits for its answer.
 func (cn *conn) roundTrip(ctx context.Context, typ byte, parts [][]byte, want int) (*call, error) {
 	c := cn.client
-	cl := &call{want: want, done: make(chan struct{})}
+	cl := &call{want: want, item: wire.TypeGetItem, done: make(chan struct{})}
+	if typ == wire.TypeGetRng {
+		cl.item, cl.offs = wire.TypeRngItem, make([]uint32, want)
+	}
 	if want > 0 {
 		cl.items = make([]chunkstore.ShardResult, want)
 		for i := range cl.items {
@@ -586,6 +606,36 @@ func (c *Client) getShards(ctx context.Context, keys []chunkstore.ShardKey, veri
 					}
 					r = chunkstore.ShardResult{Err: bad}
 				}
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// GetShardRanges implements chunkstore.ShardRangeGetter: parts of shards
+// read by the server, unverified (the caller verifies what it assembles).
+// Results received set Release (their buffers are pooled).
+func (c *Client) GetShardRanges(ctx context.Context, rs []chunkstore.ShardRange) ([]chunkstore.ShardResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]chunkstore.ShardResult, 0, len(rs))
+	const batch = 1024
+	for i := 0; i < len(rs); i += batch {
+		part := rs[i:min(i+batch, len(rs))]
+		cl, err := c.do(ctx, wire.TypeGetRng, [][]byte{wire.AppendRanges(nil, part)}, len(part))
+		if err != nil {
+			chunkstore.ReleaseResults(out)
+			return nil, err
+		}
+		for j, r := range cl.items {
+			if r.Err == nil && (r.Shard.Key != part[j].Key || cl.offs[j] != part[j].Off || len(r.Shard.Data) != int(part[j].Len)) {
+				if r.Release != nil {
+					r.Release()
+				}
+				r = chunkstore.ShardResult{Err: fmt.Errorf("%w: shard server %s answered %s [%d, +%d) for %s [%d, +%d)", chunkstore.ErrCorrupt,
+					c.cfg.Addr, r.Shard.Key, cl.offs[j], len(r.Shard.Data), part[j].Key, part[j].Off, part[j].Len)}
 			}
 			out = append(out, r)
 		}

@@ -388,30 +388,17 @@ func (cn *conn) handle(f wire.Frame) error {
 		if err != nil {
 			return err
 		}
-		// Stream: read a few shards at a time, send each as it is ready.
-		const step = 4
-		for i := 0; i < len(keys); i += step {
-			part := keys[i:min(i+step, len(keys))]
-			res, err := s.cfg.Store.GetShards(ctx, part)
-			if err == nil && len(res) != len(part) {
-				err = fmt.Errorf("store returned %d results for %d keys", len(res), len(part))
-			}
-			if err != nil {
-				chunkstore.ReleaseResults(res)
-				s.m.errors.WithLabelValues(name).Inc()
-				cn.fail(f.ID, err)
-				return nil
-			}
-			for j, r := range res {
-				if r.Err != nil && !errors.Is(r.Err, chunkstore.ErrNotFound) {
-					s.m.errors.WithLabelValues(name).Inc()
-				}
-				cn.write(wire.TypeGetItem, f.ID, wire.GetItemHeader(nil, i+j, r.Shard, r.Err), r.Shard.Data)
-				if r.Release != nil {
-					r.Release() // written (synchronously): the store may reuse it
-				}
-			}
+		cn.stream(f.ID, name, len(keys), wire.TypeGetItem,
+			func(i, j int) ([]chunkstore.ShardResult, error) { return s.cfg.Store.GetShards(ctx, keys[i:j]) },
+			func(i int, r chunkstore.ShardResult) []byte { return wire.GetItemHeader(nil, i, r.Shard, r.Err) })
+	case wire.TypeGetRng:
+		rs, err := wire.DecodeRanges(f.Payload)
+		if err != nil {
+			return err
 		}
+		cn.stream(f.ID, name, len(rs), wire.TypeRngItem,
+			func(i, j int) ([]chunkstore.ShardResult, error) { return chunkstore.GetShardRanges(ctx, s.cfg.Store, rs[i:j]) },
+			func(i int, r chunkstore.ShardResult) []byte { return wire.RangeItemHeader(nil, i, r.Shard, rs[i].Off, r.Err) })
 	case wire.TypeStat:
 		keys, err := wire.DecodeKeys(f.Payload)
 		if err != nil {
@@ -464,6 +451,38 @@ func (cn *conn) handle(f wire.Frame) error {
 		return cn.handleJournal(ctx, f, name)
 	}
 	return nil
+}
+
+// stream answers a request for n items with one frame of type typ per
+// item, reading a few at a time (read(i, j) returns items i..j-1) and
+// sending each as it is ready; head encodes an item's frame head, its
+// data following as its own part. A failed read answers the whole
+// request with an Error frame (items already sent are dropped by the
+// client with the call).
+func (cn *conn) stream(id uint32, name string, n int, typ byte, read func(i, j int) ([]chunkstore.ShardResult, error), head func(i int, r chunkstore.ShardResult) []byte) {
+	const step = 4
+	for i := 0; i < n; i += step {
+		j := min(i+step, n)
+		res, err := read(i, j)
+		if err == nil && len(res) != j-i {
+			err = fmt.Errorf("store returned %d results for %d items", len(res), j-i)
+		}
+		if err != nil {
+			chunkstore.ReleaseResults(res)
+			cn.s.m.errors.WithLabelValues(name).Inc()
+			cn.fail(id, err)
+			return
+		}
+		for k, r := range res {
+			if r.Err != nil && !errors.Is(r.Err, chunkstore.ErrNotFound) {
+				cn.s.m.errors.WithLabelValues(name).Inc()
+			}
+			cn.write(typ, id, head(i+k, r), r.Shard.Data)
+			if r.Release != nil {
+				r.Release() // written (synchronously): the store may reuse it
+			}
+		}
+	}
 }
 
 // errNoJournal answers journal requests to a server without a journal.
@@ -544,6 +563,8 @@ func typeName(t byte) string {
 		return "put"
 	case wire.TypeGet:
 		return "get"
+	case wire.TypeGetRng:
+		return "get_range"
 	case wire.TypeStat:
 		return "stat"
 	case wire.TypeDelete:

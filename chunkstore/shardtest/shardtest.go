@@ -34,6 +34,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"RejectsBadShards", testRejectsBadShards},
 		{"LargeShards", testLargeShards},
 		{"CancelledPutsNeverReadLater", testCancelledPuts},
+		{"Ranges", testRanges},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/journal"
 )
 
@@ -101,6 +102,44 @@ func FuzzReadFrame(f *testing.F) {
 			if len(fr.Payload) > MaxFrame {
 				t.Fatal("payload over the limit")
 			}
+		}
+	})
+}
+
+// FuzzRanges feeds arbitrary payloads to the ranged-read decoders: no
+// panics, what decodes re-encodes to the same bytes, and an item's data
+// lies within the shard its header describes.
+func FuzzRanges(f *testing.F) {
+	sh := sampleShards()[1]
+	rs := []chunkstore.ShardRange{{Key: sh.Key, Off: 1, Len: 3}, {Key: sh.Key, Off: 0, Len: 0}}
+	f.Add(false, AppendRanges(nil, rs))
+	f.Add(false, AppendRanges(nil, nil))
+	part := sh
+	part.Data = sh.Data[1:4]
+	f.Add(true, append(RangeItemHeader(nil, 2, part, 1, nil), part.Data...))
+	f.Add(true, RangeItemHeader(nil, 0, chunkstore.Shard{}, 0, fmt.Errorf("%w: past the end", chunkstore.ErrBadRange)))
+	f.Fuzz(func(t *testing.T, item bool, p []byte) {
+		if !item {
+			if rs, err := DecodeRanges(p); err == nil && !bytes.Equal(AppendRanges(nil, rs), p) {
+				t.Fatalf("ranges re-encode differently")
+			}
+			return
+		}
+		idx, res, off, err := DecodeRangeItem(p)
+		if err != nil {
+			return
+		}
+		if res.Err != nil {
+			if res.Shard.Data != nil {
+				t.Fatal("an error item with data")
+			}
+			return
+		}
+		if uint64(off)+uint64(len(res.Shard.Data)) > uint64(res.Shard.Size) {
+			t.Fatalf("range [%d, +%d) past a %d-byte shard", off, len(res.Shard.Data), res.Shard.Size)
+		}
+		if got := append(RangeItemHeader(nil, idx, res.Shard, off, nil), res.Shard.Data...); !bytes.Equal(got, p) {
+			t.Fatalf("range item re-encodes differently")
 		}
 	})
 }

@@ -25,8 +25,23 @@
 //
 // A client may have many requests in flight on one connection; responses
 // come in any order, matched by id. A Get is answered by one GetItem frame
-// per key (streamed as the server reads them); every other request by one
-// frame; any request may instead be answered by an Error frame.
+// per key (streamed as the server reads them), a GetRng by one RngItem
+// frame per range; every other request by one frame; any request may
+// instead be answered by an Error frame.
+//
+// # Ranged reads
+//
+// GetRng asks for parts of shards:
+//
+//	count u32 | count × (key 35 | off u32 | len u32)
+//
+// and each RngItem answers one range:
+//
+//	index u32 | status u8 | (message: len u16 | bytes) or (info | off u32 | len u32 | len bytes)
+//
+// where info is the whole shard's header. The bytes are a part of the
+// shard, so its checksum cannot cover them: the reader verifies what it
+// assembles (chunkstore.FetchRanges).
 //
 // # Journal requests
 //
@@ -83,6 +98,7 @@ const (
 	TypeJAppend = 8
 	TypeJRead   = 9
 	TypeJTrim   = 10
+	TypeGetRng  = 11 // parts of shards (chunkstore.ShardRangeGetter)
 	TypeOK      = 0x81 // answer to Put, Ping, JAppend, JTrim
 	TypeGetItem = 0x82
 	TypeStatRes = 0x83
@@ -90,11 +106,12 @@ const (
 	TypeEnumRes = 0x85
 	TypeStatsRs = 0x87
 	TypeJRecs   = 0x89 // answer to JRead
+	TypeRngItem = 0x8b // one per range of a GetRng
 	TypeError   = 0xff
 )
 
 // IsRequest reports whether t is a request type.
-func IsRequest(t byte) bool { return t >= TypePut && t <= TypeJTrim }
+func IsRequest(t byte) bool { return t >= TypePut && t <= TypeGetRng }
 
 // ErrProtocol: the peer sent something that is not this protocol.
 var ErrProtocol = errors.New("shard protocol error")
@@ -532,6 +549,7 @@ const (
 	StatusInvalid    = 7 // journal.ErrInvalid
 	StatusFull       = 8 // journal.ErrFull
 	StatusSyncFailed = 9 // journal.ErrSyncFailed (an older client reads StatusError)
+	StatusBadRange   = 10 // chunkstore.ErrBadRange
 )
 
 // StatusOf classifies err for the wire.
@@ -553,6 +571,8 @@ func StatusOf(err error) byte {
 		return StatusFull
 	case errors.Is(err, journal.ErrSyncFailed):
 		return StatusSyncFailed
+	case errors.Is(err, chunkstore.ErrBadRange):
+		return StatusBadRange
 	case errors.Is(err, chunkstore.ErrBadRef), errors.Is(err, chunkstore.ErrBadProfile), errors.Is(err, ErrProtocol):
 		return StatusBadRequest
 	}
@@ -585,6 +605,8 @@ func ErrorOf(status byte, msg string) error {
 		return remoteSentinel(journal.ErrFull, msg)
 	case StatusSyncFailed:
 		return remoteSentinel(journal.ErrSyncFailed, msg)
+	case StatusBadRange:
+		return remoteSentinel(chunkstore.ErrBadRange, msg)
 	}
 	return fmt.Errorf("%w: %s", ErrRemote, msg)
 }
@@ -656,6 +678,75 @@ func DecodeGetItem(p []byte) (index int, res chunkstore.ShardResult, err error) 
 		return 0, res, err
 	}
 	return index, chunkstore.ShardResult{Shard: chunkstore.Shard{ShardInfo: si, Data: data[:len(data):len(data)]}}, nil
+}
+
+// rangeSize is the encoded size of a chunkstore.ShardRange.
+const rangeSize = chunkstore.ShardKeySize + 4 + 4
+
+// AppendRanges encodes a GetRng request.
+func AppendRanges(b []byte, rs []chunkstore.ShardRange) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(rs)))
+	for _, r := range rs {
+		b = r.Key.AppendBinary(b)
+		b = binary.LittleEndian.AppendUint32(b, r.Off)
+		b = binary.LittleEndian.AppendUint32(b, r.Len)
+	}
+	return b
+}
+
+// DecodeRanges decodes AppendRanges. Ranges are decoded as sent, not
+// checked (the store answers a bad one with an error for it).
+func DecodeRanges(p []byte) ([]chunkstore.ShardRange, error) {
+	d := &decoder{b: p}
+	n := d.count(rangeSize)
+	out := make([]chunkstore.ShardRange, 0, n)
+	for range n {
+		k := d.key()
+		off, n := d.u32(), d.u32()
+		out = append(out, chunkstore.ShardRange{Key: k, Off: off, Len: n})
+	}
+	return out, d.end()
+}
+
+// RangeItemHeader encodes the head of a RngItem frame: item index, status
+// and either the shard's header, off and the data's length (the data
+// follows as its own part) or a message.
+func RangeItemHeader(b []byte, index int, sh chunkstore.Shard, off uint32, err error) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(index))
+	st := StatusOf(err)
+	b = append(b, st)
+	if st != StatusOK {
+		return appendStr(b, err.Error())
+	}
+	b = AppendInfo(b, sh.ShardInfo)
+	b = binary.LittleEndian.AppendUint32(b, off)
+	return binary.LittleEndian.AppendUint32(b, uint32(len(sh.Data)))
+}
+
+// DecodeRangeItem decodes a RngItem frame. The data aliases p; off is
+// where in the shard it starts.
+func DecodeRangeItem(p []byte) (index int, res chunkstore.ShardResult, off uint32, err error) {
+	d := &decoder{b: p}
+	index = int(d.u32())
+	st := d.u8()
+	if d.err == nil && st != StatusOK {
+		msg := d.str()
+		if err := d.end(); err != nil {
+			return 0, res, 0, err
+		}
+		return index, chunkstore.ShardResult{Err: ErrorOf(st, msg)}, 0, nil
+	}
+	si := d.info()
+	off = d.u32()
+	n := d.u32()
+	if d.err == nil && (n > si.Size || off > si.Size-n) {
+		d.fail("range [%d, +%d) of a %d-byte shard", off, n, si.Size)
+	}
+	data := d.take(int(n))
+	if err := d.end(); err != nil {
+		return 0, res, 0, err
+	}
+	return index, chunkstore.ShardResult{Shard: chunkstore.Shard{ShardInfo: si, Data: data[:len(data):len(data)]}}, off, nil
 }
 
 // AppendStatResults encodes a Stat response.

@@ -149,12 +149,12 @@ func TestJournalRoundTrips(t *testing.T) {
 			t.Fatalf("error frame for %v: %v", s, err)
 		}
 	}
-	for _, typ := range []byte{TypeJAppend, TypeJRead, TypeJTrim} {
+	for _, typ := range []byte{TypeJAppend, TypeJRead, TypeJTrim, TypeGetRng} {
 		if !IsRequest(typ) {
 			t.Fatalf("type %d is not a request", typ)
 		}
 	}
-	if IsRequest(TypeJRecs) || IsRequest(11) {
+	if IsRequest(TypeJRecs) || IsRequest(TypeGetRng+1) || IsRequest(TypeRngItem) {
 		t.Fatal("IsRequest too wide")
 	}
 }
@@ -231,4 +231,31 @@ func TestHandshake(t *testing.T) {
 		t.Fatalf("garbage hello: %v", err)
 	}
 	b.Close()
+}
+
+// TestRangeRoundTrip: ranged requests and their items go and come back;
+// an item whose range lies past its shard is refused.
+func TestRangeRoundTrip(t *testing.T) {
+	sh := sampleShards()[2]
+	rs := []chunkstore.ShardRange{{Key: sh.Key, Off: 1, Len: 3}, {Key: sh.Key, Off: 5, Len: 0}}
+	got, err := DecodeRanges(AppendRanges(nil, rs))
+	if err != nil || len(got) != 2 || got[0] != rs[0] || got[1] != rs[1] {
+		t.Fatalf("ranges: %v %v", got, err)
+	}
+	part := sh
+	part.Data = sh.Data[1:4]
+	idx, res, off, err := DecodeRangeItem(append(RangeItemHeader(nil, 7, part, 1, nil), part.Data...))
+	if err != nil || idx != 7 || off != 1 || res.Err != nil || res.Shard.ShardInfo != sh.ShardInfo || !bytes.Equal(res.Shard.Data, sh.Data[1:4]) {
+		t.Fatalf("item: %d %d %+v %v", idx, off, res, err)
+	}
+	_, res, _, err = DecodeRangeItem(RangeItemHeader(nil, 0, chunkstore.Shard{}, 0, fmt.Errorf("%w: past the end", chunkstore.ErrBadRange)))
+	if err != nil || !errors.Is(res.Err, chunkstore.ErrBadRange) {
+		t.Fatalf("error item: %v %v", res.Err, err)
+	}
+	if _, _, _, err := DecodeRangeItem(append(RangeItemHeader(nil, 0, part, 3, nil), part.Data...)); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("a range past its shard decoded: %v", err)
+	}
+	if _, err := DecodeRanges(AppendRanges(nil, rs)[:20]); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("truncated ranges decoded: %v", err)
+	}
 }
