@@ -397,8 +397,12 @@ func (cn *conn) handle(f wire.Frame) error {
 			return err
 		}
 		cn.stream(f.ID, name, len(rs), wire.TypeRngItem,
-			func(i, j int) ([]chunkstore.ShardResult, error) { return chunkstore.GetShardRanges(ctx, s.cfg.Store, rs[i:j]) },
-			func(i int, r chunkstore.ShardResult) []byte { return wire.RangeItemHeader(nil, i, r.Shard, rs[i].Off, r.Err) })
+			func(i, j int) ([]chunkstore.ShardResult, error) {
+				return chunkstore.GetShardRanges(ctx, s.cfg.Store, rs[i:j])
+			},
+			func(i int, r chunkstore.ShardResult) []byte {
+				return wire.RangeItemHeader(nil, i, r.Shard, rs[i].Off, r.Err)
+			})
 	case wire.TypeStat:
 		keys, err := wire.DecodeKeys(f.Payload)
 		if err != nil {

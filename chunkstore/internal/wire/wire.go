@@ -98,7 +98,7 @@ const (
 	TypeJAppend = 8
 	TypeJRead   = 9
 	TypeJTrim   = 10
-	TypeGetRng  = 11 // parts of shards (chunkstore.ShardRangeGetter)
+	TypeGetRng  = 11   // parts of shards (chunkstore.ShardRangeGetter)
 	TypeOK      = 0x81 // answer to Put, Ping, JAppend, JTrim
 	TypeGetItem = 0x82
 	TypeStatRes = 0x83
@@ -545,10 +545,10 @@ const (
 	StatusError      = 3 // server-side failure (I/O, closed store)
 	StatusBadRequest = 4 // the request was invalid
 	StatusTooLarge   = 5
-	StatusFenced     = 6 // journal.ErrFenced
-	StatusInvalid    = 7 // journal.ErrInvalid
-	StatusFull       = 8 // journal.ErrFull
-	StatusSyncFailed = 9 // journal.ErrSyncFailed (an older client reads StatusError)
+	StatusFenced     = 6  // journal.ErrFenced
+	StatusInvalid    = 7  // journal.ErrInvalid
+	StatusFull       = 8  // journal.ErrFull
+	StatusSyncFailed = 9  // journal.ErrSyncFailed (an older client reads StatusError)
 	StatusBadRange   = 10 // chunkstore.ErrBadRange
 )
 
