@@ -25,8 +25,9 @@ type getCountingStore struct {
 }
 
 type getLog struct {
-	mu    sync.Mutex
-	calls map[string]int
+	mu     sync.Mutex
+	calls  map[string]int
+	ranges map[string]int // GetShardRanges calls
 }
 
 func (c getCountingStore) count() {
@@ -46,6 +47,26 @@ func (c getCountingStore) GetShardsUnverified(ctx context.Context, keys []chunks
 		return ug.GetShardsUnverified(ctx, keys)
 	}
 	return c.ShardStore.GetShards(ctx, keys)
+}
+
+// GetShardRanges counts ranged reads apart (and keeps the inner store's).
+func (c getCountingStore) GetShardRanges(ctx context.Context, rs []chunkstore.ShardRange) ([]chunkstore.ShardResult, error) {
+	c.log.mu.Lock()
+	if c.log.ranges == nil {
+		c.log.ranges = map[string]int{}
+	}
+	c.log.ranges[c.node]++
+	c.log.mu.Unlock()
+	return chunkstore.GetShardRanges(ctx, c.ShardStore, rs)
+}
+
+// resetRanges returns the ranged reads per node since the last call.
+func (l *getLog) resetRanges() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.ranges
+	l.ranges = map[string]int{}
+	return out
 }
 
 func (l *getLog) reset() map[string]int {

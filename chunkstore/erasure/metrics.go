@@ -15,6 +15,9 @@ type metrics struct {
 	fetchErrors    prometheus.Counter
 	fetchBatches   prometheus.Counter
 	fetchFallbacks prometheus.Counter
+	rangeBatches   prometheus.Counter
+	rangeBytes     prometheus.Counter
+	rangeFallbacks prometheus.Counter
 	degraded       prometheus.Counter
 	corruptShards  prometheus.Counter
 	repairsQueued  prometheus.Counter
@@ -40,6 +43,9 @@ func newMetrics(reg *prometheus.Registry, pending func() float64) *metrics {
 		fetchErrors:    c("zos_chunk_fetch_errors_total", "Fetches that failed."),
 		fetchBatches:   c("zos_chunk_fetch_batches_total", "FetchMany batches (their chunks count in zos_chunk_fetches_total)."),
 		fetchFallbacks: c("zos_chunk_fetch_batch_fallbacks_total", "Chunks of FetchMany batches the batched answers could not complete, read again by a single-chunk fetch."),
+		rangeBatches:   c("zos_chunk_range_batches_total", "FetchRanges calls (parts of chunks read as parts of their data shards)."),
+		rangeBytes:     c("zos_chunk_range_bytes_total", "Bytes of chunk ranges read as parts of shards."),
+		rangeFallbacks: c("zos_chunk_range_fallbacks_total", "Chunk ranges the ranged answers could not complete, read whole by FetchMany."),
 		degraded:       c("zos_chunk_degraded_reads_total", "Fetches that had to reconstruct from parity."),
 		corruptShards:  c("zos_chunk_corrupt_shards_total", "Shards reported corrupt by a node during reads."),
 		repairsQueued:  c("zos_chunk_read_repairs_total", "Background repairs queued by reads."),
@@ -52,7 +58,7 @@ func newMetrics(reg *prometheus.Registry, pending func() float64) *metrics {
 		pendingAbandoned: c("zos_chunk_pending_abandoned_total", "Pending repairs given up (chunk collected, re-encoded or unreadable; heal and scrub own it)."),
 	}
 	m.collectors = []prometheus.Collector{m.puts, m.putBatches, m.putBytes, m.putErrors, m.partialPuts, m.fetches, m.fetchBytes,
-		m.fetchErrors, m.fetchBatches, m.fetchFallbacks, m.degraded, m.corruptShards, m.repairsQueued, m.repairsDropped, m.repairedShards,
+		m.fetchErrors, m.fetchBatches, m.fetchFallbacks, m.rangeBatches, m.rangeBytes, m.rangeFallbacks, m.degraded, m.corruptShards, m.repairsQueued, m.repairsDropped, m.repairedShards,
 		m.degradedPuts, m.pendingDropped, m.pendingRepaired, m.pendingAbandoned,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "zos_chunk_pending_repairs", Help: "Chunks acknowledged with shards missing, waiting for their nodes."}, pending)}
 	if reg != nil {
