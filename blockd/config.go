@@ -127,8 +127,8 @@ type Config struct {
 	ReadaheadBytes int64
 	// ExtentBytes is the largest chunk a run of contiguous complete dirty
 	// blocks is written back as (an extent; see extent.go), at most
-	// chunkstore.MaxChunkSize. Default DefaultExtentBytes; negative (or
-	// below two blocks) writes every block as its own chunk.
+	// chunkstore.MaxChunkSize. Default DefaultExtentBytes (1 MiB); negative
+	// (or below two blocks) writes every block as its own chunk.
 	ExtentBytes int64
 }
 

@@ -67,7 +67,7 @@ func corruptService(t *testing.T, e *env, cs *corruptStore, logs *syncBuffer) *S
 		Logger:            slog.New(slog.NewTextHandler(logs, nil)),
 		StoreFor:          func(pool, typ string) chunkstore.Store { return cs },
 		WritebackInterval: -1,
-		ExtentBytes:       SuggestedExtentBytes,
+		ExtentBytes:       DefaultExtentBytes,
 	})
 	if err != nil {
 		t.Fatal(err)

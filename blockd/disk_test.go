@@ -103,7 +103,7 @@ func (e *env) service(t testing.TB, node string, mod func(*Config)) *Service {
 		WritebackInterval: -1,
 		// Extents on: the tests cover the layout with them (and those
 		// of the layout without set ExtentBytes to -1).
-		ExtentBytes: SuggestedExtentBytes,
+		ExtentBytes: DefaultExtentBytes,
 	}
 	if e.journal != nil {
 		cfg.JournalFor = func(pool, typ string) journal.Log { return e.journal }

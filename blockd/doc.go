@@ -185,8 +185,7 @@
 // # Extents
 //
 // Write-back stores a run of contiguous complete dirty blocks (up to
-// Config.ExtentBytes; off by default until the erasure store reads shard
-// ranges, see DefaultExtentBytes) as ONE chunk, the blocks back to back, zero
+// Config.ExtentBytes, DefaultExtentBytes = 1 MiB) as ONE chunk, the blocks back to back, zero
 // padded to the block size; a commit does the same with the runs it
 // takes. Each block's leaf entry (tree.Entry) keeps its content Ref — the
 // Ref it would have as a chunk of its own, so Diff, the block cache and

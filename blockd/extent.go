@@ -22,20 +22,14 @@ import (
 // just the blocks (chunkstore.FetchRanges), each verified against its
 // content Ref.
 
-// DefaultExtentBytes is Config.ExtentBytes's default: extents are off
-// (every block its own chunk) until the chunk store reads shard ranges.
-// chunkstore.FetchRanges works on every store, but the erasure store does
-// not read ranges yet, so a random 4 KiB read of an extent fetches the
-// whole extent (docs/benchmarks.md, "Extents": at 4 GiB, 4k randrw QD32
-// fell from 6,677 to 1,252 IOPS while 1M sequential reads rose from 273 to
-// 414 MiB/s). Services turn them on with ExtentBytes (the unit tests do:
-// the layout is complete and crash tested, and reads of it are correct
-// whatever the default).
-const DefaultExtentBytes = -1
-
-// SuggestedExtentBytes is the extent size to turn extents on with: the
-// largest chunk a run of contiguous dirty blocks is written back as.
-const SuggestedExtentBytes = 1 << 20
+// DefaultExtentBytes is Config.ExtentBytes's default: the largest chunk a
+// run of contiguous dirty blocks is written back as. 1 MiB: large enough
+// that a sequential stream costs per byte (one chunk per 1 MiB instead of
+// 64), small enough that a whole-extent read is one readahead window and
+// a partial overwrite strands little. Random reads of an extent are
+// ranged reads of its blocks (the erasure store reads parts of shards),
+// so they cost what a block stored alone costs.
+const DefaultExtentBytes = 1 << 20
 
 // wholeExtentShare: a read that wants at least 1/wholeExtentShare of an
 // extent's blocks fetches the extent whole (one verified chunk, k shard

@@ -94,7 +94,7 @@ func TestExtentsLayoutSplitTrim(t *testing.T) {
 	}
 	rel()
 	ents := entries(t, s, "x")
-	perExtent := uint16(SuggestedExtentBytes / bs)
+	perExtent := uint16(DefaultExtentBytes / bs)
 	inExt := 0
 	for i := uint64(64); i < 320; i++ {
 		e, ok := ents[i]

@@ -101,7 +101,8 @@ type Config struct {
 	// data in memory; 0: blockd's default, 1 GiB or 1/8 of memory).
 	WritebackCache int64
 	// ExtentSize is the largest chunk a run of contiguous written blocks
-	// of a vdisk is stored as (0: blockd's default, extents off).
+	// of a vdisk is stored as (0: blockd's default, 1 MiB; negative: every
+	// block its own chunk).
 	ExtentSize int64
 
 	// Raft timing (0 = package defaults).

@@ -52,7 +52,7 @@ A node restarted on its --dir rejoins with its state.`,
 	f.DurationVar(&cfg.GCGrace, "gc-grace", 0, "chunks written this recently are never garbage collected (default 1h)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "lifetime of a read-write vdisk lease without renewal (default 15s)")
 	f.Var((*sizeValue)(&cfg.WritebackCache), "writeback-cache", "write-back cache of one vdisk, e.g. 256M (default 1G, at most 1/8 of memory)")
-	f.Var((*sizeValue)(&cfg.ExtentSize), "extent-size", "store runs of contiguous written vdisk blocks as chunks of up to this size, e.g. 1M (default off: until the store reads shard ranges, a random read of an extent fetches it whole)")
+	f.Var((*extentValue)(&cfg.ExtentSize), "extent-size", "store runs of contiguous written vdisk blocks as chunks of up to this size, or \"off\" for a chunk per block (default 1M)")
 	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat", 0, "Raft heartbeat timeout (default 1s)")
 	f.DurationVar(&cfg.ElectionTimeout, "raft-election", 0, "Raft election timeout (default 1s)")
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often to check whether a Raft snapshot is due (default 60s)")

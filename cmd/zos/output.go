@@ -93,3 +93,31 @@ func (v *sizeValue) Set(s string) error {
 }
 
 func (v *sizeValue) Type() string { return "size" }
+
+// extentValue is a size flag that also takes "off" (stored as -1).
+type extentValue int64
+
+func (v *extentValue) String() string {
+	switch {
+	case *v < 0:
+		return "off"
+	case *v == 0:
+		return ""
+	}
+	return humanBytes(int64(*v))
+}
+
+func (v *extentValue) Set(s string) error {
+	if strings.EqualFold(strings.TrimSpace(s), "off") {
+		*v = -1
+		return nil
+	}
+	n, err := size.Parse(s)
+	if err != nil {
+		return err
+	}
+	*v = extentValue(n)
+	return nil
+}
+
+func (v *extentValue) Type() string { return "size|off" }
