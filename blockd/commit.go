@@ -456,9 +456,10 @@ type ownBlock struct {
 // roundItem is one chunk of a commit's store round: an own block, the
 // run of own blocks of an extent, or a tree node (own == nil).
 type roundItem struct {
-	own  []ownBlock
-	ref  chunkstore.Ref
-	data []byte
+	own    []ownBlock
+	ref    chunkstore.Ref
+	data   []byte
+	extent bool // data is an extent's buffer (releaseExtent once stored)
 }
 
 // ownRuns splits own blocks (ascending) into runs of contiguous blocks
@@ -486,11 +487,11 @@ func nameOwnRun(run []ownBlock, bs int64) roundItem {
 	for k, o := range run {
 		blocks[k] = o.b
 	}
-	ents, datas, chunk, _ := nameRun(blocks, bs)
+	ents, datas, chunk, inExtent := nameRun(blocks, bs)
 	for k := range run {
 		run[k].ent, run[k].data = ents[k], datas[k]
 	}
-	return roundItem{own: run, ref: chunk.ref, data: chunk.data}
+	return roundItem{own: run, ref: chunk.ref, data: chunk.data, extent: inExtent}
 }
 
 // startRound stores a round of a commit's chunks in the background,
@@ -537,6 +538,13 @@ func (d *Disk) storeRound(ctx context.Context, items []roundItem) error {
 		return nil
 	}
 	refs, err := chunkstore.PutMany(ctx, d.batch, chunks)
+	defer func() {
+		for _, it := range stored {
+			if it.extent {
+				releaseExtent(it.data)
+			}
+		}
+	}()
 	var be *chunkstore.BatchError
 	if err != nil && !errors.As(err, &be) {
 		// Nothing of the round may be assumed stored: its blocks go back

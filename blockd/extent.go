@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
@@ -43,13 +44,34 @@ func (d *Disk) extentBlocks() int {
 }
 
 // extentData lays blocks (complete contents, len bs, or nil for zeroes) out
-// as an extent chunk: Blocks × bs bytes.
+// as an extent chunk: Blocks × bs bytes, in a recycled buffer (give it
+// back with releaseExtent once the store returned: a fresh megabyte costs
+// its page faults, which a sequential stream paid on every extent).
 func extentData(blocks [][]byte, bs int64) []byte {
-	out := make([]byte, int64(len(blocks))*bs)
+	n := int64(len(blocks)) * bs
+	var out []byte
+	if p, ok := extentBufs.Get().(*[]byte); ok && int64(cap(*p)) >= n {
+		out = (*p)[:n]
+	} else {
+		out = make([]byte, n, max(n, DefaultExtentBytes))
+	}
 	for j, b := range blocks {
-		copy(out[int64(j)*bs:], b)
+		dst := out[int64(j)*bs : int64(j+1)*bs]
+		clear(dst[copy(dst, b):])
 	}
 	return out
+}
+
+// extentBufs holds extent buffers for reuse (*[]byte).
+var extentBufs sync.Pool
+
+// releaseExtent recycles an extent's buffer from extentData. Nothing may
+// refer to it after (the chunk store does not retain what it was given
+// once Put returns).
+func releaseExtent(b []byte) {
+	if cap(b) > 0 {
+		extentBufs.Put(&b)
+	}
 }
 
 // extentEntries names the blocks of an extent: entry j is block j's

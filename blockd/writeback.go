@@ -347,10 +347,10 @@ func (d *Disk) writebackRun(first uint64, run []*dblock) {
 		err = ctx.Err()
 	}
 	var datas [][]byte
+	var chunk extentRun
+	var inExtent bool
 	if err == nil {
 		var ents []tree.Entry
-		var chunk extentRun
-		var inExtent bool
 		ents, datas, chunk, inExtent = nameRun(run, d.bs)
 		d.mu.Lock()
 		for j, b := range run {
@@ -372,6 +372,11 @@ func (d *Disk) writebackRun(first uint64, run []*dblock) {
 		d.storedLocked(first+uint64(j), b, data, err)
 	}
 	d.mu.Unlock()
+	if err == nil && inExtent {
+		// Stored: no block refers to the extent any more (a failed one
+		// stays, for a commit's takeover to store again).
+		releaseExtent(chunk.data)
+	}
 }
 
 // putChunk stores a named chunk (a block's or an extent's, from block idx
