@@ -118,8 +118,10 @@ func readWhole(conn *nbdclient.Conn, size int64) ([]byte, error) {
 // write and flush workload (random writes of 4-64 KiB, now and then a bulk
 // write of 8-24 MiB, a FLUSH every 8 writes), 20 times; after each crash
 // another node takes the vdisk over and every byte a FLUSH acknowledged
-// reads back. Extents are on (--extent-size 1M): bulk writes are stored as
-// extents, random ones as blocks of their own, and overwrites split them.
+// reads back. Extents are on (--extent-size 1M, the default, said
+// explicitly): bulk writes are stored as extents, random ones as blocks of
+// their own, overwrites split them, and random reads are ranged reads of
+// them.
 func TestVDiskCrash(t *testing.T) {
 	cycles := 20
 	if testing.Short() {

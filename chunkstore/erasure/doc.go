@@ -154,6 +154,22 @@
 // readahead, this way (zos_chunk_fetch_batches_total,
 // zos_chunk_fetch_batch_fallbacks_total).
 //
+// FetchRanges (chunkstore.RangeFetcher) reads parts of chunks without
+// reading them whole: data shard j of a chunk coded k+m holds its bytes
+// [j*s, (j+1)*s), s = ShardSize(size, k), so a range is read as parts of
+// the data shards it overlaps, with ONE GetShardRanges request per node
+// for the call (the shard protocol's GetRng; the disk store preads just
+// those bytes after checking the record's header). The profile is the one
+// the store writes a chunk of that size with. A part of a shard cannot be
+// checked against anything, so the bytes are unverified and callers
+// verify them (blockd hashes each block against its Ref); a range the
+// ranged answers cannot complete is read whole by FetchMany and sliced,
+// with its escalation and repair (zos_chunk_range_batches_total,
+// zos_chunk_range_bytes_total, zos_chunk_range_fallbacks_total). Why not
+// a ranged read with parity reconstruction: a range that misses a data
+// shard is rare (a node down), and then the whole chunk is what repair
+// needs anyway.
+//
 // # Fewer failure domains than shards
 //
 // A k+m chunk survives m failures only with its shards in k+m different
