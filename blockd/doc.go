@@ -262,6 +262,13 @@
 // sequential writes that overflow the write-back cache pay per chunk, four
 // times the chunks of 64 KiB, and a tree of 2 GiB per TiB (0.2%). vdisks
 // written mostly sequentially (boot images, backups) can pick 64 KiB at
-// create time. A fanout of 256 (8 KiB full nodes) keeps a 1 TiB vdisk at 3
+// create time. With extents, sequential data is stored in 1 MiB chunks
+// whatever the block size, and the block size is the unit of random
+// I/O: a 4 KiB write into a 16 KiB block is a read-modify-write of the
+// block at write-back, so vdisks that live on random 4 KiB I/O
+// (databases) do better with 4 KiB blocks (about 2× the IOPS beyond the
+// caches), at the price of per-block work on sequential I/O (about half
+// the 1M sequential read rate; docs/benchmarks.md, "Extents and ranged
+// shard reads"). A fanout of 256 (8 KiB full nodes) keeps a 1 TiB vdisk at 3
 // levels and writes fewer tree chunks per flush than smaller fanouts.
 package blockd
