@@ -184,18 +184,7 @@ func readEntries(ctx context.Context, st chunkstore.Fetcher, bs int64, ents []tr
 			}
 		}
 	}
-	be := chunkstore.BatchError{Fetch: true}
-	for i, err := range errs {
-		if err != nil {
-			out[i] = nil
-			be.Failed = append(be.Failed, i)
-			be.Errs = append(be.Errs, err)
-		}
-	}
-	if len(be.Failed) > 0 {
-		return out, &be
-	}
-	return out, nil
+	return out, chunkstore.FetchErrors(out, errs)
 }
 
 // rangeErr is be's error for position i, or nil.

@@ -68,16 +68,24 @@ func FetchMany(ctx context.Context, f Fetcher, refs []Ref) ([][]byte, error) {
 // them to the duplicates and returns the *BatchError of the failed
 // chunks, or nil.
 func FetchResults(refs []Ref, first map[Ref]int, data [][]byte, errs []error) error {
-	be := BatchError{Fetch: true}
 	for i, ref := range refs {
-		f := first[ref]
-		if f != i {
+		if f := first[ref]; f != i {
 			data[i], errs[i] = data[f], errs[f]
 		}
-		if errs[i] != nil {
+	}
+	return FetchErrors(data, errs)
+}
+
+// FetchErrors ends a batched read whose item i has data[i] or failed with
+// errs[i]: it drops the data of failed items and returns the *BatchError
+// (Fetch set) naming them, or nil when none failed.
+func FetchErrors(data [][]byte, errs []error) error {
+	be := BatchError{Fetch: true}
+	for i, err := range errs {
+		if err != nil {
 			data[i] = nil
 			be.Failed = append(be.Failed, i)
-			be.Errs = append(be.Errs, errs[i])
+			be.Errs = append(be.Errs, err)
 		}
 	}
 	if len(be.Failed) > 0 {

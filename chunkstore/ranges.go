@@ -76,16 +76,7 @@ func FetchRanges(ctx context.Context, f Fetcher, rs []Range) ([][]byte, error) {
 			}
 		}
 	}
-	be := &BatchError{Fetch: true}
-	for i, err := range errs {
-		if err != nil {
-			be.Failed, be.Errs = append(be.Failed, i), append(be.Errs, err)
-		}
-	}
-	if len(be.Failed) > 0 {
-		return out, be
-	}
-	return out, nil
+	return out, FetchErrors(out, errs)
 }
 
 // fetchRanges reads valid ranges.
@@ -118,17 +109,7 @@ func fetchRanges(ctx context.Context, f Fetcher, rs []Range) ([][]byte, error) {
 			out[i] = bytes.Clone(d[r.Off : r.Off+r.Len]) // not pinning the whole chunk
 		}
 	}
-	nb := &BatchError{Fetch: true}
-	for i, e := range errs {
-		if e != nil {
-			out[i] = nil
-			nb.Failed, nb.Errs = append(nb.Failed, i), append(nb.Errs, e)
-		}
-	}
-	if len(nb.Failed) > 0 {
-		return out, nb
-	}
-	return out, nil
+	return out, FetchErrors(out, errs)
 }
 
 // GetShardRanges reads parts of shards from g: by its own ranged reads

@@ -152,17 +152,7 @@ func (s *Store) fetchRanges(ctx context.Context, rs []chunkstore.Range, base chu
 			}
 		}
 	}
-	be := &chunkstore.BatchError{Fetch: true}
-	for i, err := range errs {
-		if err != nil {
-			out[i] = nil
-			be.Failed, be.Errs = append(be.Failed, i), append(be.Errs, err)
-		}
-	}
-	if len(be.Failed) > 0 {
-		return out, be
-	}
-	return out, nil
+	return out, chunkstore.FetchErrors(out, errs)
 }
 
 // askRanges reads parts of shards from node n (its own ranged reads, or
