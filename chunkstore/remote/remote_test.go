@@ -214,6 +214,32 @@ func TestGarbagePeers(t *testing.T) {
 		c.Write(junk)
 		expectClosed(t, c, name)
 	}
+	// A request type of a newer protocol is refused alone: an Error
+	// frame for it, and the connection still serves.
+	c = dial()
+	if err := wire.ClientHandshake(c, secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.WriteFrameTo(c, 0x40, 7, []byte("future")); err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.WriteFrameTo(c, wire.TypePing, 8); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	for _, want := range []struct {
+		typ byte
+		id  uint32
+	}{{wire.TypeError, 7}, {wire.TypeOK, 8}} {
+		f, _, err := wire.ReadFrame(c, nil)
+		if err != nil || f.Type != want.typ || f.ID != want.id {
+			t.Fatalf("after an unknown request type: frame %+v, %v; want type %#x id %d", f, err, want.typ, want.id)
+		}
+		if f.Type == wire.TypeError && !errors.Is(wire.DecodeError(f.Payload), wire.ErrRemote) {
+			t.Fatalf("unknown request type answered with %v", wire.DecodeError(f.Payload))
+		}
+	}
+	c.Close()
 	// The server still serves.
 	if err := client(t, addr, remote.Config{}).Ping(ctx(t)); err != nil {
 		t.Fatalf("server broken after garbage: %v", err)

@@ -309,6 +309,14 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		if !wire.IsRequest(f.Type) {
 			release()
+			if wire.IsRequestSpace(f.Type) {
+				// A request of a newer protocol: refuse it alone, so a
+				// newer client falls back instead of losing the
+				// connection and every call on it.
+				s.m.requests.WithLabelValues("unknown").Inc()
+				cn.fail(f.ID, fmt.Errorf("%w: unknown request type %#x", wire.ErrProtocol, f.Type))
+				continue
+			}
 			s.m.badPeers.WithLabelValues("type").Inc()
 			log.Warn("not a request; closing", "type", f.Type)
 			return

@@ -113,6 +113,12 @@ const (
 // IsRequest reports whether t is a request type.
 func IsRequest(t byte) bool { return t >= TypePut && t <= TypeGetRng }
 
+// IsRequestSpace reports whether t is in the range of request types
+// (below the answers' 0x80), known or not: a server answers an unknown
+// one with an Error frame (a newer client's request) and closes the
+// connection on anything else that is not a request.
+func IsRequestSpace(t byte) bool { return t >= TypePut && t < 0x80 }
+
 // ErrProtocol: the peer sent something that is not this protocol.
 var ErrProtocol = errors.New("shard protocol error")
 
