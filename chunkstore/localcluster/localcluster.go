@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/chunkstore"
 	"github.com/zosproject/zos/chunkstore/disk"
 	"github.com/zosproject/zos/chunkstore/erasure"
@@ -44,6 +45,8 @@ type Config struct {
 	FirstHost int
 	// Logger for everything. Default: discard.
 	Logger *slog.Logger
+	// Registry, if set, receives the erasure store's metrics.
+	Registry *prometheus.Registry
 }
 
 // Node is one storage node.
@@ -108,6 +111,7 @@ func Start(cfg Config) (*Cluster, error) {
 		Profile:        cfg.Profile,
 		ReplicateBelow: cfg.ReplicateBelow,
 		Logger:         cfg.Logger,
+		Registry:       cfg.Registry,
 	})
 	if err != nil {
 		c.Close()
