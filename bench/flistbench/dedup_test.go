@@ -15,7 +15,8 @@ import (
 // upgradedPair copies up to limit bytes of regular files of root into
 // version A, and makes version B from A as an upgrade would: every 10th
 // file patched (100 bytes inserted in its middle), every 25th removed, and
-// 1 MiB of new files. Symlinks are kept; other special files skipped.
+// a new file of an eighth of A's bytes, at most 1 MiB (A is 1.9 MiB when
+// the tests' Debian tree is not there yet and busybox stands in). Symlinks are kept; other special files skipped.
 func upgradedPair(t testing.TB, root string, limit int64) (a, b string) {
 	t.Helper()
 	a, b = t.TempDir(), t.TempDir()
@@ -69,7 +70,7 @@ func upgradedPair(t testing.TB, root string, limit int64) (a, b string) {
 		t.Fatal(err)
 	}
 	r := rand.New(rand.NewPCG(1, 2))
-	extra := make([]byte, 1<<20)
+	extra := make([]byte, min(1<<20, max(64<<10, int(total/8))))
 	for i := range extra {
 		extra[i] = byte(r.Uint32())
 	}
