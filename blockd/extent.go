@@ -32,6 +32,13 @@ import (
 // so they cost what a block stored alone costs.
 const DefaultExtentBytes = 1 << 20
 
+// alignedRun: extents never cross a multiple of extentBlocks blocks, so a
+// vdisk written sequentially has its extents at the same aligned places
+// whatever offset the writes started at, and readahead, whose pieces are
+// aligned the same way, fetches each extent once (a piece that took a
+// quarter of an extent straddling two pieces fetched it whole, and so did
+// its neighbour: 1.6× the bytes of a sequential read).
+
 // wholeExtentShare: a read that wants at least 1/wholeExtentShare of an
 // extent's blocks fetches the extent whole (one verified chunk, k shard
 // reads) rather than block ranges.

@@ -307,11 +307,13 @@ func (d *Disk) runLocked(idx uint64, b *dblock) (first uint64, run []*dblock) {
 	if n < 2 || ok(idx) != b {
 		return idx, []*dblock{b}
 	}
+	// Within the aligned stretch of n blocks holding idx (alignedRun).
+	base := idx - idx%uint64(n)
 	lo, hi := idx, idx+1 // [lo, hi)
-	for hi-lo < uint64(n) && hi != 0 && ok(hi) != nil {
+	for hi < base+uint64(n) && ok(hi) != nil {
 		hi++
 	}
-	for hi-lo < uint64(n) && lo > 0 && ok(lo-1) != nil {
+	for lo > base && ok(lo-1) != nil {
 		lo--
 	}
 	run = make([]*dblock, 0, hi-lo)
