@@ -6,13 +6,11 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
-	"github.com/zosproject/zos/chunkstore/localcluster"
 )
 
 // rangeStore gives a flakyStore ranged reads (chunkstore.RangeFetcher),
@@ -273,11 +271,7 @@ func TestReadPreviousLayoutAfterUpgrade(t *testing.T) {
 // read whole when it fails: verified, rebuilt from parity, repaired).
 func TestRangedReadsOverCluster(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Prefix: lo, FirstHost: 210, RequestTimeout: 5 * time.Second, Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := cluster3(t, 210, reg)
 	e := newEnv()
 	const size = 16 << 20
 	want := writeVDisk(t, e, c.Store, size)

@@ -49,15 +49,7 @@ func TestReadaheadFetchesExtentsOnce(t *testing.T) {
 	want := writeVDisk(t, e, st, size) // written from block 16 on
 	d, _ := coldReader(t, e, st, func(c *Config) { c.BlockCacheBytes = 256 << 20 })
 	st.bytes.Store(0)
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < size; off += int64(len(buf)) {
-		if err := d.ReadAt(context.Background(), buf, off); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
-			t.Fatalf("read at %d: wrong bytes", off)
-		}
-	}
+	readSequentially(t, d, want)
 	if got := st.bytes.Load(); got > size*11/10 {
 		t.Fatalf("a sequential read of %d MiB fetched %.1f MiB", size>>20, float64(got)/(1<<20))
 	}
@@ -123,6 +115,35 @@ func coldReader(t *testing.T, e *env, st chunkstore.Store, mod func(*Config)) (*
 	})
 	d, _ := mustOpen(t, s, "v:ro")
 	return d, reg
+}
+
+// cluster3 starts a 3-node (2+1) cluster of real shard servers on
+// loopback hosts from first on, its erasure store's metrics in reg (if
+// set), stopped when t ends.
+func cluster3(t *testing.T, first int, reg *prometheus.Registry) *localcluster.Cluster {
+	t.Helper()
+	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Prefix: lo, FirstHost: first, RequestTimeout: 5 * time.Second, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// readSequentially reads d from start to end in 1 MiB requests (a
+// sequential reader for readahead, unlike readAll's one request) and checks each
+// against want.
+func readSequentially(t *testing.T, d *Disk, want []byte) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < int64(len(want)); off += int64(len(buf)) {
+		if err := d.ReadAt(context.Background(), buf, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
+			t.Fatalf("read at %d: wrong bytes", off)
+		}
+	}
 }
 
 // TestReadaheadSequential: sequential reads of a vdisk beyond the caches
@@ -276,25 +297,13 @@ func testReadPartlyCached(t *testing.T, extents bool) {
 // sequentially (with readahead) and in large random reads, with one of the
 // three storage nodes stopped.
 func TestReadClusterNodeDown(t *testing.T) {
-	c, err := localcluster.Start(localcluster.Config{Nodes: 3, Prefix: lo, FirstHost: 200, RequestTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := cluster3(t, 200, nil)
 	e := newEnv()
 	const size = 16 << 20
 	want := writeVDisk(t, e, c.Store, size)
 	c.Stop(1)
 	d, reg := coldReader(t, e, c.Store, nil)
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < size; off += int64(len(buf)) {
-		if err := d.ReadAt(context.Background(), buf, off); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(buf, want[off:off+int64(len(buf))]) {
-			t.Fatalf("read at %d: wrong bytes", off)
-		}
-	}
+	readSequentially(t, d, want)
 	if ra := counter(t, reg, "zos_blockd_readahead_bytes_total"); ra == 0 {
 		t.Fatal("no readahead with a node down")
 	}
