@@ -464,14 +464,14 @@ type roundItem struct {
 
 // ownRuns splits own blocks (ascending) into runs of contiguous blocks
 // with data, each within one aligned stretch of extentBlocks blocks
-// (alignedRun), each to be stored as one chunk.
+// (stretchOf), each to be stored as one chunk.
 func (d *Disk) ownRuns(own []ownBlock) [][]ownBlock {
 	n := d.extentBlocks()
 	var runs [][]ownBlock
 	for i := 0; i < len(own); {
 		j := i + 1
 		if own[i].b.data != nil {
-			for j < len(own) && j-i < n && own[j].idx == own[j-1].idx+1 && own[j].idx%uint64(n) != 0 && own[j].b.data != nil {
+			for j < len(own) && j-i < n && own[j].idx == own[j-1].idx+1 && stretchOf(own[j].idx, n) == stretchOf(own[i].idx, n) && own[j].b.data != nil {
 				j++
 			}
 		}

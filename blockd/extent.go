@@ -32,12 +32,14 @@ import (
 // so they cost what a block stored alone costs.
 const DefaultExtentBytes = 1 << 20
 
-// alignedRun: extents never cross a multiple of extentBlocks blocks, so a
-// vdisk written sequentially has its extents at the same aligned places
-// whatever offset the writes started at, and readahead, whose pieces are
-// aligned the same way, fetches each extent once (a piece that took a
-// quarter of an extent straddling two pieces fetched it whole, and so did
-// its neighbour: 1.6× the bytes of a sequential read).
+// stretchOf is the first block of the aligned stretch of n blocks holding
+// block idx. Extents never cross a stretch, so a vdisk written
+// sequentially has its extents at the same aligned places whatever offset
+// the writes started at, and readahead, whose pieces are aligned the same
+// way, fetches each extent once (a piece that took a quarter of an extent
+// straddling two pieces fetched it whole, and so did its neighbour: 1.6×
+// the bytes of a sequential read).
+func stretchOf(idx uint64, n int) uint64 { return idx - idx%uint64(n) }
 
 // wholeExtentShare: a read that wants at least 1/wholeExtentShare of an
 // extent's blocks fetches the extent whole (one verified chunk, k shard

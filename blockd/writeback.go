@@ -307,9 +307,8 @@ func (d *Disk) runLocked(idx uint64, b *dblock) (first uint64, run []*dblock) {
 	if n < 2 || ok(idx) != b {
 		return idx, []*dblock{b}
 	}
-	// Within the aligned stretch of n blocks holding idx (alignedRun).
-	base := idx - idx%uint64(n)
-	lo, hi := idx, idx+1 // [lo, hi)
+	base := stretchOf(idx, n) // the run stays within idx's stretch
+	lo, hi := idx, idx+1      // [lo, hi)
 	for hi < base+uint64(n) && ok(hi) != nil {
 		hi++
 	}
