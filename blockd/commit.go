@@ -271,7 +271,7 @@ func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
 			// it is named: the write-back cache starts to drain at once
 			// rather than after the whole commit is hashed.
 			d.mu.Unlock()
-			// Runs of contiguous blocks are stored as extents.
+			// The blocks of a stretch are stored as one extent.
 			slices.SortFunc(fresh, func(a, b ownBlock) int { return cmp.Compare(a.idx, b.idx) })
 			runs := d.ownRuns(fresh)
 			per := max(1, int(ownRoundBytes/d.bs))
@@ -462,21 +462,27 @@ type roundItem struct {
 	extent bool // data is an extent's buffer (releaseExtent once stored)
 }
 
-// ownRuns splits own blocks (ascending) into runs of contiguous blocks
-// with data, each within one aligned stretch of extentBlocks blocks
-// (stretchOf), each to be stored as one chunk.
+// ownRuns splits own blocks (ascending) into runs, each stored as one
+// chunk: the blocks with data of one aligned stretch of extentBlocks
+// blocks (stretchOf), contiguous or not (runLocked packs the same way);
+// each zero block alone.
 func (d *Disk) ownRuns(own []ownBlock) [][]ownBlock {
 	n := d.extentBlocks()
 	var runs [][]ownBlock
-	for i := 0; i < len(own); {
-		j := i + 1
-		if own[i].b.data != nil {
-			for j < len(own) && j-i < n && own[j].idx == own[j-1].idx+1 && stretchOf(own[j].idx, n) == stretchOf(own[i].idx, n) && own[j].b.data != nil {
-				j++
-			}
+	var run []ownBlock
+	for _, o := range own {
+		if o.b.data == nil {
+			runs = append(runs, []ownBlock{o})
+			continue
 		}
-		runs = append(runs, own[i:j:j])
-		i = j
+		if len(run) > 0 && (n < 2 || stretchOf(o.idx, n) != stretchOf(run[0].idx, n)) {
+			runs = append(runs, run)
+			run = nil
+		}
+		run = append(run, o)
+	}
+	if len(run) > 0 {
+		runs = append(runs, run)
 	}
 	return runs
 }

@@ -105,6 +105,7 @@ type Disk struct {
 	lease  leaseState   // the read-write lease
 	jr     journalState // the write journal's capture and appends
 	ra     raState      // readahead (its own lock; readahead.go)
+	cl     cleanState   // the cleaner queue (under mu; clean.go)
 	closed bool
 	space  chan struct{} // closed (and replaced) on progress: memory freed, job done
 }
@@ -139,9 +140,11 @@ func newDisk(svc *Service, p diskParams) *Disk {
 	d.lease.until = p.leaseUntil
 	d.size.Store(p.size)
 	if !d.ro {
-		d.wg.Add(2)
+		d.cl.queued, d.cl.wake = map[uint64]bool{}, make(chan struct{}, 1)
+		d.wg.Add(3)
 		go d.renewLoop()
 		go d.timerLoop()
+		go d.cleanLoop()
 	}
 	return d
 }

@@ -12,13 +12,16 @@ import (
 	"github.com/zosproject/zos/chunkstore"
 )
 
-// Extents: a run of contiguous complete blocks written back together is
-// stored as ONE chunk, the blocks back to back (each zero padded to the
-// block size), and each block's leaf entry names its content Ref (its
-// identity, as for a block stored alone) and its place in the extent
-// (tree.Entry). Large I/O then costs per byte, not per block: one chunk
-// to hash, code, frame and index per run instead of one per block.
-// Small random writes keep one chunk per block (a run of one). Reads take
+// Extents: the complete blocks of one aligned stretch written back
+// together are stored as ONE chunk, the blocks back to back (each zero
+// padded to the block size), contiguous or not, and each block's leaf
+// entry names its content Ref (its identity, as for a block stored alone)
+// and its place in the extent (tree.Entry). Large I/O then costs per
+// byte, not per block: one chunk to hash, code, frame and index per run
+// instead of one per block; random writes cost one chunk per stretch
+// written back. A block alone in its stretch keeps a chunk of its own.
+// The cleaner (clean.go) bounds the space partly overwritten extents
+// keep. Reads take
 // a whole extent when a good part of it is wanted, else ranged reads of
 // just the blocks (chunkstore.FetchRanges), each verified against its
 // content Ref.
@@ -228,8 +231,8 @@ type extentRun struct {
 	data []byte
 }
 
-// nameRun names a run of complete blocks (ascending contiguous indexes)
-// and lays out the chunk that stores them: with at least two blocks to
+// nameRun names a run of complete blocks (ascending indexes of one
+// stretch) and lays out the chunk that stores them: with at least two blocks to
 // store, one extent (run is set); else the one block's own chunk (or
 // nothing, for zeroes). ents[j] is block j's entry, datas[j] its trimmed
 // content (for the block cache).

@@ -3,6 +3,7 @@ package blockd
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
@@ -76,8 +77,8 @@ func (d *Disk) startOldestLocked() bool {
 			later = append(later, e) // one write-back per block at a time
 			continue
 		}
-		if first, run := d.runLocked(e.idx, e.b); len(run) > 1 {
-			d.startRunLocked(first, run)
+		if idxs, run := d.runLocked(e.idx, e.b); len(run) > 1 {
+			d.startRunLocked(idxs, run)
 			return true
 		}
 		d.startLocked(e.idx, e.b)
@@ -217,6 +218,9 @@ func (d *Disk) putBlock(ctx context.Context, idx uint64, ref chunkstore.Ref, dat
 func (d *Disk) storedLocked(idx uint64, b *dblock, data []byte, err error) {
 	b.done, b.err = true, err
 	d.wb.jobs--
+	if err == nil && len(data) > 0 {
+		d.cleanLaterLocked(idx) // its old extent may be mostly dead now
+	}
 	if err != nil && b.claim != nil && !b.superseded {
 		d.notifyLocked()
 		return
@@ -291,11 +295,14 @@ func (b *dblock) resetInflight() {
 	b.ent, b.hashed, b.done, b.err, b.superseded, b.owned, b.claim, b.run = tree.Entry{}, false, false, nil, false, false, nil, nil
 }
 
-// runLocked returns the run of contiguous complete dirty blocks around
-// block idx (b, complete) that can be written back together as one
-// extent, at most extentBlocks long: ascending from index first. A run of
-// one means no extent.
-func (d *Disk) runLocked(idx uint64, b *dblock) (first uint64, run []*dblock) {
+// runLocked returns the complete dirty blocks of block idx's aligned
+// stretch (stretchOf: extentBlocks blocks) that can be written back
+// together as one extent with b (idx's block, complete): ascending
+// indexes idxs and their blocks. They need not be contiguous: the
+// extent holds them back to back, each entry naming its slot, so random
+// writes that fall in one stretch cost one chunk instead of one each
+// (packing; doc.go, "Extents"). A run of one means no extent.
+func (d *Disk) runLocked(idx uint64, b *dblock) (idxs []uint64, run []*dblock) {
 	n := d.extentBlocks()
 	ok := func(i uint64) *dblock {
 		c := d.cache.dirty[i]
@@ -305,38 +312,45 @@ func (d *Disk) runLocked(idx uint64, b *dblock) (first uint64, run []*dblock) {
 		return c
 	}
 	if n < 2 || ok(idx) != b {
-		return idx, []*dblock{b}
+		return []uint64{idx}, []*dblock{b}
 	}
-	base := stretchOf(idx, n) // the run stays within idx's stretch
-	lo, hi := idx, idx+1      // [lo, hi)
-	for hi < base+uint64(n) && ok(hi) != nil {
-		hi++
+	base := stretchOf(idx, n)
+	if len(d.cache.dirty) < n { // fewer dirty blocks than the stretch has
+		for i, c := range d.cache.dirty {
+			if stretchOf(i, n) == base && ok(i) == c {
+				idxs = append(idxs, i)
+			}
+		}
+		slices.Sort(idxs)
+	} else {
+		for i := base; i < base+uint64(n); i++ {
+			if ok(i) != nil {
+				idxs = append(idxs, i)
+			}
+		}
 	}
-	for lo > base && ok(lo-1) != nil {
-		lo--
+	run = make([]*dblock, len(idxs))
+	for j, i := range idxs {
+		run[j] = d.cache.dirty[i]
 	}
-	run = make([]*dblock, 0, hi-lo)
-	for i := lo; i < hi; i++ {
-		run = append(run, d.cache.dirty[i])
-	}
-	return lo, run
+	return idxs, run
 }
 
-// startRunLocked starts writing back run, complete dirty blocks from index
-// first on, as one extent: they go in flight at once.
-func (d *Disk) startRunLocked(first uint64, run []*dblock) {
+// startRunLocked starts writing back run, complete dirty blocks of
+// indexes idxs, as one extent: they go in flight at once.
+func (d *Disk) startRunLocked(idxs []uint64, run []*dblock) {
 	for j, b := range run {
 		b.resetInflight()
 		d.wb.jobs++
-		d.moveInflightLocked(first+uint64(j), b)
+		d.moveInflightLocked(idxs[j], b)
 	}
 	d.wg.Add(1)
-	go d.writebackRun(first, run)
+	go d.writebackRun(idxs, run)
 }
 
 // writebackRun names a run of in-flight blocks, stores them as one chunk
 // and records their entries in the current layer.
-func (d *Disk) writebackRun(first uint64, run []*dblock) {
+func (d *Disk) writebackRun(idxs []uint64, run []*dblock) {
 	defer d.wg.Done()
 	ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
 	defer cancel()
@@ -362,7 +376,7 @@ func (d *Disk) writebackRun(first uint64, run []*dblock) {
 		}
 		d.notifyLocked()
 		d.mu.Unlock()
-		err = d.putChunk(ctx, first, chunk)
+		err = d.putChunk(ctx, idxs[0], chunk)
 	}
 	d.mu.Lock()
 	for j, b := range run {
@@ -370,7 +384,7 @@ func (d *Disk) writebackRun(first uint64, run []*dblock) {
 		if datas != nil {
 			data = datas[j]
 		}
-		d.storedLocked(first+uint64(j), b, data, err)
+		d.storedLocked(idxs[j], b, data, err)
 	}
 	d.mu.Unlock()
 	if err == nil && inExtent {

@@ -1,0 +1,137 @@
+package blockd
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/zosproject/zos/blockd/tree"
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/internal/testcluster/wait"
+)
+
+// Random overwrites of a sequentially written vdisk are packed (the
+// blocks of one stretch written back together are one chunk, however
+// scattered), and the cleaner keeps every extent the head names more than
+// half live, so the store never holds more than twice the live data; the
+// content stays exact throughout.
+func TestPackingAndCleaner(t *testing.T) {
+	const bs = 16 << 10
+	const size = 8 << 20
+	e := newEnv()
+	rs := &rangeStore{flakyStore: e.store}
+	s := e.service(t, "n1", func(c *Config) {
+		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
+	})
+	mustCreate(t, s, "x", size, bs, "db")
+	d, rel := mustOpen(t, s, "x")
+	defer func() { rel() }()
+	ctx := context.Background()
+	model := make([]byte, size)
+	rng := rand.New(rand.NewPCG(3, 4))
+	write := func(off, n int64) {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rng.IntN(256))
+		}
+		if err := d.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	for off := int64(0); off < size; off += 1 << 20 {
+		write(off, 1<<20)
+	}
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nblocks := int(size / bs)
+	// headEntries syncs and returns the committed entries.
+	headEntries := func() map[uint64]tree.Entry {
+		t.Helper()
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return entries(t, s, "x")
+	}
+	// sparse lists the extents the head names that are at most half live.
+	sparse := func(ents map[uint64]tree.Entry) []string {
+		live := map[chunkstore.Ref]int{}
+		blocks := map[chunkstore.Ref]int{}
+		for _, e := range ents {
+			if e.InExtent() {
+				live[e.Ext]++
+				blocks[e.Ext] = int(e.Blocks)
+			}
+		}
+		var out []string
+		for r, n := range live {
+			if 2*n <= blocks[r] {
+				out = append(out, fmt.Sprintf("%s: %d of %d live", r.Short(), n, blocks[r]))
+			}
+		}
+		return out
+	}
+	for round := range 6 {
+		// A fifth of the blocks, at random, each written alone.
+		written := map[uint64]bool{}
+		for range nblocks / 5 {
+			i := uint64(rng.IntN(nblocks))
+			written[i] = true
+			write(int64(i)*bs, bs)
+		}
+		ents := headEntries()
+		if round == 0 {
+			alone := 0
+			for i := range written {
+				if !ents[i].InExtent() {
+					alone++
+				}
+			}
+			if alone > len(written)/4 {
+				t.Fatalf("%d of %d blocks written at random are stored alone: not packed", alone, len(written))
+			}
+		}
+		if got := readAll(t, d); !bytes.Equal(got, model) {
+			t.Fatalf("round %d: read differs from the model", round)
+		}
+	}
+	var left []string
+	wait.For(t, 60*time.Second, "the cleaner to leave no extent at most half live", func() bool {
+		left = sparse(headEntries())
+		return len(left) == 0
+	})
+	ents := headEntries()
+	stored := map[chunkstore.Ref]int{}
+	for _, e := range ents {
+		if e.InExtent() {
+			stored[e.Ext] = int(e.Blocks)
+		} else if fetchable(e.Ref) {
+			stored[e.Ref] = 1
+		}
+	}
+	total := 0
+	for _, n := range stored {
+		total += n
+	}
+	if total >= 2*len(ents) {
+		t.Fatalf("the head names chunks of %d blocks for %d live blocks", total, len(ents))
+	}
+	if n := testutil.ToFloat64(s.m.cleanedBlocks); n == 0 {
+		t.Fatal("the cleaner rewrote no block")
+	}
+	if got := readAll(t, d); !bytes.Equal(got, model) {
+		t.Fatal("read after cleaning differs from the model")
+	}
+	rel()
+	rel = func() {}
+	d2, rel2 := mustOpen(t, s, "x")
+	defer rel2()
+	if got := readAll(t, d2); !bytes.Equal(got, model) {
+		t.Fatal("read after reattach differs from the model")
+	}
+}
