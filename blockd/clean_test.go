@@ -135,3 +135,94 @@ func TestPackingAndCleaner(t *testing.T) {
 		t.Fatal("read after reattach differs from the model")
 	}
 }
+
+// Under writes that never pause, a stretch whose chunks grow past
+// cleanBudget times its size is cleaned at once, without waiting for the
+// vdisk to rest.
+func TestCleanerBudgetUnderSustainedWrites(t *testing.T) {
+	const bs = 16 << 10
+	const size = 4 << 20
+	n := int(DefaultExtentBytes / bs)
+	e := newEnv()
+	rs := &rangeStore{flakyStore: e.store}
+	s := e.service(t, "n1", func(c *Config) {
+		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
+	})
+	mustCreate(t, s, "x", size, bs, "db")
+	d, rel := mustOpen(t, s, "x")
+	defer rel()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(5, 6))
+	block := func() []byte {
+		p := make([]byte, bs)
+		for i := range p {
+			p[i] = byte(rng.IntN(256))
+		}
+		return p
+	}
+	if err := d.WriteAt(ctx, bytes.Repeat(block(), n), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Keep the vdisk busy: a write to its last stretch every 20 ms.
+	stop := make(chan struct{})
+	busy := make(chan error, 1)
+	go func() {
+		p := make([]byte, bs)
+		for k := 0; ; k++ {
+			select {
+			case <-stop:
+				busy <- nil
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			p[0] = byte(k)
+			if err := d.WriteAt(ctx, p, size-bs, false); err != nil {
+				busy <- err
+				return
+			}
+		}
+	}()
+	// held is what the chunks the first stretch names hold, in blocks.
+	held := func() int {
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		sizes := map[chunkstore.Ref]int{}
+		for i, e := range entries(t, s, "x") {
+			switch {
+			case i >= uint64(n):
+			case e.InExtent():
+				sizes[e.Ext] = int(e.Blocks)
+			case fetchable(e.Ref):
+				sizes[e.Ref] = 1
+			}
+		}
+		sum := 0
+		for _, b := range sizes {
+			sum += b
+		}
+		return sum
+	}
+	// Overwrite the first stretch eight blocks at a time, each group a
+	// pack of its own, sliding by one block: each pack is left with one
+	// live block of eight, eight times the stretch's size in all.
+	for k := range n {
+		for j := range 8 {
+			if err := d.WriteAt(ctx, block(), int64((k+j)%n)*bs, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	limit := (cleanBudget + 1) * n
+	wait.For(t, 60*time.Second, "the busy vdisk's stretch to be cleaned", func() bool { return held() <= limit })
+	close(stop)
+	if err := <-busy; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -48,6 +48,7 @@ type commitRun struct {
 // FLUSH after it covers it) and captures it for the journal.
 func (d *Disk) completedLocked(kind, flags byte, off, n int64, data []byte) {
 	d.seq.completed++
+	d.cl.lastWrite = time.Now()
 	d.captureLocked(kind, flags, off, n, data)
 	d.wroteLocked()
 }

@@ -219,9 +219,10 @@
 // it. Packing random writes would let that grow without bound (a pack
 // lives until the last of its scattered blocks is overwritten), so the
 // cleaner (clean.go) rewrites, unchanged, the live blocks of every extent
-// of a stretch that is at most half live once the stretch is written
-// back: the head then names only extents more than half live, and a
-// vdisk holds less than twice its live data in the store (snapshots
+// of a stretch that is at most half live: at once when the stretch's
+// chunks hold more than three times its size, else once the vdisk has
+// rested a second. The head then names only extents more than half live,
+// and a vdisk holds less than twice its live data in the store (snapshots
 // aside; a clone's rewrite copies blocks it shares with its origin, as a
 // Ceph clone copies up the object it first writes to).
 // A leaf with any extent entry is stored in the tree's format 2; leaves
