@@ -22,11 +22,7 @@ import (
 func TestPackingAndCleaner(t *testing.T) {
 	const bs = 16 << 10
 	const size = 8 << 20
-	e := newEnv()
-	rs := &rangeStore{flakyStore: e.store}
-	s := e.service(t, "n1", func(c *Config) {
-		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
-	})
+	_, _, s := rangedEnv(t)
 	mustCreate(t, s, "x", size, bs, "db")
 	d, rel := mustOpen(t, s, "x")
 	defer func() { rel() }()
@@ -34,10 +30,7 @@ func TestPackingAndCleaner(t *testing.T) {
 	model := make([]byte, size)
 	rng := rand.New(rand.NewPCG(3, 4))
 	write := func(off, n int64) {
-		p := make([]byte, n)
-		for i := range p {
-			p[i] = byte(rng.IntN(256))
-		}
+		p := randBytes(rng, n)
 		if err := d.WriteAt(ctx, p, off, false); err != nil {
 			t.Fatal(err)
 		}
@@ -143,23 +136,13 @@ func TestCleanerBudgetUnderSustainedWrites(t *testing.T) {
 	const bs = 16 << 10
 	const size = 4 << 20
 	n := int(DefaultExtentBytes / bs)
-	e := newEnv()
-	rs := &rangeStore{flakyStore: e.store}
-	s := e.service(t, "n1", func(c *Config) {
-		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
-	})
+	_, _, s := rangedEnv(t)
 	mustCreate(t, s, "x", size, bs, "db")
 	d, rel := mustOpen(t, s, "x")
 	defer rel()
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(5, 6))
-	block := func() []byte {
-		p := make([]byte, bs)
-		for i := range p {
-			p[i] = byte(rng.IntN(256))
-		}
-		return p
-	}
+	block := func() []byte { return randBytes(rng, bs) }
 	if err := d.WriteAt(ctx, bytes.Repeat(block(), n), 0, false); err != nil {
 		t.Fatal(err)
 	}

@@ -62,27 +62,41 @@ func entries(t *testing.T, s *Service, name string) map[uint64]tree.Entry {
 	return out
 }
 
+// rangedEnv returns an env and its service "n1", whose store (rs) answers
+// ranged reads.
+func rangedEnv(t *testing.T) (*env, *rangeStore, *Service) {
+	t.Helper()
+	e := newEnv()
+	rs := &rangeStore{flakyStore: e.store}
+	s := e.service(t, "n1", func(c *Config) {
+		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
+	})
+	return e, rs, s
+}
+
+// randBytes returns n random bytes from rng.
+func randBytes(rng *rand.Rand, n int64) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(rng.IntN(256))
+	}
+	return p
+}
+
 // Sequential writes are stored as extents of ExtentBytes; an overwrite in
 // the middle of one and a TRIM of part of one split it; snapshots, diff
 // and another node read the mixed layout exactly.
 func TestExtentsLayoutSplitTrim(t *testing.T) {
 	const bs = 16 << 10
 	const size = 16 << 20
-	e := newEnv()
-	rs := &rangeStore{flakyStore: e.store}
-	s := e.service(t, "n1", func(c *Config) {
-		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
-	})
+	e, rs, s := rangedEnv(t)
 	mustCreate(t, s, "x", size, bs, "db")
 	d, rel := mustOpen(t, s, "x")
 	ctx := context.Background()
 	model := make([]byte, size)
 	rng := rand.New(rand.NewPCG(1, 2))
 	fill := func(off, n int64) {
-		p := make([]byte, n)
-		for i := range p {
-			p[i] = byte(rng.IntN(256))
-		}
+		p := randBytes(rng, n)
 		if err := d.WriteAt(ctx, p, off, false); err != nil {
 			t.Fatal(err)
 		}
