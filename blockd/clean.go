@@ -63,23 +63,45 @@ type cleanState struct {
 	order  []uint64
 	// later: stretches within their budget, cleaned when the vdisk is
 	// idle (a stretch may be in both: queued again after a write-back).
-	later     map[uint64]bool
+	later map[uint64]bool
+	// since: blocks stored per stretch since it was last looked at.
+	since     map[uint64]int
 	lastWrite time.Time     // the latest completed mutation
 	wake      chan struct{} // buffered 1
 }
 
-// cleanLaterLocked queues the stretch of block idx for the cleaner.
+// cleanLaterLocked notes a block stored in the stretch of block idx. A
+// stretch can pass its budget only after more than (cleanBudget-1) times
+// its blocks were stored in it since it was last looked at: until then
+// it waits for the vdisk to rest (later) without being scanned, so
+// sustained random writes cost the cleaner nothing but a counter.
 func (d *Disk) cleanLaterLocked(idx uint64) {
 	n := d.extentBlocks()
 	if n < 2 || d.ro || d.cl.wake == nil {
 		return
 	}
 	s := stretchOf(idx, n)
-	if d.cl.queued[s] || len(d.cl.order) >= cleanQueue {
-		return
+	c, ok := d.cl.since[s]
+	if !ok && len(d.cl.since) >= cleanQueue {
+		return // looked at after its next write-back
 	}
-	d.cl.queued[s] = true
-	d.cl.order = append(d.cl.order, s)
+	d.cl.since[s] = c + 1
+	if c+1 <= (cleanBudget-1)*n {
+		if len(d.cl.later) >= cleanQueue || d.cl.later[s] {
+			return
+		}
+		d.cl.later[s] = true
+		if len(d.cl.later) > 1 {
+			return // the loop's idle timer runs already
+		}
+	} else {
+		delete(d.cl.since, s)
+		if d.cl.queued[s] || len(d.cl.order) >= cleanQueue {
+			return
+		}
+		d.cl.queued[s] = true
+		d.cl.order = append(d.cl.order, s)
+	}
 	select {
 	case d.cl.wake <- struct{}{}:
 	default:
@@ -104,6 +126,7 @@ func (d *Disk) cleanLoop() {
 			d.mu.Lock()
 			if time.Since(d.cl.lastWrite) >= cleanIdle {
 				for s := range d.cl.later {
+					delete(d.cl.since, s)
 					if !d.cl.queued[s] {
 						d.cl.queued[s] = true
 						d.cl.order = append(d.cl.order, s)

@@ -140,7 +140,7 @@ func newDisk(svc *Service, p diskParams) *Disk {
 	d.lease.until = p.leaseUntil
 	d.size.Store(p.size)
 	if !d.ro {
-		d.cl.queued, d.cl.later, d.cl.wake = map[uint64]bool{}, map[uint64]bool{}, make(chan struct{}, 1)
+		d.cl.queued, d.cl.later, d.cl.since, d.cl.wake = map[uint64]bool{}, map[uint64]bool{}, map[uint64]int{}, make(chan struct{}, 1)
 		d.wg.Add(3)
 		go d.renewLoop()
 		go d.timerLoop()
