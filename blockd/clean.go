@@ -25,7 +25,8 @@ import (
 // measured),
 // while never cleaning lets a stretch keep every pack ever written to it.
 // So a stretch is cleaned at once only when the chunks it names hold more
-// than three times its blocks (cleanBudget: a 4 KiB fsync16 run over a
+// than three times its blocks (cleanBudget, looked at only once more than
+// twice its blocks were stored in it since it was last looked at: a 4 KiB fsync16 run over a
 // 512 MiB disk, which overwrites each 16 KiB block about twice in 10 s,
 // stays within it); otherwise it waits until the vdisk has had no write
 // for cleanIdle. Under writes that never pause a stretch thus holds at
