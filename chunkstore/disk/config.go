@@ -26,6 +26,11 @@ type Config struct {
 	// lost on a crash (tests, throwaway caches): an acknowledged write may
 	// vanish after a power failure.
 	NoSync bool
+	// PageCacheBytes bounds the synced segment data the writer leaves in
+	// the kernel's page cache, newest first: as it writes more, it tells
+	// the kernel to drop the oldest (doc.go, "Page cache"). Default
+	// DefaultPageCacheBytes; negative leaves it all to the kernel.
+	PageCacheBytes int64
 	// CompactRatio: sealed segments whose dead fraction is at least this are
 	// compacted (their live records copied forward, the file deleted).
 	// Default 0.5.
@@ -46,6 +51,9 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DefaultPageCacheBytes is the default Config.PageCacheBytes.
+const DefaultPageCacheBytes = 2 << 30
+
 // ErrConfig reports an invalid Config.
 var ErrConfig = errors.New("disk: bad config")
 
@@ -55,6 +63,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SegmentSize == 0 {
 		c.SegmentSize = 256 << 20
+	}
+	if c.PageCacheBytes == 0 {
+		c.PageCacheBytes = DefaultPageCacheBytes
 	}
 	if c.CompactRatio == 0 {
 		c.CompactRatio = 0.5

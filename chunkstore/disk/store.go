@@ -56,6 +56,8 @@ type Store struct {
 	// compaction may take them.
 	settled atomic.Uint32
 
+	pages pageWindow // writer-only: synced ranges left in the page cache (pagecache.go)
+
 	filter keyFilter // index keys, for the writer (filter.go)
 	// profiles lists every profile of a key set in the index since Open,
 	// sorted in key order (copy on write; the writer and load add).
@@ -74,13 +76,14 @@ type Store struct {
 
 // segment is one segment file.
 type segment struct {
-	id   uint32
-	path string
-	f    vfs.File
-	size atomic.Int64 // logical end: records live below it
-	live atomic.Int64 // bytes of live records (headers included)
-	refs atomic.Int64 // readers holding f, plus one while in the map
-	gone atomic.Bool  // retired: remove the file on last release
+	id     uint32
+	path   string
+	f      vfs.File
+	size   atomic.Int64 // logical end: records live below it
+	live   atomic.Int64 // bytes of live records (headers included)
+	refs   atomic.Int64 // readers holding f, plus one while in the map
+	gone   atomic.Bool  // retired: remove the file on last release
+	synced int64        // writer-only: the end of the range last synced (pagecache.go)
 }
 
 func segName(id uint32) string { return fmt.Sprintf("%08d.seg", id) }
@@ -210,6 +213,7 @@ func (s *Store) load() error {
 		}
 		seg := &segment{id: id, path: path, f: f}
 		seg.refs.Store(1)
+		s.adviseSegment(f)
 		fi, err := f.Stat()
 		if err != nil {
 			_ = f.Close()
@@ -305,6 +309,13 @@ func (s *Store) scanTail(f vfs.File, from, to int64) (records int, torn int64) {
 	return records, to - off
 }
 
+// adviseSegment turns off readahead on a segment file (see adviseRandom).
+func (s *Store) adviseSegment(f vfs.File) {
+	if fd := f.Fd(); fd != vfs.InvalidFd {
+		adviseRandom(fd)
+	}
+}
+
 func (s *Store) createSegment(id uint32) (*segment, error) {
 	path := s.fs.PathJoin(s.segDir, segName(id))
 	f, err := s.fs.Create(path, vfs.WriteCategoryUnspecified)
@@ -316,6 +327,7 @@ func (s *Store) createSegment(id uint32) (*segment, error) {
 		_ = s.fs.Remove(path)
 		return nil, fmt.Errorf("%w: create segment %d: %v", ErrIO, id, err)
 	}
+	s.adviseSegment(f)
 	if n, err := f.WriteAt(segmentHeader(id), 0); err != nil || n != segHeaderLen {
 		if err == nil {
 			err = io.ErrShortWrite

@@ -345,6 +345,7 @@ func (s *Store) roll(g *group) error {
 			s.rollNext = true
 			return fmt.Errorf("%w: sync segment %d: %v", ErrIO, old.id, err)
 		}
+		s.synced(old)
 	}
 	seg, err := s.createSegment(old.id + 1)
 	if err != nil {
@@ -393,6 +394,8 @@ func (s *Store) prepare(ops []*op, prev *group) *group {
 			// never append to it again.
 			s.rollNext = true
 			err = fmt.Errorf("%w: sync segment %d: %v", ErrIO, s.active.id, serr)
+		} else {
+			s.synced(s.active)
 		}
 	}
 	g.prev = nil // the committer needs no more of it
