@@ -214,6 +214,7 @@ type frozen struct {
 	layers  []*layer
 	head    chunkstore.Ref
 	rounds  sync.WaitGroup // store rounds of own blocks and nodes in flight
+	slots   chan struct{}  // a token per round of own blocks in flight
 	err     error          // the first failed round's (under d.mu)
 }
 
@@ -225,7 +226,7 @@ type frozen struct {
 // in the cache, where the commit takes it; one the commit started fails
 // the commit.
 func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
-	fz := &frozen{}
+	fz := &frozen{slots: make(chan struct{}, ownRoundsInFlight)}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.wb.pause = true
@@ -284,6 +285,15 @@ func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
 				}
 				group := runs[start:end]
 				start = end
+				// Name the round only once one of the rounds in flight
+				// has room: naming copies its blocks into extent buffers.
+				select {
+				case fz.slots <- struct{}{}:
+				case <-ctx.Done():
+					d.mu.Lock()
+					fz.own = append(fz.own, fresh...)
+					return fail(fmt.Errorf("blockd: vdisk %s: flush: %w", d.label, ctx.Err()))
+				}
 				items := make([]roundItem, len(group))
 				par.Do(context.Background(), len(group), runtime.GOMAXPROCS(0), func(_ context.Context, k int) error {
 					items[k] = nameOwnRun(group[k], d.bs)
@@ -513,7 +523,18 @@ func nameOwnRun(run []ownBlock, bs int64) roundItem {
 // its error in fz (and in c, which fails a freeze still running); its
 // blocks not stored go back to the cache.
 func (d *Disk) startRound(ctx context.Context, fz *frozen, c *commitRun, items []roundItem) {
+	var n int64
+	for _, it := range items {
+		n += int64(len(it.data))
+	}
+	if m := d.named.Add(n); m > d.maxNamed.Load() {
+		d.maxNamed.Store(m) // only commits name, one at a time
+	}
 	fz.rounds.Go(func() {
+		defer func() {
+			d.named.Add(-n)
+			<-fz.slots
+		}()
 		if err := d.storeRound(ctx, items); err != nil {
 			d.mu.Lock()
 			fz.err = cmp.Or(fz.err, err)
@@ -607,6 +628,7 @@ func (d *Disk) storeOwned(ctx context.Context, fz *frozen, staged *tree.Staged) 
 		for r, data := range staged.Nodes {
 			items = append(items, roundItem{ref: r, data: data})
 		}
+		fz.slots <- struct{}{} // rounds in flight end, stored or failed
 		d.startRound(ctx, fz, nil, items)
 	}
 	fz.rounds.Wait()
@@ -620,6 +642,15 @@ func (d *Disk) storeOwned(ctx context.Context, fz *frozen, staged *tree.Staged) 
 // (the Batcher's default batch size): the unit in which a large commit
 // drains the write-back cache.
 const ownRoundBytes = 8 << 20
+
+// ownRoundsInFlight bounds the rounds of own blocks a commit has named and
+// not yet stored. Naming a round (hashing, laying out its extents) runs
+// far faster than the store takes it, so a commit of a gigabyte named
+// every round at once and held the gigabyte twice, in the cache and in
+// extent buffers, until the store caught up: the heap grew by as much, on
+// fresh pages. Four rounds keep the store's pipeline full (32 MiB at 300
+// MB/s is 100 ms of puts) and the extent buffers recycled.
+const ownRoundsInFlight = 4
 
 // abandonLocked gives the commit's own blocks, not yet stored, back to the
 // dirty layer (the commit failed before storing them).

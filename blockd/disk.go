@@ -87,6 +87,9 @@ type Disk struct {
 
 	size  atomic.Int64
 	heads atomic.Uint64 // head commits proposed: with the epoch, their request ids
+	// named is the bytes of the rounds commits have named and the store
+	// has not answered (ownRoundsInFlight bounds it); maxNamed the most.
+	named, maxNamed atomic.Int64
 
 	ctx    context.Context // cancelled when the disk is closed
 	cancel context.CancelFunc

@@ -548,6 +548,49 @@ func TestCommitDrainsAsItStores(t *testing.T) {
 	}
 }
 
+// A commit of more than a few rounds names a round only once one of its
+// rounds in flight is stored: the blocks it copies into extents for the
+// store are bounded, not a second copy of the whole cache.
+func TestCommitRoundsBounded(t *testing.T) {
+	e := newEnv()
+	const bs = 16 << 10
+	const max = 8192 * (entryCost + bs) // 128 MiB: 16 rounds
+	s := e.service(t, "n1", func(c *Config) { c.MaxDirtyBytes, c.WritebackBytes, c.NodeDirtyBytes = max, max, 1<<30 })
+	ctx := context.Background()
+	mustCreate(t, s, "c", 256<<20, bs, "db")
+	d, _ := mustOpen(t, s, "c")
+	p := bytes.Repeat([]byte{7}, 1<<20)
+	var off int64
+	for ; d.Stats().CacheBytes < max; off += int64(len(p)) {
+		p[0], p[1] = byte(off>>20), 1
+		if err := d.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Puts far slower than naming: unbounded, the commit named every round
+	// long before the store answered the first ones.
+	e.store.putDelay.Store(int64(200 * time.Millisecond))
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The tree's round may join the last block rounds.
+	bound := int64(4+1) * ownRoundBytes // ownRoundsInFlight and the tree's
+	if m := d.maxNamed.Load(); m > bound {
+		t.Fatalf("a commit of %d MiB had %d MiB named and not yet stored, want at most %d MiB", off>>20, m>>20, bound>>20)
+	} else if m < ownRoundBytes/2 {
+		t.Fatalf("at most %d bytes named at once: the commit named no round", m)
+	}
+	if n := d.named.Load(); n != 0 {
+		t.Fatalf("%d bytes still named after the commit", n)
+	}
+	got := make([]byte, 2)
+	for o := int64(0); o < off; o += int64(len(p)) {
+		if err := d.ReadAt(ctx, got, o); err != nil || got[0] != byte(o>>20) || got[1] != 1 {
+			t.Fatalf("at %d: %v %v", o, got, err)
+		}
+	}
+}
+
 // The node-wide bound holds across vdisks: a vdisk with dirty data below
 // its own bound and no writer is made to write back when another vdisk's
 // writer waits for the node's room.
