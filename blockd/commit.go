@@ -246,7 +246,7 @@ func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
 			return fail(c.failed)
 		}
 		pending := false
-		var fresh []ownBlock
+		var fresh, partial []ownBlock
 		for i, b := range d.cache.dirty {
 			if b.born > c.seq {
 				continue
@@ -263,9 +263,12 @@ func (d *Disk) freeze(ctx context.Context, c *commitRun) (*frozen, error) {
 				fresh = append(fresh, ownBlock{idx: i, b: b})
 				continue
 			}
-			d.startLocked(i, b)
-			b.claim = c
+			partial = append(partial, ownBlock{idx: i, b: b})
 			pending = true
+		}
+		if len(partial) > 0 {
+			// Read their bases in batches, then take them (complete.go).
+			d.completeCommitLocked(partial, c)
 		}
 		if len(fresh) > 0 {
 			// Hash outside the lock (in-flight blocks are not written

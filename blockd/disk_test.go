@@ -29,7 +29,7 @@ import (
 type flakyStore struct {
 	chunkstore.Store
 	failPut, failFetch atomic.Bool
-	puts               atomic.Int64
+	puts, fetches      atomic.Int64
 	// failEvery, when > 0, fails every n-th Put and Fetch.
 	failEvery atomic.Int64
 	ops       atomic.Int64
@@ -68,6 +68,7 @@ func (f *flakyStore) Fetch(ctx context.Context, r chunkstore.Ref) ([]byte, error
 	if f.failFetch.Load() || f.flaky() {
 		return nil, errInjected
 	}
+	f.fetches.Add(1)
 	return f.Store.Fetch(ctx, r)
 }
 

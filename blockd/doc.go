@@ -44,6 +44,11 @@
 //     of the node are in memory (then every vdisk of the node writes
 //     back; writes fail with an error, EIO to NBD clients, if writing back
 //     keeps failing). A failed store puts its block back in memory.
+//     Partial blocks are completed together (complete.go): a job takes
+//     the partial blocks of one stretch (a commit: up to 64 of them at a
+//     time), reads their bases in one batched read, and stores the
+//     stretch packed, so random 4 KiB writes into 16 KiB blocks cost a
+//     read and a chunk per stretch written back, not per block.
 //     Writers that wait are let in first come, first served, so a
 //     request waits for the bytes queued ahead of it to drain, not for
 //     the luck of the race for freed room.
@@ -77,14 +82,16 @@
 // A commit (FLUSH without a usable journal, the journal's follow-up,
 // every Config.WritebackInterval, or when the pending layer grows large)
 // names every block dirtied before it (it hashes the complete ones itself;
-// partial ones are completed from their base by write-back jobs it
-// starts), freezes the current layer and applies the frozen layers to the
+// partial ones are completed from their bases by jobs it starts, and
+// then taken as complete ones), freezes the current layer and applies the frozen layers to the
 // tree in memory (tree.Batch; path copying). A node's Ref is the hash of
 // its content, so the whole new tree is known before anything is stored:
 // the commit's blocks go to the store as it hashes them, in rounds of 8
 // MiB through the disk's Batcher, and the new nodes follow in the last
-// round. Each round frees its blocks' memory as soon as it is answered,
-// so a commit that takes a full write-back cache (a gigabyte) drains it
+// round, at most four rounds ahead of the store (ownRoundsInFlight: named
+// rounds copy their blocks into extent buffers, and a commit that named
+// a gigabyte at once held it twice). Each round frees its blocks' memory
+// as soon as it is answered, so a commit that takes a full write-back cache (a gigabyte) drains it
 // steadily rather than holding every writer until its last put. It
 // waits for the write-back jobs it counts on (blocks in flight when it
 // froze), and takes over one that fails: it stores that block itself,

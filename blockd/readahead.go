@@ -81,7 +81,7 @@ func (d *Disk) readahead(off int64, n int) {
 		r.window = min(2*r.window, maxW)
 	}
 	from := max(r.end, end)
-	to := min(end+r.window, d.size.Load())
+	to := min(d.stretchEnd(end+r.window), d.size.Load())
 	if to <= from {
 		return
 	}
@@ -109,11 +109,23 @@ func (d *Disk) raWorker() {
 		}
 		piece := min(max(r.window/4, raPieceMin), raPieceMax)
 		from := r.pos
-		to := min(from+piece, r.end)
+		to := min(d.stretchEnd(from+piece), r.end)
 		r.pos = to
 		r.mu.Unlock()
 		d.prefetch(from, to)
 	}
+}
+
+// stretchEnd rounds off up to the end of its aligned stretch of extent
+// blocks: windows and pieces end on stretch boundaries, so that the blocks
+// of a packed extent (which all lie in one stretch) are wanted by one
+// piece, which reads the extent once rather than a range of it per piece.
+func (d *Disk) stretchEnd(off int64) int64 {
+	x := int64(d.extentBlocks()) << d.shift
+	if x <= d.bs {
+		return off
+	}
+	return (off + x - 1) / x * x
 }
 
 // prefetch brings the blocks of [from, to) that are only in the store into

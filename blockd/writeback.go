@@ -77,6 +77,13 @@ func (d *Disk) startOldestLocked() bool {
 			later = append(later, e) // one write-back per block at a time
 			continue
 		}
+		if !e.b.complete() && d.extentBlocks() > 1 {
+			// Complete it with the other partial blocks of its stretch,
+			// then store the stretch as one extent (complete.go).
+			idxs, bs := d.partialsLocked(e.idx, e.b)
+			d.completeLocked(idxs, bs, nil)
+			return true
+		}
 		if idxs, run := d.runLocked(e.idx, e.b); len(run) > 1 {
 			d.startRunLocked(idxs, run)
 			return true

@@ -1,0 +1,86 @@
+package blockd
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/internal/testcluster/wait"
+)
+
+// Partial blocks (4 KiB written into 16 KiB blocks) are completed with one
+// batched read of their bases, not a read each, and are then stored packed:
+// a chunk per stretch, not one per block.
+func TestPartialBlocksCompletedTogether(t *testing.T) {
+	const bs = 16 << 10
+	const size = 4 << 20
+	e := newEnv()
+	rs := &rangeStore{flakyStore: e.store}
+	s := e.service(t, "n1", func(c *Config) {
+		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
+		c.BlockCacheBytes = 1 // nothing cached: every base is read from the store
+	})
+	mustCreate(t, s, "p", size, bs, "db")
+	d, rel := mustOpen(t, s, "p")
+	defer rel()
+	ctx := context.Background()
+	model := make([]byte, size)
+	rng := rand.New(rand.NewPCG(5, 6))
+	write := func(off, n int64) {
+		t.Helper()
+		p := randBytes(rng, n)
+		if err := d.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	for off := int64(0); off < size; off += 1 << 20 {
+		write(off, 1<<20)
+	}
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// 4 KiB into 24 blocks of each of the first two stretches (1 MiB each).
+	perStretch := int(DefaultExtentBytes / bs)
+	var written []uint64
+	for st := range 2 {
+		for _, j := range rng.Perm(perStretch)[:24] {
+			i := uint64(st*perStretch + j)
+			written = append(written, i)
+			write(int64(i)*bs+4<<10, 4<<10)
+		}
+	}
+	// Each partial write started a prefetch of its base (into a block
+	// cache that keeps nothing here): let them end before counting.
+	wait.For(t, time.Minute, "the prefetches of partial blocks to end", func() bool { return len(d.prefetchSem) == 0 })
+	reads0 := rs.ranges.Load() + e.store.fetches.Load()
+	puts0 := e.store.puts.Load()
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reads := rs.ranges.Load() + e.store.fetches.Load() - reads0
+	if reads == 0 || reads > 4 {
+		t.Fatalf("completing %d partial blocks of two extents read the store %d times, want one batch (1 to 4 reads)", len(written), reads)
+	}
+	// Two packs and the tree's nodes, not a chunk per block.
+	if puts := e.store.puts.Load() - puts0; puts >= int64(len(written)) {
+		t.Fatalf("%d puts for %d partial blocks of two stretches: not packed", puts, len(written))
+	}
+	ents := entries(t, s, "p")
+	packs := map[chunkstore.Ref]bool{}
+	for _, i := range written {
+		if !ents[i].InExtent() {
+			t.Fatalf("block %d, written in part, is stored alone", i)
+		}
+		packs[ents[i].Ext] = true
+	}
+	if len(packs) != 2 {
+		t.Fatalf("the partial blocks of two stretches are in %d chunks, want 2", len(packs))
+	}
+	if got := readAll(t, d); !bytes.Equal(got, model) {
+		t.Fatal("read differs from the model")
+	}
+}
