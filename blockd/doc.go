@@ -284,7 +284,8 @@
 // create time. With extents, sequential data is stored in 1 MiB chunks
 // whatever the block size, and the block size is the unit of random
 // I/O: a 4 KiB write into a 16 KiB block is a read-modify-write of the
-// block at write-back, so vdisks that live on random 4 KiB I/O
+// block at write-back (the bases of a stretch's partial blocks read in
+// one batch, complete.go), so vdisks that live on random 4 KiB I/O
 // (databases) do better with 4 KiB blocks (about 2× the IOPS beyond the
 // caches), at the price of per-block work on sequential I/O (about half
 // the 1M sequential read rate; docs/benchmarks.md, "Extents and ranged
