@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,6 +26,7 @@ type testCluster struct {
 	servers map[string]*Server
 	trans   map[string]*hraft.InmemTransport
 	dirs    map[string]string
+	base    string // the nodes' dirs are in it
 }
 
 type directForwarder struct{ c *testCluster }
@@ -46,7 +49,10 @@ func (f directForwarder) Forward(ctx context.Context, to Leader, req *ForwardReq
 }
 
 func newTestCluster(t *testing.T) *testCluster {
-	c := &testCluster{t: t, servers: map[string]*Server{}, trans: map[string]*hraft.InmemTransport{}, dirs: map[string]string{}}
+	// The base dir first: cleanups run last first, so the servers are
+	// closed before it is removed (a node's own TempDir, made later, was
+	// removed while a snapshot was being written into it).
+	c := &testCluster{t: t, servers: map[string]*Server{}, trans: map[string]*hraft.InmemTransport{}, dirs: map[string]string{}, base: t.TempDir()}
 	t.Cleanup(func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -62,7 +68,10 @@ func (c *testCluster) start(id string, bootstrap bool, snapThreshold uint64) *Se
 	_, tr := hraft.NewInmemTransport(hraft.ServerAddress(id))
 	dir, ok := c.dirs[id]
 	if !ok {
-		dir = c.t.TempDir()
+		dir = filepath.Join(c.base, id)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			c.t.Fatal(err)
+		}
 		c.dirs[id] = dir
 	}
 	c.mu.Lock()
