@@ -164,7 +164,11 @@ func readEntries(ctx context.Context, st chunkstore.Fetcher, bs int64, ents []tr
 						ok = false
 						break
 					}
-					out[i] = slices.Clone(b) // its own bytes, not pinning the range
+					if int64(rg.Len) == bs {
+						out[i] = b // the range's own buffer: no second copy
+					} else {
+						out[i] = slices.Clone(b) // its own bytes, not pinning the range
+					}
 				}
 			}
 			if !ok { // read it whole, verified, with Fetch's repair

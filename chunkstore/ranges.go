@@ -26,7 +26,9 @@ func (r Range) Check() error {
 }
 
 // RangeFetcher is a Fetcher that reads parts of chunks without reading
-// them whole.
+// them whole. Each range it returns is a buffer of its own, of the range's
+// length (callers keep it, as blockd's block cache does, without pinning
+// anything larger).
 type RangeFetcher interface {
 	FetchRanges(ctx context.Context, rs []Range) ([][]byte, error)
 }
