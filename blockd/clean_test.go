@@ -27,21 +27,7 @@ func TestPackingAndCleaner(t *testing.T) {
 	d, rel := mustOpen(t, s, "x")
 	defer func() { rel() }()
 	ctx := context.Background()
-	model := make([]byte, size)
-	rng := rand.New(rand.NewPCG(3, 4))
-	write := func(off, n int64) {
-		p := randBytes(rng, n)
-		if err := d.WriteAt(ctx, p, off, false); err != nil {
-			t.Fatal(err)
-		}
-		copy(model[off:], p)
-	}
-	for off := int64(0); off < size; off += 1 << 20 {
-		write(off, 1<<20)
-	}
-	if err := d.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	model, rng, write := filledModel(t, d, size, 3)
 	nblocks := int(size / bs)
 	// headEntries syncs and returns the committed entries.
 	headEntries := func() map[uint64]tree.Entry {

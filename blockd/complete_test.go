@@ -3,7 +3,6 @@ package blockd
 import (
 	"bytes"
 	"context"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -27,22 +26,7 @@ func TestPartialBlocksCompletedTogether(t *testing.T) {
 	d, rel := mustOpen(t, s, "p")
 	defer rel()
 	ctx := context.Background()
-	model := make([]byte, size)
-	rng := rand.New(rand.NewPCG(5, 6))
-	write := func(off, n int64) {
-		t.Helper()
-		p := randBytes(rng, n)
-		if err := d.WriteAt(ctx, p, off, false); err != nil {
-			t.Fatal(err)
-		}
-		copy(model[off:], p)
-	}
-	for off := int64(0); off < size; off += 1 << 20 {
-		write(off, 1<<20)
-	}
-	if err := d.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	model, rng, write := filledModel(t, d, size, 5)
 	// 4 KiB into 24 blocks of each of the first two stretches (1 MiB each).
 	perStretch := int(DefaultExtentBytes / bs)
 	var written []uint64

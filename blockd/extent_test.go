@@ -74,6 +74,31 @@ func rangedEnv(t *testing.T) (*env, *rangeStore, *Service) {
 	return e, rs, s
 }
 
+// filledModel writes size bytes of random data (seeded) to d, 1 MiB at a
+// time, and syncs. It returns the model of d's content and a write that
+// writes n random bytes at off to both.
+func filledModel(t *testing.T, d *Disk, size int64, seed uint64) (model []byte, rng *rand.Rand, write func(off, n int64)) {
+	t.Helper()
+	ctx := context.Background()
+	model = make([]byte, size)
+	rng = rand.New(rand.NewPCG(seed, seed+1))
+	write = func(off, n int64) {
+		t.Helper()
+		p := randBytes(rng, n)
+		if err := d.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	for off := int64(0); off < size; off += 1 << 20 {
+		write(off, min(1<<20, size-off))
+	}
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return model, rng, write
+}
+
 // randBytes returns n random bytes from rng.
 func randBytes(rng *rand.Rand, n int64) []byte {
 	p := make([]byte, n)
