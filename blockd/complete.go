@@ -128,12 +128,7 @@ func (d *Disk) complete(idxs []uint64, bs []*dblock, srcs []source, c *commitRun
 		return
 	}
 	if c == nil && first >= 0 && !d.wb.pause && !d.closed && d.lease.fenced == nil {
-		i, b := idxs[first], bs[first]
-		if ridxs, run := d.runLocked(i, b); len(run) > 1 {
-			d.startRunLocked(ridxs, run)
-		} else {
-			d.startLocked(i, b)
-		}
+		d.startRunLocked(d.runLocked(idxs[first], bs[first]))
 	}
 	d.notifyLocked()
 	d.pumpLocked(false)

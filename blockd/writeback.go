@@ -77,101 +77,17 @@ func (d *Disk) startOldestLocked() bool {
 			later = append(later, e) // one write-back per block at a time
 			continue
 		}
-		if !e.b.complete() && d.extentBlocks() > 1 {
+		if !e.b.complete() {
 			// Complete it with the other partial blocks of its stretch,
 			// then store the stretch as one extent (complete.go).
 			idxs, bs := d.partialsLocked(e.idx, e.b)
 			d.completeLocked(idxs, bs, nil)
 			return true
 		}
-		if idxs, run := d.runLocked(e.idx, e.b); len(run) > 1 {
-			d.startRunLocked(idxs, run)
-			return true
-		}
-		d.startLocked(e.idx, e.b)
+		d.startRunLocked(d.runLocked(e.idx, e.b))
 		return true
 	}
 	return false
-}
-
-// startLocked starts writing back dirty block b of idx.
-func (d *Disk) startLocked(idx uint64, b *dblock) {
-	b.busy = true
-	// A block put back after a failed write-back starts afresh.
-	b.resetInflight()
-	d.wb.jobs++
-	var src source
-	needBase := !b.complete()
-	if needBase {
-		src = d.belowDirtyLocked(idx)
-	}
-	d.wg.Add(1)
-	go d.writeback(idx, b, needBase, src)
-}
-
-// writeback completes b from its base if it is partial, moves it in flight,
-// stores it and records its Ref in the current layer.
-func (d *Disk) writeback(idx uint64, b *dblock, needBase bool, src source) {
-	defer d.wg.Done()
-	ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
-	defer cancel()
-	var err error
-	select {
-	case d.sem <- struct{}{}:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if err == nil {
-		defer func() { <-d.sem }()
-	}
-	var base []byte
-	if err == nil && needBase {
-		base, err = d.content(ctx, idx, src)
-	}
-
-	d.mu.Lock()
-	c := b.claim
-	b.claim = nil
-	if d.cache.dirty[idx] != b { // replaced or zeroed meanwhile: nothing to do
-		b.busy = false
-		if b.data != nil {
-			d.putBuf(b.data)
-		}
-		d.wb.jobs--
-		d.notifyLocked()
-		d.pumpLocked(false)
-		d.mu.Unlock()
-		return
-	}
-	if err != nil {
-		b.busy = false
-		d.wb.jobs--
-		d.cache.fifo = append(d.cache.fifo, fifoEntry{idx, b})
-		err = fmt.Errorf("blockd: vdisk %s: read block %d to complete it: %w", d.label, idx, err)
-		if c != nil && c.failed == nil {
-			c.failed = err // the commit that started this job fails with it
-		}
-		d.failLocked(err)
-		d.mu.Unlock()
-		return
-	}
-	if !b.complete() {
-		d.fillLocked(b, base)
-	}
-	b.busy = false
-	d.moveInflightLocked(idx, b)
-	d.mu.Unlock()
-
-	// b is complete and no longer written to: name it, then store it.
-	ref, data := nameBlock(b)
-	d.mu.Lock()
-	b.ent, b.hashed = tree.Entry{Ref: ref}, true
-	d.notifyLocked()
-	d.mu.Unlock()
-	err = d.putBlock(ctx, idx, ref, data)
-	d.mu.Lock()
-	d.storedLocked(idx, b, data, err)
-	d.mu.Unlock()
 }
 
 // moveInflightLocked moves complete dirty block b of idx in flight: it is
@@ -344,7 +260,8 @@ func (d *Disk) runLocked(idx uint64, b *dblock) (idxs []uint64, run []*dblock) {
 }
 
 // startRunLocked starts writing back run, complete dirty blocks of
-// indexes idxs, as one extent: they go in flight at once.
+// indexes idxs, as one extent (a run of one: the block's own chunk): they
+// go in flight at once.
 func (d *Disk) startRunLocked(idxs []uint64, run []*dblock) {
 	for j, b := range run {
 		b.resetInflight()
