@@ -405,15 +405,18 @@ func (d *Disk) awaitClaimed(ctx context.Context, claimed []ownBlock) error {
 			d.svc.m.flushTakeover.Add(float64(len(retry)))
 			err := par.Do(ctx, len(retry), d.svc.cfg.Parallelism, func(ctx context.Context, k int) error {
 				o := retry[k]
-				_, data := nameBlock(o.b)
+				ref, data := nameBlock(o.b)
 				var err error
-				if r := o.b.run; r != nil && o.b.ent.InExtent() {
+				switch r := o.b.run; {
+				case r != nil && o.b.ent.InExtent():
 					// The frozen entry names the extent: store it again
 					// (once per run of this retry: the store dedups the
 					// others, which the Batcher sends in one batch).
 					err = d.putChunk(ctx, o.idx, *r)
-				} else {
-					err = d.putBlock(ctx, o.idx, o.b.ent.Ref, data)
+				case ref != o.b.ent.Ref:
+					err = fmt.Errorf("%w: vdisk %s: block %d in flight hashes to %s, not the %s it was named", chunkstore.ErrCorrupt, d.label, o.idx, ref.Short(), o.b.ent.Ref.Short())
+				default:
+					err = d.putBlock(ctx, o.idx, ref, data)
 				}
 				d.mu.Lock()
 				d.storedLocked(o.idx, o.b, data, err)
@@ -553,6 +556,7 @@ func (d *Disk) startRound(ctx context.Context, fz *frozen, c *commitRun, items [
 // storeRound puts items and ends their blocks.
 func (d *Disk) storeRound(ctx context.Context, items []roundItem) error {
 	var chunks [][]byte
+	var names []chunkstore.Ref // the blocks' and extents' Refs from naming; tree nodes are hashed by the store
 	var stored []roundItem
 	for _, it := range items {
 		if it.own != nil && len(it.data) == 0 { // zeroes: nothing to store
@@ -563,13 +567,18 @@ func (d *Disk) storeRound(ctx context.Context, items []roundItem) error {
 			d.mu.Unlock()
 			continue
 		}
+		var name chunkstore.Ref
+		if it.own != nil {
+			name = it.ref // nameOwnRun hashed it.data, which stays as it is until the round ends
+		}
 		chunks = append(chunks, it.data)
+		names = append(names, name)
 		stored = append(stored, it)
 	}
 	if len(chunks) == 0 {
 		return nil
 	}
-	refs, err := chunkstore.PutMany(ctx, d.batch, chunks)
+	refs, err := d.batch.PutManyNamed(ctx, chunks, names)
 	defer func() {
 		for _, it := range stored {
 			if it.extent {

@@ -87,7 +87,9 @@
 // tree in memory (tree.Batch; path copying). A node's Ref is the hash of
 // its content, so the whole new tree is known before anything is stored:
 // the commit's blocks go to the store as it hashes them, in rounds of 8
-// MiB through the disk's Batcher, and the new nodes follow in the last
+// MiB through the disk's Batcher (with the Refs it computed, which the
+// store takes rather than hashing every byte again:
+// chunkstore.NamedBatchReceiver), and the new nodes follow in the last
 // round, at most four rounds ahead of the store (ownRoundsInFlight: named
 // rounds copy their blocks into extent buffers, and a commit that named
 // a gigabyte at once held it twice). Each round frees its blocks' memory

@@ -117,12 +117,15 @@ func nameBlock(b *dblock) (chunkstore.Ref, []byte) {
 	return chunkstore.Ref{}, nil
 }
 
-// putBlock stores a named block's bytes (nothing for zero blocks).
+// putBlock stores a named block's bytes (nothing for zero blocks). ref
+// must be Sum(data), hashed by the caller from this buffer, which nothing
+// changes until putBlock returns: the store takes the name unhashed
+// (chunkstore.NamedBatchReceiver).
 func (d *Disk) putBlock(ctx context.Context, idx uint64, ref chunkstore.Ref, data []byte) error {
 	if len(data) == 0 {
 		return nil
 	}
-	got, err := d.batch.Put(ctx, data)
+	got, err := d.batch.PutNamed(ctx, data, ref)
 	switch {
 	case err != nil:
 		return fmt.Errorf("blockd: vdisk %s: store block %d: %w", d.label, idx, err)

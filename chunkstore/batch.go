@@ -30,6 +30,35 @@ type BatchReceiver interface {
 	PutMany(ctx context.Context, chunks [][]byte) ([]Ref, error)
 }
 
+// NamedBatchReceiver is a BatchReceiver that can store chunks their caller
+// has already named without hashing them again (the erasure store's hash
+// is a whole pass over the bytes, and blockd hashes every block and
+// extent it writes back to name it in its tree before it stores it).
+//
+// PutManyNamed is PutMany where names[i], unless it is the zero Ref, is
+// chunks[i]'s Ref as the caller computed it with Sum from those very
+// bytes, unchanged since: the chunk is stored under it unhashed. A zero
+// name is hashed as PutMany does. A wrong name would store bytes under a
+// Ref they do not hash to, which every read rejects as corrupt: only a
+// caller that hashed the buffer itself and owns it may name it.
+type NamedBatchReceiver interface {
+	BatchReceiver
+	PutManyNamed(ctx context.Context, chunks [][]byte, names []Ref) ([]Ref, error)
+}
+
+// PutManyNamed stores chunks through r as PutMany does, passing the
+// caller's names (see NamedBatchReceiver) when r can use them; the results
+// are the same either way.
+func PutManyNamed(ctx context.Context, r Receiver, chunks [][]byte, names []Ref) ([]Ref, error) {
+	if len(names) != len(chunks) {
+		return nil, fmt.Errorf("chunkstore: PutManyNamed: %d names for %d chunks", len(names), len(chunks))
+	}
+	if n, ok := r.(NamedBatchReceiver); ok {
+		return n.PutManyNamed(ctx, chunks, names)
+	}
+	return PutMany(ctx, r, chunks)
+}
+
 // BatchError reports the chunks of a PutMany batch that were not stored
 // (every chunk of the batch not listed is durable), or of a FetchMany
 // batch that were not read (every chunk not listed was returned). It

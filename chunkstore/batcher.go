@@ -1,8 +1,10 @@
 package chunkstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -16,7 +18,7 @@ import (
 // store that is one request, one append and one fsync per node per batch
 // instead of per chunk.
 //
-// A Batcher is a Receiver (and a BatchReceiver) with Put's guarantees: a nil error means the
+// A Batcher is a Receiver (and a NamedBatchReceiver) with Put's guarantees: a nil error means the
 // chunk is durable, and the data is not retained after Put returns — so
 // Put waits for its batch even when ctx ends (a batch is bounded by
 // Timeout). Its zero value is not usable; use NewBatcher.
@@ -42,10 +44,13 @@ type BatcherConfig struct {
 
 type batchPut struct {
 	data []byte
+	name Ref // the caller's Ref of data (PutManyNamed), or zero
 	ref  Ref
 	err  error
 	done chan struct{}
 }
+
+var _ NamedBatchReceiver = (*Batcher)(nil)
 
 // NewBatcher returns a Batcher storing through r (PutMany if r is a
 // BatchReceiver, else concurrent Puts).
@@ -69,7 +74,13 @@ func NewBatcher(r Receiver, cfg BatcherConfig) *Batcher {
 // Put stores data in the next batch and returns its Ref once the batch is
 // done. ctx is checked before the chunk is queued.
 func (b *Batcher) Put(ctx context.Context, data []byte) (Ref, error) {
-	refs, err := b.PutMany(ctx, [][]byte{data})
+	return b.PutNamed(ctx, data, Ref{})
+}
+
+// PutNamed is Put for a chunk the caller has named (name ==
+// Sum(data), see NamedBatchReceiver; zero: hash it).
+func (b *Batcher) PutNamed(ctx context.Context, data []byte, name Ref) (Ref, error) {
+	refs, err := b.PutManyNamed(ctx, [][]byte{data}, []Ref{name})
 	var be *BatchError
 	if errors.As(err, &be) {
 		return Ref{}, be.Errs[0]
@@ -85,12 +96,22 @@ func (b *Batcher) Put(ctx context.Context, data []byte) (Ref, error) {
 // waits for all of them: chunkstore.BatchReceiver's contract. ctx is
 // checked before anything is queued.
 func (b *Batcher) PutMany(ctx context.Context, chunks [][]byte) ([]Ref, error) {
+	return b.PutManyNamed(ctx, chunks, make([]Ref, len(chunks)))
+}
+
+// PutManyNamed is PutMany for chunks the caller has named
+// (NamedBatchReceiver): the names go on to the Batcher's receiver if it
+// takes them.
+func (b *Batcher) PutManyNamed(ctx context.Context, chunks [][]byte, names []Ref) ([]Ref, error) {
+	if len(names) != len(chunks) {
+		return nil, fmt.Errorf("chunkstore: PutManyNamed: %d names for %d chunks", len(names), len(chunks))
+	}
 	if err := CheckBatch(ctx, chunks); err != nil {
 		return nil, err
 	}
 	ps := make([]*batchPut, len(chunks))
 	for i, c := range chunks {
-		ps[i] = &batchPut{data: c, done: make(chan struct{})}
+		ps[i] = &batchPut{data: c, name: names[i], done: make(chan struct{})}
 	}
 	b.mu.Lock()
 	b.queue = append(b.queue, ps...)
@@ -106,7 +127,7 @@ func (b *Batcher) PutMany(ctx context.Context, chunks [][]byte) ([]Ref, error) {
 		refs[i] = p.ref
 		if p.err != nil {
 			if refs[i].IsZero() {
-				refs[i] = Sum(chunks[i])
+				refs[i] = cmp.Or(names[i], Sum(chunks[i]))
 			}
 			be.Failed = append(be.Failed, i)
 			be.Errs = append(be.Errs, p.err)
@@ -153,10 +174,11 @@ func (b *Batcher) store(batch []*batchPut) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
 	chunks := make([][]byte, len(batch))
+	names := make([]Ref, len(batch))
 	for i, p := range batch {
-		chunks[i] = p.data
+		chunks[i], names[i] = p.data, p.name
 	}
-	refs, err := PutMany(ctx, b.r, chunks)
+	refs, err := PutManyNamed(ctx, b.r, chunks, names)
 	var be *BatchError
 	errors.As(err, &be)
 	for i, p := range batch {

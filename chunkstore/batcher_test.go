@@ -183,3 +183,65 @@ func TestBatcherRefusals(t *testing.T) {
 		t.Fatalf("PutMany with an oversize chunk: %v", err)
 	}
 }
+
+// namedBatches is a NamedBatchReceiver that records the names it was given
+// and takes them as the chunks' Refs.
+type namedBatches struct {
+	mu    sync.Mutex
+	names []chunkstore.Ref
+}
+
+func (n *namedBatches) Put(ctx context.Context, data []byte) (chunkstore.Ref, error) {
+	return chunkstore.Ref{}, errors.New("Put called on a BatchReceiver")
+}
+
+func (n *namedBatches) PutMany(ctx context.Context, chunks [][]byte) ([]chunkstore.Ref, error) {
+	return n.PutManyNamed(ctx, chunks, make([]chunkstore.Ref, len(chunks)))
+}
+
+func (n *namedBatches) PutManyNamed(ctx context.Context, chunks [][]byte, names []chunkstore.Ref) ([]chunkstore.Ref, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.names = append(n.names, names...)
+	refs := make([]chunkstore.Ref, len(chunks))
+	for i, c := range chunks {
+		refs[i] = names[i]
+		if refs[i].IsZero() {
+			refs[i] = chunkstore.Sum(c)
+		}
+	}
+	return refs, nil
+}
+
+// TestBatcherPassesNames: the names of PutNamed and PutManyNamed reach a
+// NamedBatchReceiver (unnamed Puts as zero Refs); over a plain
+// BatchReceiver the same calls hash as PutMany does.
+func TestBatcherPassesNames(t *testing.T) {
+	n := &namedBatches{}
+	b := chunkstore.NewBatcher(n, chunkstore.BatcherConfig{})
+	a, c := []byte("named"), []byte("unnamed")
+	name := chunkstore.Sum(a)
+	if ref, err := b.PutNamed(context.Background(), a, name); err != nil || ref != name {
+		t.Fatalf("PutNamed = %s, %v", ref.Short(), err)
+	}
+	if ref, err := b.Put(context.Background(), c); err != nil || ref != chunkstore.Sum(c) {
+		t.Fatalf("Put = %s, %v", ref.Short(), err)
+	}
+	if _, err := b.PutManyNamed(context.Background(), [][]byte{a}, nil); err == nil {
+		t.Fatal("PutManyNamed with no names for one chunk succeeded")
+	}
+	n.mu.Lock()
+	got := n.names
+	n.mu.Unlock()
+	if len(got) != 2 || got[0] != name || !got[1].IsZero() {
+		t.Fatalf("receiver got names %v, want [%s zero]", got, name.Short())
+	}
+
+	g := &gatedBatches{started: make(chan int, 10), release: make(chan struct{})}
+	close(g.release)
+	plain := chunkstore.NewBatcher(g, chunkstore.BatcherConfig{})
+	refs, err := plain.PutManyNamed(context.Background(), [][]byte{a, c}, []chunkstore.Ref{name, {}})
+	if err != nil || refs[0] != name || refs[1] != chunkstore.Sum(c) {
+		t.Fatalf("PutManyNamed over a plain BatchReceiver = %v, %v", refs, err)
+	}
+}

@@ -19,6 +19,10 @@
 // request for the whole batch, so that it writes and syncs once. PutMany
 // (the function) uses it when a store has it and falls back to concurrent
 // Puts; a *BatchError names the chunks of a batch that were not stored.
+// NamedBatchReceiver adds PutManyNamed, for callers that hashed their
+// chunks already (blockd names every block and extent in its tree before
+// storing it): the store takes those Refs instead of hashing the bytes a
+// second time. The Batcher passes names through.
 //
 // Shards (shard.go) are what nodes store: ShardKey (Ref, Profile, Index),
 // ShardInfo (sizes, CRC-32C, write time) and the ShardStore interfaces that

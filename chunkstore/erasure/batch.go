@@ -35,12 +35,31 @@ const batchParallelFrom = 64 << 10
 // are listed in a *chunkstore.BatchError wrapping chunkstore.ErrUnavailable
 // (the others are durable). Duplicates in the batch are written once.
 func (s *Store) PutMany(ctx context.Context, chunks [][]byte) ([]chunkstore.Ref, error) {
-	return s.putMany(ctx, chunks, s.Profile())
+	return s.putMany(ctx, chunks, nil, s.Profile())
+}
+
+// PutManyNamed is PutMany for chunks the caller has named
+// (chunkstore.NamedBatchReceiver): a chunk with a name is not hashed
+// again.
+func (s *Store) PutManyNamed(ctx context.Context, chunks [][]byte, names []chunkstore.Ref) ([]chunkstore.Ref, error) {
+	if len(names) != len(chunks) {
+		return nil, fmt.Errorf("erasure: PutManyNamed: %d names for %d chunks", len(names), len(chunks))
+	}
+	return s.putMany(ctx, chunks, names, s.Profile())
 }
 
 // PutMany is Store.PutMany writing new chunks with the view's profile.
 func (v profileView) PutMany(ctx context.Context, chunks [][]byte) ([]chunkstore.Ref, error) {
-	return v.Store.putMany(ctx, chunks, v.p)
+	return v.Store.putMany(ctx, chunks, nil, v.p)
+}
+
+// PutManyNamed is Store.PutManyNamed writing new chunks with the view's
+// profile.
+func (v profileView) PutManyNamed(ctx context.Context, chunks [][]byte, names []chunkstore.Ref) ([]chunkstore.Ref, error) {
+	if len(names) != len(chunks) {
+		return nil, fmt.Errorf("erasure: PutManyNamed: %d names for %d chunks", len(names), len(chunks))
+	}
+	return v.Store.putMany(ctx, chunks, names, v.p)
 }
 
 // batchChunk is one chunk of a batch.
@@ -64,7 +83,8 @@ type batchPart struct {
 	bytes int
 }
 
-func (s *Store) putMany(ctx context.Context, chunks [][]byte, base chunkstore.Profile) ([]chunkstore.Ref, error) {
+// names, if not nil, are the callers' Refs of chunks (zero: hash it).
+func (s *Store) putMany(ctx context.Context, chunks [][]byte, names []chunkstore.Ref, base chunkstore.Profile) ([]chunkstore.Ref, error) {
 	if err := chunkstore.CheckBatch(ctx, chunks); err != nil {
 		return nil, err
 	}
@@ -81,7 +101,7 @@ func (s *Store) putMany(ctx context.Context, chunks [][]byte, base chunkstore.Pr
 			}
 		}
 	}()
-	if err := s.encodeBatch(pl, base, chunks, bc); err != nil {
+	if err := s.encodeBatch(pl, base, chunks, names, bc); err != nil {
 		return nil, err
 	}
 
@@ -186,7 +206,7 @@ func (s *Store) putMany(ctx context.Context, chunks [][]byte, base chunkstore.Pr
 
 // encodeBatch hashes and encodes every chunk of a batch into bc, with as
 // many goroutines as there are CPUs for batches worth it.
-func (s *Store) encodeBatch(pl *placement.Placer, base chunkstore.Profile, chunks [][]byte, bc []batchChunk) error {
+func (s *Store) encodeBatch(pl *placement.Placer, base chunkstore.Profile, chunks [][]byte, names []chunkstore.Ref, bc []batchChunk) error {
 	total := 0
 	for _, d := range chunks {
 		total += len(d)
@@ -203,7 +223,11 @@ func (s *Store) encodeBatch(pl *placement.Placer, base chunkstore.Profile, chunk
 			if i >= len(chunks) || failed.Load() != nil {
 				return
 			}
-			if err := s.encodeOne(pl, base, chunks[i], &bc[i]); err != nil {
+			var name chunkstore.Ref
+			if names != nil {
+				name = names[i]
+			}
+			if err := s.encodeOne(pl, base, chunks[i], name, &bc[i]); err != nil {
 				failed.CompareAndSwap(nil, &err)
 				return
 			}
@@ -223,10 +247,10 @@ func (s *Store) encodeBatch(pl *placement.Placer, base chunkstore.Profile, chunk
 
 // encodeOne is Put's encoding of one chunk: its profile (replicated if
 // tiny, what Fit says if the cluster has fewer failure domains than
-// shards), its Ref and its shards.
-func (s *Store) encodeOne(pl *placement.Placer, base chunkstore.Profile, data []byte, c *batchChunk) error {
+// shards), its Ref (name, unless zero) and its shards.
+func (s *Store) encodeOne(pl *placement.Placer, base chunkstore.Profile, data []byte, name chunkstore.Ref, c *batchChunk) error {
 	p := s.profileFor(base, len(data))
-	ref, shards, release, err := s.hashAndEncode(p, data)
+	ref, shards, release, err := s.hashAndEncode(p, data, name)
 	if err != nil {
 		return err
 	}
@@ -242,6 +266,6 @@ func (s *Store) encodeOne(pl *placement.Placer, base chunkstore.Profile, data []
 }
 
 var (
-	_ chunkstore.BatchReceiver = (*Store)(nil)
-	_ chunkstore.BatchReceiver = profileView{}
+	_ chunkstore.NamedBatchReceiver = (*Store)(nil)
+	_ chunkstore.NamedBatchReceiver = profileView{}
 )

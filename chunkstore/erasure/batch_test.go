@@ -325,3 +325,54 @@ func TestPutManyProfiles(t *testing.T) {
 		t.Fatalf("store batch wrote %s (%v), want 2+1", st.Profile, err)
 	}
 }
+
+// TestPutManyNamed: chunks named by the caller are stored under their
+// names without being hashed again (a wrong name is taken as given, and
+// the read of it then fails as corrupt rather than returning the bytes),
+// chunks with a zero name are hashed, and the view of another profile
+// takes names too.
+func TestPutManyNamed(t *testing.T) {
+	c := start(t, localcluster.Config{Nodes: 3, FirstHost: 220})
+	s, _, _ := batchStore(t, c, chunkstore.Profile{K: 2, M: 1})
+
+	chunks := append(batchOf(1, 3, 16<<10), storetest.Data(9, 1<<20)) // the large one is hashed beside its encoding when unnamed
+	names := []chunkstore.Ref{chunkstore.Sum(chunks[0]), {}, chunkstore.Sum(chunks[2]), chunkstore.Sum(chunks[3])}
+	wrong := chunkstore.Sum([]byte("not the chunk's bytes"))
+	chunks = append(chunks, storetest.Data(10, 16<<10))
+	names = append(names, wrong)
+	refs, err := s.PutManyNamed(ctx(t), chunks, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range chunks[:4] {
+		if want := chunkstore.Sum(d); refs[i] != want {
+			t.Errorf("chunk %d stored as %s, want %s", i, refs[i].Short(), want.Short())
+		}
+		got, err := c.Store.Fetch(ctx(t), refs[i])
+		if err != nil || !bytes.Equal(got, d) {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+	}
+	if refs[4] != wrong {
+		t.Fatalf("the misnamed chunk was stored as %s: the store hashed it (want its name %s)", refs[4].Short(), wrong.Short())
+	}
+	if got, err := c.Store.Fetch(ctx(t), wrong); !errors.Is(err, chunkstore.ErrCorrupt) {
+		t.Fatalf("Fetch of a misnamed chunk = %d bytes, %v; want ErrCorrupt", len(got), err)
+	}
+
+	v, err := s.WithProfile(chunkstore.Profile{K: 1, M: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := storetest.Data(11, 64<<10)
+	refs, err = chunkstore.PutManyNamed(ctx(t), v, [][]byte{d}, []chunkstore.Ref{chunkstore.Sum(d)})
+	if err != nil || refs[0] != chunkstore.Sum(d) {
+		t.Fatalf("view PutManyNamed = %v, %v", refs, err)
+	}
+	if got, err := c.Store.Fetch(ctx(t), refs[0]); err != nil || !bytes.Equal(got, d) {
+		t.Fatalf("view chunk: %v", err)
+	}
+	if _, err := s.PutManyNamed(ctx(t), chunks, names[:1]); err == nil {
+		t.Fatal("PutManyNamed with fewer names than chunks succeeded")
+	}
+}

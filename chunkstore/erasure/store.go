@@ -360,7 +360,7 @@ func (s *Store) put(ctx context.Context, data []byte, base chunkstore.Profile) (
 		return chunkstore.Ref{}, err
 	}
 	p := s.profileFor(base, len(data))
-	ref, shards, release, err := s.hashAndEncode(p, data)
+	ref, shards, release, err := s.hashAndEncode(p, data, chunkstore.Ref{})
 	if err != nil {
 		return ref, err
 	}
@@ -391,9 +391,13 @@ func (s *Store) put(ctx context.Context, data []byte, base chunkstore.Profile) (
 // a goroutine).
 const parallelBelow = 256 << 10
 
-// hashAndEncode computes the chunk's Ref and its shards under p, in
-// parallel for large chunks.
-func (s *Store) hashAndEncode(p chunkstore.Profile, data []byte) (chunkstore.Ref, [][]byte, func(), error) {
+// hashAndEncode computes the chunk's Ref (unless the caller named it:
+// name is not zero) and its shards under p, in parallel for large chunks.
+func (s *Store) hashAndEncode(p chunkstore.Profile, data []byte, name chunkstore.Ref) (chunkstore.Ref, [][]byte, func(), error) {
+	if !name.IsZero() {
+		shards, release, err := s.codec.EncodeShared(p, data)
+		return name, shards, release, err
+	}
 	if len(data) < parallelBelow || p.M == 0 {
 		ref := chunkstore.Sum(data)
 		shards, release, err := s.codec.EncodeShared(p, data)
