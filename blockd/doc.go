@@ -220,7 +220,11 @@
 // read this way is hashed and compared with its content Ref; a range that
 // fails or does not match is read again with the whole extent, through
 // Fetch's degraded reads and repair. A random 4 KiB read of a disk written
-// sequentially is thus one request of 16 KiB, not a 1 MiB fetch.
+// sequentially is thus one request of 16 KiB, not a 1 MiB fetch. The
+// blocks of an extent fetched whole for all but an eighth of them (a
+// sequential read) are slices of the fetched chunk, not copies
+// (sharedExtentShare); fewer are copied out, so that a cached block does
+// not keep a mostly unwanted megabyte alive.
 //
 // An overwrite of part of an extent gives the overwritten blocks new
 // entries and leaves the others pointing into the old extent, which stays

@@ -112,6 +112,7 @@ func readEntries(ctx context.Context, st chunkstore.Fetcher, bs int64, ents []tr
 	errs := make([]error, len(ents))
 	exts := map[chunkstore.Ref][]int{} // extent -> positions wanting it
 	whole := map[chunkstore.Ref][]int{}
+	shared := map[chunkstore.Ref]bool{} // extents read whole whose blocks keep the chunk's buffer
 	for i, e := range ents {
 		if e.InExtent() {
 			exts[e.Ext] = append(exts[e.Ext], i)
@@ -129,6 +130,7 @@ func readEntries(ctx context.Context, st chunkstore.Fetcher, bs int64, ents []tr
 		}
 		if len(slots)*wholeExtentShare >= int(e.Blocks) {
 			whole[ext] = append(whole[ext], pos...)
+			shared[ext] = len(slots)*sharedExtentShare >= int(e.Blocks)*(sharedExtentShare-1)
 			continue
 		}
 		// One range per run of contiguous wanted slots.
@@ -196,7 +198,7 @@ func readEntries(ctx context.Context, st chunkstore.Fetcher, bs int64, ents []tr
 					errs[i] = ferr
 					continue
 				}
-				out[i], errs[i] = blockOf(got[k], ents[i], bs)
+				out[i], errs[i] = blockOf(got[k], ents[i], bs, shared[r])
 			}
 		}
 	}
@@ -211,9 +213,20 @@ func rangeErr(be *chunkstore.BatchError, i int) error {
 	return nil
 }
 
-// blockOf returns e's content (its own copy) from data, the verified
-// chunk e.Chunk().
-func blockOf(data []byte, e tree.Entry, bs int64) ([]byte, error) {
+// sharedExtentShare: the blocks of an extent read whole keep slices of
+// the chunk's buffer rather than copies when a read wants all but at most
+// 1/sharedExtentShare of them (a sequential read wants them all). The
+// block cache counts each block's slice; the bytes of blocks not wanted
+// stay allocated, uncounted, as long as one wanted block is cached, so the
+// rule bounds them to an eighth of an extent. A copy of every block of
+// every extent cost a tenth of a sequential read's CPU (the copy, and the
+// fresh memory it needs).
+const sharedExtentShare = 8
+
+// blockOf returns e's content from data, the verified chunk e.Chunk(): its
+// own copy, or (share) a slice of data, capped so that nothing appends
+// into its neighbour. Block buffers are never written once read.
+func blockOf(data []byte, e tree.Entry, bs int64, share bool) ([]byte, error) {
 	if !e.InExtent() {
 		if int64(len(data)) > bs {
 			return nil, fmt.Errorf("%w: block %s is %d bytes, more than the block size %d", ErrCorruptBlock, e.Ref.Short(), len(data), bs)
@@ -226,7 +239,11 @@ func blockOf(data []byte, e tree.Entry, bs int64) ([]byte, error) {
 	// The extent was verified against its Ref, and e came from a verified
 	// node that was written with the block's Ref hashed from these bytes:
 	// no second hash.
-	return slices.Clone(trimZeros(data[int64(e.Slot)*bs : int64(e.Slot+1)*bs])), nil
+	b := trimZeros(data[int64(e.Slot)*bs : int64(e.Slot+1)*bs])
+	if share {
+		return b[:len(b):len(b)], nil
+	}
+	return slices.Clone(b), nil
 }
 
 // extentRun is an extent chunk being stored: its Ref and bytes.

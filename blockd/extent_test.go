@@ -6,11 +6,13 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/chunkstore/mem"
 )
 
 // rangeStore gives a flakyStore ranged reads (chunkstore.RangeFetcher),
@@ -378,5 +380,64 @@ func TestRangedReadsOverCluster(t *testing.T) {
 	// Refs, and their extents were read whole and rebuilt from parity.
 	if w, deg := counter(t, reg, "zos_chunk_fetch_bytes_total")-whole, counter(t, reg, "zos_chunk_degraded_reads_total"); w < 1<<20 || deg == 0 {
 		t.Fatalf("%d corrupt data shards: %v bytes fetched whole, %v degraded reads; want extents read whole from parity", flipped, w, deg)
+	}
+}
+
+// TestWholeExtentBlocksShareBuffer: an extent read whole for (nearly) all
+// of its blocks hands them out as capped slices of the chunk's buffer, one
+// read for fewer of its blocks as copies; the contents are the blocks'
+// either way.
+func TestWholeExtentBlocksShareBuffer(t *testing.T) {
+	const bs, n = 4096, 16
+	st := mem.New()
+	blocks := make([][]byte, n)
+	refs := make([]chunkstore.Ref, n)
+	// Blocks end in zeroes, which a read trims: a copy is then smaller
+	// than a block, so copies cannot sit a block apart by chance.
+	full := make([][]byte, n)
+	for j := range blocks {
+		blocks[j] = bytes.Repeat([]byte{byte(j + 1)}, bs/2+16*j)
+		refs[j] = chunkstore.Sum(blocks[j])
+		full[j] = append(bytes.Clone(blocks[j]), make([]byte, bs-len(blocks[j]))...)
+	}
+	data := extentData(full, bs)
+	ext, err := st.Put(context.Background(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents := extentEntries(ext, refs)
+	addr := func(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+	for _, tc := range []struct {
+		name   string
+		want   []int
+		shared bool
+	}{
+		{"all", []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, true},
+		{"all but two", []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}, true},
+		{"a quarter", []int{3, 9, 12, 14}, false},
+	} {
+		es := make([]tree.Entry, len(tc.want))
+		for k, j := range tc.want {
+			es[k] = ents[j]
+		}
+		got, err := readEntries(context.Background(), st, bs, es)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		for k, j := range tc.want {
+			if !bytes.Equal(got[k], blocks[j]) {
+				t.Fatalf("%s: block %d read wrong", tc.name, j)
+			}
+			if cap(got[k]) != len(got[k]) && tc.shared {
+				t.Fatalf("%s: block %d has capacity %d past its %d bytes: an append would write into its neighbour", tc.name, j, cap(got[k]), len(got[k]))
+			}
+		}
+		laidOut := true // every block where it is in the extent, relative to the first
+		for k := range tc.want {
+			laidOut = laidOut && addr(got[k])-addr(got[0]) == uintptr(int64(tc.want[k]-tc.want[0])*bs)
+		}
+		if laidOut != tc.shared {
+			t.Fatalf("%s: blocks share the extent's buffer = %v, want %v", tc.name, laidOut, tc.shared)
+		}
 	}
 }

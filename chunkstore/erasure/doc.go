@@ -112,8 +112,10 @@
 // The data path copies as little as it can: the full data shards of a put
 // are slices of the caller's chunk (Codec.EncodeShared; only the padded
 // last data shard and the parity are written, into pooled buffers), the
-// chunk is hashed while it is encoded, each node's checksums are computed
-// by its sender, and shards read are recycled once decoded.
+// chunk is hashed while it is encoded (not at all when the caller named
+// it: PutManyNamed), each node's checksums are computed by its sender,
+// shards read are recycled once decoded, and a decoded chunk's buffer is
+// filled without being zeroed first.
 //
 // Tiny chunks are replicated (profile 1+m) rather than coded: below
 // DefaultReplicateBelow (4 KiB) a put writes m+1 shards instead of k+m and
