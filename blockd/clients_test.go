@@ -503,3 +503,29 @@ func waitDetached(t *testing.T, s *Service, name string) {
 		return err == nil && in.AttachedTo == ""
 	})
 }
+
+// TestClientReadsFillHoles: the NBD server does not clear read buffers for
+// a Disk (nbd.FullReader), so holes, zeroed and trimmed ranges must be
+// written as zeroes by ReadAt itself, right after reads of data left those
+// pooled buffers full of it.
+func TestClientReadsFillHoles(t *testing.T) {
+	requireBin(t, "qemu-io")
+	e := newEnv()
+	n := e.startNode(t, "n1", lo+"10", nil)
+	mustCreate(t, n.svc, "holes", 64*mib, 65536, "boot")
+	run(t, "qemu-io", "-f", "raw", "-c", "write -P 0xab 0 16M", "-c", "write -z 4M 1M", "-c", "discard 6M 1M",
+		"-c", "write -P 0xcd 9M 4k", "-c", "flush", n.uri("holes"))
+	args := []string{"-f", "raw"}
+	for range 3 { // the same sizes again and again: the server's pooled buffers come back full of 0xab
+		args = append(args, "-c", "read -P 0xab 0 4M", "-c", "read -P 0 4M 1M", "-c", "read -P 0xab 5M 1M",
+			"-c", "read -P 0 6M 1M", "-c", "read -P 0 32M 4M", "-c", "read -P 0xab 8M 1M", "-c", "read -P 0 16M 1M")
+	}
+	out := run(t, "qemu-io", append(args, n.uri("holes"))...)
+	if strings.Contains(out, "Pattern verification failed") || strings.Count(out, "read ") != 21 {
+		t.Fatalf("qemu-io:\n%s", out)
+	}
+	out = run(t, "qemu-io", "-f", "raw", "-c", "read -P 0xcd 9M 4k", "-c", "read -P 0xab 9220k 1020k", n.uri("holes"))
+	if strings.Contains(out, "Pattern verification failed") {
+		t.Fatalf("qemu-io:\n%s", out)
+	}
+}

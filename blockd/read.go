@@ -13,6 +13,11 @@ import (
 
 // --- reads ---
 
+// FillsReads implements nbd.FullReader: ReadAt writes every byte of p
+// when it succeeds (copyBlock zeroes past a block's trimmed content, and
+// holes and zero blocks read as zeroes through it).
+func (*Disk) FillsReads() bool { return true }
+
 // ReadAt implements nbd.Export. Blocks in memory are copied under d.mu;
 // the others are resolved together (their tree paths from the node cache,
 // else one tree walk over the range) and fetched with one GetMany of the

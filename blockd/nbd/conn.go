@@ -62,6 +62,7 @@ type conn struct {
 
 	// transmission state
 	exp      Export
+	fills    bool // exp is a FullReader that fills its reads
 	info     ExportInfo
 	release  func()
 	size     uint64
@@ -546,6 +547,8 @@ func (c *conn) enter(name string, exp Export, info ExportInfo, release func(), s
 		c.metaAlloc = false
 	}
 	c.exp, c.info, c.release, c.size, c.tflags = exp, info, release, size, flags
+	fr, ok := exp.(FullReader)
+	c.fills = ok && fr.FillsReads()
 	c.readOnly = info.ReadOnly
 	c.log = c.log.With("export", name)
 }

@@ -34,6 +34,16 @@ type Export interface {
 	BlockStatus(ctx context.Context, off, length int64) ([]Extent, error)
 }
 
+// FullReader is an optional Export capability: FillsReads reports that
+// ReadAt writes every byte of p whenever it returns nil (holes as
+// zeroes). Read buffers are recycled across connections and exports, so
+// the server clears each one before the ReadAt of an Export that does not
+// promise this, lest a short fill send another's data; a FullReader's
+// buffers are not cleared, which spares a pass over every byte read.
+type FullReader interface {
+	FillsReads() bool
+}
+
 // ZeroFlags qualify WriteZeroes.
 type ZeroFlags uint8
 

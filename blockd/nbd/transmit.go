@@ -376,7 +376,9 @@ func (c *conn) exec(req *request) (err error) {
 	case wire.CmdRead:
 		// Buffers are recycled across connections and exports: never let
 		// an Export that fills less than asked leak another's data.
-		clear(*req.buf)
+		if !c.fills {
+			clear(*req.buf)
+		}
 		return c.exp.ReadAt(c.ctx, *req.buf, off)
 	case wire.CmdWrite:
 		return c.exp.WriteAt(c.ctx, *req.buf, off, fua)
