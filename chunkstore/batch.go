@@ -50,13 +50,21 @@ type NamedBatchReceiver interface {
 // caller's names (see NamedBatchReceiver) when r can use them; the results
 // are the same either way.
 func PutManyNamed(ctx context.Context, r Receiver, chunks [][]byte, names []Ref) ([]Ref, error) {
-	if len(names) != len(chunks) {
-		return nil, fmt.Errorf("chunkstore: PutManyNamed: %d names for %d chunks", len(names), len(chunks))
+	if err := CheckNames(chunks, names); err != nil {
+		return nil, err
 	}
 	if n, ok := r.(NamedBatchReceiver); ok {
 		return n.PutManyNamed(ctx, chunks, names)
 	}
 	return PutMany(ctx, r, chunks)
+}
+
+// CheckNames is what every PutManyNamed checks first: one name per chunk.
+func CheckNames(chunks [][]byte, names []Ref) error {
+	if len(names) != len(chunks) {
+		return fmt.Errorf("chunkstore: PutManyNamed: %d names for %d chunks", len(names), len(chunks))
+	}
+	return nil
 }
 
 // BatchError reports the chunks of a PutMany batch that were not stored

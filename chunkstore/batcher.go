@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 )
@@ -103,8 +102,8 @@ func (b *Batcher) PutMany(ctx context.Context, chunks [][]byte) ([]Ref, error) {
 // (NamedBatchReceiver): the names go on to the Batcher's receiver if it
 // takes them.
 func (b *Batcher) PutManyNamed(ctx context.Context, chunks [][]byte, names []Ref) ([]Ref, error) {
-	if len(names) != len(chunks) {
-		return nil, fmt.Errorf("chunkstore: PutManyNamed: %d names for %d chunks", len(names), len(chunks))
+	if err := CheckNames(chunks, names); err != nil {
+		return nil, err
 	}
 	if err := CheckBatch(ctx, chunks); err != nil {
 		return nil, err

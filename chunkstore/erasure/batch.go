@@ -42,8 +42,8 @@ func (s *Store) PutMany(ctx context.Context, chunks [][]byte) ([]chunkstore.Ref,
 // (chunkstore.NamedBatchReceiver): a chunk with a name is not hashed
 // again.
 func (s *Store) PutManyNamed(ctx context.Context, chunks [][]byte, names []chunkstore.Ref) ([]chunkstore.Ref, error) {
-	if len(names) != len(chunks) {
-		return nil, fmt.Errorf("erasure: PutManyNamed: %d names for %d chunks", len(names), len(chunks))
+	if err := chunkstore.CheckNames(chunks, names); err != nil {
+		return nil, err
 	}
 	return s.putMany(ctx, chunks, names, s.Profile())
 }
@@ -56,8 +56,8 @@ func (v profileView) PutMany(ctx context.Context, chunks [][]byte) ([]chunkstore
 // PutManyNamed is Store.PutManyNamed writing new chunks with the view's
 // profile.
 func (v profileView) PutManyNamed(ctx context.Context, chunks [][]byte, names []chunkstore.Ref) ([]chunkstore.Ref, error) {
-	if len(names) != len(chunks) {
-		return nil, fmt.Errorf("erasure: PutManyNamed: %d names for %d chunks", len(names), len(chunks))
+	if err := chunkstore.CheckNames(chunks, names); err != nil {
+		return nil, err
 	}
 	return v.Store.putMany(ctx, chunks, names, v.p)
 }
