@@ -193,8 +193,15 @@ func Mount(cfg Config) (*Mounted, error) {
 			Debug:                o.Debug,
 		},
 	}
-	server, err := fs.Mount(mt.lower, root, opts)
+	// fs.Mount, with the node file system's opens and releases
+	// serialised per inode (serialOpens).
+	server, err := gofuse.NewServer(&serialOpens{RawFileSystem: fs.NewNodeFS(root, opts)}, mt.lower, &opts.MountOptions)
 	if err != nil {
+		mt.cleanupFailed()
+		return nil, fmt.Errorf("fuse: mount %s: %w", mt.lower, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
 		mt.cleanupFailed()
 		return nil, fmt.Errorf("fuse: mount %s: %w", mt.lower, err)
 	}

@@ -380,8 +380,15 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	chunks := n.chunks
 	n.mu.Unlock()
 	n.mfs.maybeAssemble(n, chunks)
+	if f := testAfterCachedRelease.Load(); f != nil {
+		(*f)()
+	}
 	return 0
 }
+
+// testAfterCachedRelease, when set by a test, runs at the end of a
+// daemon-served handle's Release (to widen a race window).
+var testAfterCachedRelease atomic.Pointer[func()]
 
 // ptHandle is a file served by the kernel from a cache file (FUSE
 // passthrough). Read is only a fallback if the kernel does not.
