@@ -124,7 +124,7 @@ func (s *storage) start(ln net.Listener) error {
 	s.pool = remote.NewPool(remote.Config{TLS: n.peerTLS(), Secret: []byte(secret), Logger: n.cfg.Logger})
 	s.auto = chunkstore.DefaultProfile(upNodes(m))
 	st, err := erasure.New(erasure.Config{Map: m, Profile: s.auto, Logger: n.cfg.Logger, Registry: n.reg,
-		Dialer:     erasure.PoolDialer(s.pool, map[string]chunkstore.ShardStore{n.id: s.local}),
+		Dialer: erasure.PoolDialer(s.pool, map[string]chunkstore.ShardStore{n.id: s.local}), Local: n.id,
 		HealNeeded: func(string) { go s.kickHealEverywhere() }, PendingRate: n.cfg.HealRate})
 	if err != nil {
 		return fmt.Errorf("node: cluster store: %w", err)

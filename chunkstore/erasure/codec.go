@@ -239,12 +239,28 @@ func (c *Codec) Decode(p chunkstore.Profile, chunkSize int, shards [][]byte) ([]
 		if err != nil {
 			return nil, err
 		}
+		// The missing data shards are rebuilt in place in the chunk
+		// returned (a zero-length shard with room is filled, not
+		// allocated), the others copied next to them.
+		out := make([]byte, k*size)
 		work := make([][]byte, len(shards))
 		copy(work, shards)
+		for i := range k {
+			if work[i] == nil {
+				work[i] = out[i*size : i*size : (i+1)*size]
+			}
+		}
 		if err := enc.ReconstructData(work); err != nil {
 			return nil, fmt.Errorf("%w: reconstruct %s: %v", chunkstore.ErrCorrupt, p, err)
 		}
-		shards = work
+		for i := range k {
+			if shards[i] != nil {
+				copy(out[i*size:], shards[i])
+			} else if len(work[i]) != size || &work[i][0] != &out[i*size] {
+				copy(out[i*size:], work[i]) // rebuilt elsewhere after all
+			}
+		}
+		return out[:chunkSize:chunkSize], nil
 	}
 	// Join allocates without zeroing what it then overwrites (make would
 	// clear the whole chunk first: a pass over every byte a read

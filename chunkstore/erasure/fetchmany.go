@@ -77,7 +77,7 @@ func (s *Store) FetchMany(ctx context.Context, refs []chunkstore.Ref) ([][]byte,
 		g := s.gatheringWith(ref, true, placers, guess)
 		g.unverified = true
 		gs[i] = g
-		for _, r := range g.planHomes(cur, guess, seq(int(guess.K)), true) {
+		for _, r := range g.planHomes(cur, guess, g.firstPositions(cur, guess), true) {
 			fp := open[r.node.ID]
 			if fp == nil || len(fp.keys)+len(r.keys) > fetchPartShards {
 				fp = &fetchPart{node: r.node}

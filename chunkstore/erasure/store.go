@@ -61,6 +61,12 @@ type Config struct {
 	// History is how many previous maps a read consults when a shard is
 	// missing at its current home. Default 4.
 	History int
+	// Local is the ID of the node whose shard store the Dialer returns in
+	// this process (no network hop, no TLS). Reads prefer its shards: a
+	// chunk whose parity shard it holds, and not a data shard, is read
+	// from it and one data shard fewer, the missing data shard rebuilt
+	// (doc.go, "Reads"). Empty: data shards only.
+	Local string
 	// RepairWorkers run read repair in the background. Default 2.
 	RepairWorkers int
 	// RepairQueue bounds queued read repairs (more are dropped; heal and
