@@ -259,8 +259,10 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	deadline, _ := dctx.Deadline()
 	nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	var cork *wire.CorkConn
 	if c.cfg.TLS != nil {
-		tc := tls.Client(nc, c.cfg.TLS)
+		cork = wire.NewCorkConn(nc)
+		tc := tls.Client(cork, c.cfg.TLS)
 		if err := tc.Handshake(); err != nil {
 			stop()
 			nc.Close()
@@ -288,6 +290,7 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 	cn := &conn{
 		client:     c,
 		nc:         nc,
+		cork:       cork,
 		calls:      map[uint32]*call{},
 		readerDone: make(chan struct{}),
 	}
@@ -300,6 +303,7 @@ func (c *Client) dial(ctx context.Context) (*conn, error) {
 type conn struct {
 	client *Client
 	nc     net.Conn
+	cork   *wire.CorkConn // under nc's TLS, or nil
 	wmu    sync.Mutex
 
 	mu         sync.Mutex
@@ -470,7 +474,7 @@ func (cn *conn) roundTrip(ctx context.Context, typ byte, parts [][]byte, want in
 
 	cn.wmu.Lock()
 	cn.nc.SetWriteDeadline(time.Now().Add(c.cfg.RequestTimeout))
-	err := wire.WriteFrameTo(cn.nc, typ, id, parts...)
+	err := wire.WriteFrameCorked(cn.nc, cn.cork, typ, id, parts...)
 	cn.wmu.Unlock()
 	if err != nil {
 		if errors.Is(err, chunkstore.ErrTooLarge) {

@@ -258,6 +258,7 @@ func (s *Server) acceptLoop() {
 type conn struct {
 	s    *Server
 	c    net.Conn
+	cork *wire.CorkConn // under c's TLS, or nil
 	log  *slog.Logger
 	wmu  sync.Mutex
 	werr error
@@ -269,8 +270,10 @@ func (s *Server) serveConn(c net.Conn) {
 		tc.SetNoDelay(true)
 	}
 	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	var cork *wire.CorkConn
 	if s.cfg.TLS != nil {
-		tc := tls.Server(c, s.cfg.TLS)
+		cork = wire.NewCorkConn(c)
+		tc := tls.Server(cork, s.cfg.TLS)
 		if err := tc.Handshake(); err != nil {
 			s.m.badPeers.WithLabelValues("tls").Inc()
 			log.Warn("TLS handshake refused: peer has no valid node certificate of this cluster", "err", err)
@@ -284,7 +287,7 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	cn := &conn{s: s, c: c, log: log}
+	cn := &conn{s: s, c: c, cork: cork, log: log}
 	br := bufio.NewReaderSize(c, 64<<10) // large frames are read past it, not through it
 	sem := make(chan struct{}, s.cfg.MaxInFlight)
 	var handlers sync.WaitGroup
@@ -350,7 +353,7 @@ func (cn *conn) write(typ byte, id uint32, parts ...[]byte) {
 		return
 	}
 	cn.c.SetWriteDeadline(time.Now().Add(cn.s.cfg.FrameTimeout))
-	if err := wire.WriteFrameTo(cn.c, typ, id, parts...); err != nil {
+	if err := wire.WriteFrameCorked(cn.c, cn.cork, typ, id, parts...); err != nil {
 		cn.werr = err
 		cn.log.Debug("write failed; closing", "err", err)
 		cn.c.Close()
