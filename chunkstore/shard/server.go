@@ -347,21 +347,42 @@ func (s *Server) serveConn(c net.Conn) {
 
 // write sends one response frame; a write error closes the connection.
 func (cn *conn) write(typ byte, id uint32, parts ...[]byte) {
+	cn.writeFrames(typ, id, [][][]byte{parts})
+}
+
+// writeFrames sends response frames of one type and id (the parts of
+// each), corked together under TLS; a write error closes the connection.
+func (cn *conn) writeFrames(typ byte, id uint32, frames [][][]byte) {
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
 	if cn.werr != nil {
 		return
 	}
 	cn.c.SetWriteDeadline(time.Now().Add(cn.s.cfg.FrameTimeout))
-	if err := wire.WriteFrameCorked(cn.c, cn.cork, typ, id, parts...); err != nil {
+	if cn.cork != nil {
+		cn.cork.Cork()
+	}
+	var err error
+	n := 0
+	for _, parts := range frames {
+		if err = wire.WriteFrameTo(cn.c, typ, id, parts...); err != nil {
+			break
+		}
+		n += 9
+		for _, p := range parts {
+			n += len(p)
+		}
+	}
+	if cn.cork != nil {
+		if uerr := cn.cork.Uncork(); err == nil {
+			err = uerr
+		}
+	}
+	if err != nil {
 		cn.werr = err
 		cn.log.Debug("write failed; closing", "err", err)
 		cn.c.Close()
 		return
-	}
-	n := 9
-	for _, p := range parts {
-		n += len(p)
 	}
 	cn.s.m.bytesOut.Add(float64(n))
 }
@@ -470,7 +491,7 @@ func (cn *conn) handle(f wire.Frame) error {
 
 // stream answers a request for n items with one frame of type typ per
 // item, reading a few at a time (read(i, j) returns items i..j-1) and
-// sending each as it is ready; head encodes an item's frame head, its
+// sending those together as soon as they are read; head encodes an item's frame head, its
 // data following as its own part. A failed read answers the whole
 // request with an Error frame (items already sent are dropped by the
 // client with the call).
@@ -488,15 +509,16 @@ func (cn *conn) stream(id uint32, name string, n int, typ byte, read func(i, j i
 			cn.fail(id, err)
 			return
 		}
+		// The step's items go out together (one write under TLS).
+		frames := make([][][]byte, len(res))
 		for k, r := range res {
 			if r.Err != nil && !errors.Is(r.Err, chunkstore.ErrNotFound) {
 				cn.s.m.errors.WithLabelValues(name).Inc()
 			}
-			cn.write(typ, id, head(i+k, r), r.Shard.Data)
-			if r.Release != nil {
-				r.Release() // written (synchronously): the store may reuse it
-			}
+			frames[k] = [][]byte{head(i+k, r), r.Shard.Data}
 		}
+		cn.writeFrames(typ, id, frames)
+		chunkstore.ReleaseResults(res) // written (synchronously): the store may reuse them
 	}
 }
 
