@@ -21,25 +21,49 @@ import (
 // file yet, nothing dropped) or the open runs first and, seeing the
 // cached handle still open, follows its mode (no backing file taken).
 //
-// Locks are striped by node id: opens are not a hot path, and an open
-// waits at most for one other inode's open (a cache lookup).
+// The lock is the inode's own (an open that verifies a large cache file
+// holds up no other inode), made on first use and dropped when unused.
 type serialOpens struct {
 	gofuse.RawFileSystem
-	locks [64]sync.Mutex
+	mu    sync.Mutex
+	nodes map[uint64]*nodeLock
 }
 
-func (s *serialOpens) lock(node uint64) *sync.Mutex { return &s.locks[node%uint64(len(s.locks))] }
+type nodeLock struct {
+	sync.Mutex
+	users int // holders and waiters
+}
+
+// lock takes node's lock and returns its unlock.
+func (s *serialOpens) lock(node uint64) func() {
+	s.mu.Lock()
+	if s.nodes == nil {
+		s.nodes = map[uint64]*nodeLock{}
+	}
+	l := s.nodes[node]
+	if l == nil {
+		l = &nodeLock{}
+		s.nodes[node] = l
+	}
+	l.users++
+	s.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		s.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(s.nodes, node)
+		}
+		s.mu.Unlock()
+	}
+}
 
 func (s *serialOpens) Open(cancel <-chan struct{}, in *gofuse.OpenIn, out *gofuse.OpenOut) gofuse.Status {
-	mu := s.lock(in.NodeId)
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.lock(in.NodeId)()
 	return s.RawFileSystem.Open(cancel, in, out)
 }
 
 func (s *serialOpens) Release(cancel <-chan struct{}, in *gofuse.ReleaseIn) {
-	mu := s.lock(in.NodeId)
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.lock(in.NodeId)()
 	s.RawFileSystem.Release(cancel, in)
 }
