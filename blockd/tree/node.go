@@ -271,7 +271,9 @@ func encodeLeaf(shift uint, slots []Entry) []byte {
 		return nil
 	}
 	if e == 0 {
-		refs := make([]chunkstore.Ref, f)
+		rp := scratchRefs(f)
+		defer putScratch(&refScratch, rp)
+		refs := *rp
 		for i := range slots {
 			refs[i] = slots[i].Ref
 		}

@@ -578,7 +578,9 @@ func (t *Tree) update(ctx context.Context, w *writer, ref chunkstore.Ref, realLe
 		return chunkstore.Ref{}, err
 	}
 	if level == 0 {
-		leaf := make([]Entry, t.fanout)
+		lp := scratchEntries(t.fanout)
+		defer putScratch(&entryScratch, lp)
+		leaf := *lp
 		if v.n != nil {
 			v.n.expandEntries(t.fanout, leaf)
 		}
@@ -587,7 +589,9 @@ func (t *Tree) update(ctx context.Context, w *writer, ref chunkstore.Ref, realLe
 		}
 		return w.addLeaf(leaf), nil
 	}
-	slots := make([]chunkstore.Ref, t.fanout)
+	sp := scratchRefs(t.fanout)
+	defer putScratch(&refScratch, sp)
+	slots := *sp
 	if v.n != nil {
 		v.n.expand(t.fanout, slots)
 	} else if !v.lifted.IsZero() {
@@ -626,11 +630,14 @@ func (t *Tree) update(ctx context.Context, w *writer, ref chunkstore.Ref, realLe
 		// The lifted tree stays in slot 0 untouched: give it the
 		// intermediate single-child nodes a real child of this level has.
 		r := v.lifted
+		lp := scratchRefs(t.fanout)
 		for l := v.llevel + 1; l < level; l++ {
-			s := make([]chunkstore.Ref, t.fanout)
+			s := *lp
+			clear(s)
 			s[0] = r
 			r = w.add(l, s)
 		}
+		putScratch(&refScratch, lp)
 		slots[0] = r
 	}
 	for _, g := range groups {
@@ -695,7 +702,9 @@ func (t *Tree) punchNode(ctx context.Context, w *writer, ref chunkstore.Ref, lev
 		}
 	}
 	if level == 0 {
-		leaf := make([]Entry, t.fanout)
+		lp := scratchEntries(t.fanout)
+		defer putScratch(&entryScratch, lp)
+		leaf := *lp
 		nd.expandEntries(t.fanout, leaf)
 		for s := range leaf {
 			if cb := t.childBase(0, base, s); cb >= lo && cb <= hi {
@@ -704,7 +713,9 @@ func (t *Tree) punchNode(ctx context.Context, w *writer, ref chunkstore.Ref, lev
 		}
 		return w.addLeaf(leaf), nil
 	}
-	slots := make([]chunkstore.Ref, t.fanout)
+	sp := scratchRefs(t.fanout)
+	defer putScratch(&refScratch, sp)
+	slots := *sp
 	nd.expand(t.fanout, slots)
 	for s := range slots {
 		if slots[s].IsZero() {
