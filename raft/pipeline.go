@@ -7,7 +7,7 @@ import (
 )
 
 // watchedTransport is the node's NetworkTransport with a watchdog on its
-// append pipelines. hashicorp/raft v1.8.0 can hang Shutdown (and so a
+// append pipelines. hashicorp/raft (v1.7.2, as v1.8.0) can hang Shutdown (and so a
 // node's Close) forever: when replication to a follower stops,
 // pipelineReplicate makes a best-effort send up to the last index even if
 // its response decoder has already ended; netPipeline.AppendEntries then

@@ -1,10 +1,9 @@
 // Package logstore is the durable half of the control plane: a
 // hashicorp/raft LogStore and StableStore on one pebble/v2 database.
 //
-// raft-boltdb/v2 does not build against raft v1.8.0 (it imports the
-// go-metrics compat package that go-metrics v0.7.0 dropped), and the design
-// already keeps every other piece of node-local state in pebble, so the log
-// lives there too.
+// The design keeps every other piece of node-local state in pebble, so the
+// log lives there too rather than in raft-boltdb's separate bolt file (and
+// its own fsync stream).
 //
 // Layout: log entries under "l"+big-endian index (so index order is key
 // order and DeleteRange is one range tombstone), stable keys under
