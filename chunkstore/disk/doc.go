@@ -106,7 +106,11 @@
 // Bloom filter of every key in the index (rebuilt by Open from the index
 // scan it does anyway; about 2 bytes per key) and skips the lookup when
 // the filter says the key was never set (filter.go). The index's sstables
-// also carry bloom filters, for the lookups that remain.
+// also carry bloom filters, for the lookups that remain. Readers ask the
+// same filter (its bits are atomic): a read by Ref and index tries each
+// profile the store holds, and the tiny chunks' 1+m profile sorts before
+// the pool's, so without it every data shard read of a coded chunk began
+// with a missed Get.
 //
 // Reads ask for one shard index under any profile (a reader does not know
 // the profile a chunk was written with). With at most four profiles in

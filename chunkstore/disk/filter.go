@@ -3,6 +3,7 @@ package disk
 import (
 	"encoding/binary"
 	"math/bits"
+	"sync/atomic"
 
 	"github.com/zosproject/zos/chunkstore"
 )
@@ -20,16 +21,26 @@ import (
 // when the last is full, so it never needs the keys again. It holds every
 // key set in the index since Open (load adds them all); deletes are not
 // removed, which only costs a lookup. A "maybe" is answered by the index,
-// so the filter can never make a stored shard look absent. Only the
-// writer goroutine (and load, before it starts) uses it.
+// so the filter can never make a stored shard look absent.
+//
+// Reads ask it too: a read names a Ref and an index under any profile, and
+// resolve tries each profile the store holds, so a store that also holds
+// tiny (1+m) chunks answered every 2+1 data shard read with a missed Get
+// first. Only the writer goroutine (and load, before it starts) adds;
+// readers may ask at any time. Bits are set with atomic ORs and read with
+// atomic loads, and the layer list is replaced, never changed in place. A
+// key is added while its group is prepared, before the group's index
+// batch commits and so before its put is answered; a read that misses it
+// in the filter began before the put was answered.
 type keyFilter struct {
-	layers []*bloomLayer
+	layers atomic.Pointer[[]*bloomLayer]
+	first  int // keys in the first layer; 0: filterFirst (tests set less)
 }
 
 type bloomLayer struct {
-	bits     []uint64
+	bits     []atomic.Uint64
 	mask     uint64 // len(bits)*64 - 1 (a power of two)
-	n, limit int
+	n, limit int    // writer-only
 }
 
 const (
@@ -39,7 +50,7 @@ const (
 
 func newBloomLayer(keys int) *bloomLayer {
 	m := uint64(1) << bits.Len64(uint64(keys*10-1)) // >= 10 bits per key
-	return &bloomLayer{bits: make([]uint64, m/64), mask: m - 1, limit: keys}
+	return &bloomLayer{bits: make([]atomic.Uint64, m/64), mask: m - 1, limit: keys}
 }
 
 // filterHash derives two hashes from a key: Refs are BLAKE3 digests, so
@@ -55,7 +66,9 @@ func filterHash(k chunkstore.ShardKey) (uint64, uint64) {
 func (l *bloomLayer) add(h1, h2 uint64) {
 	for i := range uint64(filterProbes) {
 		b := (h1 + i*h2) & l.mask
-		l.bits[b/64] |= 1 << (b % 64)
+		if w := &l.bits[b/64]; w.Load()&(1<<(b%64)) == 0 {
+			w.Or(1 << (b % 64))
+		}
 	}
 	l.n++
 }
@@ -63,30 +76,43 @@ func (l *bloomLayer) add(h1, h2 uint64) {
 func (l *bloomLayer) has(h1, h2 uint64) bool {
 	for i := range uint64(filterProbes) {
 		b := (h1 + i*h2) & l.mask
-		if l.bits[b/64]&(1<<(b%64)) == 0 {
+		if l.bits[b/64].Load()&(1<<(b%64)) == 0 {
 			return false
 		}
 	}
 	return true
 }
 
+// add records k. Writer-only.
 func (f *keyFilter) add(k chunkstore.ShardKey) {
 	h1, h2 := filterHash(k)
-	if len(f.layers) == 0 {
-		f.layers = append(f.layers, newBloomLayer(filterFirst))
+	var layers []*bloomLayer
+	if p := f.layers.Load(); p != nil {
+		layers = *p
 	}
-	last := f.layers[len(f.layers)-1]
-	if last.n >= last.limit {
-		last = newBloomLayer(2 * last.limit)
-		f.layers = append(f.layers, last)
+	if len(layers) == 0 || layers[len(layers)-1].n >= layers[len(layers)-1].limit {
+		limit := f.first
+		if limit == 0 {
+			limit = filterFirst
+		}
+		if len(layers) > 0 {
+			limit = 2 * layers[len(layers)-1].limit
+		}
+		next := append(layers[:len(layers):len(layers)], newBloomLayer(limit))
+		f.layers.Store(&next)
+		layers = next
 	}
-	last.add(h1, h2)
+	layers[len(layers)-1].add(h1, h2)
 }
 
-// mayContain is false only for keys never added.
+// mayContain is false only for keys never added. Safe for any goroutine.
 func (f *keyFilter) mayContain(k chunkstore.ShardKey) bool {
+	p := f.layers.Load()
+	if p == nil {
+		return false
+	}
 	h1, h2 := filterHash(k)
-	for _, l := range f.layers {
+	for _, l := range *p {
 		if l.has(h1, h2) {
 			return true
 		}

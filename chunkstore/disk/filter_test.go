@@ -2,6 +2,8 @@ package disk
 
 import (
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/zosproject/zos/chunkstore"
@@ -21,15 +23,15 @@ func randomKey(r *rand.Rand) chunkstore.ShardKey {
 // growth; fresh keys are rarely reported present.
 func TestKeyFilter(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	var f keyFilter
-	n := filterFirst + filterFirst/2 // two layers
+	f := keyFilter{first: 1 << 14}
+	n := f.first + f.first/2 // two layers
 	keys := make([]chunkstore.ShardKey, n)
 	for i := range keys {
 		keys[i] = randomKey(r)
 		f.add(keys[i])
 	}
-	if len(f.layers) != 2 {
-		t.Fatalf("%d layers for %d keys, want 2", len(f.layers), n)
+	if l := len(*f.layers.Load()); l != 2 {
+		t.Fatalf("%d layers for %d keys, want 2", l, n)
 	}
 	for i, k := range keys {
 		if !f.mayContain(k) {
@@ -49,5 +51,53 @@ func TestKeyFilter(t *testing.T) {
 	var empty keyFilter
 	if empty.mayContain(keys[0]) {
 		t.Fatal("an empty filter reports a key")
+	}
+}
+
+// TestKeyFilterConcurrentReaders: readers ask while the writer adds, across
+// the growth to a second layer, and never miss a key whose add finished
+// before they asked (run under -race by make check).
+func TestKeyFilterConcurrentReaders(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	f := keyFilter{first: 1 << 14}
+	n := 4 * f.first // three layers
+	keys := make([]chunkstore.ShardKey, n)
+	for i := range keys {
+		keys[i] = randomKey(r)
+	}
+	var added atomic.Int64 // keys[:added] are in f
+	var wg sync.WaitGroup
+	var missed atomic.Int64
+	stop := make(chan struct{})
+	for g := range 2 {
+		wg.Go(func() {
+			rr := rand.New(rand.NewPCG(uint64(g), 9))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				done := added.Load()
+				if done == 0 {
+					continue
+				}
+				if i := rr.Int64N(done); !f.mayContain(keys[i]) {
+					missed.Add(1)
+				}
+			}
+		})
+	}
+	for i, k := range keys {
+		f.add(k)
+		added.Store(int64(i + 1))
+	}
+	close(stop)
+	wg.Wait()
+	if m := missed.Load(); m != 0 {
+		t.Fatalf("readers missed %d added keys", m)
+	}
+	if l := len(*f.layers.Load()); l != 3 {
+		t.Fatalf("%d layers, want 3", l)
 	}
 }

@@ -38,7 +38,7 @@ func newMetrics(s *Store, reg *prometheus.Registry) *metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
 		filterSkips: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "zos_disk_filter_skips_total", Help: "Index lookups of a put skipped because the key filter knew the key was new.",
+			Name: "zos_disk_filter_skips_total", Help: "Index lookups skipped because the key filter knew the key absent: a put's new key, or a read's try of a profile the Ref is not stored under.",
 		}),
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {

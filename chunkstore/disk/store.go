@@ -58,7 +58,7 @@ type Store struct {
 
 	pages pageWindow // writer-only: synced ranges left in the page cache (pagecache.go)
 
-	filter keyFilter // index keys, for the writer (filter.go)
+	filter keyFilter // index keys: the writer adds, anyone asks (filter.go)
 	// profiles lists every profile of a key set in the index since Open,
 	// sorted in key order (copy on write; the writer and load add).
 	profiles  atomic.Pointer[[]chunkstore.Profile]
@@ -448,6 +448,15 @@ func (s *Store) lookup(k chunkstore.ShardKey) (loc, error) {
 	return decodeLoc(v)
 }
 
+// find is lookup for readers: a key the filter never saw is not looked up.
+func (s *Store) find(k chunkstore.ShardKey) (loc, error) {
+	if !s.filter.mayContain(k) {
+		s.metrics.filterSkips.Inc()
+		return loc{}, fmt.Errorf("%w: shard %s", chunkstore.ErrNotFound, k)
+	}
+	return s.lookup(k)
+}
+
 // maxPointProfiles bounds the profiles resolve tries one by one before it
 // scans instead.
 const maxPointProfiles = 4
@@ -475,7 +484,7 @@ func (s *Store) noteProfile(p chunkstore.Profile) {
 // resolve finds the first shard matching a (possibly wildcard) key.
 func (s *Store) resolve(k chunkstore.ShardKey) (chunkstore.ShardKey, loc, error) {
 	if !k.IsQuery() {
-		l, err := s.lookup(k)
+		l, err := s.find(k)
 		return k, l, err
 	}
 	if k.Index != chunkstore.AnyIndex {
@@ -489,7 +498,7 @@ func (s *Store) resolve(k chunkstore.ShardKey) (chunkstore.ShardKey, loc, error)
 					continue
 				}
 				c := chunkstore.ShardKey{Ref: k.Ref, Profile: p, Index: k.Index}
-				l, err := s.lookup(c)
+				l, err := s.find(c)
 				if errors.Is(err, chunkstore.ErrNotFound) {
 					continue
 				}
@@ -733,7 +742,7 @@ func (s *Store) GetShardRanges(ctx context.Context, rs []chunkstore.ShardRange) 
 			res[i].Err = err
 			continue
 		}
-		l, err := s.lookup(r.Key)
+		l, err := s.find(r.Key)
 		if err != nil {
 			res[i].Err = err
 			continue
