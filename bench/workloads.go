@@ -224,7 +224,7 @@ type NBDAPIConfig struct {
 	// CPUProfile, if set, receives a CPU profile of this process while
 	// the jobs run on zos (the nodes run in it only when embedded).
 	CPUProfile string
-	// Metrics, if set, receives the serving node's blockd, chunk store, shard store, journal and NBD metrics
+	// Metrics, if set, receives the serving node's blockd, chunk store, shard store and server, journal and NBD metrics
 	// after the jobs ran on zos (embedded clusters only): cache hits,
 	// flush phases, write stalls.
 	Metrics  io.Writer
@@ -345,7 +345,7 @@ func nbdSize(ctx context.Context, cl *Cluster, cfg NBDAPIConfig, size int64, dir
 	}
 	if cfg.Metrics != nil && cl.dev != nil {
 		fmt.Fprintf(cfg.Metrics, "# %s after the jobs at %s\n", cl.dev.Nodes[0].Config().Bind, human(size))
-		writeMetrics(cfg.Metrics, cl.dev.Nodes[0].Registry(), "zos_blockd_", "zos_chunk_", "zos_nbd_requests_total", "zos_journal_", "zos_disk_")
+		writeMetrics(cfg.Metrics, cl.dev.Nodes[0].Registry(), "zos_blockd_", "zos_chunk_", "zos_nbd_requests_total", "zos_journal_", "zos_disk_", "zos_shard_server_request_seconds")
 	}
 	if err != nil || len(cfg.Anchors) == 0 {
 		return rep, err

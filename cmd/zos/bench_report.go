@@ -197,7 +197,7 @@ func (n *nbdOpts) addFlags(cmd *cobra.Command, prefix string) {
 		f.StringSliceVar(&n.Anchors, "anchors", nil, "anchor targets (default nbdkit-memory,qemu-nbd-raw; \"none\" for zos alone)")
 		f.StringVar(&n.BlockSize, "block-size", "", "vdisk block size (default blockd's)")
 		f.StringVar(&n.CPUProfile, "cpuprofile", "", "write a CPU profile of this process while the jobs run on zos (embedded: the nodes run in it)")
-		f.StringVar(&n.Metrics, "metrics", "", "write the serving node's blockd, chunk store, shard store, journal and NBD metrics after the jobs ran on zos to this file (\"-\": stderr; embedded only)")
+		f.StringVar(&n.Metrics, "metrics", "", "write the serving node's blockd, chunk store, shard store and server, journal and NBD metrics after the jobs ran on zos to this file (\"-\": stderr; embedded only)")
 	}
 }
 
