@@ -395,16 +395,24 @@ func (d *Disk) awaitClaimed(ctx context.Context, claimed []ownBlock) error {
 			case !b.done:
 				waiting = true
 			case b.err != nil && b.claim != nil:
-				b.claim, b.done, b.err = nil, false, nil
-				d.wb.jobs++
 				retry = append(retry, o)
 			}
 		}
 		if len(retry) > 0 {
 			d.mu.Unlock()
-			d.svc.m.flushTakeover.Add(float64(len(retry)))
+			// Each block is taken over when its retry starts: par.Do
+			// starts no more after a failure, and a block it never
+			// started keeps its failed claim, which releaseClaims
+			// gives back to the cache. (Taken over up front, such a
+			// block stayed in flight with no job to end it, and every
+			// later commit waited for it.)
 			err := par.Do(ctx, len(retry), d.svc.cfg.Parallelism, func(ctx context.Context, k int) error {
 				o := retry[k]
+				d.mu.Lock()
+				o.b.claim, o.b.done, o.b.err = nil, false, nil
+				d.wb.jobs++
+				d.mu.Unlock()
+				d.svc.m.flushTakeover.Inc()
 				ref, data := nameBlock(o.b)
 				var err error
 				switch r := o.b.run; {

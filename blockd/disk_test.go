@@ -1111,6 +1111,73 @@ func TestLeaseLapsesAndFences(t *testing.T) {
 	}
 }
 
+// A commit whose takeover of failed write-back jobs fails stops at the
+// first failure (here with Parallelism 1: one retry at a time) and gives
+// the blocks it did not retry back to the cache, so that the next FLUSH
+// stores them. They used to stay in flight with no job to end them: every
+// later commit waited for them until its FlushTimeout (a hang of
+// TestFlakyStoreModel about once in a hundred runs).
+func TestFailedTakeoverReturnsTheRest(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", func(c *Config) {
+		c.MaxDirtyBytes = 4 << 20
+		c.WritebackBytes = 64 << 10
+		c.Parallelism = 1
+		c.FlushTimeout = 20 * time.Second
+	})
+	mustCreate(t, s, "tr", 8<<20, 16384, "db")
+	d, release := mustOpen(t, s, "tr")
+	defer release()
+	ctx := context.Background()
+	gate := make(chan struct{})
+	e.store.gateMin.Store(16384)
+	e.store.gate.Store(&gate)
+	want := bytes.Repeat([]byte{0xcd}, 1<<20)
+	if err := d.WriteAt(ctx, want, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 30*time.Second, "write-back jobs", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.wb.inflight) > 1
+	})
+	flushed := make(chan error, 1)
+	go func() { flushed <- d.Flush(ctx) }()
+	wait.For(t, 30*time.Second, "the commit to claim the jobs", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		n := 0
+		for _, b := range d.wb.inflight {
+			if b.claim != nil {
+				n++
+			}
+		}
+		return n > 1
+	})
+	e.store.failPut.Store(true) // the takeover fails too
+	e.store.gate.Store(nil)
+	close(gate) // the held puts fail
+	if err := <-flushed; err == nil {
+		t.Fatal("flush succeeded with every put failing")
+	}
+	e.store.failPut.Store(false)
+	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := d.Flush(fctx); err != nil {
+		t.Fatalf("flush once the store is healthy: %v", err)
+	}
+	got := make([]byte, len(want))
+	if err := d.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("content after the failed takeover differs (err %v)", err)
+	}
+	d.mu.Lock()
+	n := len(d.wb.inflight)
+	d.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d blocks still in flight after a successful flush", n)
+	}
+}
+
 // A commit takes over the write-back jobs it counts on: background jobs
 // store blocks when a FLUSH starts, their puts fail after the commit froze
 // the blocks' Refs, and the commit stores those blocks itself and
