@@ -98,6 +98,8 @@
 // waits for the write-back jobs it counts on (blocks in flight when it
 // froze), and takes over one that fails: it stores that block itself,
 // once, rather than failing the FLUSH for a job that started before it.
+// If a takeover fails, the commit fails, and every failed block it did
+// not get to goes back to the cache for the next FLUSH.
 // Then it moves the head as a compare-and-swap carrying the lease epoch. A
 // node that lost its lease (paused, partitioned, taken over) can never
 // move the head again: its flushes fail, it turns read-only and logs
