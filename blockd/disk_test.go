@@ -40,6 +40,7 @@ type flakyStore struct {
 	// Puts of at least that many bytes.
 	gate    atomic.Pointer[chan struct{}]
 	gateMin atomic.Int64
+	held    atomic.Int64 // Puts the gate holds now
 }
 
 func (f *flakyStore) flaky() bool {
@@ -51,7 +52,9 @@ var errInjected = fmt.Errorf("%w: injected failure", chunkstore.ErrUnavailable)
 
 func (f *flakyStore) Put(ctx context.Context, b []byte) (chunkstore.Ref, error) {
 	if g := f.gate.Load(); g != nil && int64(len(b)) >= f.gateMin.Load() {
+		f.held.Add(1)
 		<-*g
+		f.held.Add(-1)
 		return chunkstore.Ref{}, errInjected
 	}
 	if f.failPut.Load() || f.flaky() {
@@ -1206,15 +1209,21 @@ func TestCommitTakesOverFailedJobs(t *testing.T) {
 	})
 	flushed := make(chan error, 1)
 	go func() { flushed <- d.Flush(ctx) }()
-	wait.For(t, 30*time.Second, "the commit to claim the jobs", func() bool {
+	// Every claimed block's put must be held at the gate when it opens: a
+	// put that reaches it after it opened succeeds, and its blocks need
+	// no takeover.
+	wait.For(t, 30*time.Second, "the commit to claim the jobs, their puts held", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
+		claimed := false
+		runs := map[*extentRun]bool{}
 		for _, b := range d.wb.inflight {
 			if b.claim != nil {
-				return true
+				claimed = true
+				runs[b.run] = true
 			}
 		}
-		return false
+		return claimed && e.store.held.Load() >= int64(len(runs))
 	})
 	e.store.gate.Store(nil)
 	close(gate) // the held puts fail
