@@ -335,9 +335,12 @@ func (d *Disk) writeBlock(ctx context.Context, idx uint64, inOff int, src []byte
 				return err
 			}
 			d.mu.Lock()
-			if d.layers.gen != gen || d.cache.dirty[idx] != part {
+			if d.layers.gen != gen || d.cache.dirty[idx] != part || part != nil && part.complete() {
+				// The block changed meanwhile (a partial one may have
+				// been completed: by its write-back job or by writes
+				// filling its other sectors).
 				d.mu.Unlock()
-				continue // the block changed meanwhile
+				continue
 			}
 			if err := d.writableLocked(); err != nil {
 				d.mu.Unlock()

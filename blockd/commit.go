@@ -673,10 +673,13 @@ const ownRoundBytes = 8 << 20
 const ownRoundsInFlight = 4
 
 // abandonLocked gives the commit's own blocks, not yet stored, back to the
-// dirty layer (the commit failed before storing them).
+// dirty layer (the commit failed before storing them). A block that is no
+// longer the commit's is left alone: a failed round already gave it back
+// to the cache, where it may be dirty again, or in flight in a
+// write-back job that ends it itself.
 func (d *Disk) abandonLocked(own []ownBlock) {
 	for _, o := range own {
-		if o.b.done {
+		if o.b.done || !o.b.owned || d.wb.inflight[o.idx] != o.b {
 			continue
 		}
 		o.b.done = true

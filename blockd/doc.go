@@ -97,7 +97,11 @@
 // steadily rather than holding every writer until its last put. It
 // waits for the write-back jobs it counts on (blocks in flight when it
 // froze), and takes over one that fails: it stores that block itself,
-// once, rather than failing the FLUSH for a job that started before it.
+// once, rather than failing the FLUSH for a job that started before it
+// (also when a zeroing covered the block meanwhile: the frozen layer
+// names it). A block a failed round of the commit gave back to the cache
+// is the cache's again: the commit never ends it a second time, even if
+// a write-back job has taken it since.
 // If a takeover fails, the commit fails, and every failed block it did
 // not get to goes back to the cache for the next FLUSH.
 // Then it moves the head as a compare-and-swap carrying the lease epoch. A

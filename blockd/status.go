@@ -2,6 +2,7 @@ package blockd
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/zosproject/zos/internal/invariants"
 )
@@ -37,7 +38,11 @@ func (d *Disk) checkLocked() {
 		return
 	}
 	if err := d.invariantsLocked(); err != nil {
-		panic(fmt.Sprintf("blockd: vdisk %s: invariant broken: %v", d.label, err))
+		// Said before panicking: the panic unwinds with d.mu held, so a
+		// test's cleanup (closing the disk) blocks before it is printed.
+		msg := fmt.Sprintf("blockd: vdisk %s: invariant broken: %v", d.label, err)
+		fmt.Fprintln(os.Stderr, msg)
+		panic(msg)
 	}
 }
 

@@ -3,10 +3,12 @@ package blockd
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/zosproject/zos/blockd/tree"
 	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/internal/invariants"
 )
 
 // wbState is the blocks being written back: named (or being named) and
@@ -147,7 +149,9 @@ func (d *Disk) storedLocked(idx uint64, b *dblock, data []byte, err error) {
 	if err == nil && len(data) > 0 {
 		d.cleanLaterLocked(idx) // its old extent may be mostly dead now
 	}
-	if err != nil && b.claim != nil && !b.superseded {
+	if err != nil && b.claim != nil {
+		// Superseded too: the commit's frozen layer names the block,
+		// whatever zeroing came after it.
 		d.notifyLocked()
 		return
 	}
@@ -157,6 +161,17 @@ func (d *Disk) storedLocked(idx uint64, b *dblock, data []byte, err error) {
 // endInflightLocked takes b out of flight once its store ended with err
 // (see storedLocked).
 func (d *Disk) endInflightLocked(idx uint64, b *dblock, data []byte, err error) {
+	if d.wb.inflight[idx] != b {
+		// Ended already. Ending it again would count its bytes and job
+		// out twice, and could take a newer block of idx out of flight.
+		msg := fmt.Sprintf("blockd: vdisk %s: block %d ended twice", d.label, idx)
+		if invariants.Enabled {
+			fmt.Fprintln(os.Stderr, msg)
+			panic(msg)
+		}
+		d.log.Error("write-back bookkeeping broken; block left as it is", "block", idx)
+		return
+	}
 	delete(d.wb.inflight, idx)
 	b.run = nil
 	d.wb.bytes -= b.cost()

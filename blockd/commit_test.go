@@ -1,0 +1,177 @@
+package blockd
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zosproject/zos/chunkstore"
+	"github.com/zosproject/zos/internal/testcluster/wait"
+)
+
+// A commit whose round of blocks fails gives them back to the cache at
+// once, and a write-back job may take them before the commit ends; the
+// commit then leaves them to that job. (It used to end them once more as
+// it failed: such a block was in the cache and in flight at once, the
+// in-flight bytes went negative when the job ended it too, and a write
+// into it could change the bytes the job was storing.)
+func TestFailedRoundLeavesRestartedBlocks(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", func(c *Config) {
+		c.WritebackBytes = 1 << 20
+		c.MaxDirtyBytes = 8 << 20
+		c.WritebackInterval = time.Hour
+	})
+	const bs = 16384
+	mustCreate(t, s, "ab", 8<<20, bs, "db")
+	d, release := mustOpen(t, s, "ab")
+	ctx := context.Background()
+	first := bytes.Repeat([]byte{1}, 4*bs) // one stretch: one extent
+	if err := d.WriteAt(ctx, first, 0, false); err != nil {
+		t.Fatal(err)
+	}
+
+	// The commit's round of blocks fails once its tree node's put is
+	// held; write-back jobs' puts wait for jobs, then succeed.
+	nodeHeld, nodeGo, jobsGo := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var background atomic.Bool
+	hook := func(b []byte) error {
+		switch {
+		case len(b) < bs: // a tree node
+			once.Do(func() { close(nodeHeld) })
+			<-nodeGo
+			return errInjected
+		case !background.Load():
+			<-nodeHeld
+			return errInjected
+		}
+		<-jobsGo
+		return nil
+	}
+	e.store.putHook.Store(&hook)
+	flushed := make(chan error, 1)
+	go func() { flushed <- d.Flush(ctx) }()
+	select {
+	case <-nodeHeld:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the commit stored no tree node")
+	}
+	wait.For(t, 60*time.Second, "the failed round's blocks back in the cache", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.cache.dirty[0] != nil && d.wb.inflight[0] == nil
+	})
+	// Past WritebackBytes: write-back jobs start, the oldest blocks
+	// (those the round gave back) first.
+	background.Store(true)
+	second := bytes.Repeat([]byte{2}, 2<<20)
+	if err := d.WriteAt(ctx, second, 1<<20, false); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 60*time.Second, "a write-back job storing block 0", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		b := d.wb.inflight[0]
+		return b != nil && !b.owned && !b.done
+	})
+	close(nodeGo)
+	if err := <-flushed; err == nil {
+		t.Fatal("a flush whose blocks and tree node failed to store succeeded")
+	}
+	close(jobsGo)
+	// (A commit that ended the job's blocks too counted the jobs below
+	// zero.)
+	wait.For(t, 60*time.Second, "the write-back jobs to end", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.wb.jobs <= 0
+	})
+	d.mu.Lock()
+	err := d.invariantsLocked()
+	d.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.store.putHook.Store(nil)
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	ro, _ := mustOpen(t, e.service(t, "n2", nil), "ab:ro")
+	got := readAll(t, ro)
+	want := make([]byte, 8<<20)
+	copy(want, first)
+	copy(want[1<<20:], second)
+	if !bytes.Equal(got, want) {
+		t.Fatal("committed content differs from what was written")
+	}
+}
+
+// An unaligned write into a partial block reads the block's base without
+// the disk's lock; if writes fill the block's other sectors meanwhile, it
+// is complete when the write comes back and takes the bytes as they are
+// (it used to fill the complete block from the base, and panicked with
+// the lock held: every later request on the vdisk hung).
+func TestUnalignedWriteIntoBlockCompletedMeanwhile(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", func(c *Config) {
+		c.BlockCacheBytes = -1
+		c.NodeCacheBytes = -1
+		c.WritebackBytes = 8 << 20
+		c.WritebackInterval = time.Hour
+	})
+	const bs = 16384
+	mustCreate(t, s, "uw", 1<<20, bs, "db")
+	d, release := mustOpen(t, s, "uw")
+	ctx := context.Background()
+	if err := d.WriteAt(ctx, bytes.Repeat([]byte{1}, bs), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte{1}, bs)
+	// The first half, sector aligned: a partial block over the stored one.
+	copy(want, bytes.Repeat([]byte{2}, bs/2))
+	if err := d.WriteAt(ctx, want[:bs/2], 0, false); err != nil {
+		t.Fatal(err)
+	}
+	fetchGo := make(chan struct{})
+	var held atomic.Int64
+	hook := func(chunkstore.Ref) error {
+		held.Add(1)
+		<-fetchGo
+		return nil
+	}
+	e.store.fetchHook.Store(&hook)
+	unaligned := make(chan error, 1)
+	go func() { unaligned <- d.WriteAt(ctx, []byte("unaligned"), bs/2+100, false) }()
+	wait.For(t, 60*time.Second, "the unaligned write to read the block's base", func() bool { return held.Load() > 0 })
+	// The second half, aligned: the block is complete now.
+	copy(want[bs/2:], bytes.Repeat([]byte{3}, bs/2))
+	if err := d.WriteAt(ctx, want[bs/2:], bs/2, false); err != nil {
+		t.Fatal(err)
+	}
+	close(fetchGo)
+	if err := <-unaligned; err != nil {
+		t.Fatal(err)
+	}
+	e.store.fetchHook.Store(nil)
+	copy(want[bs/2+100:], "unaligned")
+	got := make([]byte, bs)
+	if err := d.ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("block differs from the writes (err %v)", err)
+	}
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	ro, _ := mustOpen(t, e.service(t, "n2", nil), "uw:ro")
+	if got := readAll(t, ro)[:bs]; !bytes.Equal(got, want) {
+		t.Fatal("committed block differs from the writes")
+	}
+}
