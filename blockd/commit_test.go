@@ -24,41 +24,63 @@ func TestFailedRoundLeavesRestartedBlocks(t *testing.T) {
 		c.WritebackBytes = 1 << 20
 		c.MaxDirtyBytes = 8 << 20
 		c.WritebackInterval = time.Hour
+		c.NodeCacheBytes = -1 // a commit reads the tree's root from the store
 	})
 	const bs = 16384
 	mustCreate(t, s, "ab", 8<<20, bs, "db")
 	d, release := mustOpen(t, s, "ab")
 	ctx := context.Background()
-	first := bytes.Repeat([]byte{1}, 4*bs) // one stretch: one extent
-	if err := d.WriteAt(ctx, first, 0, false); err != nil {
+	want := make([]byte, 8<<20)
+	put := func(off int64, p []byte) {
+		t.Helper()
+		if err := d.WriteAt(ctx, p, off, false); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], p)
+	}
+	put(4<<20, bytes.Repeat([]byte{9}, bs))
+	if err := d.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
+	put(0, bytes.Repeat([]byte{1}, 4*bs)) // one stretch: one extent
 
-	// The commit's round of blocks fails once its tree node's put is
-	// held; write-back jobs' puts wait for jobs, then succeed.
-	nodeHeld, nodeGo, jobsGo := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	// The commit's tree read is held, and its round of blocks fails
+	// meanwhile; then the tree read fails too, and the commit with it.
+	// Write-back jobs' puts wait for jobsGo, then succeed. (The hooks
+	// hold no put of the commit's: the Batcher may send a held put and a
+	// failing one in one batch, which answers neither until both end.)
+	fetchHeld, fetchGo, jobsGo := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var once sync.Once
+	fetchHook := func(chunkstore.Ref) error {
+		first := false
+		once.Do(func() { first = true })
+		if !first {
+			return nil
+		}
+		close(fetchHeld)
+		<-fetchGo
+		return errInjected
+	}
 	var background atomic.Bool
-	hook := func(b []byte) error {
+	putHook := func(b []byte) error {
 		switch {
 		case len(b) < bs: // a tree node
-			once.Do(func() { close(nodeHeld) })
-			<-nodeGo
-			return errInjected
+			return nil
 		case !background.Load():
-			<-nodeHeld
+			<-fetchHeld
 			return errInjected
 		}
 		<-jobsGo
 		return nil
 	}
-	e.store.putHook.Store(&hook)
+	e.store.fetchHook.Store(&fetchHook)
+	e.store.putHook.Store(&putHook)
 	flushed := make(chan error, 1)
 	go func() { flushed <- d.Flush(ctx) }()
 	select {
-	case <-nodeHeld:
+	case <-fetchHeld:
 	case <-time.After(60 * time.Second):
-		t.Fatal("the commit stored no tree node")
+		t.Fatal("the commit read no tree node")
 	}
 	wait.For(t, 60*time.Second, "the failed round's blocks back in the cache", func() bool {
 		d.mu.Lock()
@@ -68,19 +90,16 @@ func TestFailedRoundLeavesRestartedBlocks(t *testing.T) {
 	// Past WritebackBytes: write-back jobs start, the oldest blocks
 	// (those the round gave back) first.
 	background.Store(true)
-	second := bytes.Repeat([]byte{2}, 2<<20)
-	if err := d.WriteAt(ctx, second, 1<<20, false); err != nil {
-		t.Fatal(err)
-	}
+	put(1<<20, bytes.Repeat([]byte{2}, 2<<20))
 	wait.For(t, 60*time.Second, "a write-back job storing block 0", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		b := d.wb.inflight[0]
 		return b != nil && !b.owned && !b.done
 	})
-	close(nodeGo)
+	close(fetchGo)
 	if err := <-flushed; err == nil {
-		t.Fatal("a flush whose blocks and tree node failed to store succeeded")
+		t.Fatal("a flush whose blocks failed to store succeeded")
 	}
 	close(jobsGo)
 	// (A commit that ended the job's blocks too counted the jobs below
@@ -97,16 +116,13 @@ func TestFailedRoundLeavesRestartedBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.store.putHook.Store(nil)
+	e.store.fetchHook.Store(nil)
 	if err := d.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	release()
 	ro, _ := mustOpen(t, e.service(t, "n2", nil), "ab:ro")
-	got := readAll(t, ro)
-	want := make([]byte, 8<<20)
-	copy(want, first)
-	copy(want[1<<20:], second)
-	if !bytes.Equal(got, want) {
+	if !bytes.Equal(readAll(t, ro), want) {
 		t.Fatal("committed content differs from what was written")
 	}
 }
