@@ -38,12 +38,16 @@ func (d *Disk) checkLocked() {
 		return
 	}
 	if err := d.invariantsLocked(); err != nil {
-		// Said before panicking: the panic unwinds with d.mu held, so a
-		// test's cleanup (closing the disk) blocks before it is printed.
-		msg := fmt.Sprintf("blockd: vdisk %s: invariant broken: %v", d.label, err)
-		fmt.Fprintln(os.Stderr, msg)
-		panic(msg)
+		brokenPanic(fmt.Sprintf("blockd: vdisk %s: invariant broken: %v", d.label, err))
 	}
+}
+
+// brokenPanic panics with msg, said on stderr first: the panic unwinds
+// with d.mu held, so a test's cleanup (closing the disk) blocks before
+// the panic is printed.
+func brokenPanic(msg string) {
+	fmt.Fprintln(os.Stderr, msg)
+	panic(msg)
 }
 
 func (d *Disk) invariantsLocked() error {

@@ -3,7 +3,6 @@ package blockd
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 
 	"github.com/zosproject/zos/blockd/tree"
@@ -166,8 +165,7 @@ func (d *Disk) endInflightLocked(idx uint64, b *dblock, data []byte, err error) 
 		// out twice, and could take a newer block of idx out of flight.
 		msg := fmt.Sprintf("blockd: vdisk %s: block %d ended twice", d.label, idx)
 		if invariants.Enabled {
-			fmt.Fprintln(os.Stderr, msg)
-			panic(msg)
+			brokenPanic(msg)
 		}
 		d.log.Error("write-back bookkeeping broken; block left as it is", "block", idx)
 		return
