@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -335,5 +336,67 @@ func TestRootsIncludePendingBlocks(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no stored, uncommitted block is a GC root (%d marked)", len(marked))
+	}
+}
+
+// OpenAlone refuses a vdisk open read-write here, or being opened, in the
+// same step as its own open: of concurrent callers exactly one gets it.
+func TestOpenAlone(t *testing.T) {
+	e := newEnv()
+	s := e.service(t, "n1", nil)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, CreateOptions{Name: "x", Size: 1 << 20, BlockSize: 4096}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 20; round++ {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var rels []func()
+		refused := 0
+		for i := 0; i < 6; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, rel, err := s.OpenAlone(ctx, "x")
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					rels = append(rels, rel)
+				case errors.Is(err, ErrAttachedHere):
+					refused++
+				default:
+					t.Errorf("OpenAlone: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if len(rels) != 1 || refused != 5 {
+			t.Fatalf("round %d: %d opens, %d refused; want 1 and 5", round, len(rels), refused)
+		}
+		// A shared open (an adopted VM's) joins it; a read-only one is
+		// not an attach.
+		_, relShared, err := s.Open(ctx, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, relRO, err := s.Open(ctx, "x:ro")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rels[0]()
+		if _, _, err := s.OpenAlone(ctx, "x"); !errors.Is(err, ErrAttachedHere) {
+			t.Fatalf("OpenAlone while a shared open holds it: %v", err)
+		}
+		relShared()
+		relRO()
+	}
+	_, rel, err := s.OpenAlone(ctx, "x")
+	if err != nil {
+		t.Fatalf("OpenAlone once everyone let go: %v", err)
+	}
+	rel()
+	if _, _, err := s.OpenAlone(ctx, "x:ro"); err == nil {
+		t.Fatal("OpenAlone of a read-only export name succeeded")
 	}
 }

@@ -228,6 +228,27 @@ func (e *attachRefused) Is(target error) bool { return target == nbd.ErrAttached
 // back (a tmp vdisk is deleted instead). A read-write open of a vdisk
 // attached read-write on another node fails with an *AttachedError.
 func (s *Service) Open(ctx context.Context, export string) (*Disk, func(), error) {
+	return s.openExclusive(ctx, export, false)
+}
+
+// ErrAttachedHere is OpenAlone's refusal: the vdisk is open (or being
+// opened) read-write on this node already.
+var ErrAttachedHere = errors.New("blockd: vdisk attached read-write on this node")
+
+// OpenAlone opens vdisk name read-write as Open does, but only if nothing
+// on this node has it open read-write or is opening it (an NBD client, a
+// VM, an operation): it fails with an error matching ErrAttachedHere then.
+// The check and the open are one step, so two callers never both get it.
+func (s *Service) OpenAlone(ctx context.Context, name string) (*Disk, func(), error) {
+	if _, _, mode, err := ParseExportName(name); err != nil {
+		return nil, nil, err
+	} else if mode != ReadWrite {
+		return nil, nil, fmt.Errorf("blockd: OpenAlone of %q: not a read-write export name", name)
+	}
+	return s.openExclusive(ctx, name, true)
+}
+
+func (s *Service) openExclusive(ctx context.Context, export string, alone bool) (*Disk, func(), error) {
 	name, snap, mode, err := ParseExportName(export)
 	if err != nil {
 		return nil, nil, err
@@ -272,6 +293,10 @@ func (s *Service) Open(ctx context.Context, export string) (*Disk, func(), error
 			}
 		}
 		e := s.open[key]
+		if alone && e != nil && !e.closing {
+			s.mu.Unlock()
+			return nil, nil, fmt.Errorf("vdisk %s: %w", name, ErrAttachedHere)
+		}
 		if e == nil {
 			e = &openEntry{ready: make(chan struct{}), done: make(chan struct{}), refs: 1}
 			s.open[key] = e
@@ -699,6 +724,3 @@ func (e exportsView) Info(ctx context.Context, name string) (nbd.ExportInfo, err
 func (e exportsView) Open(ctx context.Context, name string) (nbd.Export, nbd.ExportInfo, func(), error) {
 	return e.s.openExport(ctx, name)
 }
-
-// AttachedHere reports whether vdisk name is open read-write on this node.
-func (s *Service) AttachedHere(name string) bool { return s.localRW(name) != nil }

@@ -53,8 +53,15 @@ func (n *Node) startVMs(m *agent.Manager, brs *bridge.Bridges) {
 // blockdDisks is kvm.Disks over the node's blockd.
 type blockdDisks struct{ s *blockd.Service }
 
-func (d blockdDisks) Hold(ctx context.Context, name string) (func(), error) {
-	_, rel, err := d.s.Open(ctx, name)
+func (d blockdDisks) Hold(ctx context.Context, name string, alone bool) (func(), error) {
+	if !alone {
+		_, rel, err := d.s.Open(ctx, name)
+		return rel, err
+	}
+	_, rel, err := d.s.OpenAlone(ctx, name)
+	if errors.Is(err, blockd.ErrAttachedHere) {
+		err = kvm.ErrAttachedHere
+	}
 	return rel, err
 }
 
@@ -67,8 +74,6 @@ func (d blockdDisks) Exists(ctx context.Context, name string) error {
 	}
 	return nil
 }
-
-func (d blockdDisks) AttachedHere(name string) bool { return d.s.AttachedHere(name) }
 
 // vmBridges makes a missing zos0 the way bridge.create does (static
 // address, NAT); other bridges must exist (bridge.create them).

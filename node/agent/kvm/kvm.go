@@ -45,14 +45,17 @@ import (
 type Disks interface {
 	// Hold opens vdisk name read-write on this node, which takes its lease
 	// (refused with a message naming the holder if another node has it);
-	// release gives it back.
-	Hold(ctx context.Context, name string) (release func(), err error)
+	// release gives it back. With alone, it is refused with an error
+	// matching ErrAttachedHere if anything on this node has it open
+	// read-write already (an NBD client, a VM, an operation), checked in
+	// the same step as the open.
+	Hold(ctx context.Context, name string, alone bool) (release func(), err error)
 	// Exists returns an error saying so when there is no vdisk name.
 	Exists(ctx context.Context, name string) error
-	// AttachedHere reports whether vdisk name is open read-write on this
-	// node (by an NBD client, a VM, an operation).
-	AttachedHere(name string) bool
 }
+
+// ErrAttachedHere is Disks.Hold's refusal of an alone hold.
+var ErrAttachedHere = errors.New("vdisk attached read-write on this node")
 
 // Leaser is the vm.DiskLeaser of a node: a disk served by the node's own
 // blockd (a bare vdisk name, or nbd://LOCAL/NAME) is held open read-write
@@ -135,14 +138,17 @@ func (l *Leaser) Acquire(ctx context.Context, vmName, url string) error {
 	if mine {
 		return nil
 	}
-	if l.disks.AttachedHere(name) {
-		return fmt.Errorf("vdisk %s is attached read-write on this node by another client; detach it first (or attach it read-only as %s:ro)", name, name)
-	}
-	return l.hold(ctx, vmName, url, name)
+	return l.hold(ctx, vmName, url, name, true)
 }
 
-func (l *Leaser) hold(ctx context.Context, vmName, url, name string) error {
-	rel, err := l.disks.Hold(ctx, name)
+// hold takes the lease of vdisk name for vmName's disk url; alone refuses
+// a vdisk open read-write here already (a new VM's), !alone shares it (an
+// adopted VM's, whose qemu may have reconnected first).
+func (l *Leaser) hold(ctx context.Context, vmName, url, name string, alone bool) error {
+	rel, err := l.disks.Hold(ctx, name, alone)
+	if errors.Is(err, ErrAttachedHere) {
+		return fmt.Errorf("vdisk %s is attached read-write on this node by another client; detach it first (or attach it read-only as %s:ro)", name, name)
+	}
 	if err != nil {
 		return err
 	}
@@ -192,7 +198,7 @@ func (l *Leaser) Readopt(ctx context.Context, m *vm.Manager) {
 				continue
 			}
 			if name := l.vdisk(d.URL); name != "" {
-				if err := l.hold(ctx, in.Name, d.URL, name); err != nil {
+				if err := l.hold(ctx, in.Name, d.URL, name, false); err != nil {
 					l.log.Warn("kvm: lease of an adopted vm's disk", "vm", in.Name, "vdisk", name, "err", err)
 				}
 			}

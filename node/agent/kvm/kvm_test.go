@@ -17,11 +17,14 @@ type fakeDisks struct {
 	releases int
 }
 
-func (f *fakeDisks) Hold(_ context.Context, name string) (func(), error) {
+func (f *fakeDisks) Hold(_ context.Context, name string, alone bool) (func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if msg := f.refuse[name]; msg != "" {
 		return nil, errors.New(msg)
+	}
+	if alone && (f.here[name] || f.held[name] > 0) {
+		return nil, ErrAttachedHere
 	}
 	f.held[name]++
 	var once sync.Once
@@ -41,8 +44,6 @@ func (f *fakeDisks) Exists(_ context.Context, name string) error {
 	}
 	return nil
 }
-
-func (f *fakeDisks) AttachedHere(name string) bool { return f.here[name] || f.held[name] > 0 }
 
 func TestLeaser(t *testing.T) {
 	d := &fakeDisks{exists: map[string]bool{"a": true, "b": true, "c": true}, here: map[string]bool{"b": true},
