@@ -129,8 +129,10 @@ func (d *Disk) stretchEnd(off int64) int64 {
 }
 
 // prefetch brings the blocks of [from, to) that are only in the store into
-// the block cache: dirty blocks, blocks in memory and cached blocks are
-// skipped.
+// the block cache: complete dirty blocks, blocks in memory and cached
+// blocks are skipped. The base of a partial dirty block (random writes of
+// less than a block) is fetched: a read of the block needs it as much as
+// one of a clean block does, and so does its write-back.
 func (d *Disk) prefetch(from, to int64) {
 	ctx, cancel := context.WithTimeout(d.ctx, raTimeout)
 	defer cancel()
@@ -138,7 +140,7 @@ func (d *Disk) prefetch(from, to int64) {
 	var srcs []source
 	d.mu.Lock()
 	for i := uint64(from >> d.shift); int64(i)<<d.shift < to; i++ {
-		if d.cache.dirty[i] != nil {
+		if b := d.cache.dirty[i]; b != nil && (b.complete() || b.busy) {
 			continue
 		}
 		if src := d.belowDirtyLocked(i); src.kind == srcRef || src.kind == srcTree {
