@@ -75,19 +75,26 @@ func JobNames() (def, more string) {
 }
 
 // Workloads returns the jobs of DefaultWorkloads and MoreWorkloads with the
-// given names, in that order; no names means DefaultWorkloads.
+// given names, in that order; no names means DefaultWorkloads. A job named
+// again runs again, as NAME#2, NAME#3…, so that its results are its own
+// (a job repeated after another measures the state that one left).
 func Workloads(names []string) ([]Workload, error) {
 	if len(names) == 0 {
 		return slices.Clone(DefaultWorkloads), nil
 	}
 	all := append(slices.Clip(DefaultWorkloads), MoreWorkloads...)
 	var jobs []Workload
+	seen := map[string]int{}
 	for _, name := range names {
 		i := slices.IndexFunc(all, func(w Workload) bool { return w.Name == name })
 		if i < 0 {
 			return nil, fmt.Errorf("nbdbench: unknown fio job %q", name)
 		}
-		jobs = append(jobs, all[i])
+		w := all[i]
+		if seen[name]++; seen[name] > 1 {
+			w.Name = fmt.Sprintf("%s#%d", name, seen[name])
+		}
+		jobs = append(jobs, w)
 	}
 	return jobs, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 )
@@ -59,5 +60,36 @@ func BenchmarkNBD(b *testing.B) {
 			b.ReportMetric(rep.Ratio(TargetNbdkit, w), w+"-x-nbdkit")
 		}
 		b.Logf("\n%s", rep.Markdown())
+	}
+}
+
+// TestWorkloadsRepeated: a job named twice runs twice with results of its
+// own (the report is keyed by job name; both rows showed the first run's
+// figures before); unknown names are refused.
+func TestWorkloadsRepeated(t *testing.T) {
+	jobs, err := Workloads([]string{"1m-seqread", "4k-randrw-qd32", "1m-seqread", "1m-seqread"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, j := range jobs {
+		names = append(names, j.Name)
+	}
+	want := []string{"1m-seqread", "4k-randrw-qd32", "1m-seqread#2", "1m-seqread#3"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("names %v, want %v", names, want)
+	}
+	if jobs[2].RW != "read" || jobs[2].BS != "1M" {
+		t.Fatalf("repeated job %+v is not 1m-seqread's", jobs[2])
+	}
+	rep := &Report{Results: []Result{{Target: TargetZos, Workload: "1m-seqread", ReadIOPS: 1}, {Target: TargetZos, Workload: "1m-seqread#2", ReadIOPS: 2}}}
+	if a, _ := rep.Get(TargetZos, "1m-seqread"); a.ReadIOPS != 1 {
+		t.Fatalf("first run: %+v", a)
+	}
+	if b, _ := rep.Get(TargetZos, "1m-seqread#2"); b.ReadIOPS != 2 {
+		t.Fatalf("second run: %+v", b)
+	}
+	if _, err := Workloads([]string{"1m-seqread", "nope"}); err == nil {
+		t.Fatal("unknown job accepted")
 	}
 }
