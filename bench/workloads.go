@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -293,6 +294,15 @@ func NBDAPI(ctx context.Context, cl *Cluster, cfg NBDAPIConfig) (report.Workload
 		defer f.Close()
 		cfg.profile = f
 	}
+	var ceil nbdCeiling
+	if cl.Embedded {
+		// The nodes' disk and CPUs are this machine's: its ceilings, in
+		// the same run, say how close each figure is to them.
+		progress("nbd: disk ceiling")
+		if ceil, err = measureCeiling(cl.dir, len(cl.dev.Nodes)); err != nil {
+			return w, err
+		}
+	}
 	for _, size := range sizes {
 		rep, err := nbdSize(ctx, cl, cfg, size, dir)
 		if rep != nil {
@@ -302,7 +312,58 @@ func NBDAPI(ctx context.Context, cl *Cluster, cfg NBDAPIConfig) (report.Workload
 			return w, err
 		}
 	}
+	if ceil.fresh > 0 {
+		// Sequential writes reach the disk's rate only beyond the
+		// write-back cache, which holds what the disk has not taken yet.
+		w.Notes = append(w.Notes, ceil.notes(w.Jobs, cfg.Size > blockd.DefaultMaxDirtyBytes, sizeSuffix(cfg.Size, len(sizes)))...)
+	}
 	return w, nil
+}
+
+// nbdCeiling is the machine's physical ceiling for the nbd jobs: its
+// disk's durable write rates (guest MB/s through the dev cluster's
+// profile) and its CPUs.
+type nbdCeiling struct {
+	profile          chunkstore.Profile
+	fresh, overwrite float64 // best of three, guest MB/s
+	cpus             int
+}
+
+// measureCeiling measures the disk under dir as the dev cluster's nodes
+// use it: one file per node written in parallel with its profile's shard
+// bytes of 512 MiB, synced, first fresh (as the chunk store appends) and
+// then in place (as qemu-nbd overwrites its filled raw file).
+func measureCeiling(dir string, nodes int) (nbdCeiling, error) {
+	c := nbdCeiling{profile: chunkstore.DefaultProfile(nodes), cpus: runtime.NumCPU()}
+	for range 3 {
+		f, o, err := storebench.DiskRates(dir, c.profile, nodes, 512<<20)
+		if err != nil {
+			return c, err
+		}
+		c.fresh, c.overwrite = max(c.fresh, f), max(c.overwrite, o)
+	}
+	return c, nil
+}
+
+// notes says the ceilings and, if beyond, how close zos's sequential
+// writes of the jobs named with suffix (the size beyond the write-back
+// cache) come to the disk's.
+func (c nbdCeiling) notes(jobs []report.Job, beyond bool, suffix string) []string {
+	const mib = 1 << 20 / 1e6
+	out := []string{fmt.Sprintf("Ceilings of this machine in this run: %d CPUs (the CPU busy column: the machine's, every process counted; near %d a job is bound by the CPU); the disk takes %.0f MiB/s of guest data durably into new blocks and %.0f MiB/s over blocks written before (%s shards: %d files written in parallel, 4 MiB writes, one fdatasync each; best of three). The chunk store appends, so new blocks are its ceiling; qemu-nbd overwrites its filled raw file in place.",
+		c.cpus, c.cpus, c.fresh/mib, c.overwrite/mib, c.profile, c.profile.N())}
+	for _, j := range jobs {
+		base, _, _ := strings.Cut(strings.TrimSuffix(j.Name, suffix), "#")
+		if !beyond || base != "1m-seqwrite" || !strings.HasSuffix(j.Name, suffix) {
+			continue
+		}
+		for _, r := range j.Results {
+			if r.Target == report.Zos && r.MBps > 0 {
+				out = append(out, fmt.Sprintf("%s on zos: %.0f MiB/s, %.0f%% of the disk's ceiling for new blocks.", j.Name, r.MBps/mib, 100*r.MBps/c.fresh))
+			}
+		}
+	}
+	return out
 }
 
 func beyond(size int64) string {
@@ -375,7 +436,7 @@ func NBDWorkload(rep *nbdbench.Report, w *report.Workload, suffix string) {
 			if j.Unit == "MiB/s" {
 				v = r.MiBps()
 			}
-			res := report.Result{Target: r.Target, Anchor: r.Target != nbdbench.TargetZos, Value: v, OpsPerSec: r.IOPS(), MBps: r.MiBps() * 1.048576}
+			res := report.Result{Target: r.Target, Anchor: r.Target != nbdbench.TargetZos, Value: v, OpsPerSec: r.IOPS(), MBps: r.MiBps() * 1.048576, CPU: r.CPUCores}
 			if r.P99Micros > 0 {
 				res.Latency = &report.Latency{P50: r.P50Micros, P99: r.P99Micros, P999: r.P999Micros}
 			}

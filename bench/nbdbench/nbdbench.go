@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -131,6 +132,11 @@ type Result struct {
 	P99Micros  float64 `json:"p99_us"` // completion latency, worst of read/write
 	P50Micros  float64 `json:"p50_us"`
 	P999Micros float64 `json:"p999_us"`
+	// CPUCores is how many of the machine's CPUs were busy during the job
+	// on average, whatever the process (fio, the server, the kernel):
+	// near runtime.NumCPU the job is bound by the CPU, well below by
+	// something else.
+	CPUCores float64 `json:"cpu_cores,omitempty"`
 }
 
 // IOPS is read plus write operations per second.
@@ -385,10 +391,16 @@ func fio(ctx context.Context, cfg *Config, uri string, w Workload, timed bool) (
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
+	c0, cpuOK := readCPU()
 	if err := cmd.Run(); err != nil {
 		return Result{}, fmt.Errorf("fio: %v: %s", err, strings.TrimSpace(errb.String()))
 	}
-	return parseFio(out.Bytes(), w.Name)
+	c1, cpuOK1 := readCPU()
+	res, err := parseFio(out.Bytes(), w.Name)
+	if err == nil && cpuOK && cpuOK1 {
+		res.CPUCores = coresBusy(c0, c1, runtime.NumCPU())
+	}
+	return res, err
 }
 
 func parseFio(out []byte, name string) (Result, error) {

@@ -45,16 +45,21 @@ func (r *Report) Head() string {
 func (w Workload) Markdown(plots []string, prefix string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## %s\n\n%s\n\n", w.Name, w.Measures)
-	hasLat := false
+	hasLat, hasCPU := false, false
 	for _, j := range w.Jobs {
 		for _, x := range j.Results {
 			hasLat = hasLat || x.Latency != nil
+			hasCPU = hasCPU || x.CPU > 0
 		}
 	}
+	cpuHead, cpuRule := "", ""
+	if hasCPU {
+		cpuHead, cpuRule = " CPU busy |", "---:|"
+	}
 	if hasLat {
-		b.WriteString("| job | target | figure | p50 | p99 | p99.9 | zos vs it |\n|---|---|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| job | target | figure | p50 | p99 | p99.9 |" + cpuHead + " zos vs it |\n|---|---|---:|---:|---:|---:|" + cpuRule + "---:|\n")
 	} else {
-		b.WriteString("| job | target | figure | zos vs it |\n|---|---|---:|---:|\n")
+		b.WriteString("| job | target | figure |" + cpuHead + " zos vs it |\n|---|---|---:|" + cpuRule + "---:|\n")
 	}
 	for _, j := range w.Jobs {
 		for _, x := range j.Results {
@@ -73,14 +78,21 @@ func (w Workload) Markdown(plots []string, prefix string) string {
 			if j.OpsUnit != "" && x.OpsPerSec > 0 {
 				fig += " (" + Format(x.OpsPerSec) + " " + j.OpsUnit + ")"
 			}
+			cpu := ""
+			if hasCPU {
+				cpu = " — |"
+				if x.CPU > 0 {
+					cpu = fmt.Sprintf(" %.2f cores |", x.CPU)
+				}
+			}
 			if hasLat {
 				l := x.Latency
 				if l == nil {
 					l = &Latency{}
 				}
-				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", j.Name, name, fig, us(l.P50), us(l.P99), us(l.P999), ratio)
+				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |%s %s |\n", j.Name, name, fig, us(l.P50), us(l.P99), us(l.P999), cpu, ratio)
 			} else {
-				fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", j.Name, name, fig, ratio)
+				fmt.Fprintf(&b, "| %s | %s | %s |%s %s |\n", j.Name, name, fig, cpu, ratio)
 			}
 		}
 	}

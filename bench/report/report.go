@@ -80,6 +80,9 @@ type Result struct {
 	OpsPerSec float64  `json:"ops_per_sec,omitempty"`
 	MBps      float64  `json:"mb_per_sec,omitempty"` // 10^6 bytes/s
 	Latency   *Latency `json:"latency,omitempty"`
+	// CPU is the machine's CPUs busy during the job, on average (every
+	// process: the client, the server, the kernel), where measured.
+	CPU float64 `json:"cpu_cores,omitempty"`
 	// Ratio is zos's Value over this anchor's (for a time, the anchor's
 	// over zos's), so above 1 means zos is better; 1 for zos itself. Set
 	// by Report.Add.

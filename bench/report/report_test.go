@@ -82,3 +82,23 @@ func TestVerifyRejectsZeroAnchor(t *testing.T) {
 		t.Fatalf("Verify = %v, want an error naming the anchor", err)
 	}
 }
+
+// TestMarkdownCPUColumn: a workload whose results carry the machine's busy
+// CPUs gets a CPU column (— where a result has none); others keep their
+// table.
+func TestMarkdownCPUColumn(t *testing.T) {
+	w := report.Workload{Name: "nbd", Jobs: []report.Job{{Name: "1m-seqwrite", Unit: "MiB/s", Results: []report.Result{
+		{Target: report.Zos, Value: 300, CPU: 1.84, Latency: &report.Latency{P50: 1000, P99: 2000, P999: 3000}},
+		{Target: "qemu-nbd-raw", Anchor: true, Value: 1200, Ratio: 0.25},
+	}}}}
+	md := w.Markdown(nil, "")
+	for _, want := range []string{"| p99.9 | CPU busy | zos vs it |", "| 1.84 cores | — |", "| — | 0.25× |"} {
+		if !strings.Contains(md, want) {
+			t.Fatalf("no %q in\n%s", want, md)
+		}
+	}
+	w.Jobs[0].Results[0].CPU = 0
+	if md := w.Markdown(nil, ""); strings.Contains(md, "CPU") {
+		t.Fatalf("CPU column without CPU figures:\n%s", md)
+	}
+}

@@ -2,6 +2,8 @@ package storebench_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -116,5 +118,24 @@ func TestMatrixReport(t *testing.T) {
 	}
 	if !slices.Contains(labels, "node killed") || !(slices.Contains(labels, "rebuild done") || slices.Contains(labels, "load ended, rebuild unfinished")) || len(got.Workloads[0].Series) != 2 {
 		t.Fatalf("events %v, %d series", labels, len(got.Workloads[0].Series))
+	}
+}
+
+// TestDiskRates: both passes write and sync real files, report a rate,
+// and leave nothing behind.
+func TestDiskRates(t *testing.T) {
+	dir := t.TempDir()
+	fresh, over, err := storebench.DiskRates(dir, chunkstore.Profile{K: 2, M: 1}, 3, 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh <= 0 || over <= 0 {
+		t.Fatalf("rates %v, %v", fresh, over)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("left %d files", len(ents))
+	}
+	if _, _, err := storebench.DiskRates(filepath.Join(dir, "missing"), chunkstore.Profile{K: 2, M: 1}, 3, 8<<20); err == nil {
+		t.Fatal("no error for a missing directory")
 	}
 }
