@@ -228,7 +228,7 @@ func (e *attachRefused) Is(target error) bool { return target == nbd.ErrAttached
 // back (a tmp vdisk is deleted instead). A read-write open of a vdisk
 // attached read-write on another node fails with an *AttachedError.
 func (s *Service) Open(ctx context.Context, export string) (*Disk, func(), error) {
-	return s.openExclusive(ctx, export, false)
+	return s.openAs(ctx, export, false)
 }
 
 // ErrAttachedHere is OpenAlone's refusal: the vdisk is open (or being
@@ -245,10 +245,11 @@ func (s *Service) OpenAlone(ctx context.Context, name string) (*Disk, func(), er
 	} else if mode != ReadWrite {
 		return nil, nil, fmt.Errorf("blockd: OpenAlone of %q: not a read-write export name", name)
 	}
-	return s.openExclusive(ctx, name, true)
+	return s.openAs(ctx, name, true)
 }
 
-func (s *Service) openExclusive(ctx context.Context, export string, alone bool) (*Disk, func(), error) {
+// openAs is Open, and OpenAlone with alone.
+func (s *Service) openAs(ctx context.Context, export string, alone bool) (*Disk, func(), error) {
 	name, snap, mode, err := ParseExportName(export)
 	if err != nil {
 		return nil, nil, err
