@@ -299,7 +299,7 @@ func NBDAPI(ctx context.Context, cl *Cluster, cfg NBDAPIConfig) (report.Workload
 		// The nodes' disk and CPUs are this machine's: its ceilings, in
 		// the same run, say how close each figure is to them.
 		progress("nbd: disk ceiling")
-		if ceil, err = measureCeiling(cl.dir, len(cl.dev.Nodes)); err != nil {
+		if ceil, err = measureCeiling(cl.dir, len(cl.dev.Nodes), min(512<<20, cfg.Size)); err != nil {
 			return w, err
 		}
 	}
@@ -331,12 +331,12 @@ type nbdCeiling struct {
 
 // measureCeiling measures the disk under dir as the dev cluster's nodes
 // use it: one file per node written in parallel with its profile's shard
-// bytes of 512 MiB, synced, first fresh (as the chunk store appends) and
-// then in place (as qemu-nbd overwrites its filled raw file).
-func measureCeiling(dir string, nodes int) (nbdCeiling, error) {
+// bytes of size guest bytes, synced, first fresh (as the chunk store
+// appends) and then in place (as qemu-nbd overwrites its filled raw file).
+func measureCeiling(dir string, nodes int, size int64) (nbdCeiling, error) {
 	c := nbdCeiling{profile: chunkstore.DefaultProfile(nodes), cpus: runtime.NumCPU()}
 	for range 3 {
-		f, o, err := storebench.DiskRates(dir, c.profile, nodes, 512<<20)
+		f, o, err := storebench.DiskRates(dir, c.profile, nodes, size)
 		if err != nil {
 			return c, err
 		}
