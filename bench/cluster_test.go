@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,16 @@ func TestClusterLeavesNothing(t *testing.T) {
 	nb, err := bench.NBDAPI(ctx, cl, bench.NBDAPIConfig{Runtime: time.Second, Size: 64 << 20, Workloads: jobs})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, r := range nb.Jobs[0].Results {
+		if r.CPU <= 0 || r.CPU > float64(runtime.NumCPU())+0.01 {
+			t.Fatalf("%s: %v CPUs busy", r.Target, r.CPU)
+		}
+	}
+	for _, n := range nb.Notes {
+		if strings.Contains(n, "Ceilings") {
+			t.Fatalf("a cluster elsewhere got this machine's ceilings: %s", n)
+		}
 	}
 	rep.Add(nb)
 	fl, err := bench.FlistAPI(ctx, cl, bench.FlistConfig{}, nil)

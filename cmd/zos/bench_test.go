@@ -127,6 +127,14 @@ func TestBenchCLI(t *testing.T) {
 				t.Errorf("output:\n%s", out)
 			}
 			checkReport(t, dir, tc.name)
+			if tc.name == "nbd" {
+				// An embedded cluster's disk and CPUs are this machine's.
+				for _, want := range []string{"| CPU busy |", " cores |", "Ceilings of this machine in this run: ", "MiB/s of guest data durably into new blocks"} {
+					if !strings.Contains(out, want) {
+						t.Errorf("no %q in the nbd report:\n%s", want, out)
+					}
+				}
+			}
 		})
 	}
 }
