@@ -363,26 +363,80 @@ func (d *Disk) writeBlock(ctx context.Context, idx uint64, inOff int, src []byte
 	}
 }
 
-// prefetchLocked starts reading the content under a new partial block into
-// the block cache, so that its write-back (often on a FLUSH's critical
-// path) finds it there. It gives up when too many prefetches run.
+// prefetchState is the reads of partial blocks' bases started ahead of
+// their write-back: queued, and read by at most prefetchRunners goroutines
+// in batches of up to prefetchBatch (one batched store read each, as a
+// read of the blocks would be), at most Config.Parallelism bases queued or
+// being read.
+type prefetchState struct {
+	jobs    []prefetchJob
+	reading int // bases taken by runners, not yet read
+	runners int
+}
+
+type prefetchJob struct {
+	idx uint64
+	src source
+}
+
+const (
+	prefetchRunners = 4
+	prefetchBatch   = 64
+)
+
+// prefetchLocked starts reading the base of block idx (src, not in
+// memory) into the block cache, so that the write-back of the partial
+// block just written over it (often on a FLUSH's critical path) finds it
+// there; a full queue drops it (write-back reads it then).
 func (d *Disk) prefetchLocked(idx uint64, src source) {
 	if src.kind != srcRef && src.kind != srcTree || d.closed {
 		return
 	}
-	select {
-	case d.prefetchSem <- struct{}{}:
-	default:
+	if len(d.pf.jobs)+d.pf.reading >= d.svc.cfg.Parallelism {
 		return
 	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		defer func() { <-d.prefetchSem }()
+	d.pf.jobs = append(d.pf.jobs, prefetchJob{idx, src})
+	if d.pf.runners < prefetchRunners {
+		d.pf.runners++
+		d.wg.Add(1)
+		go d.prefetchRun()
+	}
+}
+
+// prefetchRun reads queued bases a batch at a time until none is left;
+// errors surface at write-back, which reads what is missing itself.
+func (d *Disk) prefetchRun() {
+	defer d.wg.Done()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for len(d.pf.jobs) > 0 && d.ctx.Err() == nil {
+		n := min(len(d.pf.jobs), prefetchBatch)
+		idxs, srcs := make([]uint64, n), make([]source, n)
+		for j, pj := range d.pf.jobs[:n] {
+			idxs[j], srcs[j] = pj.idx, pj.src
+		}
+		clear(d.pf.jobs[:n])
+		d.pf.jobs = d.pf.jobs[n:]
+		if len(d.pf.jobs) == 0 {
+			d.pf.jobs = nil
+		}
+		d.pf.reading += n
+		d.mu.Unlock()
 		ctx, cancel := context.WithTimeout(d.ctx, d.svc.cfg.FlushTimeout)
-		defer cancel()
-		d.content(ctx, idx, src) // errors surface at write-back
-	}()
+		d.contents(ctx, idxs, srcs)
+		cancel()
+		d.mu.Lock()
+		d.pf.reading -= n
+	}
+	d.pf.jobs = nil // closing: write-back reads what is left
+	d.pf.runners--
+}
+
+// prefetching reports whether bases are queued or being read.
+func (d *Disk) prefetching() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pf.runners > 0
 }
 
 // fillLocked completes a partial block with base under its sectors.

@@ -3,6 +3,7 @@ package blockd
 import (
 	"bytes"
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func TestPartialBlocksCompletedTogether(t *testing.T) {
 	}
 	// Each partial write started a prefetch of its base (into a block
 	// cache that keeps nothing here): let them end before counting.
-	wait.For(t, time.Minute, "the prefetches of partial blocks to end", func() bool { return len(d.prefetchSem) == 0 })
+	wait.For(t, time.Minute, "the prefetches of partial blocks to end", func() bool { return !d.prefetching() })
 	reads0 := rs.ranges.Load() + e.store.fetches.Load()
 	puts0 := e.store.puts.Load()
 	if err := d.Sync(ctx); err != nil {
@@ -66,5 +67,65 @@ func TestPartialBlocksCompletedTogether(t *testing.T) {
 	}
 	if got := readAll(t, d); !bytes.Equal(got, model) {
 		t.Fatal("read differs from the model")
+	}
+}
+
+// TestPrefetchBatchesBases: the bases that partial writes into uncached
+// blocks read ahead of write-back go to the store in batches, a few
+// runners at a time, not in a read (and a goroutine) each; what is written
+// reads back.
+func TestPrefetchBatchesBases(t *testing.T) {
+	const bs = 16 << 10
+	const size = 4 << 20
+	e := newEnv()
+	rs := &rangeStore{flakyStore: e.store}
+	s := e.service(t, "n1", func(c *Config) {
+		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
+		c.BlockCacheBytes = 1 // nothing cached: every base is read from the store
+		c.WritebackInterval = time.Hour
+	})
+	mustCreate(t, s, "p", size, bs, "db")
+	d, rel := mustOpen(t, s, "p")
+	defer rel()
+	ctx := context.Background()
+	model, rng, write := filledModel(t, d, size, 7)
+	// Hold every store read until all the bases are asked for, so that
+	// those written while the first reads wait queue.
+	gate := make(chan struct{})
+	openGate := sync.OnceFunc(func() { close(gate) })
+	defer openGate() // before the disk closes, which waits for its reads
+	hook := func(chunkstore.Ref) error {
+		<-gate
+		return nil
+	}
+	rs.fetchHook.Store(&hook)
+	rs.batches.Store(0)
+	const n = 48
+	for _, j := range rng.Perm(size / bs)[:n] {
+		write(int64(j)*bs+4<<10, 4<<10)
+	}
+	d.mu.Lock()
+	pending := d.pf.reading + len(d.pf.jobs)
+	d.mu.Unlock()
+	if pending != n {
+		t.Fatalf("%d bases queued or being read after %d partial writes, none answered", pending, n)
+	}
+	openGate()
+	wait.For(t, time.Minute, "the prefetches of partial blocks to end", func() bool { return !d.prefetching() })
+	rs.fetchHook.Store(nil)
+	// prefetchRunners batches of one, then the rest in batches of up to
+	// prefetchBatch: far fewer than a read per base.
+	if got := rs.batches.Load(); got < 1 || got > 2*prefetchRunners {
+		t.Fatalf("%d partial writes read their bases in %d store reads, want at most %d", n, got, 2*prefetchRunners)
+	}
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, size)
+	if err := d.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, model) {
+		t.Fatal("content after partial writes over prefetched bases differs")
 	}
 }

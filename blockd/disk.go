@@ -95,20 +95,18 @@ type Disk struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	sem    chan struct{} // bounds concurrent store operations of write-back
-	// prefetchSem bounds the reads of partial blocks' content started
-	// ahead of their write-back.
-	prefetchSem chan struct{}
-	bufs        chan []byte // free block buffers
+	bufs   chan []byte   // free block buffers
 
 	mu     sync.Mutex
-	cache  cacheState   // dirty blocks
-	wb     wbState      // blocks being written back
-	layers layerState   // stored, uncommitted layers and the committed head
-	seq    seqState     // mutation counts and sequence numbers, commits
-	lease  leaseState   // the read-write lease
-	jr     journalState // the write journal's capture and appends
-	ra     raState      // readahead (its own lock; readahead.go)
-	cl     cleanState   // the cleaner queue (under mu; clean.go)
+	pf     prefetchState // bases of partial blocks being read ahead of write-back
+	cache  cacheState    // dirty blocks
+	wb     wbState       // blocks being written back
+	layers layerState    // stored, uncommitted layers and the committed head
+	seq    seqState      // mutation counts and sequence numbers, commits
+	lease  leaseState    // the read-write lease
+	jr     journalState  // the write journal's capture and appends
+	ra     raState       // readahead (its own lock; readahead.go)
+	cl     cleanState    // the cleaner queue (under mu; clean.go)
 	closed bool
 	space  chan struct{} // closed (and replaced) on progress: memory freed, job done
 }
@@ -130,12 +128,11 @@ func newDisk(svc *Service, p diskParams) *Disk {
 		svc: svc, name: p.name, label: p.label, typ: p.typ, bs: p.bs,
 		shift: uint(bits.TrailingZeros64(uint64(p.bs))), ro: p.readOnly, epoch: p.epoch,
 		store: p.store, tree: p.tree, ctx: ctx, cancel: cancel,
-		batch:       chunkstore.NewBatcher(p.store, chunkstore.BatcherConfig{Timeout: svc.cfg.FlushTimeout}),
-		log:         svc.log.With("vdisk", p.label),
-		sem:         make(chan struct{}, stalledJobs*svc.cfg.Parallelism),
-		prefetchSem: make(chan struct{}, svc.cfg.Parallelism),
-		bufs:        make(chan []byte, 64),
-		space:       make(chan struct{}),
+		batch: chunkstore.NewBatcher(p.store, chunkstore.BatcherConfig{Timeout: svc.cfg.FlushTimeout}),
+		log:   svc.log.With("vdisk", p.label),
+		sem:   make(chan struct{}, stalledJobs*svc.cfg.Parallelism),
+		bufs:  make(chan []byte, 64),
+		space: make(chan struct{}),
 	}
 	d.cache.dirty = map[uint64]*dblock{}
 	d.wb.inflight = map[uint64]*dblock{}

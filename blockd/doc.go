@@ -32,7 +32,9 @@
 //     block cache with its tree path in the node cache) completes the
 //     block at once; into a block that is not, it records only its
 //     sectors (a partial block) and never waits for the block's old
-//     content, which is prefetched and merged at write-back. Only
+//     content, which is prefetched (queued, and read by a few runners in
+//     batched store reads, not a read and a goroutine per write) and
+//     merged at write-back. Only
 //     unaligned writes into uncached blocks read the block first. TRIM
 //     and WRITE_ZEROES of whole blocks record zero blocks or, for large
 //     ranges, a zeroed span.

@@ -20,11 +20,13 @@ import (
 type rangeStore struct {
 	*flakyStore
 	ranges  atomic.Int64 // ranges read
+	batches atomic.Int64 // FetchRanges calls
 	corrupt atomic.Bool  // flip a byte of every range
 }
 
 func (r *rangeStore) FetchRanges(ctx context.Context, rs []chunkstore.Range) ([][]byte, error) {
 	r.ranges.Add(int64(len(rs)))
+	r.batches.Add(1)
 	out := make([][]byte, len(rs))
 	for i, rg := range rs {
 		b, err := r.flakyStore.Fetch(ctx, rg.Ref)
