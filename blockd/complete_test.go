@@ -17,15 +17,7 @@ import (
 func TestPartialBlocksCompletedTogether(t *testing.T) {
 	const bs = 16 << 10
 	const size = 4 << 20
-	e := newEnv()
-	rs := &rangeStore{flakyStore: e.store}
-	s := e.service(t, "n1", func(c *Config) {
-		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
-		c.BlockCacheBytes = 1 // nothing cached: every base is read from the store
-	})
-	mustCreate(t, s, "p", size, bs, "db")
-	d, rel := mustOpen(t, s, "p")
-	defer rel()
+	e, rs, d := uncachedDisk(t, size, bs, nil)
 	ctx := context.Background()
 	model, rng, write := filledModel(t, d, size, 5)
 	// 4 KiB into 24 blocks of each of the first two stretches (1 MiB each).
@@ -54,7 +46,7 @@ func TestPartialBlocksCompletedTogether(t *testing.T) {
 	if puts := e.store.puts.Load() - puts0; puts >= int64(len(written)) {
 		t.Fatalf("%d puts for %d partial blocks of two stretches: not packed", puts, len(written))
 	}
-	ents := entries(t, s, "p")
+	ents := entries(t, d.svc, "p")
 	packs := map[chunkstore.Ref]bool{}
 	for _, i := range written {
 		if !ents[i].InExtent() {
@@ -77,16 +69,7 @@ func TestPartialBlocksCompletedTogether(t *testing.T) {
 func TestPrefetchBatchesBases(t *testing.T) {
 	const bs = 16 << 10
 	const size = 4 << 20
-	e := newEnv()
-	rs := &rangeStore{flakyStore: e.store}
-	s := e.service(t, "n1", func(c *Config) {
-		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
-		c.BlockCacheBytes = 1 // nothing cached: every base is read from the store
-		c.WritebackInterval = time.Hour
-	})
-	mustCreate(t, s, "p", size, bs, "db")
-	d, rel := mustOpen(t, s, "p")
-	defer rel()
+	_, rs, d := uncachedDisk(t, size, bs, func(c *Config) { c.WritebackInterval = time.Hour })
 	ctx := context.Background()
 	model, rng, write := filledModel(t, d, size, 7)
 	// Hold every store read until all the bases are asked for, so that
@@ -128,4 +111,25 @@ func TestPrefetchBatchesBases(t *testing.T) {
 	if !bytes.Equal(got, model) {
 		t.Fatal("content after partial writes over prefetched bases differs")
 	}
+}
+
+// uncachedDisk opens vdisk "p" (size bytes of bs blocks) read-write on a
+// Service whose block cache keeps nothing, over a counting rangeStore, so
+// that every base is read from the store; mod adjusts the Config. The
+// disk is released when t ends.
+func uncachedDisk(t *testing.T, size, bs int64, mod func(*Config)) (*env, *rangeStore, *Disk) {
+	t.Helper()
+	e := newEnv()
+	rs := &rangeStore{flakyStore: e.store}
+	s := e.service(t, "n1", func(c *Config) {
+		c.StoreFor = func(pool, typ string) chunkstore.Store { return rs }
+		c.BlockCacheBytes = 1
+		if mod != nil {
+			mod(c)
+		}
+	})
+	mustCreate(t, s, "p", size, bs, "db")
+	d, rel := mustOpen(t, s, "p")
+	t.Cleanup(rel)
+	return e, rs, d
 }
