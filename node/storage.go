@@ -303,13 +303,14 @@ func (s *storage) healLoop() {
 			n.log.Warn("heal pass failed", "err", err)
 			continue
 		}
-		if p.Rebuilt+p.Moved+p.Dropped+p.Failed+p.Reprofiled+p.Superseded > 0 {
+		if p.Rebuilt+p.Moved+p.Dropped+p.Kept+p.Failed+p.Reprofiled+p.Superseded > 0 {
 			n.log.Info("heal pass done", "epoch", p.Epoch, "chunks", p.Chunks, "rebuilt", p.Rebuilt,
-				"moved", p.Moved, "dropped", p.Dropped, "reprofiled", p.Reprofiled, "superseded", p.Superseded, "failed", p.Failed)
+				"moved", p.Moved, "dropped", p.Dropped, "kept", p.Kept, "reprofiled", p.Reprofiled, "superseded", p.Superseded, "failed", p.Failed)
 		}
-		if p.Failed > 0 {
-			// Some chunks could not be healed yet (a peer unreachable):
-			// try again soon rather than at the next period.
+		if p.Failed > 0 || p.Kept > 0 {
+			// Some chunks could not be healed yet (a peer unreachable), or
+			// old copies wait for their chunk's other moves: try again
+			// soon rather than at the next period.
 			s.kickAfter(10 * time.Second)
 		}
 	}

@@ -3,7 +3,8 @@
 // or removed, the survivors rebuild the shards they are now responsible
 // for, and re-encode chunks whose profile no longer fits the smaller
 // cluster; when a node joins (or comes back), shards move to their new
-// homes and the old copies are deleted only after the new home has them.
+// homes and the old copies are deleted only once the chunk is complete at
+// its new homes.
 //
 // # A pass
 //
@@ -15,7 +16,15 @@
 //   - if the profile no longer fits the cluster (below), the chunk is
 //     re-encoded, and nothing else is done for the old profile;
 //   - a local shard whose home is another node is pushed there if the home
-//     lacks it, and deleted here once the home has it (move);
+//     lacks it, and deleted here once every shard of the chunk is at its
+//     home (move). Deleting it as soon as its own home has it is not safe:
+//     a new home may hold another shard of the chunk until that one moves
+//     on (2+1 homes n1 n2 n3 becoming n4 n2 n1: n3's shard reaches n1
+//     before n1's reaches n4), and a copy dropped then leaves one node
+//     with two of the three shards, so losing it loses the chunk. Ceph
+//     keeps a PG's old OSDs serving until backfill completes for the same
+//     reason. A copy kept this way (Progress.Kept) is dropped by a later
+//     pass, which node asks for 10 s later;
 //   - positions missing at their home are rebuilt — read k shards from
 //     wherever they are (the node's own from its disk), verify the chunk
 //     against its Ref by hashing the data shards in place, compute only the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -64,6 +65,10 @@ type Progress struct {
 	Moved        int64     `json:"moved"`        // local shards pushed to their new home
 	MovedBytes   int64     `json:"movedBytes"`
 	Dropped      int64     `json:"dropped"` // old local copies deleted
+	// Kept counts old local copies whose new home has them, kept because
+	// another shard of the chunk is not at its home yet (deleted by a
+	// later pass, once the chunk is complete at its homes).
+	Kept int64 `json:"kept"`
 	// Reprofiled counts chunks this node re-encoded to a profile that fits
 	// the shrunken cluster; ReprofiledBytes the new shards' bytes written.
 	Reprofiled      int64 `json:"reprofiled"`
@@ -416,7 +421,12 @@ func (h *Healer) healGroup(ctx context.Context, ref chunkstore.Ref, g *group) er
 			h.update(func(p *Progress) { p.Unfit++ })
 		}
 	}
-	// Moves: local shards whose home is elsewhere.
+	// Moves: local shards whose home is elsewhere. Push every one first,
+	// then drop the old copies only once the chunk is complete at its new
+	// homes: a new home may hold another of the chunk's shards (homes n1
+	// n2 n3 becoming n4 n2 n1), and deleting this copy before the others
+	// have moved would leave one node holding two, which one loss takes.
+	var drop []int
 	for i, si := range g.local {
 		home := g.homes[i]
 		if home.ID == self {
@@ -432,8 +442,17 @@ func (h *Healer) healGroup(ctx context.Context, ref chunkstore.Ref, g *group) er
 			}
 			g.present[i] = true
 		}
-		// The home has it: drop the old copy.
-		n, err := h.cfg.Local.DeleteShards(ctx, []chunkstore.ShardKey{si.Key}, 0)
+		drop = append(drop, i)
+	}
+	if len(drop) > 0 && slices.Contains(g.present, false) {
+		kept := int64(len(drop))
+		drop = nil
+		h.update(func(p *Progress) { p.Kept += kept })
+		h.m.kept.Add(float64(kept))
+	}
+	for _, i := range drop {
+		// The chunk is complete at its homes: drop the old copy.
+		n, err := h.cfg.Local.DeleteShards(ctx, []chunkstore.ShardKey{g.local[i].Key}, 0)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -612,6 +631,7 @@ type metrics struct {
 	moved        prometheus.Counter
 	movedBytes   prometheus.Counter
 	dropped      prometheus.Counter
+	kept         prometheus.Counter
 	failed       prometheus.Counter
 
 	reprofiled, reprofiledBytes, reducedParity, superseded prometheus.Counter
@@ -631,6 +651,7 @@ func newMetrics(h *Healer, reg *prometheus.Registry) *metrics {
 		moved:        c("zos_heal_moved_shards_total", "Local shards copied to their new home."),
 		movedBytes:   c("zos_heal_moved_bytes_total", "Bytes of shards moved."),
 		dropped:      c("zos_heal_dropped_shards_total", "Old local copies deleted after their home had them."),
+		kept:         c("zos_heal_kept_shards_total", "Old local copies kept although their home has them: another shard of the chunk was not at its home yet."),
 		failed:       c("zos_heal_failed_chunks_total", "Chunks a pass could not heal."),
 
 		reprofiled:      c("zos_heal_reprofiled_chunks_total", "Chunks re-encoded to a profile that fits the cluster's failure domains."),
@@ -638,7 +659,7 @@ func newMetrics(h *Healer, reg *prometheus.Registry) *metrics {
 		reducedParity:   c("zos_heal_reduced_parity_chunks_total", "Re-encoded chunks whose parity count had to drop (too few failure domains)."),
 		superseded:      c("zos_heal_superseded_shards_total", "Shards of a re-encoded chunk's old profile deleted."),
 	}
-	m.collectors = []prometheus.Collector{m.rebuilt, m.rebuiltBytes, m.moved, m.movedBytes, m.dropped, m.failed,
+	m.collectors = []prometheus.Collector{m.rebuilt, m.rebuiltBytes, m.moved, m.movedBytes, m.dropped, m.kept, m.failed,
 		m.reprofiled, m.reprofiledBytes, m.reducedParity, m.superseded,
 		g("zos_heal_running", "1 while a heal pass runs.", func(p Progress) float64 { return b2f(p.Running) }),
 		g("zos_heal_shards_total", "Local shards the current pass examines.", func(p Progress) float64 { return float64(p.ShardsTotal) }),
