@@ -300,9 +300,10 @@
 // I/O: a 4 KiB write into a 16 KiB block is a read-modify-write of the
 // block at write-back (the bases of a stretch's partial blocks read in
 // one batch, complete.go), so vdisks that live on random 4 KiB I/O
-// (databases) do better with 4 KiB blocks (about 2× the IOPS beyond the
-// caches), at the price of per-block work on sequential I/O (about half
-// the 1M sequential read rate; docs/benchmarks.md, "Extents and ranged
-// shard reads"). A fanout of 256 (8 KiB full nodes) keeps a 1 TiB vdisk at 3
+// (databases) do better with 4 KiB blocks (more than twice the random
+// IOPS beyond the caches, and fewer synced writes' bytes), at the price
+// of per-block work on sequential reads, which within the caches makes
+// them slower (docs/benchmarks.md, "Extents and ranged shard reads" and
+// "Beyond the caches"). A fanout of 256 (8 KiB full nodes) keeps a 1 TiB vdisk at 3
 // levels and writes fewer tree chunks per flush than smaller fanouts.
 package blockd
