@@ -112,7 +112,10 @@ func readEntries(ctx context.Context, st chunkstore.Fetcher, bs int64, ents []tr
 	errs := make([]error, len(ents))
 	exts := map[chunkstore.Ref][]int{} // extent -> positions wanting it
 	whole := map[chunkstore.Ref][]int{}
-	shared := map[chunkstore.Ref]bool{} // extents read whole whose blocks keep the chunk's buffer
+	// shared: extents read whole whose blocks keep the chunk's buffer, and
+	// for each wanted slot the next wanted slot (or Blocks): the block's
+	// slice reaches to it, so the cache counts the unwanted bytes after it.
+	shared := map[chunkstore.Ref]map[uint16]uint16{}
 	for i, e := range ents {
 		if e.InExtent() {
 			exts[e.Ext] = append(exts[e.Ext], i)
@@ -130,7 +133,9 @@ func readEntries(ctx context.Context, st chunkstore.Fetcher, bs int64, ents []tr
 		}
 		if len(slots)*wholeExtentShare >= int(e.Blocks) {
 			whole[ext] = append(whole[ext], pos...)
-			shared[ext] = len(slots)*sharedExtentShare >= int(e.Blocks)*(sharedExtentShare-1)
+			if len(slots)*sharedExtentShare >= int(e.Blocks)*(sharedExtentShare-1) {
+				shared[ext] = nextSlots(slots, e.Blocks)
+			}
 			continue
 		}
 		// One range per run of contiguous wanted slots.
@@ -198,7 +203,8 @@ func readEntries(ctx context.Context, st chunkstore.Fetcher, bs int64, ents []tr
 					errs[i] = ferr
 					continue
 				}
-				out[i], errs[i] = blockOf(got[k], ents[i], bs, shared[r])
+				end, share := shared[r][ents[i].Slot]
+				out[i], errs[i] = blockOf(got[k], ents[i], bs, share, end)
 			}
 		}
 	}
@@ -215,18 +221,42 @@ func rangeErr(be *chunkstore.BatchError, i int) error {
 
 // sharedExtentShare: the blocks of an extent read whole keep slices of
 // the chunk's buffer rather than copies when a read wants all but at most
-// 1/sharedExtentShare of them (a sequential read wants them all). The
-// block cache counts each block's slice; the bytes of blocks not wanted
-// stay allocated, uncounted, as long as one wanted block is cached, so the
-// rule bounds them to an eighth of an extent. A copy of every block of
-// every extent cost a tenth of a sequential read's CPU (the copy, and the
-// fresh memory it needs).
-const sharedExtentShare = 8
+// 1/sharedExtentShare of them (a sequential read wants them all; one
+// after random writes, three quarters to seven eighths of an extent, the
+// rest superseded by later blocks). Each block's slice reaches to the
+// next wanted block (its capacity), so the block cache counts the bytes
+// of the unwanted blocks after it; only those before the first wanted
+// block stay allocated uncounted while a block of the extent is cached,
+// at most a quarter of an extent. A copy of every block of every extent
+// cost a tenth of a sequential read's CPU (the copy, and the fresh memory
+// it needs); sharing at seven eighths instead of three quarters left the
+// sequential read after random writes copying most blocks (its figures:
+// docs/benchmarks.md, "Beyond the caches").
+const sharedExtentShare = 4
+
+// nextSlots maps each wanted slot of an extent of n blocks to the next
+// wanted slot, or n for the last.
+func nextSlots(slots map[uint16]bool, n uint16) map[uint16]uint16 {
+	sorted := make([]uint16, 0, len(slots))
+	for s := range slots {
+		sorted = append(sorted, s)
+	}
+	slices.Sort(sorted)
+	out := make(map[uint16]uint16, len(sorted))
+	for j, s := range sorted {
+		out[s] = n
+		if j+1 < len(sorted) {
+			out[s] = sorted[j+1]
+		}
+	}
+	return out
+}
 
 // blockOf returns e's content from data, the verified chunk e.Chunk(): its
-// own copy, or (share) a slice of data, capped so that nothing appends
-// into its neighbour. Block buffers are never written once read.
-func blockOf(data []byte, e tree.Entry, bs int64, share bool) ([]byte, error) {
+// own copy, or (share) a slice of data whose capacity ends where slot end
+// starts (the next wanted block's, which nothing can then append into).
+// Block buffers are never written once read.
+func blockOf(data []byte, e tree.Entry, bs int64, share bool, end uint16) ([]byte, error) {
 	if !e.InExtent() {
 		if int64(len(data)) > bs {
 			return nil, fmt.Errorf("%w: block %s is %d bytes, more than the block size %d", ErrCorruptBlock, e.Ref.Short(), len(data), bs)
@@ -241,7 +271,9 @@ func blockOf(data []byte, e tree.Entry, bs int64, share bool) ([]byte, error) {
 	// no second hash.
 	b := trimZeros(data[int64(e.Slot)*bs : int64(e.Slot+1)*bs])
 	if share {
-		return b[:len(b):len(b)], nil
+		from := int64(e.Slot) * bs
+		to := max(int64(end)*bs, int64(e.Slot+1)*bs)
+		return data[from : from+int64(len(b)) : min(to, int64(len(data)))], nil
 	}
 	return slices.Clone(b), nil
 }
