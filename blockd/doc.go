@@ -229,10 +229,12 @@
 // fails or does not match is read again with the whole extent, through
 // Fetch's degraded reads and repair. A random 4 KiB read of a disk written
 // sequentially is thus one request of 16 KiB, not a 1 MiB fetch. The
-// blocks of an extent fetched whole for all but an eighth of them (a
-// sequential read) are slices of the fetched chunk, not copies
-// (sharedExtentShare); fewer are copied out, so that a cached block does
-// not keep a mostly unwanted megabyte alive.
+// blocks of an extent fetched whole for at least three quarters of them
+// (a sequential read, also over stretches random writes have partly
+// superseded) are slices of the fetched chunk, not copies, each reaching
+// to the next wanted block so that the block cache counts the unwanted
+// bytes between (sharedExtentShare); fewer are copied out, so that a
+// cached block does not keep a mostly unwanted megabyte alive.
 //
 // An overwrite of part of an extent gives the overwritten blocks new
 // entries and leaves the others pointing into the old extent, which stays
