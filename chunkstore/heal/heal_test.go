@@ -87,11 +87,26 @@ type healers struct {
 	hs map[string]*heal.Healer
 }
 
-func (h *healers) runAll(t *testing.T) []heal.Progress {
+// healer returns node id's healer, made on first use.
+func (h *healers) healer(t *testing.T, id string) *heal.Healer {
 	t.Helper()
 	if h.hs == nil {
 		h.hs = map[string]*heal.Healer{}
 	}
+	hl := h.hs[id]
+	if hl == nil {
+		var err error
+		hl, err = heal.New(heal.Config{NodeID: id, Local: h.c.Node(id).Disk, Store: h.c.Store, BatchSize: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.hs[id] = hl
+	}
+	return hl
+}
+
+func (h *healers) runAll(t *testing.T) []heal.Progress {
+	t.Helper()
 	m := h.c.Map()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -101,15 +116,7 @@ func (h *healers) runAll(t *testing.T) []heal.Progress {
 		if nd.State != placement.Up || n.Disk == nil {
 			continue
 		}
-		hl := h.hs[nd.ID]
-		if hl == nil {
-			var err error
-			hl, err = heal.New(heal.Config{NodeID: nd.ID, Local: n.Disk, Store: h.c.Store, BatchSize: 64})
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.hs[nd.ID] = hl
-		}
+		hl := h.healer(t, nd.ID)
 		wg.Go(func() {
 			p, err := hl.Run(ctx(t))
 			if err != nil {

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/zosproject/zos/chunkstore"
-	"github.com/zosproject/zos/chunkstore/heal"
 	"github.com/zosproject/zos/chunkstore/localcluster"
 	"github.com/zosproject/zos/chunkstore/placement"
 )
@@ -50,7 +49,7 @@ func TestMovesKeepRedundancy(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := shardCount(t, c)
-			h := map[string]*heal.Healer{}
+			h := &healers{c: c}
 			var moved, dropped, kept int64
 			for round := range 6 {
 				// One node's pass at a time, in a different order each
@@ -60,16 +59,7 @@ func TestMovesKeepRedundancy(t *testing.T) {
 					sort.Sort(sort.Reverse(sort.StringSlice(ids)))
 				}
 				for _, id := range ids {
-					hl := h[id]
-					if hl == nil {
-						var err error
-						hl, err = heal.New(heal.Config{NodeID: id, Local: c.Node(id).Disk, Store: c.Store, BatchSize: 64})
-						if err != nil {
-							t.Fatal(err)
-						}
-						h[id] = hl
-					}
-					p, err := hl.Run(ctx(t))
+					p, err := h.healer(t, id).Run(ctx(t))
 					if err != nil {
 						t.Fatalf("heal on %s: %v", id, err)
 					}
